@@ -1,0 +1,66 @@
+//! Time, behind a trait so tests can move it.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+
+    fn unix_now(&self) -> u64 {
+        unix(self.now())
+    }
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// The real wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct TestClock(Mutex<SystemTime>);
+
+impl TestClock {
+    pub fn new(start: SystemTime) -> Self {
+        TestClock(Mutex::new(start))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        TestClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_clock_moves_only_when_told() {
+        let c = TestClock::default();
+        let t0 = c.now();
+        assert_eq!(c.now(), t0);
+        c.advance(Duration::from_secs(61));
+        assert_eq!(c.unix_now(), unix(t0) + 61);
+    }
+}

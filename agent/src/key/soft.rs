@@ -1,0 +1,1 @@
+//! Software CTAP2 authenticator (being written).

@@ -1,0 +1,1 @@
+//! Google REST upstream (being written).

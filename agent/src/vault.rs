@@ -1,0 +1,1 @@
+//! Sealed vault (being written).

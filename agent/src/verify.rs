@@ -1,0 +1,1 @@
+//! Assertion verification (being written).

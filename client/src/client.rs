@@ -1,0 +1,166 @@
+//! The client library: connect to the agent, say hello, ask.
+
+use std::path::{Path, PathBuf};
+
+use tokio::net::UnixStream;
+
+use crate::frame::{read_frame, write_frame, FrameError};
+use crate::protocol::{
+    CallerHint, ErrorCode, ErrorReply, Hello, ProfileInfo, Request, Response, StatusReply,
+    TokenReply, PROTOCOL_VERSION,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no touchgate agent is listening at {path}: start one with `eval \"$(touchgate-agent)\"` (or set TOUCHGATE_SOCK to its socket)")]
+    NotRunning { path: PathBuf },
+    #[error("cannot open the agent socket {path}: {source}; check its owner and permissions")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the agent speaks protocol version {agent} and this client speaks {client}: run a touchgate and touchgate-agent of the same release")]
+    VersionMismatch { agent: u32, client: u32 },
+    #[error("{0}")]
+    Agent(ErrorReply),
+    #[error("the agent closed the connection unexpectedly: {0}")]
+    Frame(#[from] FrameError),
+    #[error("the agent answered with {got} to a {asked} request; this is a bug, please report it")]
+    Unexpected {
+        asked: &'static str,
+        got: &'static str,
+    },
+}
+
+impl ClientError {
+    /// The agent's stable error code, when the agent said no.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Agent(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// One connection to the agent. Requests are answered in order.
+pub struct Client {
+    stream: UnixStream,
+    pub agent_software: String,
+}
+
+impl Client {
+    /// Connect to the socket found by [`crate::paths::socket_path`].
+    pub async fn connect_default() -> Result<Client, ClientError> {
+        Client::connect(&crate::paths::socket_path()).await
+    }
+
+    pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        let mut stream = match UnixStream::connect(path).await {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Err(ClientError::NotRunning {
+                    path: path.to_owned(),
+                })
+            }
+            Err(source) => {
+                return Err(ClientError::Connect {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        write_frame(&mut stream, &Hello::ours(concat!("touchgate ", env!("CARGO_PKG_VERSION"))))
+            .await?;
+        // The agent answers a hello with its own, or with an error (wrong version, refused peer).
+        let reply: HelloReply = read_frame(&mut stream).await?;
+        match reply {
+            HelloReply::Hello(h) if h.protocol == PROTOCOL_VERSION => Ok(Client {
+                stream,
+                agent_software: h.software,
+            }),
+            HelloReply::Hello(h) => Err(ClientError::VersionMismatch {
+                agent: h.protocol,
+                client: PROTOCOL_VERSION,
+            }),
+            HelloReply::Error(e) => Err(ClientError::Agent(e)),
+        }
+    }
+
+    /// Send one request and wait for its response. An agent error becomes `Err(Agent)`.
+    pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
+        write_frame(&mut self.stream, req).await?;
+        match read_frame(&mut self.stream).await? {
+            Response::Error(e) => Err(ClientError::Agent(e)),
+            r => Ok(r),
+        }
+    }
+
+    pub async fn get_token(
+        &mut self,
+        profile: Option<&str>,
+        scopes: &[String],
+        caller: CallerHint,
+    ) -> Result<TokenReply, ClientError> {
+        let req = Request::GetToken {
+            profile: profile.map(str::to_owned),
+            scopes: scopes.to_vec(),
+            caller,
+        };
+        match self.request(&req).await? {
+            Response::Token(t) => Ok(t),
+            other => Err(unexpected("GetToken", &other)),
+        }
+    }
+
+    pub async fn status(&mut self) -> Result<StatusReply, ClientError> {
+        match self.request(&Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected("Status", &other)),
+        }
+    }
+
+    pub async fn lock(&mut self) -> Result<u32, ClientError> {
+        match self.request(&Request::Lock).await? {
+            Response::Locked { dropped_tokens } => Ok(dropped_tokens),
+            other => Err(unexpected("Lock", &other)),
+        }
+    }
+
+    pub async fn list_profiles(&mut self) -> Result<Vec<ProfileInfo>, ClientError> {
+        match self.request(&Request::ListProfiles).await? {
+            Response::Profiles(p) => Ok(p),
+            other => Err(unexpected("ListProfiles", &other)),
+        }
+    }
+}
+
+/// What the agent sends first: its hello, or an error instead (refused peer, wrong version).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum HelloReply {
+    Hello(Hello),
+    Error(ErrorReply),
+}
+
+pub(crate) fn unexpected(asked: &'static str, got: &Response) -> ClientError {
+    ClientError::Unexpected {
+        asked,
+        got: response_name(got),
+    }
+}
+
+fn response_name(r: &Response) -> &'static str {
+    match r {
+        Response::Token(_) => "Token",
+        Response::Status(_) => "Status",
+        Response::Locked { .. } => "Locked",
+        Response::Profiles(_) => "Profiles",
+        Response::Enrolled(_) => "Enrolled",
+        Response::Imported { .. } => "Imported",
+        Response::Error(_) => "Error",
+    }
+}

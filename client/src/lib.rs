@@ -1,0 +1,21 @@
+//! touchgate: the wire protocol between clients and `touchgate-agent`, and the
+//! client library that speaks it.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), touchgate::ClientError> {
+//! let mut agent = touchgate::Client::connect_default().await?;
+//! let tok = agent.get_token(Some("inference"), &[], Default::default()).await?;
+//! println!("valid until {}", tok.expires_at);
+//! # Ok(()) }
+//! ```
+#![deny(unsafe_code)]
+
+pub mod client;
+pub mod frame;
+pub mod paths;
+pub mod protocol;
+pub mod secret;
+
+pub use client::{Client, ClientError, HelloReply};
+pub use protocol::*;
+pub use secret::Secret;

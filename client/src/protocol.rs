@@ -1,0 +1,337 @@
+//! The typed messages spoken over the agent socket.
+//!
+//! Every connection starts with a [`Hello`] each way; after that the client sends
+//! [`Request`]s and the agent answers each with one [`Response`]. Frames are
+//! postcard-encoded (see [`crate::frame`]). Adding a variant at the end of an
+//! enum is compatible; anything else bumps [`PROTOCOL_VERSION`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// Version of this protocol. A peer with another version is refused with an error naming both.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// First frame, both ways.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// Free text, e.g. `touchgate 0.1.0`; for logs only.
+    pub software: String,
+}
+
+impl Hello {
+    pub fn ours(software: &str) -> Self {
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            software: software.to_owned(),
+        }
+    }
+}
+
+/// Who is asking, as the front end (CLI or shim) sees it. The agent also learns
+/// the socket peer's uid/pid itself; this names the client program on whose
+/// behalf a shim asks.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CallerHint {
+    /// e.g. `gcloud`, `python3 train.py`.
+    pub program: Option<String>,
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Mint or reuse an access token. `profile: None` → the config's default profile;
+    /// empty `scopes` → the profile's scopes.
+    GetToken {
+        profile: Option<String>,
+        scopes: Vec<String>,
+        caller: CallerHint,
+    },
+    Status,
+    /// Drop every cached token and approval window.
+    Lock,
+    ListProfiles,
+    /// Create a credential on the security key (needs a touch).
+    Enroll { force: bool },
+    /// Seal an upstream credential (Google service-account key or authorized_user JSON)
+    /// under the enrolled key (needs a touch).
+    Import { name: String, credential_json: Secret },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Token(TokenReply),
+    Status(StatusReply),
+    Locked { dropped_tokens: u32 },
+    Profiles(Vec<ProfileInfo>),
+    Enrolled(EnrolledReply),
+    Imported { name: String, kind: String },
+    Error(ErrorReply),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenReply {
+    pub access_token: Secret,
+    /// Seconds since the Unix epoch.
+    pub expires_at: u64,
+    pub profile: String,
+    pub scopes: Vec<String>,
+    /// True when answered inside an approval window without a touch.
+    pub from_cache: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub agent_version: String,
+    pub pid: u32,
+    pub key_backend: String,
+    pub enrolled: Option<EnrolledReply>,
+    pub credentials: Vec<String>,
+    pub profiles: Vec<ProfileInfo>,
+    pub cached_tokens: u32,
+    pub touches: u64,
+    pub mints: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrolledReply {
+    /// Hex of the first 8 bytes of the credential id.
+    pub credential: String,
+    pub aaguid: String,
+    pub key_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileInfo {
+    pub name: String,
+    pub credential: String,
+    pub service_account: Option<String>,
+    pub project: Option<String>,
+    pub scopes: Vec<String>,
+    /// `every-token` or a window such as `10m`.
+    pub touch: String,
+    pub lifetime_secs: u64,
+    pub is_default: bool,
+}
+
+/// A typed error: a stable code for programs and a one-line message for people
+/// (what is wrong and how to fix it). Never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorReply {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        // One line, always.
+        if message.contains('\n') {
+            message = message.lines().collect::<Vec<_>>().join("; ");
+        }
+        ErrorReply { code, message }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// Hello carried another protocol version.
+    VersionMismatch,
+    /// A frame could not be decoded or exceeded the cap.
+    BadFrame,
+    /// The socket peer is another user.
+    PeerRefused,
+    /// Too many connections at once.
+    Busy,
+    NotEnrolled,
+    AlreadyEnrolled,
+    UnknownProfile,
+    UnknownCredential,
+    BadCredential,
+    TouchDenied,
+    TouchTimeout,
+    /// The key's answer failed verification (signature, challenge, counter).
+    KeyVerification,
+    Key,
+    Upstream,
+    Vault,
+    Config,
+    Internal,
+}
+
+impl ErrorCode {
+    /// A stable, lowercase name (for scripts and audit records).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::VersionMismatch => "version-mismatch",
+            ErrorCode::BadFrame => "bad-frame",
+            ErrorCode::PeerRefused => "peer-refused",
+            ErrorCode::Busy => "busy",
+            ErrorCode::NotEnrolled => "not-enrolled",
+            ErrorCode::AlreadyEnrolled => "already-enrolled",
+            ErrorCode::UnknownProfile => "unknown-profile",
+            ErrorCode::UnknownCredential => "unknown-credential",
+            ErrorCode::BadCredential => "bad-credential",
+            ErrorCode::TouchDenied => "touch-denied",
+            ErrorCode::TouchTimeout => "touch-timeout",
+            ErrorCode::KeyVerification => "key-verification",
+            ErrorCode::Key => "key",
+            ErrorCode::Upstream => "upstream",
+            ErrorCode::Vault => "vault",
+            ErrorCode::Config => "config",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T>(v: &T)
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let bytes = postcard::to_stdvec(v).unwrap();
+        let back: T = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(&back, v);
+    }
+
+    fn profile() -> ProfileInfo {
+        ProfileInfo {
+            name: "inference".into(),
+            credential: "default".into(),
+            service_account: Some("sa@p.iam.gserviceaccount.com".into()),
+            project: Some("p".into()),
+            scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+            touch: "10m".into(),
+            lifetime_secs: 900,
+            is_default: true,
+        }
+    }
+
+    fn enrolled() -> EnrolledReply {
+        EnrolledReply {
+            credential: "0011223344556677".into(),
+            aaguid: "00000000-0000-0000-0000-000000000000".into(),
+            key_name: "soft".into(),
+        }
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        round_trip(&Hello::ours("touchgate 0.1.0"));
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        for r in [
+            Request::GetToken {
+                profile: Some("train".into()),
+                scopes: vec!["a".into(), "b".into()],
+                caller: CallerHint {
+                    program: Some("gcloud".into()),
+                    pid: Some(42),
+                },
+            },
+            Request::GetToken {
+                profile: None,
+                scopes: vec![],
+                caller: CallerHint::default(),
+            },
+            Request::Status,
+            Request::Lock,
+            Request::ListProfiles,
+            Request::Enroll { force: true },
+            Request::Import {
+                name: "default".into(),
+                credential_json: Secret::new("{\"type\":\"service_account\"}"),
+            },
+        ] {
+            round_trip(&r);
+        }
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        for r in [
+            Response::Token(TokenReply {
+                access_token: Secret::new("ya29.x"),
+                expires_at: 1_800_000_000,
+                profile: "p".into(),
+                scopes: vec!["s".into()],
+                from_cache: true,
+            }),
+            Response::Status(StatusReply {
+                agent_version: "0.1.0".into(),
+                pid: 7,
+                key_backend: "soft".into(),
+                enrolled: Some(enrolled()),
+                credentials: vec!["default".into()],
+                profiles: vec![profile()],
+                cached_tokens: 2,
+                touches: 3,
+                mints: 4,
+            }),
+            Response::Locked { dropped_tokens: 5 },
+            Response::Profiles(vec![profile()]),
+            Response::Enrolled(enrolled()),
+            Response::Imported {
+                name: "default".into(),
+                kind: "service_account".into(),
+            },
+            Response::Error(ErrorReply::new(ErrorCode::TouchDenied, "denied")),
+        ] {
+            round_trip(&r);
+        }
+    }
+
+    #[test]
+    fn every_error_code_round_trips_and_has_a_name() {
+        use ErrorCode::*;
+        let all = [
+            VersionMismatch,
+            BadFrame,
+            PeerRefused,
+            Busy,
+            NotEnrolled,
+            AlreadyEnrolled,
+            UnknownProfile,
+            UnknownCredential,
+            BadCredential,
+            TouchDenied,
+            TouchTimeout,
+            KeyVerification,
+            Key,
+            Upstream,
+            Vault,
+            Config,
+            Internal,
+        ];
+        let mut names = std::collections::HashSet::new();
+        for c in all {
+            round_trip(&c);
+            assert!(names.insert(c.as_str()), "duplicate name {}", c.as_str());
+        }
+    }
+
+    #[test]
+    fn error_messages_are_one_line() {
+        let e = ErrorReply::new(ErrorCode::Internal, "a\nb");
+        assert_eq!(e.message, "a; b");
+    }
+
+    #[test]
+    fn token_debug_hides_the_token() {
+        let r = Response::Token(TokenReply {
+            access_token: Secret::new("ya29.SECRET"),
+            expires_at: 0,
+            profile: "p".into(),
+            scopes: vec![],
+            from_cache: false,
+        });
+        assert!(!format!("{r:?}").contains("SECRET"));
+    }
+}

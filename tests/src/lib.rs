@@ -1,0 +1,1 @@
+//! touchgate end-to-end test support.
