@@ -3,8 +3,19 @@
 //! each only after the touch the user's policy asks for.
 #![deny(unsafe_code)]
 
+pub mod agent;
+pub mod caller;
+pub mod ceremony;
 pub mod clock;
+pub mod config;
+pub mod enrol;
+pub mod issue;
 pub mod key;
+pub mod run;
+pub mod server;
+pub mod session;
 pub mod upstream;
 pub mod vault;
 pub mod verify;
+
+pub use agent::{Agent, StatePaths};

@@ -1,1 +1,184 @@
-fn main() {}
+//! `touchgate-agent`: like ssh-agent, for Google Cloud tokens.
+//!
+//! Without `--foreground` it starts itself in the background and prints
+//! `TOUCHGATE_SOCK=…; export TOUCHGATE_SOCK;` for `eval "$(touchgate-agent)"`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use clap::Parser;
+use touchgate_agent::run::{build, Settings};
+use touchgate_agent::server;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "touchgate-agent",
+    version,
+    about = "Hands out touch-gated Google Cloud tokens over a Unix socket"
+)]
+struct Args {
+    /// Stay in the foreground and log to stderr (for systemd, tests, debugging).
+    #[arg(long, short = 'f')]
+    foreground: bool,
+    /// In the foreground, still print the TOUCHGATE_SOCK line once the socket is ready.
+    #[arg(long)]
+    print_sock: bool,
+    /// Socket path (default: TOUCHGATE_SOCK, else $XDG_RUNTIME_DIR/touchgate/agent.sock).
+    #[arg(long, env = "TOUCHGATE_SOCK")]
+    socket: Option<PathBuf>,
+    /// Config file (default: TOUCHGATE_CONFIG, else ~/.config/touchgate/config.toml).
+    #[arg(long, env = "TOUCHGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory (default: TOUCHGATE_STATE_DIR, else ~/.local/state/touchgate).
+    #[arg(long, env = "TOUCHGATE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Internal: the background child of a daemonising start.
+    #[arg(long, hide = true)]
+    daemon_child: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut settings = Settings::from_env();
+    if let Some(s) = &args.socket {
+        settings.socket = s.clone();
+    }
+    if let Some(c) = &args.config {
+        settings.config_path = c.clone();
+    }
+    if let Some(d) = &args.state_dir {
+        settings.state_dir = d.clone();
+    }
+    if !args.foreground && !args.daemon_child {
+        return daemonise(&settings);
+    }
+    init_logging();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&args, &format!("cannot start the async runtime: {e}")),
+    };
+    rt.block_on(async move {
+        let agent = match build(&settings) {
+            Ok(a) => a,
+            Err(e) => return fail(&args, &format!("{e:#}")),
+        };
+        let listener = match server::bind(&settings.socket).await {
+            Ok(l) => l,
+            Err(e) => return fail(&args, &e.to_string()),
+        };
+        if args.daemon_child {
+            println!("READY");
+        } else if args.print_sock {
+            println!("{}", export_line(&settings));
+        }
+        let _ = std::io::stdout().flush();
+        server::serve(agent, listener, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn fail(args: &Args, msg: &str) -> ExitCode {
+    if args.daemon_child {
+        println!("ERROR {msg}");
+    } else {
+        eprintln!("touchgate-agent: {msg}");
+    }
+    ExitCode::FAILURE
+}
+
+fn export_line(s: &Settings) -> String {
+    let p = s.socket.display().to_string();
+    format!("TOUCHGATE_SOCK={p}; export TOUCHGATE_SOCK;")
+}
+
+/// Start a copy of ourselves in the background (own process group, logs to the
+/// state dir), wait until its socket is ready, print the export line.
+fn daemonise(settings: &Settings) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("touchgate-agent: cannot find my own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&settings.state_dir) {
+        eprintln!(
+            "touchgate-agent: cannot create {}: {e}",
+            settings.state_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let log_path = settings.state_dir.join("agent.log");
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "touchgate-agent: cannot open log {}: {e}",
+                log_path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("--daemon-child")
+        .arg("--socket")
+        .arg(&settings.socket)
+        .arg("--config")
+        .arg(&settings.config_path)
+        .arg("--state-dir")
+        .arg(&settings.state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("touchgate-agent: cannot start the background agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut line = String::new();
+    let out = child.stdout.take().expect("piped");
+    let _ = BufReader::new(out).read_line(&mut line);
+    match line.trim_end() {
+        "READY" => {
+            println!("{}", export_line(settings));
+            println!("echo Agent pid {};", child.id());
+            ExitCode::SUCCESS
+        }
+        other => {
+            let msg = other
+                .strip_prefix("ERROR ")
+                .unwrap_or("the background agent exited during start");
+            eprintln!("touchgate-agent: {msg} (log: {})", log_path.display());
+            let _ = child.wait();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOUCHGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

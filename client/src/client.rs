@@ -24,12 +24,18 @@ pub enum ClientError {
     #[error("{0}")]
     Agent(ErrorReply),
     #[error("the agent closed the connection unexpectedly: {0}")]
-    Frame(#[from] FrameError),
+    Frame(FrameError),
     #[error("the agent answered with {got} to a {asked} request; this is a bug, please report it")]
     Unexpected {
         asked: &'static str,
         got: &'static str,
     },
+}
+
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> Self {
+        ClientError::Frame(e)
+    }
 }
 
 impl ClientError {
@@ -42,10 +48,14 @@ impl ClientError {
     }
 }
 
+/// Called with the agent's prompt while a request waits for a touch.
+type TouchCallback = Box<dyn Fn(&str) + Send + Sync>;
+
 /// One connection to the agent. Requests are answered in order.
 pub struct Client {
     stream: UnixStream,
     pub agent_software: String,
+    on_touch: Option<TouchCallback>,
 }
 
 impl Client {
@@ -74,14 +84,18 @@ impl Client {
                 })
             }
         };
-        write_frame(&mut stream, &Hello::ours(concat!("touchgate ", env!("CARGO_PKG_VERSION"))))
-            .await?;
+        write_frame(
+            &mut stream,
+            &Hello::ours(concat!("touchgate ", env!("CARGO_PKG_VERSION"))),
+        )
+        .await?;
         // The agent answers a hello with its own, or with an error (wrong version, refused peer).
         let reply: HelloReply = read_frame(&mut stream).await?;
         match reply {
             HelloReply::Hello(h) if h.protocol == PROTOCOL_VERSION => Ok(Client {
                 stream,
                 agent_software: h.software,
+                on_touch: None,
             }),
             HelloReply::Hello(h) => Err(ClientError::VersionMismatch {
                 agent: h.protocol,
@@ -91,12 +105,24 @@ impl Client {
         }
     }
 
+    /// Call `f` with the agent's prompt whenever a request waits for a touch.
+    pub fn on_touch_needed(&mut self, f: impl Fn(&str) + Send + Sync + 'static) {
+        self.on_touch = Some(Box::new(f));
+    }
+
     /// Send one request and wait for its response. An agent error becomes `Err(Agent)`.
     pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
         write_frame(&mut self.stream, req).await?;
-        match read_frame(&mut self.stream).await? {
-            Response::Error(e) => Err(ClientError::Agent(e)),
-            r => Ok(r),
+        loop {
+            match read_frame(&mut self.stream).await? {
+                Response::TouchNeeded { prompt } => {
+                    if let Some(f) = &self.on_touch {
+                        f(&prompt);
+                    }
+                }
+                Response::Error(e) => return Err(ClientError::Agent(e)),
+                r => return Ok(r),
+            }
         }
     }
 
@@ -131,6 +157,29 @@ impl Client {
         }
     }
 
+    pub async fn enroll(&mut self, force: bool) -> Result<crate::EnrolledReply, ClientError> {
+        match self.request(&Request::Enroll { force }).await? {
+            Response::Enrolled(e) => Ok(e),
+            other => Err(unexpected("Enroll", &other)),
+        }
+    }
+
+    /// Seal `credential_json` under the enrolled key as `name`; returns its kind.
+    pub async fn import(
+        &mut self,
+        name: &str,
+        credential_json: crate::Secret,
+    ) -> Result<String, ClientError> {
+        let req = Request::Import {
+            name: name.to_owned(),
+            credential_json,
+        };
+        match self.request(&req).await? {
+            Response::Imported { kind, .. } => Ok(kind),
+            other => Err(unexpected("Import", &other)),
+        }
+    }
+
     pub async fn list_profiles(&mut self) -> Result<Vec<ProfileInfo>, ClientError> {
         match self.request(&Request::ListProfiles).await? {
             Response::Profiles(p) => Ok(p),
@@ -162,5 +211,35 @@ fn response_name(r: &Response) -> &'static str {
         Response::Enrolled(_) => "Enrolled",
         Response::Imported { .. } => "Imported",
         Response::Error(_) => "Error",
+        Response::TouchNeeded { .. } => "TouchNeeded",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_replies_round_trip() {
+        for r in [
+            HelloReply::Hello(Hello::ours("touchgate-agent 0.1.0")),
+            HelloReply::Error(ErrorReply::new(ErrorCode::PeerRefused, "no")),
+        ] {
+            let b = postcard::to_stdvec(&r).unwrap();
+            assert_eq!(postcard::from_bytes::<HelloReply>(&b).unwrap(), r);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_says_how_to_start_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Client::connect(&dir.path().join("none.sock"))
+            .await
+            .err()
+            .unwrap();
+        let msg = err.to_string();
+        assert!(matches!(err, ClientError::NotRunning { .. }));
+        assert!(msg.contains("eval \"$(touchgate-agent)\""), "{msg}");
+        assert!(!msg.contains('\n'));
     }
 }

@@ -15,9 +15,23 @@ pub enum FrameError {
     #[error("peer closed the connection")]
     Closed,
     #[error("frame does not decode: {0}")]
-    Decode(#[from] postcard::Error),
+    Decode(postcard::Error),
     #[error("i/o error on the agent socket: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+// Written out rather than `#[from]`: the message already carries the cause, and
+// a `source()` would print it twice in an error chain.
+impl From<postcard::Error> for FrameError {
+    fn from(e: postcard::Error) -> Self {
+        FrameError::Decode(e)
+    }
+}
+
+impl From<std::io::Error> for FrameError {
+    fn from(e: std::io::Error) -> Self {
+        FrameError::Io(e)
+    }
 }
 
 /// Write one message as a frame.

@@ -32,7 +32,7 @@ impl Hello {
 /// Who is asking, as the front end (CLI or shim) sees it. The agent also learns
 /// the socket peer's uid/pid itself; this names the client program on whose
 /// behalf a shim asks.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CallerHint {
     /// e.g. `gcloud`, `python3 train.py`.
     pub program: Option<String>,
@@ -53,21 +53,36 @@ pub enum Request {
     Lock,
     ListProfiles,
     /// Create a credential on the security key (needs a touch).
-    Enroll { force: bool },
+    Enroll {
+        force: bool,
+    },
     /// Seal an upstream credential (Google service-account key or authorized_user JSON)
     /// under the enrolled key (needs a touch).
-    Import { name: String, credential_json: Secret },
+    Import {
+        name: String,
+        credential_json: Secret,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Token(TokenReply),
     Status(StatusReply),
-    Locked { dropped_tokens: u32 },
+    Locked {
+        dropped_tokens: u32,
+    },
     Profiles(Vec<ProfileInfo>),
     Enrolled(EnrolledReply),
-    Imported { name: String, kind: String },
+    Imported {
+        name: String,
+        kind: String,
+    },
     Error(ErrorReply),
+    /// Progress, not an answer: the request waits for a touch on the security key.
+    /// Zero or more of these come before the final response.
+    TouchNeeded {
+        prompt: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -283,6 +298,9 @@ mod tests {
                 kind: "service_account".into(),
             },
             Response::Error(ErrorReply::new(ErrorCode::TouchDenied, "denied")),
+            Response::TouchNeeded {
+                prompt: "touch your key: curl (pid 1) asks for profile `p`".into(),
+            },
         ] {
             round_trip(&r);
         }

@@ -1,1 +1,6 @@
-//! touchgate end-to-end test support.
+//! touchgate end-to-end test support: the Google emulator.
+#![deny(unsafe_code)]
+
+pub mod emulator;
+
+pub use emulator::{CallKind, CallRecord, Emulator, EmulatorClient, EmulatorHandle, EmulatorState};

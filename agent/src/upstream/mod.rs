@@ -13,6 +13,7 @@ use touchgate::Secret;
 
 pub mod credential;
 pub mod google;
+pub mod jwt;
 
 pub use credential::{CredentialError, UpstreamCredential};
 

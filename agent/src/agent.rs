@@ -1,0 +1,192 @@
+//! The agent's state and its answers to every request but GetToken (see
+//! [`crate::issue`]) and the key ceremonies (see [`crate::enrol`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc::UnboundedSender;
+use touchgate::{
+    EnrolledReply, ErrorCode, ErrorReply, ProfileInfo, Request, Response, StatusReply,
+};
+
+use crate::caller::Caller;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::issue::Flight;
+use crate::key::SecurityKey;
+use crate::session::{CacheKey, Sessions};
+use crate::upstream::Upstream;
+use crate::vault::VaultFile;
+
+/// Where the agent keeps its state.
+#[derive(Debug, Clone)]
+pub struct StatePaths {
+    pub vault: PathBuf,
+}
+
+impl StatePaths {
+    pub fn in_dir(dir: &std::path::Path) -> StatePaths {
+        StatePaths {
+            vault: dir.join("vault.json"),
+        }
+    }
+}
+
+/// Progress messages (touch prompts) for the connection that asked.
+pub type Progress = UnboundedSender<String>;
+
+pub struct Agent {
+    pub(crate) config: Config,
+    pub(crate) key: Arc<dyn SecurityKey>,
+    pub(crate) upstream: Arc<dyn Upstream>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) paths: StatePaths,
+    /// The vault file as last saved. Held across a key ceremony so one touch runs at a time.
+    pub(crate) vault: tokio::sync::Mutex<VaultFile>,
+    pub(crate) sessions: Mutex<Sessions>,
+    pub(crate) inflight: Mutex<HashMap<CacheKey, Flight>>,
+    pub(crate) touches: AtomicU64,
+    pub(crate) mints: AtomicU64,
+}
+
+impl Agent {
+    pub fn new(
+        config: Config,
+        key: Arc<dyn SecurityKey>,
+        upstream: Arc<dyn Upstream>,
+        clock: Arc<dyn Clock>,
+        paths: StatePaths,
+    ) -> Result<Arc<Agent>, ErrorReply> {
+        let vault = VaultFile::load(&paths.vault)
+            .map_err(|e| ErrorReply::new(ErrorCode::Vault, e.to_string()))?;
+        Ok(Arc::new(Agent {
+            config,
+            key,
+            upstream,
+            clock,
+            paths,
+            vault: tokio::sync::Mutex::new(vault),
+            sessions: Mutex::new(Sessions::default()),
+            inflight: Mutex::new(HashMap::new()),
+            touches: AtomicU64::new(0),
+            mints: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn key(&self) -> &Arc<dyn SecurityKey> {
+        &self.key
+    }
+
+    /// Answer one request from `caller`.
+    pub async fn handle(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: Request,
+        progress: Progress,
+    ) -> Response {
+        let res = match req {
+            Request::GetToken {
+                profile,
+                scopes,
+                caller: hint,
+            } => self
+                .get_token(&caller.with_hint(&hint), profile, scopes, progress)
+                .await
+                .map(Response::Token),
+            Request::Status => Ok(Response::Status(self.status().await)),
+            Request::Lock => Ok(Response::Locked {
+                dropped_tokens: self.lock(caller),
+            }),
+            Request::ListProfiles => Ok(Response::Profiles(self.profiles())),
+            Request::Enroll { force } => self
+                .enroll(caller, force, progress)
+                .await
+                .map(Response::Enrolled),
+            Request::Import {
+                name,
+                credential_json,
+            } => self
+                .import(caller, &name, credential_json, progress)
+                .await
+                .map(|kind| Response::Imported {
+                    name,
+                    kind: kind.to_owned(),
+                }),
+        };
+        res.unwrap_or_else(Response::Error)
+    }
+
+    pub async fn status(&self) -> StatusReply {
+        let vault = self.vault.lock().await;
+        StatusReply {
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            key_backend: self.key.backend().into(),
+            enrolled: vault.enrolment().map(enrolled_reply),
+            credentials: vault.entry_names(),
+            profiles: self.profiles(),
+            cached_tokens: self.sessions.lock().unwrap().cached_tokens(),
+            touches: self.touches.load(Ordering::Relaxed),
+            mints: self.mints.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Drop every cached token, approval window and unsealed credential.
+    pub fn lock(&self, caller: &Caller) -> u32 {
+        let n = self.sessions.lock().unwrap().lock();
+        tracing::info!(%caller, dropped_tokens = n, "locked: cached tokens and unsealed credentials dropped");
+        n
+    }
+
+    pub fn profiles(&self) -> Vec<ProfileInfo> {
+        let default = self.config.default_profile_name();
+        self.config
+            .profiles
+            .iter()
+            .map(|(name, p)| ProfileInfo {
+                name: name.clone(),
+                credential: p.credential.clone(),
+                service_account: p.service_account.clone(),
+                project: p.project.clone(),
+                scopes: p.scopes.clone(),
+                touch: p.touch.to_string(),
+                lifetime_secs: p.lifetime.as_secs(),
+                is_default: Some(name.as_str()) == default,
+            })
+            .collect()
+    }
+
+    pub fn touches(&self) -> u64 {
+        self.touches.load(Ordering::Relaxed)
+    }
+
+    pub fn mints(&self) -> u64 {
+        self.mints.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) fn enrolled_reply(e: &crate::vault::Enrolment) -> EnrolledReply {
+    EnrolledReply {
+        credential: hex::encode(&e.credential_id[..e.credential_id.len().min(8)]),
+        aaguid: format_aaguid(&e.aaguid),
+        key_name: e.key_name.clone(),
+    }
+}
+
+fn format_aaguid(a: &[u8; 16]) -> String {
+    let h = hex::encode(a);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}

@@ -1,0 +1,95 @@
+//! Who is on the other end of the socket.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use touchgate::CallerHint;
+
+/// The peer of a connection, from SO_PEERCRED and /proc, plus what a front end
+/// (the shim) says about the program it asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Caller {
+    pub uid: u32,
+    pub pid: Option<u32>,
+    /// The peer's executable, from `/proc/PID/exe` (Linux).
+    pub exe: Option<PathBuf>,
+    /// The program on whose behalf the peer asks (from the request), if any.
+    pub on_behalf_of: Option<CallerHint>,
+}
+
+impl Caller {
+    pub fn from_peer(uid: u32, pid: Option<i32>) -> Caller {
+        let pid = pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
+        let exe = pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok());
+        Caller {
+            uid,
+            pid,
+            exe,
+            on_behalf_of: None,
+        }
+    }
+
+    pub fn with_hint(&self, hint: &CallerHint) -> Caller {
+        let mut c = self.clone();
+        if hint.program.is_some() || hint.pid.is_some() {
+            c.on_behalf_of = Some(hint.clone());
+        }
+        c
+    }
+
+    /// Short program name of the peer, e.g. `touchgate`.
+    pub fn program(&self) -> String {
+        self.exe
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "unknown program".into())
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(h) = &self.on_behalf_of {
+            let prog = h.program.as_deref().unwrap_or("unknown program");
+            match h.pid {
+                Some(p) => write!(f, "{prog} (pid {p}) via ")?,
+                None => write!(f, "{prog} via ")?,
+            }
+        }
+        match self.pid {
+            Some(p) => write!(f, "{} (pid {p})", self.program()),
+            None => write!(f, "{} (uid {})", self.program(), self.uid),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_itself_from_proc() {
+        let me = Caller::from_peer(0, Some(std::process::id() as i32));
+        assert!(me.exe.is_some());
+        let s = me.to_string();
+        assert!(s.contains(&format!("(pid {})", std::process::id())), "{s}");
+    }
+
+    #[test]
+    fn names_the_program_a_shim_asks_for() {
+        let c = Caller {
+            uid: 1000,
+            pid: Some(10),
+            exe: Some("/usr/bin/touchgate-shim".into()),
+            on_behalf_of: None,
+        }
+        .with_hint(&CallerHint {
+            program: Some("gcloud".into()),
+            pid: Some(4242),
+        });
+        assert_eq!(
+            c.to_string(),
+            "gcloud (pid 4242) via touchgate-shim (pid 10)"
+        );
+    }
+}

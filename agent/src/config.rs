@@ -1,0 +1,412 @@
+//! Policy v0: `~/.config/touchgate/config.toml`.
+//!
+//! ```toml
+//! default_profile = "inference"
+//!
+//! [agent]
+//! touch_timeout = "30s"     # how long a touch may take before every waiter gets an error
+//! max_connections = 64      # concurrent client connections
+//! expiry_margin = "60s"     # never hand out a token with less than this left
+//!
+//! [key]
+//! backend = "soft"          # the software key; hardware comes with the next release
+//! touch = "prompt"          # soft key only: prompt (Enter), auto, deny, never
+//!
+//! [google]                  # every endpoint is configurable (emulator, other universes)
+//! iam_credentials = "https://iamcredentials.googleapis.com"
+//!
+//! [profiles.inference]
+//! credential = "default"    # name given at `touchgate import`
+//! service_account = "vertex-inference@my-proj.iam.gserviceaccount.com"
+//! project = "my-proj"
+//! lifetime = "15m"
+//! touch = "10m"             # or "every-token"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::upstream::{Endpoints, CLOUD_PLATFORM};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub default_profile: Option<String>,
+    #[serde(default)]
+    pub agent: AgentSettings,
+    #[serde(default)]
+    pub key: KeySettings,
+    #[serde(default)]
+    pub google: Endpoints,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSettings {
+    #[serde(deserialize_with = "de_duration")]
+    pub touch_timeout: Duration,
+    pub max_connections: usize,
+    #[serde(deserialize_with = "de_duration")]
+    pub expiry_margin: Duration,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            touch_timeout: Duration::from_secs(30),
+            max_connections: 64,
+            expiry_margin: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeySettings {
+    pub backend: KeyBackend,
+    /// Soft key only.
+    pub touch: String,
+    /// Soft key only: its state file (default: the state dir's `soft-key.json`).
+    pub soft_key_state: Option<PathBuf>,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        KeySettings {
+            backend: KeyBackend::Soft,
+            touch: "prompt".into(),
+            soft_key_state: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyBackend {
+    Soft,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default = "default_credential")]
+    pub credential: String,
+    #[serde(default)]
+    pub service_account: Option<String>,
+    #[serde(default)]
+    pub delegates: Vec<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "default_lifetime", deserialize_with = "de_duration")]
+    pub lifetime: Duration,
+    #[serde(default)]
+    pub touch: TouchRule,
+    /// Require user verification (PIN or built-in) on every touch.
+    #[serde(default)]
+    pub user_verification: bool,
+}
+
+fn default_credential() -> String {
+    "default".into()
+}
+
+fn default_scopes() -> Vec<String> {
+    vec![CLOUD_PLATFORM.into()]
+}
+
+fn default_lifetime() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            credential: default_credential(),
+            service_account: None,
+            delegates: vec![],
+            project: None,
+            scopes: default_scopes(),
+            lifetime: default_lifetime(),
+            touch: TouchRule::EveryToken,
+            user_verification: false,
+        }
+    }
+}
+
+/// When a touch is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TouchRule {
+    /// Every token needs its own touch; nothing is cached.
+    #[default]
+    EveryToken,
+    /// One touch approves the profile for this long; tokens are reused and re-minted without a touch.
+    Window(Duration),
+}
+
+impl std::fmt::Display for TouchRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TouchRule::EveryToken => f.write_str("every-token"),
+            TouchRule::Window(d) => f.write_str(&format_duration(*d)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TouchRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "every-token" {
+            return Ok(TouchRule::EveryToken);
+        }
+        match parse_duration(&s) {
+            Ok(d) if !d.is_zero() => Ok(TouchRule::Window(d)),
+            _ => Err(serde::de::Error::custom(format!(
+                "touch = \"{s}\" is not a touch rule: use \"every-token\" or a window such as \"10m\""
+            ))),
+        }
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// `90s`, `15m`, `1h`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("\"{s}\" is not a duration: write it like \"90s\", \"15m\" or \"1h\"");
+    let mut total = 0u64;
+    let mut num = String::new();
+    let mut any = false;
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 && s > 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 && s > 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A config error: one line with file, line and column.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Load from `path`; a missing file is the default config (one `default` profile).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError(format!(
+                "cannot read config {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError(format!(
+                "config {}:{line}:{col}: {}; fix the file and start the agent again",
+                path.display(),
+                e.message().trim().replace('\n', " ")
+            ))
+        })?;
+        if cfg.profiles.is_empty() {
+            cfg.profiles.insert("default".into(), Profile::default());
+        }
+        if let Some(d) = &cfg.default_profile {
+            if !cfg.profiles.contains_key(d) {
+                return Err(ConfigError(format!(
+                    "config {}: default_profile \"{d}\" is not a profile (have: {}); add [profiles.{d}] or fix the name",
+                    path.display(),
+                    cfg.profile_names().join(", ")
+                )));
+            }
+        }
+        if cfg.agent.max_connections == 0 {
+            return Err(ConfigError(format!(
+                "config {}: agent.max_connections must be at least 1",
+                path.display()
+            )));
+        }
+        Ok(cfg)
+    }
+
+    pub fn profile_names(&self) -> Vec<String> {
+        self.profiles.keys().cloned().collect()
+    }
+
+    /// The profile used when a client names none: `default_profile`, else `default`, else the only one.
+    pub fn default_profile_name(&self) -> Option<&str> {
+        if let Some(d) = &self.default_profile {
+            return Some(d);
+        }
+        if self.profiles.contains_key("default") {
+            return Some("default");
+        }
+        if self.profiles.len() == 1 {
+            return self.profiles.keys().next().map(String::as_str);
+        }
+        None
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut profiles = BTreeMap::new();
+        profiles.insert("default".into(), Profile::default());
+        Config {
+            default_profile: None,
+            agent: AgentSettings::default(),
+            key: KeySettings::default(),
+            google: Endpoints::default(),
+            profiles,
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("/c/config.toml"))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        for bad in ["", "10", "m", "5x", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(format_duration(Duration::from_secs(61)), "61s");
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let c = parse(
+            r#"
+default_profile = "inference"
+[agent]
+touch_timeout = "5s"
+max_connections = 8
+[key]
+backend = "soft"
+touch = "auto"
+[google]
+token_uri = "http://127.0.0.1:1/token"
+iam_credentials = "http://127.0.0.1:1"
+[profiles.inference]
+service_account = "inf@p.iam.gserviceaccount.com"
+project = "p"
+lifetime = "15m"
+touch = "10m"
+[profiles.train]
+credential = "trainer"
+touch = "every-token"
+lifetime = "5m"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.agent.touch_timeout, Duration::from_secs(5));
+        assert_eq!(c.default_profile_name(), Some("inference"));
+        let inf = &c.profiles["inference"];
+        assert_eq!(inf.touch, TouchRule::Window(Duration::from_secs(600)));
+        assert_eq!(inf.credential, "default");
+        assert_eq!(inf.scopes, vec![CLOUD_PLATFORM.to_string()]);
+        assert_eq!(c.profiles["train"].touch, TouchRule::EveryToken);
+        assert_eq!(
+            c.google.token_uri.as_deref(),
+            Some("http://127.0.0.1:1/token")
+        );
+    }
+
+    #[test]
+    fn empty_config_has_a_default_profile() {
+        let c = parse("").unwrap();
+        assert_eq!(c.default_profile_name(), Some("default"));
+        assert_eq!(c.profiles["default"].touch, TouchRule::EveryToken);
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column_on_one_line() {
+        let e = parse("[profiles.x]\ntouch = \"sometimes\"\n")
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("config /c/config.toml:2:9:"), "{e}");
+        assert!(e.contains("every-token"), "{e}");
+        assert!(!e.contains('\n'));
+
+        let e = parse("[agent]\ntouch_timout = \"5s\"\n").unwrap_err().0;
+        assert!(e.contains(":2:1:") && e.contains("touch_timout"), "{e}");
+
+        let e = parse("[agent]\ntouch_timeout = \"5 seconds\"\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn unknown_default_profile_is_refused() {
+        let e = parse("default_profile = \"nope\"\n[profiles.a]\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("\"nope\" is not a profile (have: a)"), "{e}");
+    }
+}

@@ -1,0 +1,234 @@
+//! Issuing a token: cache, single-flight, touch, unseal, mint.
+//!
+//! Concurrent asks for the same (profile, scopes) share one [`Flight`]: one
+//! touch and one upstream mint, whose result every waiter gets — also for
+//! `every-token` profiles, where "every token" means every token minted.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use touchgate::{ErrorCode, ErrorReply, Secret, TokenReply};
+
+use crate::agent::{Agent, Progress};
+use crate::caller::Caller;
+use crate::clock::unix;
+use crate::config::{format_duration, Profile, TouchRule};
+use crate::session::{CacheKey, CachedToken};
+use crate::upstream::{MintRequest, UpstreamError};
+
+type Outcome = Option<Result<TokenReply, ErrorReply>>;
+
+/// One issuance in progress, shared by every caller that asks for the same thing meanwhile.
+#[derive(Clone)]
+pub struct Flight {
+    result: watch::Receiver<Outcome>,
+    /// The touch prompt, once the key waits for a touch.
+    touch: watch::Receiver<Option<String>>,
+}
+
+impl Agent {
+    pub async fn get_token(
+        self: &Arc<Self>,
+        caller: &Caller,
+        profile: Option<String>,
+        scopes: Vec<String>,
+        progress: Progress,
+    ) -> Result<TokenReply, ErrorReply> {
+        let (name, profile) = self.resolve_profile(profile)?;
+        let scopes = if scopes.is_empty() {
+            profile.scopes.clone()
+        } else {
+            scopes
+        };
+        let key = CacheKey::new(&name, &scopes);
+        if let Some(t) = self.cached(&key) {
+            tracing::info!(%caller, profile = %name, token = %t.access_token.fingerprint(), "token from the approval window, no touch");
+            return Ok(t);
+        }
+        let mut flight = self.join_flight(caller, &name, &profile, &key);
+        let mut told = false;
+        loop {
+            if let Some(r) = flight.result.borrow_and_update().clone() {
+                return r;
+            }
+            if !told {
+                if let Some(p) = flight.touch.borrow_and_update().clone() {
+                    let _ = progress.send(p);
+                    told = true;
+                }
+            }
+            tokio::select! {
+                r = flight.result.changed() => if r.is_err() {
+                    // The flight ended without a result (it panicked): a bug.
+                    return Err(ErrorReply::new(ErrorCode::Internal, "token issuance stopped unexpectedly; see the agent's log"));
+                },
+                _ = flight.touch.changed(), if !told => {}
+            }
+        }
+    }
+
+    fn resolve_profile(&self, asked: Option<String>) -> Result<(String, Profile), ErrorReply> {
+        let names = || self.config.profile_names().join(", ");
+        let name = match asked {
+            Some(n) => n,
+            None => self.config.default_profile_name().map(str::to_owned).ok_or_else(|| {
+                ErrorReply::new(
+                    ErrorCode::UnknownProfile,
+                    format!("no profile named and no default_profile in the config: pass --profile (one of: {})", names()),
+                )
+            })?,
+        };
+        match self.config.profiles.get(&name) {
+            Some(p) => Ok((name, p.clone())),
+            None => Err(ErrorReply::new(
+                ErrorCode::UnknownProfile,
+                format!(
+                    "unknown profile \"{name}\": use one of {} (see touchgate profiles)",
+                    names()
+                ),
+            )),
+        }
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<TokenReply> {
+        let now = self.clock.now();
+        let t = self
+            .sessions
+            .lock()
+            .unwrap()
+            .token(key, now, self.config.agent.expiry_margin)?;
+        Some(TokenReply {
+            access_token: t.token,
+            expires_at: unix(t.expires_at),
+            profile: key.profile.clone(),
+            scopes: key.scopes.clone(),
+            from_cache: true,
+        })
+    }
+
+    fn join_flight(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        profile: &Profile,
+        key: &CacheKey,
+    ) -> Flight {
+        let mut inflight = self.inflight.lock().unwrap();
+        if let Some(f) = inflight.get(key) {
+            return f.clone();
+        }
+        let (result_tx, result) = watch::channel(None);
+        let (touch_tx, touch) = watch::channel(None);
+        let flight = Flight { result, touch };
+        inflight.insert(key.clone(), flight.clone());
+        let this = self.clone();
+        let (caller, name, profile, key) = (
+            caller.clone(),
+            name.to_owned(),
+            profile.clone(),
+            key.clone(),
+        );
+        // The flight runs on its own task: a caller that hangs up does not cancel it for the others.
+        tokio::spawn(async move {
+            let r = this.issue(&caller, &name, &profile, &key, touch_tx).await;
+            this.inflight.lock().unwrap().remove(&key);
+            let _ = result_tx.send(Some(r));
+        });
+        flight
+    }
+
+    async fn issue(
+        &self,
+        caller: &Caller,
+        name: &str,
+        profile: &Profile,
+        key: &CacheKey,
+        touch_prompt: watch::Sender<Option<String>>,
+    ) -> Result<TokenReply, ErrorReply> {
+        if let Some(t) = self.cached(key) {
+            return Ok(t);
+        }
+        let started = self.clock.now();
+        let window = self
+            .sessions
+            .lock()
+            .unwrap()
+            .window_credential(name, started);
+        let (credential, touched) = match window {
+            Some(c) => (c, false),
+            None => {
+                let purpose = [caller.to_string(), name.to_owned(), key.scopes.join(" ")];
+                let prompt = format!("touch your security key: {caller} asks for profile `{name}`");
+                let cred = self
+                    .approve_and_unseal(&profile.credential, &purpose, prompt, move |p| {
+                        let _ = touch_prompt.send(Some(p));
+                    })
+                    .await?;
+                let cred = Arc::new(cred);
+                if let TouchRule::Window(w) = profile.touch {
+                    self.sessions.lock().unwrap().open_window(
+                        name,
+                        self.clock.now(),
+                        w,
+                        cred.clone(),
+                    );
+                }
+                (cred, true)
+            }
+        };
+        let req = MintRequest {
+            scopes: key.scopes.clone(),
+            impersonate: profile.service_account.clone(),
+            lifetime: profile.lifetime,
+            delegates: profile.delegates.clone(),
+        };
+        let minted = self
+            .upstream
+            .mint(&credential, &req)
+            .await
+            .map_err(upstream_error)?;
+        drop(credential);
+        self.mints.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now();
+        let margin = self.config.agent.expiry_margin;
+        if minted.expires_at <= now + margin {
+            return Err(ErrorReply::new(
+                ErrorCode::Upstream,
+                format!(
+                    "Google issued a token for profile \"{name}\" that expires in {}s, inside agent.expiry_margin ({}): lower expiry_margin or raise the profile's lifetime",
+                    minted.expires_at.duration_since(now).unwrap_or_default().as_secs(),
+                    format_duration(margin)
+                ),
+            ));
+        }
+        tracing::info!(
+            %caller,
+            profile = %name,
+            principal = %minted.principal,
+            token = %minted.access_token.fingerprint(),
+            expires_at = unix(minted.expires_at),
+            touched,
+            "issued token"
+        );
+        self.sessions.lock().unwrap().store_token(
+            key.clone(),
+            CachedToken {
+                token: minted.access_token.clone(),
+                expires_at: minted.expires_at,
+                principal: minted.principal.clone(),
+            },
+        );
+        Ok(TokenReply {
+            access_token: Secret::clone(&minted.access_token),
+            expires_at: unix(minted.expires_at),
+            profile: name.to_owned(),
+            scopes: key.scopes.clone(),
+            from_cache: false,
+        })
+    }
+}
+
+fn upstream_error(e: UpstreamError) -> ErrorReply {
+    ErrorReply::new(ErrorCode::Upstream, e.to_string())
+}

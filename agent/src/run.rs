@@ -1,0 +1,58 @@
+//! Assemble a real agent from config: the soft key, the Google upstream, the
+//! system clock, the socket.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::agent::{Agent, StatePaths};
+use crate::clock::SystemClock;
+use crate::config::{Config, KeyBackend};
+use crate::key::soft::{touch_source, SoftKey, TouchMode};
+use crate::key::SecurityKey;
+use crate::upstream::google::GoogleUpstream;
+
+/// Everything a running agent needs to know about where it lives.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Settings {
+    pub fn from_env() -> Settings {
+        Settings {
+            config_path: touchgate::paths::config_path(),
+            state_dir: touchgate::paths::state_dir(),
+            socket: touchgate::paths::socket_path(),
+        }
+    }
+}
+
+/// Build the agent described by `settings` (config errors are one line).
+pub fn build(settings: &Settings) -> anyhow::Result<Arc<Agent>> {
+    let config = Config::load(&settings.config_path)?;
+    let key: Arc<dyn SecurityKey> = match config.key.backend {
+        KeyBackend::Soft => {
+            let mode: TouchMode = config.key.touch.parse().map_err(|e| {
+                anyhow::anyhow!("config {}: key.touch: {e}", settings.config_path.display())
+            })?;
+            let path = config
+                .key
+                .soft_key_state
+                .clone()
+                .unwrap_or_else(|| settings.state_dir.join("soft-key.json"));
+            Arc::new(SoftKey::open(&path, touch_source(mode))?)
+        }
+    };
+    let clock = Arc::new(SystemClock);
+    let upstream = Arc::new(GoogleUpstream::new(config.google.clone(), clock.clone()));
+    let agent = Agent::new(
+        config,
+        key,
+        upstream,
+        clock,
+        StatePaths::in_dir(&settings.state_dir),
+    )?;
+    Ok(agent)
+}

@@ -1,0 +1,254 @@
+//! The Unix socket: bind safely, accept with a connection cap, check the peer,
+//! speak the protocol, shut down cleanly.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, Semaphore};
+use touchgate::frame::{read_frame, write_frame, FrameError};
+use touchgate::{ErrorCode, ErrorReply, Hello, HelloReply, Request, Response, PROTOCOL_VERSION};
+
+use crate::agent::Agent;
+use crate::caller::Caller;
+
+/// How long a client may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("another touchgate-agent is already serving {0}: use it (export TOUCHGATE_SOCK={0}), stop it, or set TOUCHGATE_SOCK to another path")]
+    AlreadyRunning(PathBuf),
+    #[error("socket directory {dir} is owned by uid {owner}, not by you (uid {me}): remove it or set TOUCHGATE_SOCK elsewhere")]
+    ForeignDir { dir: PathBuf, owner: u32, me: u32 },
+    #[error("cannot prepare the agent socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A bound listener that removes its socket file when dropped.
+pub struct Listener {
+    inner: UnixListener,
+    path: PathBuf,
+}
+
+impl Listener {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Bind the socket at `path`: its directory 0700 and ours, the socket 0600, and
+/// no second agent on the same path (a stale socket file is replaced).
+pub async fn bind(path: &Path) -> Result<Listener, BindError> {
+    let io = |source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+    }
+    let meta = std::fs::metadata(dir).map_err(io)?;
+    let me = current_uid();
+    if meta.uid() != me {
+        return Err(BindError::ForeignDir {
+            dir: dir.to_owned(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(BindError::AlreadyRunning(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let inner = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(Listener {
+        inner,
+        path: path.to_owned(),
+    })
+}
+
+fn current_uid() -> u32 {
+    // The owner of a directory we just made is us; avoids unsafe getuid.
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// Serve until `shutdown` resolves; then stop accepting, cancel any pending
+/// touch, and remove the socket.
+pub async fn serve(
+    agent: Arc<Agent>,
+    listener: Listener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(agent.config().agent.max_connections));
+    let me = current_uid();
+    tracing::info!(socket = %listener.path.display(), max_connections = agent.config().agent.max_connections, "listening");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.inner.accept() => {
+                let stream = match accepted {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        continue;
+                    }
+                };
+                let agent = agent.clone();
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(async move {
+                            connection(agent, stream, me).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tokio::spawn(refuse(stream, ErrorReply::new(
+                            ErrorCode::Busy,
+                            "the agent is serving its maximum number of connections: retry in a moment (or raise agent.max_connections)",
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    agent.key().cancel();
+    tracing::info!(socket = %listener.path.display(), "shutting down");
+    drop(listener);
+}
+
+/// Answer a connection's hello with an error and close. The client's hello is
+/// read (briefly) first, so the refusal does not race the client's write.
+async fn refuse(mut stream: UnixStream, e: ErrorReply) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = read_frame::<_, Hello>(&mut stream).await;
+    })
+    .await;
+    refuse_now(stream, e).await;
+}
+
+async fn refuse_now(mut stream: UnixStream, e: ErrorReply) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        write_frame(&mut stream, &HelloReply::Error(e)),
+    )
+    .await;
+}
+
+async fn connection(agent: Arc<Agent>, mut stream: UnixStream, me: u32) {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("cannot read the peer's credentials, closing: {e}");
+            return;
+        }
+    };
+    let caller = Caller::from_peer(cred.uid(), cred.pid());
+    if cred.uid() != me {
+        tracing::warn!(peer_uid = cred.uid(), peer_pid = ?cred.pid(), "refused a connection from another user");
+        refuse(
+            stream,
+            ErrorReply::new(
+                ErrorCode::PeerRefused,
+                format!(
+                    "this touchgate agent serves uid {me} only, and you are uid {}: start your own agent",
+                    cred.uid()
+                ),
+            ),
+        )
+        .await;
+        return;
+    }
+    let hello: Result<Hello, FrameError> =
+        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut stream)).await {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+    match hello {
+        Ok(h) if h.protocol == PROTOCOL_VERSION => {}
+        Ok(h) => {
+            tracing::warn!(%caller, client_version = h.protocol, "refused a client of another protocol version");
+            refuse_now(
+                stream,
+                ErrorReply::new(
+                    ErrorCode::VersionMismatch,
+                    format!(
+                        "client speaks protocol version {} and this agent speaks {PROTOCOL_VERSION}: run a touchgate and touchgate-agent of the same release",
+                        h.protocol
+                    ),
+                ),
+            )
+            .await;
+            return;
+        }
+        Err(FrameError::Closed) => return,
+        Err(e) => {
+            tracing::warn!(%caller, "bad hello: {e}");
+            refuse_now(stream, bad_frame(&e)).await;
+            return;
+        }
+    }
+    let reply = HelloReply::Hello(Hello::ours(concat!(
+        "touchgate-agent ",
+        env!("CARGO_PKG_VERSION")
+    )));
+    if write_frame(&mut stream, &reply).await.is_err() {
+        return;
+    }
+    loop {
+        let req: Request = match read_frame(&mut stream).await {
+            Ok(r) => r,
+            Err(FrameError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(%caller, "bad frame, closing the connection: {e}");
+                let _ = write_frame(&mut stream, &Response::Error(bad_frame(&e))).await;
+                return;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let work = agent.handle(&caller, req, tx);
+        tokio::pin!(work);
+        let resp = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                Some(prompt) = rx.recv() => {
+                    if write_frame(&mut stream, &Response::TouchNeeded { prompt }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(e) = write_frame(&mut stream, &resp).await {
+            tracing::debug!(%caller, "client left before its answer: {e}");
+            return;
+        }
+    }
+}
+
+fn bad_frame(e: &FrameError) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::BadFrame,
+        format!("bad frame from client ({e}); the connection is closed"),
+    )
+}

@@ -1,0 +1,165 @@
+//! `/__emulator/…`: set the emulator up and read what it saw, from tests and
+//! demos in other processes.
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{google_error, rfc3339, AppState, Details};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewPrincipal {
+    pub email: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Grant {
+    pub principal: String,
+    pub service_account: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Advance {
+    pub seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Revoke {
+    pub refresh_token: String,
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/calls", get(calls))
+        .route("/service-accounts", post(service_account))
+        .route("/authorized-users", post(authorized_user))
+        .route("/grants", post(grant))
+        .route("/advance", post(advance))
+        .route("/revoke", post(revoke))
+        .route("/now", get(now))
+}
+
+fn bad_request(e: JsonRejection) -> Response {
+    google_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &e.body_text())
+}
+
+// The error is the ready-made HTTP reply; size does not matter here.
+#[allow(clippy::result_large_err)]
+fn valid_email(email: &str) -> Result<(), Response> {
+    let ok = email.split_once('@').is_some_and(|(a, b)| {
+        !a.is_empty() && !b.is_empty() && !email.contains(['/', ':', '?', '#', ' '])
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "email must look like name@domain",
+        ))
+    }
+}
+
+fn json_text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn calls(State(state): State<AppState>) -> Response {
+    Details {
+        skip: true,
+        ..Details::default()
+    }
+    .respond(Json(state.calls()))
+}
+
+async fn service_account(
+    State(state): State<AppState>,
+    body: Result<Json<NewPrincipal>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_request(e),
+    };
+    if let Err(r) = valid_email(&req.email) {
+        return r;
+    }
+    // RSA key generation: off the async threads.
+    match tokio::task::spawn_blocking(move || state.add_service_account(&req.email)).await {
+        Ok(key) => json_text(key),
+        Err(_) => google_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "key generation failed",
+        ),
+    }
+}
+
+async fn authorized_user(
+    State(state): State<AppState>,
+    body: Result<Json<NewPrincipal>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(req)) => match valid_email(&req.email) {
+            Ok(()) => json_text(state.add_authorized_user(&req.email)),
+            Err(r) => r,
+        },
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn grant(
+    State(state): State<AppState>,
+    body: Result<Json<Grant>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(g)) => {
+            state.grant_token_creator(&g.principal, &g.service_account);
+            Json(serde_json::json!({})).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn advance(
+    State(state): State<AppState>,
+    body: Result<Json<Advance>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(a)) => {
+            state.advance(Duration::from_secs(a.seconds));
+            Json(serde_json::json!({"now": rfc3339(state.now())})).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    body: Result<Json<Revoke>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(r)) => {
+            let revoked = state.revoke_refresh_token(&r.refresh_token);
+            Json(serde_json::json!({"revoked": revoked})).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn now(State(state): State<AppState>) -> Response {
+    let now = state.now();
+    Details {
+        skip: true,
+        ..Details::default()
+    }
+    .respond(Json(serde_json::json!({
+        "now": rfc3339(now),
+        "unix": touchgate_agent::clock::unix(now),
+    })))
+}

@@ -1,0 +1,337 @@
+//! A Google emulator on 127.0.0.1: the OAuth token endpoint, IAM Credentials
+//! `generateAccessToken` and a little of Vertex AI REST, faithful enough that
+//! the agent's real upstream code cannot tell it from Google. Admin routes under
+//! `/__emulator/` set it up and read what it saw.
+
+mod admin;
+mod client;
+mod iam;
+mod oauth;
+mod state;
+mod vertex;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use client::EmulatorClient;
+pub use state::{
+    CallKind, CallRecord, EmulatorState, IssuedToken, CLOUD_PLATFORM, TOKEN_EXPIRES_IN,
+};
+
+/// Starts emulators.
+pub struct Emulator;
+
+impl Emulator {
+    /// Listens on `listen` (a loopback address such as `127.0.0.1:0`) and serves on
+    /// the current tokio runtime until [`EmulatorHandle::shutdown`].
+    pub async fn start(listen: &str) -> anyhow::Result<EmulatorHandle> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to listen on {addr}: the emulator hands out fake credentials to anyone; \
+                 use a 127.0.0.1 address"
+            );
+        }
+        let state = Arc::new(EmulatorState::new(format!("http://{addr}")));
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = router(Arc::clone(&state));
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Ok(EmulatorHandle {
+            addr,
+            state,
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+}
+
+/// A running emulator. Dropping it stops the server too (without waiting).
+pub struct EmulatorHandle {
+    pub addr: SocketAddr,
+    state: Arc<EmulatorState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl EmulatorHandle {
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        self.state.base_url().to_owned()
+    }
+
+    pub fn state(&self) -> Arc<EmulatorState> {
+        Arc::clone(&self.state)
+    }
+
+    /// An admin client for this emulator.
+    pub fn client(&self) -> EmulatorClient {
+        EmulatorClient::new(self.base_url())
+    }
+
+    /// Stops accepting, lets open requests finish (at most 5 s), and returns.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            match tokio::time::timeout(Duration::from_secs(5), &mut task).await {
+                Ok(joined) => joined.context("emulator task failed")??,
+                Err(_) => task.abort(),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub(crate) type AppState = Arc<EmulatorState>;
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/token", post(oauth::token))
+        .route(
+            "/v1/projects/{project}/serviceAccounts/{name}",
+            post(iam::service_account_method),
+        )
+        .route(
+            "/v1/projects/{project}/locations/{location}/models",
+            get(vertex::list_models),
+        )
+        .nest("/__emulator", admin::routes())
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+/// What a handler tells the recorder about its call (a response extension).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Details {
+    pub grant_type: Option<String>,
+    pub principal: Option<String>,
+    pub target: Option<String>,
+    pub bearer_fingerprint: Option<String>,
+    pub issued_fingerprint: Option<String>,
+    pub lifetime_secs: Option<u64>,
+    /// Not recorded (reading the records).
+    pub skip: bool,
+}
+
+impl Details {
+    pub fn respond(self, response: impl IntoResponse) -> Response {
+        let mut r = response.into_response();
+        r.extensions_mut().insert(self);
+        r
+    }
+}
+
+fn kind_of(path: &str) -> CallKind {
+    if path == "/token" {
+        CallKind::Token
+    } else if path.starts_with("/v1/projects/") && path.ends_with(":generateAccessToken") {
+        CallKind::GenerateAccessToken
+    } else if path.starts_with("/__emulator/") {
+        CallKind::Admin
+    } else if path.starts_with("/v1/projects/") && path.contains("/locations/") {
+        CallKind::Vertex
+    } else {
+        CallKind::Other
+    }
+}
+
+/// Query parameters that carry credentials.
+const SECRET_PARAMS: &[&str] = &[
+    "access_token",
+    "token",
+    "refresh_token",
+    "id_token",
+    "assertion",
+    "client_secret",
+    "key",
+    "code",
+];
+
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if SECRET_PARAMS.contains(&k) => format!("{k}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Records every call and logs it (without secrets) at info.
+async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(redact_query);
+    let response = next.run(req).await;
+    let details = response
+        .extensions()
+        .get::<Details>()
+        .cloned()
+        .unwrap_or_default();
+    if details.skip {
+        return response;
+    }
+    let call = CallRecord {
+        method,
+        kind: kind_of(&path),
+        path,
+        query,
+        status: response.status().as_u16(),
+        grant_type: details.grant_type,
+        principal: details.principal,
+        target: details.target,
+        bearer_fingerprint: details.bearer_fingerprint,
+        issued_fingerprint: details.issued_fingerprint,
+        lifetime_secs: details.lifetime_secs,
+    };
+    tracing::info!(
+        method = %call.method,
+        path = %call.path,
+        status = call.status,
+        kind = ?call.kind,
+        grant_type = call.grant_type.as_deref().unwrap_or("-"),
+        principal = call.principal.as_deref().unwrap_or("-"),
+        target = call.target.as_deref().unwrap_or("-"),
+        bearer = call.bearer_fingerprint.as_deref().unwrap_or("-"),
+        issued = call.issued_fingerprint.as_deref().unwrap_or("-"),
+        "call"
+    );
+    state.record(call);
+    response
+}
+
+/// Google's API error shape: `{"error": {"code", "message", "status"}}`.
+pub(crate) fn google_error(code: StatusCode, status: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "error": {"code": code.as_u16(), "message": message, "status": status}
+    });
+    (code, Json(body)).into_response()
+}
+
+async fn not_found() -> Response {
+    google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Method not found.")
+}
+
+pub(crate) const UNAUTHENTICATED_MESSAGE: &str = "Request had invalid authentication credentials. \
+     Expected OAuth 2 access token, login cookie or other valid authentication credential. \
+     See https://developers.google.com/identity/sign-in/web/devconsole-project.";
+
+pub(crate) const MISSING_CREDENTIAL_MESSAGE: &str = "Request is missing required authentication \
+     credential. Expected OAuth 2 access token, login cookie or other valid authentication \
+     credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.";
+
+/// Checks `Authorization: Bearer …` against the tokens the emulator issued.
+/// On failure, the Google-shaped 401/403 to send back. Either way the details
+/// get the bearer's fingerprint and principal.
+// The error is the ready-made HTTP reply; size does not matter here.
+#[allow(clippy::result_large_err)]
+pub(crate) fn authenticate(
+    state: &EmulatorState,
+    headers: &HeaderMap,
+    details: &mut Details,
+    scopes: &[&str],
+) -> Result<IssuedToken, Response> {
+    let unauthenticated = |message: &str| {
+        let mut r = google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
+        );
+        r
+    };
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthenticated(MISSING_CREDENTIAL_MESSAGE));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or("");
+    if token.is_empty() {
+        return Err(unauthenticated(MISSING_CREDENTIAL_MESSAGE));
+    }
+    details.bearer_fingerprint = Some(touchgate::secret::fingerprint(token.as_bytes()));
+    let issued = state
+        .valid_access_token(token)
+        .ok_or_else(|| unauthenticated(UNAUTHENTICATED_MESSAGE))?;
+    details.principal = Some(issued.principal.clone());
+    if !issued.has_scope(scopes) {
+        return Err(google_error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Request had insufficient authentication scopes.",
+        ));
+    }
+    Ok(issued)
+}
+
+/// RFC 3339 UTC with whole seconds, as Google writes `expireTime`.
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_path() {
+        assert_eq!(kind_of("/token"), CallKind::Token);
+        assert_eq!(
+            kind_of("/v1/projects/-/serviceAccounts/a@b:generateAccessToken"),
+            CallKind::GenerateAccessToken
+        );
+        assert_eq!(
+            kind_of("/v1/projects/p/locations/us-central1/models"),
+            CallKind::Vertex
+        );
+        assert_eq!(kind_of("/__emulator/grants"), CallKind::Admin);
+        assert_eq!(kind_of("/nope"), CallKind::Other);
+    }
+
+    #[test]
+    fn queries_lose_tokens() {
+        assert_eq!(
+            redact_query("alt=json&access_token=ya29.x&pageSize=100"),
+            "alt=json&access_token=REDACTED&pageSize=100"
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! End-to-end: the real agent (in-process over its real socket, or as the
+//! shipped binary), the software key, the Google emulator, the CLI.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use touchgate::{CallerHint, ErrorCode, Secret};
+use touchgate_agent::key::soft::{AutoTouch, ScriptedTouch};
+use touchgate_tests::emulator::CallKind;
+
+async fn enrol_and_import(c: &mut touchgate::Client, key_json: &str) {
+    c.enroll(false).await.unwrap();
+    c.import("default", Secret::new(key_json)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_concurrent_cold_asks_share_one_touch_and_one_mint() {
+    let (emu, key_json) = emulator().await;
+    let touch = Arc::new(ScriptedTouch::new());
+    let cfg = config_text(
+        &emu.base_url(),
+        "auto",
+        "every-token",
+        "max_connections = 128",
+    );
+    let agent = InProcess::start(&cfg, touch.clone()).await;
+    {
+        let mut c = agent.client().await;
+        let t = touch.clone();
+        let enrol = tokio::spawn(async move { enrol_and_import(&mut c, &key_json).await });
+        // enrol + import: two touches
+        touch.approve();
+        touch.approve();
+        enrol.await.unwrap();
+        let _ = t;
+    }
+    let touches_before = agent.agent.touches();
+    let gat_before = emu.state().count(CallKind::GenerateAccessToken);
+
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let all_waiting = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = vec![];
+    for i in 0..100 {
+        let mut c = agent.client().await;
+        let (waiting, all_waiting) = (waiting.clone(), all_waiting.clone());
+        c.on_touch_needed(move |_| {
+            if waiting.fetch_add(1, Ordering::SeqCst) + 1 == 100 {
+                all_waiting.notify_one();
+            }
+        });
+        tasks.push(tokio::spawn(async move {
+            let hint = CallerHint {
+                program: Some(format!("worker-{i}")),
+                pid: None,
+            };
+            c.get_token(Some("inference"), &[], hint).await
+        }));
+    }
+    // Every one of the 100 is told to touch before the (single) touch is given.
+    all_waiting.notified().await;
+    touch.approve();
+    let mut tokens = vec![];
+    for t in tasks {
+        tokens.push(t.await.unwrap().unwrap());
+    }
+    assert!(tokens
+        .iter()
+        .all(|t| t.access_token == tokens[0].access_token));
+    assert_eq!(
+        agent.agent.touches() - touches_before,
+        1,
+        "exactly one touch"
+    );
+    assert_eq!(
+        touch.requested(),
+        3,
+        "enrol, import, and one for the 100 asks"
+    );
+    assert_eq!(
+        emu.state().count(CallKind::GenerateAccessToken) - gat_before,
+        1,
+        "exactly one upstream mint"
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_ask_inside_the_window_needs_no_touch() {
+    let (emu, key_json) = emulator().await;
+    let cfg = config_text(&emu.base_url(), "auto", "10m", "");
+    let agent = InProcess::start(&cfg, Arc::new(AutoTouch)).await;
+    let mut c = agent.client().await;
+    enrol_and_import(&mut c, &key_json).await;
+    let first = c.get_token(None, &[], CallerHint::default()).await.unwrap();
+    let touches = agent.agent.touches();
+    let second = c.get_token(None, &[], CallerHint::default()).await.unwrap();
+    assert!(!first.from_cache);
+    assert!(second.from_cache);
+    assert_eq!(first.access_token, second.access_token);
+    assert_eq!(agent.agent.touches(), touches, "no touch inside the window");
+    assert_eq!(agent.agent.mints(), 1);
+
+    // The token is accepted by Vertex; lock drops it and the next ask touches again.
+    assert_eq!(c.lock().await.unwrap(), 1);
+    let third = c.get_token(None, &[], CallerHint::default()).await.unwrap();
+    assert!(!third.from_cache);
+    assert_eq!(agent.agent.touches(), touches + 1);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issued_token_is_accepted_by_vertex_and_carries_the_profile_lifetime() {
+    let (emu, key_json) = emulator().await;
+    let cfg = config_text(&emu.base_url(), "auto", "every-token", "");
+    let agent = InProcess::start(&cfg, Arc::new(AutoTouch)).await;
+    let mut c = agent.client().await;
+    enrol_and_import(&mut c, &key_json).await;
+    let t = c
+        .get_token(Some("inference"), &[], CallerHint::default())
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left = t.expires_at - now;
+    assert!((890..=900).contains(&left), "15m lifetime, got {left}s");
+    let url = format!(
+        "{}/v1/projects/touchgate-test/locations/us-central1/models",
+        emu.base_url()
+    );
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(t.access_token.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let call = emu
+        .state()
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.kind == CallKind::Vertex)
+        .unwrap();
+    assert_eq!(
+        call.bearer_fingerprint.as_deref(),
+        Some(t.access_token.fingerprint().as_str())
+    );
+    assert_eq!(call.principal.as_deref(), Some(INFERENCE));
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_touch_fails_every_waiter_and_issues_nothing() {
+    let (emu, key_json) = emulator().await;
+    let touch = Arc::new(ScriptedTouch::new());
+    let cfg = config_text(&emu.base_url(), "auto", "every-token", "");
+    let agent = InProcess::start(&cfg, touch.clone()).await;
+    let mut c = agent.client().await;
+    let enrol = tokio::spawn(async move {
+        enrol_and_import(&mut c, &key_json).await;
+        c
+    });
+    touch.approve();
+    touch.approve();
+    let mut c = enrol.await.unwrap();
+    let ask = tokio::spawn(async move { c.get_token(None, &[], CallerHint::default()).await });
+    touch.deny();
+    let err = ask.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TouchDenied));
+    assert_eq!(agent.agent.mints(), 0);
+    agent.shutdown().await;
+}

@@ -1,0 +1,307 @@
+//! Shared harness for the end-to-end tests: the real binaries, a real agent
+//! socket, the Google emulator on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+use tempfile::TempDir;
+use touchgate_agent::clock::SystemClock;
+use touchgate_agent::config::Config;
+use touchgate_agent::key::soft::{SoftKey, TouchSource};
+use touchgate_agent::upstream::google::GoogleUpstream;
+use touchgate_agent::{Agent, StatePaths};
+use touchgate_tests::emulator::{Emulator, EmulatorHandle};
+
+pub const RUNNER: &str = "runner@touchgate-test.iam.gserviceaccount.com";
+pub const INFERENCE: &str = "inference@touchgate-test.iam.gserviceaccount.com";
+
+/// A binary of this workspace (built by `cargo build --workspace --bins`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// An emulator with a runner service account (whose key is returned) that may impersonate INFERENCE.
+pub async fn emulator() -> (EmulatorHandle, String) {
+    let emu = Emulator::start("127.0.0.1:0").await.unwrap();
+    let key = emu.state().add_service_account(RUNNER);
+    emu.state().add_service_account(INFERENCE);
+    emu.state().grant_token_creator(RUNNER, INFERENCE);
+    (emu, key)
+}
+
+pub fn config_text(
+    base_url: &str,
+    touch_mode: &str,
+    profile_touch: &str,
+    extra_agent: &str,
+) -> String {
+    format!(
+        r#"default_profile = "inference"
+
+[agent]
+touch_timeout = "10s"
+{extra_agent}
+
+[key]
+backend = "soft"
+touch = "{touch_mode}"
+
+[google]
+iam_credentials = "{base_url}"
+
+[profiles.inference]
+service_account = "{INFERENCE}"
+project = "touchgate-test"
+lifetime = "15m"
+touch = "{profile_touch}"
+"#
+    )
+}
+
+/// An agent served in-process over a real socket.
+pub struct InProcess {
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub agent: Arc<Agent>,
+    pub key: Arc<SoftKey>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    pub async fn start(config: &str, touch: Arc<dyn TouchSource>) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(config, &dir.path().join("config.toml")).unwrap();
+        let key = Arc::new(SoftKey::open(&dir.path().join("soft-key.json"), touch).unwrap());
+        let clock = Arc::new(SystemClock);
+        let upstream = Arc::new(GoogleUpstream::new(config.google.clone(), clock.clone()));
+        let agent = Agent::new(
+            config,
+            key.clone(),
+            upstream,
+            clock,
+            StatePaths::in_dir(dir.path()),
+        )
+        .unwrap();
+        let socket = dir.path().join("run").join("agent.sock");
+        let listener = touchgate_agent::server::bind(&socket).await.unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(touchgate_agent::server::serve(
+            agent.clone(),
+            listener,
+            async {
+                let _ = rx.await;
+            },
+        ));
+        InProcess {
+            dir,
+            socket,
+            agent,
+            key,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> touchgate::Client {
+        touchgate::Client::connect(&self.socket).await.unwrap()
+    }
+
+    /// Stop serving; returns the temp dir (still on disk) for inspection.
+    pub async fn shutdown(mut self) -> TempDir {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+        self.dir
+    }
+}
+
+/// A `touchgate-agent --foreground` child with its own temp dirs; SIGTERM on drop.
+pub struct AgentProc {
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub child: Option<Child>,
+    pub stderr_path: PathBuf,
+}
+
+impl AgentProc {
+    pub fn start(config: &str) -> AgentProc {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run").join("agent.sock");
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let stderr_path = dir.path().join("agent.stderr");
+        let mut p = AgentProc {
+            dir,
+            socket,
+            child: None,
+            stderr_path,
+        };
+        let child = p.spawn_agent("debug");
+        p.child = Some(child);
+        p
+    }
+
+    /// Start another agent process on the same dirs; returns its output when it exits.
+    pub fn spawn_agent(&self, log: &str) -> Child {
+        let stderr = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_path)
+            .unwrap();
+        let mut child = Command::new(bin("touchgate-agent"))
+            .args(["--foreground", "--print-sock"])
+            .envs(self.env())
+            .env("TOUCHGATE_LOG", log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.starts_with("TOUCHGATE_SOCK="),
+            "agent did not start; its stderr: {}",
+            self.stderr()
+        );
+        child
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("TOUCHGATE_SOCK", self.socket.clone()),
+            ("TOUCHGATE_CONFIG", self.dir.path().join("config.toml")),
+            ("TOUCHGATE_STATE_DIR", self.dir.path().join("state")),
+        ]
+    }
+
+    /// Run the `touchgate` CLI against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_stdin(args, None)
+    }
+
+    pub fn cli_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(bin("touchgate"))
+            .args(args)
+            .envs(self.env())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let (Some(s), Some(mut w)) = (stdin, child.stdin.take()) {
+            w.write_all(s.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        match self.child.take() {
+            Some(mut c) => {
+                sigterm(c.id());
+                c.wait().unwrap().success()
+            }
+            None => true,
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn sigterm(pid: u32) {
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert `o` failed with a one-line error containing `needle` as the last line
+/// of stderr (touch prompts may come before it); returns that line.
+pub fn assert_one_line_error(o: &Output, needle: &str) -> String {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stdout {}",
+        stdout(o)
+    );
+    assert!(
+        o.stdout.is_empty(),
+        "nothing on stdout on error, got {}",
+        stdout(o)
+    );
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    let (last, before) = lines.split_last().expect("an error on stderr");
+    for l in before {
+        assert!(
+            l.contains("touch your security key"),
+            "only touch prompts before the error, got: {err}"
+        );
+    }
+    assert!(
+        last.contains(needle),
+        "stderr {err:?} should end with an error containing {needle:?}"
+    );
+    last.to_string()
+}
+
+/// Every file under `dir`, read as bytes.
+pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.push((p, b));
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
