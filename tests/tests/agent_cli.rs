@@ -17,23 +17,31 @@ fn key_file(dir: &std::path::Path, json: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn token_flow_through_the_cli_and_no_secret_in_logs_or_state() {
     let (emu, key_json) = emulator().await;
-    let mut agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "every-token", ""));
+    let user_json = emu.state().add_authorized_user("ml-engineer@example.com");
+    let cfg = config_text(&emu.base_url(), "auto", "every-token", "")
+        + "\n[profiles.user]\ncredential = \"user\"\ntouch = \"every-token\"\n";
+    let mut agent = AgentProc::start(&cfg);
     let o = agent.cli(&["enroll"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let f = key_file(agent.dir.path(), &key_json);
     let o = agent.cli(&["import", &f]);
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::remove_file(&f).unwrap();
+    let o = agent.cli_stdin(&["import", "-", "--name", "user"], Some(&user_json));
+    assert!(o.status.success(), "{}", stderr(&o));
 
     let o = agent.cli(&["token", "--profile", "inference"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let token = stdout(&o).trim().to_owned();
     assert!(token.starts_with("ya29."), "stdout is only the token");
     assert_eq!(stdout(&o).lines().count(), 1);
+    let o = agent.cli(&["token", "--profile", "user"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let user_token = stdout(&o).trim().to_owned();
 
     let o = agent.cli(&["status"]);
     assert!(
-        stdout(&o).contains("sealed credentials: default"),
+        stdout(&o).contains("sealed credentials: default, user"),
         "{}",
         stdout(&o)
     );
@@ -42,22 +50,29 @@ async fn token_flow_through_the_cli_and_no_secret_in_logs_or_state() {
 
     // No secret in the agent's (debug-level) log, nor anywhere in its state dir.
     let key: serde_json::Value = serde_json::from_str(&key_json).unwrap();
+    let user: serde_json::Value = serde_json::from_str(&user_json).unwrap();
     let pem = key["private_key"].as_str().unwrap();
     let pem_line = pem.lines().nth(3).unwrap();
+    let secrets = [
+        ("access token", token.as_str()),
+        ("user access token", user_token.as_str()),
+        ("private key", pem_line),
+        ("refresh token", user["refresh_token"].as_str().unwrap()),
+        ("client secret", user["client_secret"].as_str().unwrap()),
+    ];
     let log = agent.stderr();
     assert!(
         log.contains("issued token"),
         "the log records issuance: {log}"
     );
-    assert!(!log.contains(&token), "token in the agent log");
-    assert!(!log.contains(pem_line), "private key in the agent log");
+    for (what, s) in secrets {
+        assert!(s.len() >= 16, "{what} too short to grep for");
+        assert!(!log.contains(s), "{what} in the agent log");
+        for (path, bytes) in all_files(&agent.state_dir()) {
+            assert!(!contains(&bytes, s), "{what} in {}", path.display());
+        }
+    }
     for (path, bytes) in all_files(&agent.state_dir()) {
-        assert!(!contains(&bytes, &token), "token in {}", path.display());
-        assert!(
-            !contains(&bytes, pem_line),
-            "private key in {}",
-            path.display()
-        );
         assert!(
             !contains(&bytes, "PRIVATE KEY"),
             "private key in {}",

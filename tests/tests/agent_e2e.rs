@@ -175,3 +175,41 @@ async fn a_refused_touch_fails_every_waiter_and_issues_nothing() {
     assert_eq!(agent.agent.mints(), 0);
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_touch_timeout_fails_every_waiter_and_the_agent_goes_on() {
+    let (emu, key_json) = emulator().await;
+    let touch = Arc::new(ScriptedTouch::new());
+    let cfg = config_text(&emu.base_url(), "auto", "every-token", "")
+        .replace("touch_timeout = \"10s\"", "touch_timeout = \"1s\"");
+    let agent = InProcess::start(&cfg, touch.clone()).await;
+    let mut c = agent.client().await;
+    let enrol = tokio::spawn(async move {
+        enrol_and_import(&mut c, &key_json).await;
+    });
+    touch.approve();
+    touch.approve();
+    enrol.await.unwrap();
+
+    // Five callers wait on one touch that never comes.
+    let mut tasks = vec![];
+    for _ in 0..5 {
+        let mut c = agent.client().await;
+        tasks.push(tokio::spawn(async move {
+            c.get_token(None, &[], CallerHint::default()).await
+        }));
+    }
+    for t in tasks {
+        let err = t.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::TouchTimeout), "{err}");
+        assert!(err.to_string().contains("within 1s"), "{err}");
+    }
+    assert_eq!(agent.agent.mints(), 0);
+
+    // The key was cancelled, not left hanging: the next ask gets its touch and a token.
+    let mut c = agent.client().await;
+    let ask = tokio::spawn(async move { c.get_token(None, &[], CallerHint::default()).await });
+    touch.approve();
+    assert!(ask.await.unwrap().is_ok());
+    agent.shutdown().await;
+}
