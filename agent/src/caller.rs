@@ -31,7 +31,7 @@ impl Caller {
 
     pub fn with_hint(&self, hint: &CallerHint) -> Caller {
         let mut c = self.clone();
-        if hint.program.is_some() || hint.pid.is_some() {
+        if hint.names_a_program() {
             c.on_behalf_of = Some(hint.clone());
         }
         c
@@ -86,6 +86,7 @@ mod tests {
         .with_hint(&CallerHint {
             program: Some("gcloud".into()),
             pid: Some(4242),
+            ..Default::default()
         });
         assert_eq!(
             c.to_string(),

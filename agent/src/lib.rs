@@ -11,6 +11,7 @@ pub mod config;
 pub mod enrol;
 pub mod issue;
 pub mod key;
+pub mod pin;
 pub mod run;
 pub mod server;
 pub mod session;

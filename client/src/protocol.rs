@@ -37,6 +37,36 @@ pub struct CallerHint {
     /// e.g. `gcloud`, `python3 train.py`.
     pub program: Option<String>,
     pub pid: Option<u32>,
+    /// Where a PIN dialog should appear: the caller's `DISPLAY`, `WAYLAND_DISPLAY`,
+    /// terminal and `TERM`.
+    pub display: Option<String>,
+    pub wayland_display: Option<String>,
+    pub tty: Option<String>,
+    pub term: Option<String>,
+}
+
+impl CallerHint {
+    /// The current process's display and terminal (for a PIN dialog), no program.
+    pub fn from_env() -> CallerHint {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let tty = std::fs::read_link("/proc/self/fd/0")
+            .ok()
+            .map(|p| p.display().to_string())
+            .filter(|p| p.starts_with("/dev/pts/") || p.starts_with("/dev/tty"));
+        CallerHint {
+            program: None,
+            pid: None,
+            display: var("DISPLAY"),
+            wayland_display: var("WAYLAND_DISPLAY"),
+            tty,
+            term: var("TERM"),
+        }
+    }
+
+    /// Does this hint name a program on whose behalf the connection asks?
+    pub fn names_a_program(&self) -> bool {
+        self.program.is_some() || self.pid.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +279,10 @@ mod tests {
                 caller: CallerHint {
                     program: Some("gcloud".into()),
                     pid: Some(42),
+                    display: Some(":0".into()),
+                    wayland_display: None,
+                    tty: Some("/dev/pts/3".into()),
+                    term: Some("xterm".into()),
                 },
             },
             Request::GetToken {

@@ -69,5 +69,6 @@ fn parent_hint() -> CallerHint {
     CallerHint {
         program,
         pid: Some(ppid),
+        ..CallerHint::from_env()
     }
 }

@@ -1,6 +1,7 @@
 //! touchgate end-to-end test support: the Google emulator.
 #![deny(unsafe_code)]
 
+pub mod ctap;
 pub mod emulator;
 
 pub use emulator::{CallKind, CallRecord, Emulator, EmulatorClient, EmulatorHandle, EmulatorState};

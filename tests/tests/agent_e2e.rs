@@ -54,7 +54,7 @@ async fn hundred_concurrent_cold_asks_share_one_touch_and_one_mint() {
         tasks.push(tokio::spawn(async move {
             let hint = CallerHint {
                 program: Some(format!("worker-{i}")),
-                pid: None,
+                ..Default::default()
             };
             c.get_token(Some("inference"), &[], hint).await
         }));

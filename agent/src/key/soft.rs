@@ -23,6 +23,9 @@
 //!   gives different outputs with and without UV.
 //! * **One global signature counter**, incremented and persisted (atomically)
 //!   on every makeCredential and getAssertion.
+//! * **credProtect `userVerificationRequired`** (for the CTAP2 front end):
+//!   such a credential's id carries a MAC under another label, so the key
+//!   still stores nothing, and it answers only when UV is asked for.
 //! * **Built-in user verification**, like a fingerprint key: when a request
 //!   asks for UV the key sets the UV flag after the touch, without a PIN. It
 //!   has no clientPIN; a PIN passed in a request is ignored.
@@ -30,6 +33,11 @@
 //!   call ([`ScriptedTouch`]), Enter on the terminal ([`PromptTouch`]), always
 //!   ([`AutoTouch`]), never ([`DenyTouch`], [`NeverTouch`]). A pending touch
 //!   can be cancelled from another thread with [`SecurityKey::cancel`].
+//!
+//! Besides [`SecurityKey`], the key offers its building blocks through a
+//! [`KeySession`] ([`SoftKey::session`]), so a CTAP2 CBOR front end (the
+//! emulated USB key of the test suite) derives, counts and signs exactly as
+//! this key does.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -72,6 +80,8 @@ const CRED_MAC_LEN: usize = 16;
 pub const CREDENTIAL_ID_LEN: usize = SEED_LEN + CRED_MAC_LEN;
 
 const INFO_CRED_MAC: &[u8] = b"cred-mac";
+/// The MAC label of credentials made with credProtect userVerificationRequired.
+const INFO_CRED_MAC_UV_REQUIRED: &[u8] = b"cred-mac-uvreq";
 const INFO_CRED_KEY: &[u8] = b"touchgate-soft-cred";
 const INFO_CRED_RANDOM_UV: &[u8] = b"touchgate-soft-credrandom-uv";
 const INFO_CRED_RANDOM_NO_UV: &[u8] = b"touchgate-soft-credrandom-nouv";
@@ -673,22 +683,56 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     mac
 }
 
-/// The MAC that binds a credential id to this key and this relying party.
-fn cred_mac(master: &[u8; 32], seed: &[u8], rp_id_hash: &[u8; 32]) -> HmacSha256 {
-    hmac_sha256(master, &[INFO_CRED_MAC, seed, rp_id_hash])
+/// The MAC that binds a credential id to this key and this relying party
+/// (and, by its label, to its credProtect level).
+fn cred_mac(
+    master: &[u8; 32],
+    seed: &[u8],
+    rp_id_hash: &[u8; 32],
+    uv_required: bool,
+) -> HmacSha256 {
+    let label = if uv_required {
+        INFO_CRED_MAC_UV_REQUIRED
+    } else {
+        INFO_CRED_MAC
+    };
+    hmac_sha256(master, &[label, seed, rp_id_hash])
 }
 
-/// The seed of a credential id, if this key made it for this relying party.
-fn own_seed<'a>(master: &[u8; 32], cred_id: &'a [u8], rp_id_hash: &[u8; 32]) -> Option<&'a [u8]> {
+/// The credential behind `cred_id`, if this key made it for this relying
+/// party. A credential that requires UV is skipped when `uv` is false, as if
+/// it were not there (credProtect level 3).
+fn own_credential(
+    master: &[u8; 32],
+    cred_id: &[u8],
+    rp_id_hash: &[u8; 32],
+    uv: bool,
+) -> Option<Credential> {
     if cred_id.len() != CREDENTIAL_ID_LEN {
         return None;
     }
     let (seed, tag) = cred_id.split_at(SEED_LEN);
     // Constant-time comparison.
-    cred_mac(master, seed, rp_id_hash)
-        .verify_truncated_left(tag)
-        .ok()
-        .map(|()| seed)
+    let matches = |uv_required| {
+        cred_mac(master, seed, rp_id_hash, uv_required)
+            .verify_truncated_left(tag)
+            .is_ok()
+    };
+    let uv_required = if matches(false) {
+        false
+    } else if matches(true) {
+        true
+    } else {
+        return None;
+    };
+    if uv_required && !uv {
+        return None;
+    }
+    Some(Credential {
+        id: cred_id.to_vec(),
+        rp_id_hash: *rp_id_hash,
+        uv_required,
+    })
 }
 
 /// The credential's private key: HKDF-SHA256(master, info "touchgate-soft-cred"
@@ -754,6 +798,196 @@ fn sign(key: &SigningKey, auth_data: &[u8], client_data_hash: &[u8; 32]) -> Vec<
     sig.to_der().as_bytes().to_vec()
 }
 
+// ---------------------------------------------------------------------------
+// Building blocks for a CTAP2 front end
+// ---------------------------------------------------------------------------
+
+/// One of this key's credentials, made or found in a [`KeySession`]. Holds no
+/// secret: its private key is re-derived from the master secret on each use.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    id: Vec<u8>,
+    rp_id_hash: [u8; 32],
+    uv_required: bool,
+}
+
+impl Credential {
+    /// The credential id (seed ‖ MAC, [`CREDENTIAL_ID_LEN`] bytes).
+    pub fn id(&self) -> &[u8] {
+        &self.id
+    }
+
+    /// SHA-256 of the relying party id it is bound to.
+    pub fn rp_id_hash(&self) -> &[u8; 32] {
+        &self.rp_id_hash
+    }
+
+    /// Made with credProtect userVerificationRequired (level 3).
+    pub fn uv_required(&self) -> bool {
+        self.uv_required
+    }
+
+    fn seed(&self) -> &[u8] {
+        &self.id[..SEED_LEN]
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("id", &hex::encode(&self.id))
+            .field("uv_required", &self.uv_required)
+            .finish()
+    }
+}
+
+/// `rpIdHash(32) ‖ flags(1) ‖ signCount(4, big endian)`: the start of all
+/// authenticator data.
+pub fn auth_data_header(rp_id_hash: &[u8; 32], flags: u8, sign_count: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(37 + 18 + CREDENTIAL_ID_LEN + 77 + 32);
+    out.extend_from_slice(rp_id_hash);
+    out.push(flags);
+    out.extend_from_slice(&sign_count.to_be_bytes());
+    out
+}
+
+/// Exclusive use of the key for one CTAP2 operation: credential derivation,
+/// the signature counter and signing, exactly as [`SecurityKey`] on this key
+/// does them. Touches, PINs and flags are the caller's business.
+///
+/// Holding a session blocks every other operation on the key (including the
+/// [`SecurityKey`] ones) until it is dropped, as a device does.
+pub struct KeySession<'a> {
+    key: &'a SoftKey,
+    state: MutexGuard<'a, State>,
+}
+
+impl fmt::Debug for KeySession<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySession")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SoftKey {
+    /// Start a [`KeySession`] (waits for the operation in progress, if any).
+    pub fn session(&self) -> KeySession<'_> {
+        KeySession {
+            key: self,
+            state: self.lock(),
+        }
+    }
+
+    /// **Test only**: set the signature counter (persisted), e.g. roll it back
+    /// to simulate a cloned key.
+    pub fn set_sign_count(&self, count: u32) -> Result<(), KeyError> {
+        self.session().set_sign_count(count)
+    }
+}
+
+impl KeySession<'_> {
+    /// The key's own AAGUID.
+    pub fn aaguid(&self) -> [u8; 16] {
+        self.state.aaguid
+    }
+
+    /// The current global signature counter.
+    pub fn sign_count(&self) -> u32 {
+        self.state.sign_count
+    }
+
+    /// A new credential for `rp_id` (nothing is stored; the counter does not
+    /// move: call [`KeySession::next_sign_count`]).
+    pub fn create_credential(&self, rp_id: &str, uv_required: bool) -> Credential {
+        let rp_id_hash = sha256(rp_id.as_bytes());
+        let mut seed = [0u8; SEED_LEN];
+        OsRng.fill_bytes(&mut seed);
+        let tag = cred_mac(&self.state.master, &seed, &rp_id_hash, uv_required)
+            .finalize()
+            .into_bytes();
+        let mut id = Vec::with_capacity(CREDENTIAL_ID_LEN);
+        id.extend_from_slice(&seed);
+        id.extend_from_slice(&tag[..CRED_MAC_LEN]);
+        Credential {
+            id,
+            rp_id_hash,
+            uv_required,
+        }
+    }
+
+    /// The first of `ids` that this key made for `rp_id` (skipping
+    /// credentials that require UV when `uv` is false).
+    pub fn find_credential<'i>(
+        &self,
+        rp_id: &str,
+        ids: impl IntoIterator<Item = &'i [u8]>,
+        uv: bool,
+    ) -> Option<Credential> {
+        let rp_id_hash = sha256(rp_id.as_bytes());
+        ids.into_iter()
+            .find_map(|id| own_credential(&self.state.master, id, &rp_id_hash, uv))
+    }
+
+    /// Increment the global counter, persist it, and return the new value.
+    pub fn next_sign_count(&mut self) -> Result<u32, KeyError> {
+        self.key.bump_counter(&mut self.state)
+    }
+
+    /// **Test only**: set the signature counter (persisted).
+    pub fn set_sign_count(&mut self, count: u32) -> Result<(), KeyError> {
+        write_state(&self.key.path, &self.state.to_json(count))?;
+        self.state.sign_count = count;
+        Ok(())
+    }
+
+    /// Uncompressed SEC1 point of the credential's public key (65 bytes).
+    pub fn public_key_sec1(&self, cred: &Credential) -> Vec<u8> {
+        self.signing_key(cred)
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// Attested credential data: `aaguid(16) ‖ credIdLen(2) ‖ credId ‖ COSE_Key`.
+    pub fn attested_credential_data(&self, cred: &Credential, aaguid: &[u8; 16]) -> Vec<u8> {
+        let cose = cose_key(&self.signing_key(cred));
+        let mut out = Vec::with_capacity(18 + cred.id.len() + cose.len());
+        out.extend_from_slice(aaguid);
+        out.extend_from_slice(&(cred.id.len() as u16).to_be_bytes());
+        out.extend_from_slice(&cred.id);
+        out.extend_from_slice(&cose);
+        out
+    }
+
+    /// DER ECDSA-SHA256 signature by the credential over `auth_data ‖ client_data_hash`.
+    pub fn sign(
+        &self,
+        cred: &Credential,
+        auth_data: &[u8],
+        client_data_hash: &[u8; 32],
+    ) -> Vec<u8> {
+        sign(&self.signing_key(cred), auth_data, client_data_hash)
+    }
+
+    /// hmac-secret output `HMAC-SHA256(CredRandom, salt)`, with the CredRandom
+    /// for use with (`uv`) or without user verification.
+    pub fn hmac_secret(&self, cred: &Credential, salt: &[u8; 32], uv: bool) -> Zeroizing<[u8; 32]> {
+        let cred_random = cred_random(&self.state.master, cred.seed(), uv);
+        let out = hmac_sha256(&cred_random[..], &[salt])
+            .finalize()
+            .into_bytes();
+        let mut output = Zeroizing::new([0u8; 32]);
+        output.copy_from_slice(&out);
+        output
+    }
+
+    fn signing_key(&self, cred: &Credential) -> SigningKey {
+        cred_signing_key(&self.state.master, cred.seed(), &cred.rp_id_hash)
+    }
+}
+
 impl SecurityKey for SoftKey {
     fn name(&self) -> String {
         format!("soft key ({})", self.path.display())
@@ -765,27 +999,13 @@ impl SecurityKey for SoftKey {
 
     /// makeCredential with packed self-attestation. Always needs a touch.
     fn make_credential(&self, req: &MakeCredentialRequest) -> Result<Attestation, KeyError> {
-        let mut state = self.lock();
+        let mut session = self.session();
         self.cancel.reset();
         self.require_touch("create a touchgate credential")?;
 
-        let rp_id_hash = sha256(req.rp_id.as_bytes());
-        let mut seed = [0u8; SEED_LEN];
-        OsRng.fill_bytes(&mut seed);
-        let tag = cred_mac(&state.master, &seed, &rp_id_hash)
-            .finalize()
-            .into_bytes();
-        let mut credential_id = Vec::with_capacity(CREDENTIAL_ID_LEN);
-        credential_id.extend_from_slice(&seed);
-        credential_id.extend_from_slice(&tag[..CRED_MAC_LEN]);
-
-        let key = cred_signing_key(&state.master, &seed, &rp_id_hash);
-        let public_key_sec1 = key
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec();
-        let sign_count = self.bump_counter(&mut state)?;
+        let cred = session.create_credential(&req.rp_id, false);
+        let public_key_sec1 = session.public_key_sec1(&cred);
+        let sign_count = session.next_sign_count()?;
 
         let mut fl = flags::UP | flags::AT;
         if req.uv {
@@ -794,24 +1014,18 @@ impl SecurityKey for SoftKey {
         if req.hmac_secret {
             fl |= flags::ED;
         }
-        let cose = cose_key(&key);
-        let mut auth_data = Vec::with_capacity(37 + 18 + CREDENTIAL_ID_LEN + cose.len() + 14);
-        auth_data.extend_from_slice(&rp_id_hash);
-        auth_data.push(fl);
-        auth_data.extend_from_slice(&sign_count.to_be_bytes());
-        auth_data.extend_from_slice(&state.aaguid);
-        auth_data.extend_from_slice(&(CREDENTIAL_ID_LEN as u16).to_be_bytes());
-        auth_data.extend_from_slice(&credential_id);
-        auth_data.extend_from_slice(&cose);
+        let aaguid = session.aaguid();
+        let mut auth_data = auth_data_header(cred.rp_id_hash(), fl, sign_count);
+        auth_data.extend_from_slice(&session.attested_credential_data(&cred, &aaguid));
         if req.hmac_secret {
             auth_data.extend_from_slice(HMAC_SECRET_EXTENSION);
         }
-        let attestation_signature = sign(&key, &auth_data, &req.client_data_hash);
+        let attestation_signature = session.sign(&cred, &auth_data, &req.client_data_hash);
 
         Ok(Attestation {
-            credential_id,
+            credential_id: cred.id,
             public_key_sec1,
-            aaguid: state.aaguid,
+            aaguid,
             auth_data,
             sign_count,
             format: "packed".into(),
@@ -834,20 +1048,17 @@ impl SecurityKey for SoftKey {
     /// either backend. hmac-secret works for any credential of this key,
     /// whether or not it was created with the extension.
     fn get_assertion(&self, req: &GetAssertionRequest) -> Result<Assertion, KeyError> {
-        let mut state = self.lock();
+        let mut session = self.session();
         self.cancel.reset();
 
-        let rp_id_hash = sha256(req.rp_id.as_bytes());
-        let (credential_id, seed) = req
-            .allow
-            .iter()
-            .find_map(|id| own_seed(&state.master, id, &rp_id_hash).map(|seed| (id, seed)))
+        let cred = session
+            .find_credential(&req.rp_id, req.allow.iter().map(Vec::as_slice), req.uv)
             .ok_or(KeyError::NoCredentials)?;
 
         if req.up || req.uv {
             self.require_touch("approve a touchgate request")?;
         }
-        let sign_count = self.bump_counter(&mut state)?;
+        let sign_count = session.next_sign_count()?;
 
         let mut fl = 0u8;
         if req.up {
@@ -856,26 +1067,15 @@ impl SecurityKey for SoftKey {
         if req.uv {
             fl |= flags::UV;
         }
-        let mut auth_data = Vec::with_capacity(37);
-        auth_data.extend_from_slice(&rp_id_hash);
-        auth_data.push(fl);
-        auth_data.extend_from_slice(&sign_count.to_be_bytes());
-
-        let key = cred_signing_key(&state.master, seed, &rp_id_hash);
-        let signature = sign(&key, &auth_data, &req.client_data_hash);
-
-        let hmac_secret = req.hmac_salt.as_ref().map(|salt| {
-            let cred_random = cred_random(&state.master, seed, req.uv);
-            let out = hmac_sha256(&cred_random[..], &[salt])
-                .finalize()
-                .into_bytes();
-            let mut output = Zeroizing::new([0u8; 32]);
-            output.copy_from_slice(&out);
-            output
-        });
+        let auth_data = auth_data_header(cred.rp_id_hash(), fl, sign_count);
+        let signature = session.sign(&cred, &auth_data, &req.client_data_hash);
+        let hmac_secret = req
+            .hmac_salt
+            .as_ref()
+            .map(|salt| session.hmac_secret(&cred, salt, req.uv));
 
         Ok(Assertion {
-            credential_id: credential_id.clone(),
+            credential_id: cred.id,
             auth_data,
             signature,
             hmac_secret,
@@ -1219,6 +1419,59 @@ mod tests {
         assert_eq!(h.join().unwrap().unwrap_err(), KeyError::Cancelled);
         assert_eq!(touch.requested(), 4);
         assert_eq!(key.touches_requested(), 4);
+    }
+
+    #[test]
+    fn session_building_blocks_match_the_security_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = open(&dir, Arc::new(AutoTouch));
+        let (cred, strict) = {
+            let mut s = key.session();
+            let cred = s.create_credential(RP_ID, false);
+            let strict = s.create_credential(RP_ID, true);
+            assert_eq!(s.next_sign_count().unwrap(), 1);
+            let ad = auth_data_header(cred.rp_id_hash(), flags::UP, 1);
+            let cdh = sha256(b"c");
+            verify_sig(
+                &s.public_key_sec1(&cred),
+                &ad,
+                &cdh,
+                &s.sign(&cred, &ad, &cdh),
+            );
+            let att = s.attested_credential_data(&cred, &SOFT_AAGUID);
+            assert_eq!(&att[..16], &SOFT_AAGUID);
+            assert_eq!(&att[18..18 + CREDENTIAL_ID_LEN], cred.id());
+            // Found again only for its RP; the strict one only with UV.
+            assert_eq!(
+                s.find_credential(RP_ID, [cred.id()], false),
+                Some(cred.clone())
+            );
+            assert_eq!(s.find_credential("other", [cred.id()], true), None);
+            assert_eq!(s.find_credential(RP_ID, [strict.id()], false), None);
+            assert!(s
+                .find_credential(RP_ID, [strict.id()], true)
+                .unwrap()
+                .uv_required());
+            (cred, strict)
+        };
+        // The SecurityKey path sees the same credentials and hmac outputs.
+        let a = key
+            .get_assertion(&ga_req(cred.id(), Some([3; 32]), true))
+            .unwrap();
+        assert_eq!(
+            *a.hmac_secret.unwrap(),
+            *key.session().hmac_secret(&cred, &[3; 32], true)
+        );
+        assert_eq!(
+            key.get_assertion(&ga_req(strict.id(), None, false))
+                .unwrap_err(),
+            KeyError::NoCredentials
+        );
+        key.get_assertion(&ga_req(strict.id(), None, true)).unwrap();
+        // The test knob rolls the persisted counter back.
+        key.set_sign_count(1).unwrap();
+        let key = SoftKey::open(key.path(), Arc::new(AutoTouch)).unwrap();
+        assert_eq!(key.sign_count(), 1);
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub async fn run(auto_touch: bool) -> anyhow::Result<()> {
             &[],
             CallerHint {
                 program: Some("touchgate demo".into()),
-                pid: None,
+                ..CallerHint::from_env()
             },
         )
         .await?;

@@ -137,7 +137,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Token { profile, scopes } => {
             let t = connect()
                 .await?
-                .get_token(profile.as_deref(), &scopes, CallerHint::default())
+                .get_token(profile.as_deref(), &scopes, CallerHint::from_env())
                 .await?;
             println!("{}", t.access_token.expose());
         }
