@@ -96,7 +96,7 @@ pub fn challenge(purpose: &str, parts: &[&str], now_unix: u64) -> ([u8; 32], [u8
     h.update(nonce);
     h.update(now_unix.to_be_bytes());
     let challenge: [u8; 32] = h.finalize().into();
-    let cdh: [u8; 32] = Sha256::digest(challenge).into();
+    let cdh = crate::key::client_data_hash(&challenge);
     (challenge, cdh)
 }
 

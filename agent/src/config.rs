@@ -74,6 +74,14 @@ pub struct KeySettings {
     pub touch: String,
     /// Soft key only: its state file (default: the state dir's `soft-key.json`).
     pub soft_key_state: Option<PathBuf>,
+    /// Hardware keys: hidraw paths to use (default: every FIDO device found).
+    pub devices: Vec<String>,
+    /// Hardware keys: CTAP PIN/UV auth protocol, 1 (every CTAP2 key) or 2 (CTAP 2.1).
+    pub pin_protocol: u8,
+    /// The pinentry program that asks for the key's PIN.
+    pub pinentry: PathBuf,
+    /// If not empty, only keys whose AAGUID is listed may be enrolled.
+    pub allowed_aaguids: Vec<String>,
 }
 
 impl Default for KeySettings {
@@ -82,6 +90,10 @@ impl Default for KeySettings {
             backend: KeyBackend::Soft,
             touch: "prompt".into(),
             soft_key_state: None,
+            devices: vec![],
+            pin_protocol: 1,
+            pinentry: PathBuf::from("pinentry"),
+            allowed_aaguids: vec![],
         }
     }
 }
@@ -89,7 +101,10 @@ impl Default for KeySettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyBackend {
+    /// The software key (demo and tests).
     Soft,
+    /// USB security keys through ctap-hid-fido2.
+    Hid,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -261,6 +276,13 @@ impl Config {
                     cfg.profile_names().join(", ")
                 )));
             }
+        }
+        if !matches!(cfg.key.pin_protocol, 1 | 2) {
+            return Err(ConfigError(format!(
+                "config {}: key.pin_protocol must be 1 or 2, not {}",
+                path.display(),
+                cfg.key.pin_protocol
+            )));
         }
         if cfg.agent.max_connections == 0 {
             return Err(ConfigError(format!(

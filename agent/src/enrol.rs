@@ -45,12 +45,13 @@ impl Agent {
                 ),
             ));
         }
-        let (_, cdh) = ceremony::challenge("enroll", &[&caller.to_string()], self.clock.unix_now());
+        let (challenge, cdh) =
+            ceremony::challenge("enroll", &[&caller.to_string()], self.clock.unix_now());
         let mut user_id = vec![0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut user_id);
         let req = MakeCredentialRequest {
             rp_id: RP_ID.into(),
-            client_data_hash: cdh,
+            challenge,
             user_id,
             user_name: "touchgate".into(),
             hmac_secret: true,
@@ -194,10 +195,10 @@ impl Agent {
         on_touch: impl FnOnce(String) + Send + 'static,
     ) -> Result<(Dek, Enrolment), ErrorReply> {
         let mut enrolment = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
-        let (_, cdh) = ceremony::challenge(purpose, parts, self.clock.unix_now());
+        let (challenge, cdh) = ceremony::challenge(purpose, parts, self.clock.unix_now());
         let req = GetAssertionRequest {
             rp_id: RP_ID.into(),
-            client_data_hash: cdh,
+            challenge,
             allow: vec![enrolment.credential_id.clone()],
             hmac_salt: Some(enrolment.hmac_salt),
             uv: enrolment.uv,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::agent::{Agent, StatePaths};
 use crate::clock::SystemClock;
 use crate::config::{Config, KeyBackend};
+use crate::key::hid::HidKey;
 use crate::key::soft::{touch_source, SoftKey, TouchMode};
 use crate::key::SecurityKey;
 use crate::upstream::google::GoogleUpstream;
@@ -44,6 +45,10 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<Agent>> {
                 .unwrap_or_else(|| settings.state_dir.join("soft-key.json"));
             Arc::new(SoftKey::open(&path, touch_source(mode))?)
         }
+        KeyBackend::Hid => Arc::new(HidKey::new(
+            config.key.devices.clone(),
+            config.key.pin_protocol,
+        )),
     };
     let clock = Arc::new(SystemClock);
     let upstream = Arc::new(GoogleUpstream::new(config.google.clone(), clock.clone()));

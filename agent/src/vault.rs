@@ -724,7 +724,7 @@ mod tests {
         let att = key
             .make_credential(&MakeCredentialRequest {
                 rp_id: RP_ID.into(),
-                client_data_hash: [0; 32],
+                challenge: [0; 32],
                 user_id: vec![1],
                 user_name: "u".into(),
                 hmac_secret: true,
@@ -737,7 +737,7 @@ mod tests {
         let output = |uv: bool| {
             key.get_assertion(&GetAssertionRequest {
                 rp_id: RP_ID.into(),
-                client_data_hash: [0; 32],
+                challenge: [0; 32],
                 allow: vec![att.credential_id.clone()],
                 hmac_salt: Some(e.hmac_salt),
                 uv,

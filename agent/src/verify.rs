@@ -570,12 +570,13 @@ mod tests {
 
     #[test]
     fn soft_key_answers_verify_end_to_end() {
+        const CHALLENGE: [u8; 32] = [0x42; 32];
         let dir = tempfile::tempdir().unwrap();
         let key = SoftKey::open(&dir.path().join("k.json"), Arc::new(AutoTouch)).unwrap();
         let att = key
             .make_credential(&MakeCredentialRequest {
                 rp_id: RP_ID.into(),
-                client_data_hash: CDH,
+                challenge: CHALLENGE,
                 user_id: vec![1],
                 user_name: "u".into(),
                 hmac_secret: true,
@@ -583,13 +584,14 @@ mod tests {
                 pin: None,
             })
             .unwrap();
-        check_attestation(&att, &CDH, RP_ID).unwrap();
+        check_attestation(&att, &crate::key::client_data_hash(&CHALLENGE), RP_ID).unwrap();
 
-        let cdh2 = [0x77; 32];
+        let challenge2 = [0x77; 32];
+        let cdh2 = crate::key::client_data_hash(&challenge2);
         let a = key
             .get_assertion(&GetAssertionRequest {
                 rp_id: RP_ID.into(),
-                client_data_hash: cdh2,
+                challenge: challenge2,
                 allow: vec![att.credential_id.clone()],
                 hmac_salt: Some([3; 32]),
                 uv: true,

@@ -9,6 +9,7 @@
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+pub mod hid;
 pub mod soft;
 
 /// The relying-party id every touchgate credential is bound to.
@@ -17,8 +18,9 @@ pub const RP_ID: &str = "touchgate";
 /// authenticatorMakeCredential, as much of it as touchgate uses.
 pub struct MakeCredentialRequest {
     pub rp_id: String,
-    /// SHA-256 of the challenge (ctap-hid-fido2 sends SHA-256(challenge) as clientDataHash).
-    pub client_data_hash: [u8; 32],
+    /// The challenge; the key signs over clientDataHash = SHA-256(challenge), as
+    /// ctap-hid-fido2 sends it. See [`MakeCredentialRequest::client_data_hash`].
+    pub challenge: [u8; 32],
     pub user_id: Vec<u8>,
     pub user_name: String,
     /// Ask for the hmac-secret extension.
@@ -26,6 +28,19 @@ pub struct MakeCredentialRequest {
     /// Require user verification (PIN or built-in).
     pub uv: bool,
     pub pin: Option<SecretString>,
+}
+
+impl MakeCredentialRequest {
+    /// SHA-256(challenge): what the key signs over, after the authenticator data.
+    pub fn client_data_hash(&self) -> [u8; 32] {
+        client_data_hash(&self.challenge)
+    }
+}
+
+/// SHA-256 of a challenge: the clientDataHash ctap-hid-fido2 sends for it.
+pub fn client_data_hash(challenge: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(challenge).into()
 }
 
 /// What makeCredential returns.
@@ -51,7 +66,8 @@ pub struct Attestation {
 /// authenticatorGetAssertion, as much of it as touchgate uses.
 pub struct GetAssertionRequest {
     pub rp_id: String,
-    pub client_data_hash: [u8; 32],
+    /// The challenge; clientDataHash = SHA-256(challenge).
+    pub challenge: [u8; 32],
     /// Credential ids that may answer.
     pub allow: Vec<Vec<u8>>,
     /// hmac-secret salt1; the output is `HMAC-SHA256(CredRandom, salt)`.
@@ -60,6 +76,13 @@ pub struct GetAssertionRequest {
     pub pin: Option<SecretString>,
     /// Require user presence (a touch). Only a silent probe sets this false.
     pub up: bool,
+}
+
+impl GetAssertionRequest {
+    /// SHA-256(challenge): what the key signs over, after the authenticator data.
+    pub fn client_data_hash(&self) -> [u8; 32] {
+        client_data_hash(&self.challenge)
+    }
 }
 
 /// What getAssertion returns.

@@ -1020,7 +1020,7 @@ impl SecurityKey for SoftKey {
         if req.hmac_secret {
             auth_data.extend_from_slice(HMAC_SECRET_EXTENSION);
         }
-        let attestation_signature = session.sign(&cred, &auth_data, &req.client_data_hash);
+        let attestation_signature = session.sign(&cred, &auth_data, &req.client_data_hash());
 
         Ok(Attestation {
             credential_id: cred.id,
@@ -1068,7 +1068,7 @@ impl SecurityKey for SoftKey {
             fl |= flags::UV;
         }
         let auth_data = auth_data_header(cred.rp_id_hash(), fl, sign_count);
-        let signature = session.sign(&cred, &auth_data, &req.client_data_hash);
+        let signature = session.sign(&cred, &auth_data, &req.client_data_hash());
         let hmac_secret = req
             .hmac_salt
             .as_ref()
@@ -1103,7 +1103,7 @@ mod tests {
     fn mc_req(uv: bool) -> MakeCredentialRequest {
         MakeCredentialRequest {
             rp_id: RP_ID.into(),
-            client_data_hash: sha256(b"enrol challenge"),
+            challenge: sha256(b"enrol challenge"),
             user_id: b"user".to_vec(),
             user_name: "user".into(),
             hmac_secret: true,
@@ -1115,7 +1115,7 @@ mod tests {
     fn ga_req(cred: &[u8], salt: Option<[u8; 32]>, uv: bool) -> GetAssertionRequest {
         GetAssertionRequest {
             rp_id: RP_ID.into(),
-            client_data_hash: sha256(b"assert challenge"),
+            challenge: sha256(b"assert challenge"),
             allow: vec![cred.to_vec()],
             hmac_salt: salt,
             uv,
@@ -1169,7 +1169,7 @@ mod tests {
         verify_sig(
             &att.public_key_sec1,
             &att.auth_data,
-            &req.client_data_hash,
+            &req.client_data_hash(),
             &att.attestation_signature,
         );
         assert_eq!(key.touches_requested(), 1);
@@ -1203,7 +1203,7 @@ mod tests {
         verify_sig(
             &att.public_key_sec1,
             &a1.auth_data,
-            &req.client_data_hash,
+            &req.client_data_hash(),
             &a1.signature,
         );
         let c1 = u32::from_be_bytes(a1.auth_data[33..37].try_into().unwrap());
@@ -1235,7 +1235,7 @@ mod tests {
         verify_sig(
             &att.public_key_sec1,
             &a.auth_data,
-            &req.client_data_hash,
+            &req.client_data_hash(),
             &a.signature,
         );
     }
@@ -1254,7 +1254,7 @@ mod tests {
         verify_sig(
             &att.public_key_sec1,
             &a.auth_data,
-            &req.client_data_hash,
+            &req.client_data_hash(),
             &a.signature,
         );
     }
@@ -1493,7 +1493,7 @@ mod tests {
         verify_sig(
             &att.public_key_sec1,
             &again.auth_data,
-            &req.client_data_hash,
+            &req.client_data_hash(),
             &again.signature,
         );
         assert_eq!(

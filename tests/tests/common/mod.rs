@@ -132,10 +132,16 @@ pub struct AgentProc {
     pub socket: PathBuf,
     pub child: Option<Child>,
     pub stderr_path: PathBuf,
+    /// Extra environment for the agent process only (e.g. LD_PRELOAD).
+    pub agent_env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl AgentProc {
     pub fn start(config: &str) -> AgentProc {
+        AgentProc::start_with_env(config, vec![])
+    }
+
+    pub fn start_with_env(config: &str, agent_env: Vec<(String, std::ffi::OsString)>) -> AgentProc {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run").join("agent.sock");
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
@@ -145,6 +151,7 @@ impl AgentProc {
             socket,
             child: None,
             stderr_path,
+            agent_env,
         };
         let child = p.spawn_agent("debug");
         p.child = Some(child);
@@ -161,6 +168,7 @@ impl AgentProc {
         let mut child = Command::new(bin("touchgate-agent"))
             .args(["--foreground", "--print-sock"])
             .envs(self.env())
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .env("TOUCHGATE_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -252,7 +252,7 @@ impl Fx {
     fn soft_hmac(&self, cred: &[u8], salt: [u8; 32], uv: bool) -> [u8; 32] {
         let req = GetAssertionRequest {
             rp_id: RP.into(),
-            client_data_hash: sha256(b"x"),
+            challenge: sha256(b"x"),
             allow: vec![cred.to_vec()],
             hmac_salt: Some(salt),
             uv,
@@ -739,7 +739,7 @@ fn cred_protect_uv_required_answers_only_with_uv() {
     assert_eq!(f.soft_hmac(cred, [1; 32], true).len(), 32);
     let req = GetAssertionRequest {
         rp_id: RP.into(),
-        client_data_hash: [0; 32],
+        challenge: [0; 32],
         allow: vec![cred.clone()],
         hmac_salt: None,
         uv: false,

@@ -1,0 +1,282 @@
+//! Hardware security keys over USB HID, through ctap-hid-fido2.
+//!
+//! Every call blocks (the agent runs it on a blocking thread). Keys are opened
+//! by path; with several plugged in, a silent probe (up=false) with the
+//! allow-list finds the one holding the enrolled credential. Keep-alive
+//! printing is off: the agent raises its own "touch your key" signal. A
+//! pending touch is cancelled with CTAPHID_CANCEL from another thread.
+
+use std::sync::{Arc, Mutex};
+
+use ctap_hid_fido2::fidokey::credential_management::credential_management_params::CredentialProtectionPolicy;
+use ctap_hid_fido2::fidokey::get_assertion::get_assertion_params::Extension as Gext;
+use ctap_hid_fido2::fidokey::{
+    AssertionExtension, CredentialExtension, GetAssertionArgsBuilder, MakeCredentialArgsBuilder,
+};
+use ctap_hid_fido2::{FidoKeyHid, HidParam, LibCfg};
+use secrecy::ExposeSecret;
+use zeroize::Zeroizing;
+
+use super::{
+    Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
+};
+
+/// A FIDO2 key on USB HID.
+pub struct HidKey {
+    /// Configured hidraw paths; empty means "every FIDO device found".
+    paths: Vec<String>,
+    pin_protocol: u8,
+    /// The device of the operation in progress, so `cancel` can reach it.
+    current: Mutex<Option<Arc<FidoKeyHid>>>,
+    /// One operation at a time.
+    op: Mutex<()>,
+}
+
+fn lib_cfg() -> LibCfg {
+    let mut cfg = LibCfg::init();
+    cfg.enable_log = false;
+    cfg.enable_keep_alive_msg = false;
+    cfg.keep_alive_msg = String::new();
+    cfg
+}
+
+impl HidKey {
+    pub fn new(paths: Vec<String>, pin_protocol: u8) -> HidKey {
+        HidKey {
+            paths,
+            pin_protocol,
+            current: Mutex::new(None),
+            op: Mutex::new(()),
+        }
+    }
+
+    fn device_paths(&self) -> Result<Vec<String>, KeyError> {
+        let paths: Vec<String> = if self.paths.is_empty() {
+            ctap_hid_fido2::get_fidokey_devices()
+                .into_iter()
+                .filter_map(|d| match d.param {
+                    HidParam::Path(p) => Some(p),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            self.paths.clone()
+        };
+        if paths.is_empty() {
+            return Err(KeyError::Device(
+                "no FIDO2 security key found: plug one in (on Linux, check that your user may open /dev/hidraw*; see the README)".into(),
+            ));
+        }
+        Ok(paths)
+    }
+
+    fn open(&self, path: &str) -> Result<Arc<FidoKeyHid>, KeyError> {
+        FidoKeyHid::new(&[HidParam::Path(path.to_owned())], &lib_cfg())
+            .map(|k| Arc::new(k.with_pin_protocol_version(self.pin_protocol)))
+            .map_err(|e| {
+                KeyError::Device(format!(
+                    "cannot open the security key {path}: {}",
+                    one_line(&e)
+                ))
+            })
+    }
+
+    /// Run `f` on `dev` with it registered for `cancel`.
+    fn with_current<T>(&self, dev: &Arc<FidoKeyHid>, f: impl FnOnce(&FidoKeyHid) -> T) -> T {
+        *self.current.lock().unwrap() = Some(dev.clone());
+        let r = f(dev);
+        *self.current.lock().unwrap() = None;
+        r
+    }
+
+    /// The first key (by path) that holds one of `allow`, found without a touch.
+    fn locate(
+        &self,
+        rp_id: &str,
+        allow: &[Vec<u8>],
+    ) -> Result<(String, Arc<FidoKeyHid>), KeyError> {
+        let mut last = KeyError::NoCredentials;
+        for path in self.device_paths()? {
+            let dev = match self.open(&path) {
+                Ok(d) => d,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let mut b = GetAssertionArgsBuilder::new(rp_id, &[0u8; 32])
+                .without_up()
+                .without_pin_and_uv();
+            for id in allow {
+                b = b.add_credential_id(id);
+            }
+            match dev.get_assertion_with_args(&b.build()) {
+                Ok(_) => return Ok((path, dev)),
+                Err(e) => {
+                    let e = map_error(&path, &e, &dev);
+                    if e != KeyError::NoCredentials {
+                        last = e;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+impl SecurityKey for HidKey {
+    fn name(&self) -> String {
+        match self.paths.as_slice() {
+            [] => "security key".into(),
+            [one] => format!("security key {one}"),
+            many => format!("security key ({})", many.join(", ")),
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        "hid"
+    }
+
+    fn make_credential(&self, req: &MakeCredentialRequest) -> Result<Attestation, KeyError> {
+        let _op = self.op.lock().unwrap();
+        let paths = self.device_paths()?;
+        if paths.len() > 1 {
+            return Err(KeyError::Device(format!(
+                "several security keys are plugged in ({}): leave only the one to enrol, or name it in [key] devices",
+                paths.join(", ")
+            )));
+        }
+        let path = &paths[0];
+        let dev = self.open(path)?;
+        let info = dev.get_info().map_err(|e| map_error(path, &e, &dev))?;
+        if req.hmac_secret && !info.extensions.iter().any(|x| x == "hmac-secret") {
+            return Err(KeyError::Unsupported {
+                key: path.clone(),
+                what: "the hmac-secret extension".into(),
+            });
+        }
+        let mut exts = vec![CredentialExtension::CredProtect(Some(
+            CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList,
+        ))];
+        if req.hmac_secret {
+            exts.push(CredentialExtension::HmacSecret(Some(true)));
+        }
+        let pin = req
+            .pin
+            .as_ref()
+            .map(|p| Zeroizing::new(p.expose_secret().to_owned()));
+        let mut b = MakeCredentialArgsBuilder::new(&req.rp_id, &req.challenge).extensions(&exts);
+        b = match (&pin, req.uv) {
+            (Some(p), _) => b.pin(p.as_str()),
+            (None, false) => b.without_pin_and_uv(),
+            (None, true) => b,
+        };
+        let att = self
+            .with_current(&dev, |d| d.make_credential_with_args(&b.build()))
+            .map_err(|e| map_error(path, &e, &dev))?;
+        let aaguid: [u8; 16] = att.aaguid.as_slice().try_into().map_err(|_| {
+            KeyError::Device(format!("security key {path} returned a malformed AAGUID"))
+        })?;
+        let hmac_secret = att
+            .extensions
+            .iter()
+            .any(|e| matches!(e, CredentialExtension::HmacSecret(Some(true))));
+        Ok(Attestation {
+            credential_id: att.credential_descriptor.id.clone(),
+            public_key_sec1: att.credential_publickey.der.clone(),
+            aaguid,
+            auth_data: att.auth_data.clone(),
+            sign_count: att.sign_count,
+            format: att.fmt.clone(),
+            attestation_signature: att.attstmt_sig.clone(),
+            x5c: att.attstmt_x5c.clone(),
+            hmac_secret,
+        })
+    }
+
+    fn get_assertion(&self, req: &GetAssertionRequest) -> Result<Assertion, KeyError> {
+        let _op = self.op.lock().unwrap();
+        let (path, dev) = self.locate(&req.rp_id, &req.allow)?;
+        let pin = req
+            .pin
+            .as_ref()
+            .map(|p| Zeroizing::new(p.expose_secret().to_owned()));
+        let mut b = GetAssertionArgsBuilder::new(&req.rp_id, &req.challenge);
+        for id in &req.allow {
+            b = b.add_credential_id(id);
+        }
+        if let Some(salt) = req.hmac_salt {
+            b = b.extensions(&[AssertionExtension::HmacSecret(Some(salt))]);
+        }
+        if !req.up {
+            b = b.without_up();
+        }
+        b = match (&pin, req.uv) {
+            (Some(p), _) => b.pin(p.as_str()),
+            (None, false) => b.without_pin_and_uv(),
+            (None, true) => b,
+        };
+        let mut all = self
+            .with_current(&dev, |d| d.get_assertion_with_args(&b.build()))
+            .map_err(|e| map_error(&path, &e, &dev))?;
+        if all.is_empty() {
+            return Err(KeyError::NoCredentials);
+        }
+        let a = all.swap_remove(0);
+        let hmac_secret = a.extensions.iter().find_map(|e| match e {
+            Gext::HmacSecret(Some(out)) => Some(Zeroizing::new(*out)),
+            _ => None,
+        });
+        Ok(Assertion {
+            credential_id: a.credential_id.clone(),
+            auth_data: a.auth_data.clone(),
+            signature: a.signature.clone(),
+            hmac_secret,
+        })
+    }
+
+    fn cancel(&self) {
+        let dev = self.current.lock().unwrap().clone();
+        if let Some(d) = dev {
+            let _ = d.cancel_selection();
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").lines().collect::<Vec<_>>().join("; ")
+}
+
+/// Map the crate's error text (it reports CTAP status bytes as `0xNN …`) to a [`KeyError`].
+fn map_error(path: &str, e: &anyhow::Error, dev: &FidoKeyHid) -> KeyError {
+    let msg = one_line(e);
+    let has = |code: &str| msg.contains(code);
+    if has("0x27") {
+        KeyError::TouchDenied
+    } else if has("0x2D") {
+        KeyError::Cancelled
+    } else if has("0x2E") {
+        KeyError::NoCredentials
+    } else if has("0x31") {
+        let retries = dev
+            .get_pin_retries()
+            .ok()
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(0);
+        KeyError::PinInvalid { retries }
+    } else if has("0x32") {
+        KeyError::PinBlocked
+    } else if has("0x34") {
+        KeyError::Device(format!(
+            "too many wrong PINs in a row on the security key {path}: unplug it, plug it back in and try again"
+        ))
+    } else if has("0x35") || has("0x36") {
+        KeyError::PinRequired
+    } else if has("read err") || has("write error") || has("Failed to open") {
+        KeyError::Device(format!(
+            "the security key {path} stopped answering (unplugged?): plug it back in and try again"
+        ))
+    } else {
+        KeyError::Device(format!("security key {path}: {msg}"))
+    }
+}

@@ -1,0 +1,214 @@
+//! The agent with `backend = "hid"`: the shipped agent binary drives the
+//! unmodified ctap-hid-fido2 over an emulated CTAPHID key (a SOCK_SEQPACKET
+//! socket opened as a hidraw node through the LD_PRELOAD interposer).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use touchgate_agent::key::soft::{AutoTouch, ScriptedTouch, SoftKey, TouchSource};
+use touchgate_tests::ctap::authenticator::{Authenticator, AuthenticatorOptions};
+use touchgate_tests::ctap::hid::{DeviceHandle, HidDevice};
+use touchgate_tests::ctap::preload;
+
+/// An emulated security key served in this test process.
+struct EmuKey {
+    device: DeviceHandle,
+    auth: Arc<Authenticator>,
+}
+
+fn emu_key(
+    dir: &Path,
+    name: &str,
+    touch: Arc<dyn TouchSource>,
+    options: AuthenticatorOptions,
+) -> EmuKey {
+    let key = SoftKey::open(&dir.join(format!("{name}.state")), touch.clone()).unwrap();
+    let auth = Arc::new(Authenticator::new(Arc::new(key), touch, options));
+    let device = HidDevice::start(&dir.join(format!("{name}.hidraw")), auth.clone()).unwrap();
+    EmuKey { device, auth }
+}
+
+fn hid_config(base_url: &str, devices: &[&EmuKey], profile_touch: &str, timeout: &str) -> String {
+    let list: Vec<String> = devices
+        .iter()
+        .map(|k| format!("\"{}\"", k.device.path().display()))
+        .collect();
+    config_text(base_url, "auto", profile_touch, "")
+        .replace(
+            "backend = \"soft\"",
+            &format!("backend = \"hid\"\ndevices = [{}]", list.join(", ")),
+        )
+        .replace(
+            "touch_timeout = \"10s\"",
+            &format!("touch_timeout = \"{timeout}\""),
+        )
+}
+
+fn start_agent(config: &str) -> AgentProc {
+    AgentProc::start_with_env(config, vec![("LD_PRELOAD".into(), preload::preload_env())])
+}
+
+fn enrol_and_import(agent: &AgentProc, key_json: &str) {
+    let o = agent.cli(&["enroll"]);
+    assert!(
+        o.status.success(),
+        "enroll: {}\nagent: {}",
+        stderr(&o),
+        agent.stderr()
+    );
+    let o = agent.cli_stdin(&["import", "-"], Some(key_json));
+    assert!(
+        o.status.success(),
+        "import: {}\nagent: {}",
+        stderr(&o),
+        agent.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enrol_import_token_and_window_reuse_over_hid() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        Arc::new(AutoTouch),
+        AuthenticatorOptions::default(),
+    );
+    let agent = start_agent(&hid_config(&emu.base_url(), &[&key], "10m", "10s"));
+    enrol_and_import(&agent, &key_json);
+    let touches = key.auth.touches_requested();
+
+    let first = agent.cli(&["token"]);
+    assert!(
+        first.status.success(),
+        "{}\n{}",
+        stderr(&first),
+        agent.stderr()
+    );
+    let second = agent.cli(&["token"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(
+        stdout(&first),
+        stdout(&second),
+        "the window reuses the token"
+    );
+    assert_eq!(
+        key.auth.touches_requested(),
+        touches + 1,
+        "one touch for two tokens"
+    );
+
+    let token = stdout(&first).trim().to_owned();
+    let url = format!(
+        "{}/v1/projects/touchgate-test/locations/us-central1/models",
+        emu.base_url()
+    );
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let status = stdout(&agent.cli(&["status"]));
+    assert!(status.contains("key backend: hid"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_touch_times_out_cancels_on_the_device_and_the_agent_lives() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let touch = Arc::new(ScriptedTouch::new());
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        touch.clone(),
+        AuthenticatorOptions::default(),
+    );
+    let agent = start_agent(&hid_config(&emu.base_url(), &[&key], "every-token", "2s"));
+    touch.approve();
+    touch.approve();
+    enrol_and_import(&agent, &key_json);
+    let cancels = key.device.stats().cancels;
+
+    let started = Instant::now();
+    let o = agent.cli(&["token"]);
+    let took = started.elapsed();
+    assert_one_line_error(&o, "no touch on the security key within 2s");
+    assert!(
+        took < Duration::from_secs(4),
+        "timeout + 2 s at most, took {took:?}"
+    );
+    assert!(
+        key.device.stats().cancels > cancels,
+        "the agent cancelled on the device"
+    );
+    assert!(
+        agent.cli(&["status"]).status.success(),
+        "the agent is alive"
+    );
+
+    // The next touch works: nothing was left pending on the key.
+    touch.approve();
+    let o = agent.cli(&["token"]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), agent.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_pulled_out_mid_touch_is_a_clear_error_and_the_agent_lives() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let touch = Arc::new(ScriptedTouch::new());
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        touch.clone(),
+        AuthenticatorOptions::default(),
+    );
+    let agent = start_agent(&hid_config(&emu.base_url(), &[&key], "every-token", "20s"));
+    touch.approve();
+    touch.approve();
+    enrol_and_import(&agent, &key_json);
+    let asked = touch.requested();
+
+    let agent = Arc::new(agent);
+    let a = agent.clone();
+    let ask = std::thread::spawn(move || a.cli(&["token"]));
+    assert!(
+        touch.wait_requested(asked + 1, Duration::from_secs(10)),
+        "the key waits for a touch"
+    );
+    key.device.unplug();
+    let o = ask.join().unwrap();
+    assert_one_line_error(&o, "stopped answering");
+    assert!(
+        agent.cli(&["status"]).status.success(),
+        "the agent is alive"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cloned_key_whose_counter_goes_back_is_refused_and_alerted() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        Arc::new(AutoTouch),
+        AuthenticatorOptions::default(),
+    );
+    let agent = start_agent(&hid_config(&emu.base_url(), &[&key], "every-token", "10s"));
+    enrol_and_import(&agent, &key_json);
+    assert!(agent.cli(&["token"]).status.success());
+
+    // A clone made earlier answers with an older counter.
+    key.auth.set_sign_count(1).unwrap();
+    let o = agent.cli(&["token"]);
+    assert_one_line_error(&o, "cloned");
+    assert!(agent.stderr().contains("ALERT"), "{}", agent.stderr());
+}
