@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::issue::Flight;
 use crate::key::SecurityKey;
+use crate::pin::{PinEntry, Pinentry};
 use crate::session::{CacheKey, Sessions};
 use crate::upstream::Upstream;
 use crate::vault::VaultFile;
@@ -49,15 +50,31 @@ pub struct Agent {
     pub(crate) inflight: Mutex<HashMap<CacheKey, Flight>>,
     pub(crate) touches: AtomicU64,
     pub(crate) mints: AtomicU64,
+    pub(crate) pin_entry: Arc<dyn PinEntry>,
 }
 
 impl Agent {
+    /// An agent asking for PINs with the configured pinentry program.
     pub fn new(
         config: Config,
         key: Arc<dyn SecurityKey>,
         upstream: Arc<dyn Upstream>,
         clock: Arc<dyn Clock>,
         paths: StatePaths,
+    ) -> Result<Arc<Agent>, ErrorReply> {
+        let pin_entry = Arc::new(Pinentry {
+            program: config.key.pinentry.clone(),
+        });
+        Agent::with_pin_entry(config, key, upstream, clock, paths, pin_entry)
+    }
+
+    pub fn with_pin_entry(
+        config: Config,
+        key: Arc<dyn SecurityKey>,
+        upstream: Arc<dyn Upstream>,
+        clock: Arc<dyn Clock>,
+        paths: StatePaths,
+        pin_entry: Arc<dyn PinEntry>,
     ) -> Result<Arc<Agent>, ErrorReply> {
         let vault = VaultFile::load(&paths.vault)
             .map_err(|e| ErrorReply::new(ErrorCode::Vault, e.to_string()))?;
@@ -72,6 +89,7 @@ impl Agent {
             inflight: Mutex::new(HashMap::new()),
             touches: AtomicU64::new(0),
             mints: AtomicU64::new(0),
+            pin_entry,
         }))
     }
 
@@ -104,20 +122,38 @@ impl Agent {
                 dropped_tokens: self.lock(caller),
             }),
             Request::ListProfiles => Ok(Response::Profiles(self.profiles())),
-            Request::Enroll { force } => self
-                .enroll(caller, force, progress)
+            Request::Enroll {
+                force,
+                uv,
+                caller: hint,
+            } => self
+                .enroll(caller, force, uv, &hint, progress)
                 .await
                 .map(Response::Enrolled),
             Request::Import {
                 name,
                 credential_json,
+                caller: hint,
             } => self
-                .import(caller, &name, credential_json, progress)
+                .import(caller, &name, credential_json, &hint, progress)
                 .await
                 .map(|kind| Response::Imported {
                     name,
                     kind: kind.to_owned(),
                 }),
+            Request::ListKeys => Ok(Response::Keys(self.list_keys().await)),
+            Request::AddKey { caller: hint } => self
+                .add_key(caller, &hint, progress)
+                .await
+                .map(Response::Enrolled),
+            Request::RemoveKey { credential } => self
+                .remove_key(caller, &credential)
+                .await
+                .map(|credential| Response::KeyRemoved { credential }),
+            Request::TrustKey { credential } => self
+                .trust_key(caller, &credential)
+                .await
+                .map(|credential| Response::KeyTrusted { credential }),
         };
         res.unwrap_or_else(Response::Error)
     }
@@ -179,7 +215,7 @@ pub(crate) fn enrolled_reply(e: &crate::vault::Enrolment) -> EnrolledReply {
     }
 }
 
-fn format_aaguid(a: &[u8; 16]) -> String {
+pub(crate) fn format_aaguid(a: &[u8; 16]) -> String {
     let h = hex::encode(a);
     format!(
         "{}-{}-{}-{}-{}",

@@ -27,6 +27,23 @@ where
     T: Send + 'static,
     F: FnOnce(&dyn SecurityKey) -> Result<T, KeyError> + Send + 'static,
 {
+    run_raw(key, timeout, on_touch_needed, op)
+        .await?
+        .map_err(key_error)
+}
+
+/// Like [`run`], but hands back the key's own error (so a caller can react to
+/// `PinRequired`); the outer error is the timeout or a crashed task.
+pub async fn run_raw<T, F>(
+    key: Arc<dyn SecurityKey>,
+    timeout: Duration,
+    on_touch_needed: impl FnOnce(),
+    op: F,
+) -> Result<Result<T, KeyError>, ErrorReply>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn SecurityKey) -> Result<T, KeyError> + Send + 'static,
+{
     let k = key.clone();
     let mut task = tokio::task::spawn_blocking(move || op(k.as_ref()));
     let mut signal = Some(on_touch_needed);
@@ -38,7 +55,7 @@ where
         tokio::select! {
             res = &mut task => {
                 return match res {
-                    Ok(r) => r.map_err(key_error),
+                    Ok(r) => Ok(r),
                     Err(e) => Err(ErrorReply::new(ErrorCode::Internal, format!("security key task failed: {e}"))),
                 };
             }
@@ -67,6 +84,9 @@ pub fn key_error(e: KeyError) -> ErrorReply {
         KeyError::TouchDenied => ErrorCode::TouchDenied,
         KeyError::Cancelled => ErrorCode::TouchTimeout,
         KeyError::NoCredentials => ErrorCode::NotEnrolled,
+        KeyError::PinRequired | KeyError::PinInvalid { .. } | KeyError::PinBlocked => {
+            ErrorCode::Pin
+        }
         _ => ErrorCode::Key,
     };
     let msg = match &e {
@@ -74,8 +94,11 @@ pub fn key_error(e: KeyError) -> ErrorReply {
             "the touch was refused on the security key: nothing was issued; run the command again to retry".to_string()
         }
         KeyError::NoCredentials => {
-            "the security key does not hold the enrolled touchgate credential: plug in the enrolled key, or run touchgate enroll --force".to_string()
+            "no plugged-in security key holds an enrolled touchgate credential: plug in an enrolled key (see touchgate keys list), or run touchgate enroll --force".to_string()
         }
+        KeyError::PinInvalid { retries } => format!(
+            "wrong PIN for the security key ({retries} tries left): run the command again with the right PIN"
+        ),
         other => other.to_string(),
     };
     ErrorReply::new(code, msg)

@@ -1,17 +1,26 @@
-//! Key ceremonies: enrol a credential, seal an upstream credential under it,
-//! and approve-then-unseal for an issuance. Every assertion is verified
-//! (signature, our challenge, UP, counter) BEFORE anything is unsealed.
+//! Key ceremonies: enrol a credential, add and remove keys, seal an upstream
+//! credential, and approve-then-unseal for an issuance. Every assertion is
+//! verified (signature, our challenge, UP, counter) BEFORE anything is unsealed.
+//!
+//! All enrolled keys share the vault's hmac-secret salt and UV setting, so one
+//! getAssertion with every enrolled credential in the allow-list can be
+//! answered by whichever key is plugged in.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use touchgate::{EnrolledReply, ErrorCode, ErrorReply, Secret};
+use secrecy::SecretString;
+use touchgate::{CallerHint, EnrolledReply, ErrorCode, ErrorReply, KeyInfo, Secret};
 use zeroize::Zeroizing;
 
-use crate::agent::{enrolled_reply, Agent, Progress};
+use crate::agent::{enrolled_reply, format_aaguid, Agent, Progress};
 use crate::caller::Caller;
 use crate::ceremony;
-use crate::key::{GetAssertionRequest, MakeCredentialRequest, RP_ID};
+use crate::key::{
+    Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
+    RP_ID,
+};
+use crate::pin::PinContext;
 use crate::upstream::UpstreamCredential;
 use crate::vault::{Dek, Enrolment, VaultFile};
 use crate::verify::{self, Expected, VerifyError};
@@ -27,48 +36,96 @@ fn vault_error(e: impl std::fmt::Display) -> ErrorReply {
     ErrorReply::new(ErrorCode::Vault, e.to_string())
 }
 
+/// Tells the waiting caller(s) that the key wants a touch.
+pub(crate) type Notify = Arc<dyn Fn(String) + Send + Sync>;
+
+fn notify(progress: Progress) -> Notify {
+    Arc::new(move |p| {
+        let _ = progress.send(p);
+    })
+}
+
+/// A key operation that may be run twice (again with a PIN).
+type KeyOp<T> =
+    Arc<dyn Fn(&dyn SecurityKey, Option<SecretString>) -> Result<T, KeyError> + Send + Sync>;
+
 impl Agent {
-    /// Create a credential on the key and record it.
-    pub async fn enroll(
-        self: &Arc<Self>,
-        caller: &Caller,
-        force: bool,
-        progress: Progress,
-    ) -> Result<EnrolledReply, ErrorReply> {
-        let mut vault = self.vault.lock().await;
-        if let (Some(e), false) = (vault.enrolment(), force) {
-            return Err(ErrorReply::new(
-                ErrorCode::AlreadyEnrolled,
-                format!(
-                    "a key is already enrolled (credential {}): run touchgate enroll --force to replace it (credentials sealed under it become unreadable)",
-                    enrolled_reply(e).credential
-                ),
-            ));
+    /// Run `op` on the key; if the key wants a PIN, ask for it on the caller's
+    /// display or terminal and run it once more with the PIN.
+    async fn key_op<T: Send + 'static>(
+        &self,
+        hint: &CallerHint,
+        prompt: &str,
+        notify: &Notify,
+        op: KeyOp<T>,
+    ) -> Result<T, ErrorReply> {
+        let mut pin: Option<SecretString> = None;
+        loop {
+            let (o, p, pr, tx) = (op.clone(), pin.clone(), prompt.to_owned(), notify.clone());
+            let res = ceremony::run_raw(
+                self.key.clone(),
+                self.config.agent.touch_timeout,
+                move || {
+                    tracing::info!("{pr}");
+                    tx(pr);
+                },
+                move |k| o(k, p),
+            )
+            .await?;
+            match res {
+                Ok(v) => return Ok(v),
+                Err(KeyError::PinRequired) if pin.is_none() => {
+                    pin = Some(self.ask_pin(hint, prompt).await?);
+                }
+                Err(e) => return Err(ceremony::key_error(e)),
+            }
         }
+    }
+
+    async fn ask_pin(&self, hint: &CallerHint, why: &str) -> Result<SecretString, ErrorReply> {
+        let entry = self.pin_entry.clone();
+        let ctx = PinContext::from_hint(hint);
+        let desc = format!(
+            "Enter the PIN of your {} ({})",
+            self.key.name(),
+            why.trim_start_matches("touch your security key")
+                .trim_start_matches([':', ' '])
+        );
+        tokio::task::spawn_blocking(move || entry.ask(&desc, None, &ctx))
+            .await
+            .map_err(|e| {
+                ErrorReply::new(ErrorCode::Internal, format!("PIN entry task failed: {e}"))
+            })?
+            .map_err(|e| ErrorReply::new(ErrorCode::Pin, e.to_string()))
+    }
+
+    /// makeCredential on the key (excluding already enrolled credentials), checked.
+    async fn new_credential(
+        &self,
+        caller: &Caller,
+        hint: &CallerHint,
+        uv: bool,
+        exclude: Vec<Vec<u8>>,
+        notify: &Notify,
+    ) -> Result<Attestation, ErrorReply> {
         let (challenge, cdh) =
             ceremony::challenge("enroll", &[&caller.to_string()], self.clock.unix_now());
         let mut user_id = vec![0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut user_id);
-        let req = MakeCredentialRequest {
-            rp_id: RP_ID.into(),
-            challenge,
-            user_id,
-            user_name: "touchgate".into(),
-            hmac_secret: true,
-            uv: false,
-            pin: None,
-        };
         let prompt = format!("touch your security key to enrol it with touchgate ({caller} asks)");
-        let att = ceremony::run(
-            self.key.clone(),
-            self.config.agent.touch_timeout,
-            move || {
-                tracing::info!("{prompt}");
-                let _ = progress.send(prompt);
-            },
-            move |k| k.make_credential(&req),
-        )
-        .await?;
+        let op: KeyOp<Attestation> = Arc::new(move |k, pin| {
+            k.make_credential(&MakeCredentialRequest {
+                rp_id: RP_ID.into(),
+                challenge,
+                user_id: user_id.clone(),
+                user_name: "touchgate".into(),
+                hmac_secret: true,
+                uv,
+                pin,
+                exclude: exclude.clone(),
+            })
+        });
+        let att = self.key_op(hint, &prompt, notify, op).await?;
         self.touches.fetch_add(1, Ordering::Relaxed);
         verify::check_attestation(&att, &cdh, RP_ID)
             .map_err(|e| ErrorReply::new(ErrorCode::KeyVerification, e.to_string()))?;
@@ -76,41 +133,191 @@ impl Agent {
             return Err(ErrorReply::new(
                 ErrorCode::Key,
                 format!(
-                    "the security key {} does not support hmac-secret, which touchgate needs to seal credentials: use a FIDO2 key with hmac-secret",
+                    "the {} does not support hmac-secret, which touchgate needs to seal credentials: use a FIDO2 key with hmac-secret",
                     self.key.name()
                 ),
             ));
         }
-        let mut salt = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
-        let enrolment = Enrolment {
+        let aaguid = format_aaguid(&att.aaguid);
+        let allowed = &self.config.key.allowed_aaguids;
+        if !allowed.is_empty() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(&aaguid)) {
+            return Err(ErrorReply::new(
+                ErrorCode::Key,
+                format!("this security key's model (AAGUID {aaguid}) is not in key.allowed_aaguids: use an allowed key or add it to the config"),
+            ));
+        }
+        Ok(att)
+    }
+
+    fn enrolment_from(&self, att: &Attestation, salt: [u8; 32], uv: bool) -> Enrolment {
+        Enrolment {
             credential_id: att.credential_id.clone(),
             public_key_sec1: att.public_key_sec1.clone(),
             aaguid: att.aaguid,
             sign_count: att.sign_count,
             key_name: self.key.name(),
             hmac_salt: salt,
-            uv: false,
+            uv,
             attestation_format: att.format.clone(),
             created_at: self.clock.unix_now(),
-        };
+            attestation_cert: att.x5c.first().cloned().unwrap_or_default(),
+            suspect: None,
+        }
+    }
+
+    /// Create a credential on the key and record it (a new vault).
+    pub async fn enroll(
+        self: &Arc<Self>,
+        caller: &Caller,
+        force: bool,
+        uv: bool,
+        hint: &CallerHint,
+        progress: Progress,
+    ) -> Result<EnrolledReply, ErrorReply> {
+        let mut vault = self.vault.lock().await;
+        if let (Some(e), false) = (vault.enrolment(), force) {
+            return Err(ErrorReply::new(
+                ErrorCode::AlreadyEnrolled,
+                format!(
+                    "a key is already enrolled (credential {}): add a backup with touchgate keys add, or run touchgate enroll --force to start over (credentials sealed under it become unreadable)",
+                    enrolled_reply(e).credential
+                ),
+            ));
+        }
+        let att = self
+            .new_credential(caller, hint, uv, vec![], &notify(progress))
+            .await?;
+        let mut salt = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
         // A new enrolment starts a new vault: old sealed entries could never be opened again.
         let mut next = VaultFile::default();
-        next.enrolments.push(enrolment);
+        next.enrolments.push(self.enrolment_from(&att, salt, uv));
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
         self.sessions.lock().unwrap().lock();
         let reply = enrolled_reply(vault.enrolment().expect("just enrolled"));
-        tracing::info!(%caller, credential = %reply.credential, key = %reply.key_name, "enrolled a security key");
+        tracing::info!(%caller, credential = %reply.credential, key = %reply.key_name, uv, "enrolled a security key");
         Ok(reply)
     }
 
-    /// Seal an upstream credential under the enrolled key (one touch).
+    /// Enrol another key: unlock with an enrolled key, then create a credential on
+    /// the new one and wrap the vault's data key for it.
+    pub async fn add_key(
+        self: &Arc<Self>,
+        caller: &Caller,
+        hint: &CallerHint,
+        progress: Progress,
+    ) -> Result<EnrolledReply, ErrorReply> {
+        let notify = notify(progress);
+        let mut vault = self.vault.lock().await;
+        let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
+        let (dek, used) = self
+            .assert_and_unlock(
+                &mut vault,
+                &[&caller.to_string(), "add-key"],
+                "add-key",
+                hint,
+                format!("touch an ENROLLED security key to approve adding another ({caller} asks)"),
+                &notify,
+            )
+            .await?;
+        let exclude: Vec<Vec<u8>> = vault
+            .enrolments
+            .iter()
+            .map(|e| e.credential_id.clone())
+            .collect();
+        let att = self
+            .new_credential(caller, hint, first.uv, exclude, &notify)
+            .await?;
+        let mut next = vault.clone();
+        replace_enrolment(&mut next, used);
+        next.enrolments
+            .push(self.enrolment_from(&att, first.hmac_salt, first.uv));
+        // One more touch on the new key: its hmac-secret wraps the data key.
+        let (challenge, cdh) = ceremony::challenge(
+            "add-key-slot",
+            &[&caller.to_string()],
+            self.clock.unix_now(),
+        );
+        let (cred, salt, uv) = (att.credential_id.clone(), first.hmac_salt, first.uv);
+        let op: KeyOp<Assertion> = Arc::new(move |k, pin| {
+            k.get_assertion(&GetAssertionRequest {
+                rp_id: RP_ID.into(),
+                challenge,
+                allow: vec![cred.clone()],
+                hmac_salt: Some(salt),
+                uv,
+                pin,
+                up: true,
+            })
+        });
+        let prompt =
+            format!("touch the NEW security key once more to finish adding it ({caller} asks)");
+        let assertion = self.key_op(hint, &prompt, &notify, op).await?;
+        self.touches.fetch_add(1, Ordering::Relaxed);
+        let new = next.enrolments.last().expect("pushed").clone();
+        let verified = verify::verify_assertion(&expected(&new), &cdh, &assertion)
+            .map_err(|e| ErrorReply::new(ErrorCode::KeyVerification, e.to_string()))?;
+        next.enrolments.last_mut().expect("pushed").sign_count = verified.sign_count;
+        let hmac = hmac_output(&assertion)?;
+        next.add_slot(&att.credential_id, &hmac, &dek)
+            .map_err(vault_error)?;
+        next.save(&self.paths.vault).map_err(vault_error)?;
+        *vault = next;
+        let reply = enrolled_reply(&new);
+        tracing::info!(%caller, credential = %reply.credential, key = %reply.key_name, "added a security key");
+        Ok(reply)
+    }
+
+    pub async fn list_keys(&self) -> Vec<KeyInfo> {
+        self.vault
+            .lock()
+            .await
+            .enrolments
+            .iter()
+            .map(key_info)
+            .collect()
+    }
+
+    /// Forget an enrolled key (never the last one).
+    pub async fn remove_key(&self, caller: &Caller, prefix: &str) -> Result<String, ErrorReply> {
+        let mut vault = self.vault.lock().await;
+        let id = find_key(&vault, prefix)?;
+        if vault.enrolments.len() == 1 {
+            return Err(ErrorReply::new(
+                ErrorCode::Key,
+                "this is the last enrolled key, and removing it would lock the sealed credentials away for good: add another key first (touchgate keys add)",
+            ));
+        }
+        let mut next = vault.clone();
+        next.remove_key(&id);
+        next.save(&self.paths.vault).map_err(vault_error)?;
+        *vault = next;
+        let short = short_id(&id);
+        tracing::info!(%caller, credential = %short, "removed a security key");
+        Ok(short)
+    }
+
+    /// Trust a suspect key again.
+    pub async fn trust_key(&self, caller: &Caller, prefix: &str) -> Result<String, ErrorReply> {
+        let mut vault = self.vault.lock().await;
+        let id = find_key(&vault, prefix)?;
+        let mut next = vault.clone();
+        next.enrolment_for_mut(&id).expect("found").suspect = None;
+        next.save(&self.paths.vault).map_err(vault_error)?;
+        *vault = next;
+        let short = short_id(&id);
+        tracing::warn!(%caller, credential = %short, "a suspect security key was trusted again by the user");
+        Ok(short)
+    }
+
+    /// Seal an upstream credential under the enrolled keys (one touch).
     pub async fn import(
         self: &Arc<Self>,
         caller: &Caller,
         name: &str,
         credential_json: Secret,
+        hint: &CallerHint,
         progress: Progress,
     ) -> Result<&'static str, ErrorReply> {
         valid_name(name)?;
@@ -122,19 +329,18 @@ impl Agent {
         let prompt =
             format!("touch your security key to seal credential \"{name}\" ({caller} asks)");
         let mut vault = self.vault.lock().await;
-        let (dek, enrolment) = self
+        let (dek, used) = self
             .assert_and_unlock(
                 &mut vault,
                 &[&caller.to_string(), name],
                 "import",
+                hint,
                 prompt,
-                move |p| {
-                    let _ = progress.send(p);
-                },
+                &notify(progress),
             )
             .await?;
         let mut next = vault.clone();
-        next.enrolments[0] = enrolment;
+        replace_enrolment(&mut next, used);
         next.seal(&dek, name, kind, credential_json.expose().as_bytes())
             .map_err(vault_error)?;
         next.save(&self.paths.vault).map_err(vault_error)?;
@@ -148,12 +354,18 @@ impl Agent {
         &self,
         credential: &str,
         purpose: &[String],
+        hint: &CallerHint,
+        require_uv: bool,
         prompt: String,
-        on_touch: impl FnOnce(String) + Send + 'static,
+        notify: &Notify,
     ) -> Result<UpstreamCredential, ErrorReply> {
         let mut vault = self.vault.lock().await;
-        if vault.enrolment().is_none() {
-            return Err(not_enrolled());
+        let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
+        if require_uv && !first.uv {
+            return Err(ErrorReply::new(
+                ErrorCode::Config,
+                "this profile requires user verification, but the keys were enrolled without it: run touchgate enroll --force --uv (then import again)",
+            ));
         }
         if !vault.entry_names().iter().any(|n| n == credential) {
             return Err(ErrorReply::new(
@@ -162,8 +374,8 @@ impl Agent {
             ));
         }
         let parts: Vec<&str> = purpose.iter().map(String::as_str).collect();
-        let (dek, enrolment) = self
-            .assert_and_unlock(&mut vault, &parts, "get-token", prompt, on_touch)
+        let (dek, used) = self
+            .assert_and_unlock(&mut vault, &parts, "get-token", hint, prompt, notify)
             .await?;
         let (_kind, plaintext) = vault.open(&dek, credential).map_err(vault_error)?;
         drop(dek);
@@ -177,76 +389,169 @@ impl Agent {
             .map_err(|e| ErrorReply::new(ErrorCode::BadCredential, e.to_string()))?;
         // The counter is saved only once everything checked out.
         let mut next = vault.clone();
-        next.enrolments[0] = enrolment;
+        replace_enrolment(&mut next, used);
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
         Ok(cred)
     }
 
-    /// One getAssertion with the vault salt: verify it, then unlock the data key
-    /// (creating the key's slot on first use). Returns the key and the enrolment
-    /// with its new counter; the caller saves.
+    /// One getAssertion, answerable by any trusted enrolled key, with the vault
+    /// salt: verify it, then unlock the data key (creating the key's slot on
+    /// first use). Returns the key and the answering key's enrolment with its
+    /// new counter; the caller saves. A counter that went back marks the key
+    /// suspect (saved at once) and refuses.
     async fn assert_and_unlock(
         &self,
         vault: &mut VaultFile,
         parts: &[&str],
         purpose: &str,
+        hint: &CallerHint,
         prompt: String,
-        on_touch: impl FnOnce(String) + Send + 'static,
+        notify: &Notify,
     ) -> Result<(Dek, Enrolment), ErrorReply> {
-        let mut enrolment = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
+        let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
+        let allow: Vec<Vec<u8>> = vault
+            .enrolments
+            .iter()
+            .filter(|e| e.suspect.is_none())
+            .map(|e| e.credential_id.clone())
+            .collect();
+        if allow.is_empty() {
+            return Err(ErrorReply::new(
+                ErrorCode::KeyVerification,
+                "every enrolled key is marked suspect (a possible clone): if you are sure a key is yours, run touchgate keys trust ID (see touchgate keys list)",
+            ));
+        }
         let (challenge, cdh) = ceremony::challenge(purpose, parts, self.clock.unix_now());
-        let req = GetAssertionRequest {
-            rp_id: RP_ID.into(),
-            challenge,
-            allow: vec![enrolment.credential_id.clone()],
-            hmac_salt: Some(enrolment.hmac_salt),
-            uv: enrolment.uv,
-            pin: None,
-            up: true,
-        };
-        let assertion = ceremony::run(
-            self.key.clone(),
-            self.config.agent.touch_timeout,
-            move || {
-                tracing::info!("{prompt}");
-                on_touch(prompt);
-            },
-            move |k| k.get_assertion(&req),
-        )
-        .await?;
+        let (salt, uv) = (first.hmac_salt, first.uv);
+        let op: KeyOp<Assertion> = Arc::new(move |k, pin| {
+            k.get_assertion(&GetAssertionRequest {
+                rp_id: RP_ID.into(),
+                challenge,
+                allow: allow.clone(),
+                hmac_salt: Some(salt),
+                uv,
+                pin,
+                up: true,
+            })
+        });
+        let assertion = self.key_op(hint, &prompt, notify, op).await?;
         self.touches.fetch_add(1, Ordering::Relaxed);
-        let expected = Expected {
-            rp_id: RP_ID,
-            credential_id: &enrolment.credential_id,
-            public_key_sec1: &enrolment.public_key_sec1,
-            stored_sign_count: enrolment.sign_count,
-            require_uv: enrolment.uv,
-        };
-        let verified = verify::verify_assertion(&expected, &cdh, &assertion).map_err(|e| {
-            if matches!(e, VerifyError::CounterNotIncreased { .. }) {
-                tracing::error!(alert = "possible-cloned-key", key = %enrolment.key_name, "ALERT: {e}");
-            } else {
-                tracing::warn!("security key answer refused: {e}");
+        let mut enrolment = vault
+            .enrolment_for(&assertion.credential_id)
+            .cloned()
+            .ok_or_else(|| {
+                ErrorReply::new(
+                    ErrorCode::KeyVerification,
+                    "the security key answered with a credential that is not enrolled: refused",
+                )
+            })?;
+        let verified = match verify::verify_assertion(&expected(&enrolment), &cdh, &assertion) {
+            Ok(v) => v,
+            Err(e @ VerifyError::CounterNotIncreased { .. }) => {
+                let short = short_id(&enrolment.credential_id);
+                tracing::error!(alert = "possible-cloned-key", credential = %short, key = %enrolment.key_name, "ALERT: {e}");
+                let mut next = vault.clone();
+                next.enrolment_for_mut(&enrolment.credential_id)
+                    .expect("enrolled")
+                    .suspect = Some(e.to_string());
+                next.save(&self.paths.vault).map_err(vault_error)?;
+                *vault = next;
+                return Err(ErrorReply::new(
+                    ErrorCode::KeyVerification,
+                    format!("{e}; key {short} is now marked suspect and refused until you run touchgate keys trust {short}"),
+                ));
             }
-            ErrorReply::new(ErrorCode::KeyVerification, e.to_string())
-        })?;
+            Err(e) => {
+                tracing::warn!("security key answer refused: {e}");
+                return Err(ErrorReply::new(ErrorCode::KeyVerification, e.to_string()));
+            }
+        };
         enrolment.sign_count = verified.sign_count;
-        let hmac = assertion.hmac_secret.as_ref().ok_or_else(|| {
-            ErrorReply::new(
-                ErrorCode::Key,
-                "the security key returned no hmac-secret output: it cannot unseal the vault",
-            )
-        })?;
-        let hmac: Zeroizing<[u8; 32]> = Zeroizing::new(**hmac);
+        let hmac = hmac_output(&assertion)?;
         let dek = match vault.unlock(&enrolment.credential_id, &hmac) {
             Ok(d) => d,
-            Err(crate::vault::VaultError::NoSlot) => vault
+            Err(crate::vault::VaultError::NoSlot) if vault.slots.is_empty() => vault
                 .create_slot(&enrolment.credential_id, &hmac)
                 .map_err(vault_error)?,
             Err(e) => return Err(vault_error(e)),
         };
         Ok((dek, enrolment))
+    }
+}
+
+/// Put `e` (a newer copy of an enrolled key's record) in place of the old one.
+fn replace_enrolment(vault: &mut VaultFile, e: Enrolment) {
+    if let Some(slot) = vault.enrolment_for_mut(&e.credential_id) {
+        *slot = e;
+    }
+}
+
+fn expected(e: &Enrolment) -> Expected<'_> {
+    Expected {
+        rp_id: RP_ID,
+        credential_id: &e.credential_id,
+        public_key_sec1: &e.public_key_sec1,
+        stored_sign_count: e.sign_count,
+        require_uv: e.uv,
+    }
+}
+
+fn hmac_output(a: &Assertion) -> Result<Zeroizing<[u8; 32]>, ErrorReply> {
+    let h = a.hmac_secret.as_ref().ok_or_else(|| {
+        ErrorReply::new(
+            ErrorCode::Key,
+            "the security key returned no hmac-secret output: it cannot unseal the vault",
+        )
+    })?;
+    Ok(Zeroizing::new(**h))
+}
+
+fn short_id(id: &[u8]) -> String {
+    hex::encode(&id[..id.len().min(8)])
+}
+
+pub(crate) fn key_info(e: &Enrolment) -> KeyInfo {
+    KeyInfo {
+        credential: short_id(&e.credential_id),
+        key_name: e.key_name.clone(),
+        aaguid: format_aaguid(&e.aaguid),
+        sign_count: e.sign_count,
+        created_at: e.created_at,
+        uv: e.uv,
+        attestation: if e.attestation_cert.is_empty() {
+            e.attestation_format.clone()
+        } else {
+            format!("{} with certificate", e.attestation_format)
+        },
+        suspect: e.suspect.clone(),
+    }
+}
+
+/// The one enrolled key whose credential id starts with `prefix` (hex).
+fn find_key(vault: &VaultFile, prefix: &str) -> Result<Vec<u8>, ErrorReply> {
+    let p = prefix.trim().to_ascii_lowercase();
+    let matches: Vec<&Enrolment> = vault
+        .enrolments
+        .iter()
+        .filter(|e| !p.is_empty() && hex::encode(&e.credential_id).starts_with(&p))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.credential_id.clone()),
+        [] => Err(ErrorReply::new(
+            ErrorCode::Key,
+            format!(
+                "no enrolled key has a credential id starting with \"{}\": see touchgate keys list",
+                prefix.escape_default()
+            ),
+        )),
+        _ => Err(ErrorReply::new(
+            ErrorCode::Key,
+            format!(
+                "\"{}\" matches several enrolled keys: give more of the credential id",
+                prefix.escape_default()
+            ),
+        )),
     }
 }
 

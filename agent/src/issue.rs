@@ -160,10 +160,19 @@ impl Agent {
             None => {
                 let purpose = [caller.to_string(), name.to_owned(), key.scopes.join(" ")];
                 let prompt = format!("touch your security key: {caller} asks for profile `{name}`");
+                let notify: crate::enrol::Notify = Arc::new(move |p| {
+                    let _ = touch_prompt.send(Some(p));
+                });
+                let hint = caller.on_behalf_of.clone().unwrap_or_default();
                 let cred = self
-                    .approve_and_unseal(&profile.credential, &purpose, prompt, move |p| {
-                        let _ = touch_prompt.send(Some(p));
-                    })
+                    .approve_and_unseal(
+                        &profile.credential,
+                        &purpose,
+                        &hint,
+                        profile.user_verification,
+                        prompt,
+                        &notify,
+                    )
                     .await?;
                 let cred = Arc::new(cred);
                 if let TouchRule::Window(w) = profile.touch {
@@ -182,6 +191,8 @@ impl Agent {
             impersonate: profile.service_account.clone(),
             lifetime: profile.lifetime,
             delegates: profile.delegates.clone(),
+            // quota_project: wired from the profile once it has the key.
+            ..MintRequest::default()
         };
         let minted = self
             .upstream

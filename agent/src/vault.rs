@@ -78,6 +78,13 @@ pub struct Enrolment {
     pub attestation_format: String,
     /// Unix seconds.
     pub created_at: u64,
+    /// The attestation certificate (DER), when the key sent one.
+    #[serde(default, with = "hex_bytes")]
+    pub attestation_cert: Vec<u8>,
+    /// Why the key is not trusted any more (e.g. its counter went back: a possible clone).
+    /// A suspect key unseals nothing until `touchgate keys trust`.
+    #[serde(default)]
+    pub suspect: Option<String>,
 }
 
 /// The vault's data key, wrapped for one enrolled credential.
@@ -406,6 +413,14 @@ impl VaultFile {
         self.entries.remove(name).is_some()
     }
 
+    /// Forget an enrolled key and its slot. Returns false if it was not enrolled.
+    pub fn remove_key(&mut self, credential_id: &[u8]) -> bool {
+        let before = self.enrolments.len();
+        self.enrolments.retain(|e| e.credential_id != credential_id);
+        self.slots.retain(|s| s.credential_id != credential_id);
+        self.enrolments.len() != before
+    }
+
     /// The names of the sealed entries, sorted.
     pub fn entry_names(&self) -> Vec<String> {
         self.entries.keys().cloned().collect()
@@ -557,6 +572,8 @@ mod tests {
             uv: false,
             attestation_format: "packed".into(),
             created_at: 1_800_000_000,
+            attestation_cert: vec![],
+            suspect: None,
         }
     }
 
@@ -730,6 +747,7 @@ mod tests {
                 hmac_secret: true,
                 uv: true,
                 pin: None,
+                exclude: vec![],
             })
             .unwrap();
         let mut e = enrolment(&att.credential_id, 5);

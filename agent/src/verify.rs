@@ -582,6 +582,7 @@ mod tests {
                 hmac_secret: true,
                 uv: true,
                 pin: None,
+                exclude: vec![],
             })
             .unwrap();
         check_attestation(&att, &crate::key::client_data_hash(&CHALLENGE), RP_ID).unwrap();

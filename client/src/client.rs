@@ -157,8 +157,13 @@ impl Client {
         }
     }
 
-    pub async fn enroll(&mut self, force: bool) -> Result<crate::EnrolledReply, ClientError> {
-        match self.request(&Request::Enroll { force }).await? {
+    pub async fn enroll(
+        &mut self,
+        force: bool,
+        uv: bool,
+        caller: CallerHint,
+    ) -> Result<crate::EnrolledReply, ClientError> {
+        match self.request(&Request::Enroll { force, uv, caller }).await? {
             Response::Enrolled(e) => Ok(e),
             other => Err(unexpected("Enroll", &other)),
         }
@@ -169,14 +174,53 @@ impl Client {
         &mut self,
         name: &str,
         credential_json: crate::Secret,
+        caller: CallerHint,
     ) -> Result<String, ClientError> {
         let req = Request::Import {
             name: name.to_owned(),
             credential_json,
+            caller,
         };
         match self.request(&req).await? {
             Response::Imported { kind, .. } => Ok(kind),
             other => Err(unexpected("Import", &other)),
+        }
+    }
+
+    pub async fn list_keys(&mut self) -> Result<Vec<crate::KeyInfo>, ClientError> {
+        match self.request(&Request::ListKeys).await? {
+            Response::Keys(k) => Ok(k),
+            other => Err(unexpected("ListKeys", &other)),
+        }
+    }
+
+    pub async fn add_key(
+        &mut self,
+        caller: CallerHint,
+    ) -> Result<crate::EnrolledReply, ClientError> {
+        match self.request(&Request::AddKey { caller }).await? {
+            Response::Enrolled(e) => Ok(e),
+            other => Err(unexpected("AddKey", &other)),
+        }
+    }
+
+    pub async fn remove_key(&mut self, credential: &str) -> Result<String, ClientError> {
+        let req = Request::RemoveKey {
+            credential: credential.to_owned(),
+        };
+        match self.request(&req).await? {
+            Response::KeyRemoved { credential } => Ok(credential),
+            other => Err(unexpected("RemoveKey", &other)),
+        }
+    }
+
+    pub async fn trust_key(&mut self, credential: &str) -> Result<String, ClientError> {
+        let req = Request::TrustKey {
+            credential: credential.to_owned(),
+        };
+        match self.request(&req).await? {
+            Response::KeyTrusted { credential } => Ok(credential),
+            other => Err(unexpected("TrustKey", &other)),
         }
     }
 
@@ -212,6 +256,9 @@ fn response_name(r: &Response) -> &'static str {
         Response::Imported { .. } => "Imported",
         Response::Error(_) => "Error",
         Response::TouchNeeded { .. } => "TouchNeeded",
+        Response::Keys(_) => "Keys",
+        Response::KeyRemoved { .. } => "KeyRemoved",
+        Response::KeyTrusted { .. } => "KeyTrusted",
     }
 }
 

@@ -122,6 +122,7 @@ mod tests {
         let big = Request::Import {
             name: "x".into(),
             credential_json: crate::Secret::new("x".repeat(MAX_FRAME + 1)),
+            caller: Default::default(),
         };
         assert!(matches!(
             write_frame(&mut a, &big).await,

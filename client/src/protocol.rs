@@ -82,15 +82,34 @@ pub enum Request {
     /// Drop every cached token and approval window.
     Lock,
     ListProfiles,
-    /// Create a credential on the security key (needs a touch).
+    /// Create a credential on the security key (needs a touch). `uv`: every later
+    /// unseal needs user verification (PIN or built-in) too.
     Enroll {
         force: bool,
+        uv: bool,
+        caller: CallerHint,
     },
     /// Seal an upstream credential (Google service-account key or authorized_user JSON)
-    /// under the enrolled key (needs a touch).
+    /// under the enrolled keys (needs a touch).
     Import {
         name: String,
         credential_json: Secret,
+        caller: CallerHint,
+    },
+    /// The enrolled keys.
+    ListKeys,
+    /// Enrol one more key (a backup): a touch on an enrolled key, then two on the new one.
+    AddKey {
+        caller: CallerHint,
+    },
+    /// Forget an enrolled key, named by a prefix of its credential id (hex). The last
+    /// key cannot be removed.
+    RemoveKey {
+        credential: String,
+    },
+    /// Trust a key marked suspect again (e.g. after a counter went back).
+    TrustKey {
+        credential: String,
     },
 }
 
@@ -113,6 +132,29 @@ pub enum Response {
     TouchNeeded {
         prompt: String,
     },
+    Keys(Vec<KeyInfo>),
+    KeyRemoved {
+        credential: String,
+    },
+    KeyTrusted {
+        credential: String,
+    },
+}
+
+/// One enrolled security key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Hex of the first 8 bytes of the credential id.
+    pub credential: String,
+    pub key_name: String,
+    pub aaguid: String,
+    pub sign_count: u32,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub uv: bool,
+    pub attestation: String,
+    /// Why the key is not trusted, if it is not.
+    pub suspect: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +239,8 @@ pub enum ErrorCode {
     BadCredential,
     TouchDenied,
     TouchTimeout,
+    /// PIN entry failed, the PIN was wrong or is blocked.
+    Pin,
     /// The key's answer failed verification (signature, challenge, counter).
     KeyVerification,
     Key,
@@ -221,6 +265,7 @@ impl ErrorCode {
             ErrorCode::BadCredential => "bad-credential",
             ErrorCode::TouchDenied => "touch-denied",
             ErrorCode::TouchTimeout => "touch-timeout",
+            ErrorCode::Pin => "pin",
             ErrorCode::KeyVerification => "key-verification",
             ErrorCode::Key => "key",
             ErrorCode::Upstream => "upstream",
@@ -293,10 +338,25 @@ mod tests {
             Request::Status,
             Request::Lock,
             Request::ListProfiles,
-            Request::Enroll { force: true },
+            Request::Enroll {
+                force: true,
+                uv: true,
+                caller: CallerHint::default(),
+            },
             Request::Import {
                 name: "default".into(),
                 credential_json: Secret::new("{\"type\":\"service_account\"}"),
+                caller: CallerHint::default(),
+            },
+            Request::ListKeys,
+            Request::AddKey {
+                caller: CallerHint::default(),
+            },
+            Request::RemoveKey {
+                credential: "0011".into(),
+            },
+            Request::TrustKey {
+                credential: "0011".into(),
             },
         ] {
             round_trip(&r);
@@ -335,6 +395,22 @@ mod tests {
             Response::TouchNeeded {
                 prompt: "touch your key: curl (pid 1) asks for profile `p`".into(),
             },
+            Response::Keys(vec![KeyInfo {
+                credential: "0011223344556677".into(),
+                key_name: "security key /dev/hidraw3".into(),
+                aaguid: "00000000-0000-0000-0000-000000000000".into(),
+                sign_count: 7,
+                created_at: 1_800_000_000,
+                uv: false,
+                attestation: "packed".into(),
+                suspect: Some("counter went back from 9 to 3".into()),
+            }]),
+            Response::KeyRemoved {
+                credential: "00".into(),
+            },
+            Response::KeyTrusted {
+                credential: "00".into(),
+            },
         ] {
             round_trip(&r);
         }
@@ -355,6 +431,7 @@ mod tests {
             BadCredential,
             TouchDenied,
             TouchTimeout,
+            Pin,
             KeyVerification,
             Key,
             Upstream,

@@ -12,8 +12,10 @@ use touchgate_agent::key::soft::{AutoTouch, ScriptedTouch};
 use touchgate_tests::emulator::CallKind;
 
 async fn enrol_and_import(c: &mut touchgate::Client, key_json: &str) {
-    c.enroll(false).await.unwrap();
-    c.import("default", Secret::new(key_json)).await.unwrap();
+    c.enroll(false, false, CallerHint::default()).await.unwrap();
+    c.import("default", Secret::new(key_json), CallerHint::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -89,6 +89,29 @@ impl HidKey {
         r
     }
 
+    /// Whether the key at `path` holds one of `ids` (a silent probe, no touch).
+    fn holds(
+        &self,
+        path: &str,
+        dev: &FidoKeyHid,
+        rp_id: &str,
+        ids: &[Vec<u8>],
+    ) -> Result<bool, KeyError> {
+        let mut b = GetAssertionArgsBuilder::new(rp_id, &[0u8; 32])
+            .without_up()
+            .without_pin_and_uv();
+        for id in ids {
+            b = b.add_credential_id(id);
+        }
+        match dev.get_assertion_with_args(&b.build()) {
+            Ok(_) => Ok(true),
+            Err(e) => match map_error(path, &e, dev) {
+                KeyError::NoCredentials => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
     /// The first key (by path) that holds one of `allow`, found without a touch.
     fn locate(
         &self,
@@ -104,20 +127,10 @@ impl HidKey {
                     continue;
                 }
             };
-            let mut b = GetAssertionArgsBuilder::new(rp_id, &[0u8; 32])
-                .without_up()
-                .without_pin_and_uv();
-            for id in allow {
-                b = b.add_credential_id(id);
-            }
-            match dev.get_assertion_with_args(&b.build()) {
-                Ok(_) => return Ok((path, dev)),
-                Err(e) => {
-                    let e = map_error(&path, &e, &dev);
-                    if e != KeyError::NoCredentials {
-                        last = e;
-                    }
-                }
+            match self.holds(&path, &dev, rp_id, allow) {
+                Ok(true) => return Ok((path, dev)),
+                Ok(false) => {}
+                Err(e) => last = e,
             }
         }
         Err(last)
@@ -139,15 +152,26 @@ impl SecurityKey for HidKey {
 
     fn make_credential(&self, req: &MakeCredentialRequest) -> Result<Attestation, KeyError> {
         let _op = self.op.lock().unwrap();
-        let paths = self.device_paths()?;
-        if paths.len() > 1 {
-            return Err(KeyError::Device(format!(
-                "several security keys are plugged in ({}): leave only the one to enrol, or name it in [key] devices",
-                paths.join(", ")
-            )));
+        // The key to enrol is the one plugged-in key that holds none of the excluded credentials.
+        let mut candidates = vec![];
+        for path in self.device_paths()? {
+            let dev = self.open(&path)?;
+            if req.exclude.is_empty() || !self.holds(&path, &dev, &req.rp_id, &req.exclude)? {
+                candidates.push((path, dev));
+            }
         }
-        let path = &paths[0];
-        let dev = self.open(path)?;
+        let (path, dev) = match candidates.len() {
+            0 => return Err(KeyError::Excluded),
+            1 => candidates.pop().expect("one"),
+            _ => {
+                let names: Vec<&str> = candidates.iter().map(|(p, _)| p.as_str()).collect();
+                return Err(KeyError::Device(format!(
+                    "several security keys could be enrolled ({}): leave only the one to enrol plugged in, or name it in [key] devices",
+                    names.join(", ")
+                )));
+            }
+        };
+        let path = &path;
         let info = dev.get_info().map_err(|e| map_error(path, &e, &dev))?;
         if req.hmac_secret && !info.extensions.iter().any(|x| x == "hmac-secret") {
             return Err(KeyError::Unsupported {
@@ -166,6 +190,9 @@ impl SecurityKey for HidKey {
             .as_ref()
             .map(|p| Zeroizing::new(p.expose_secret().to_owned()));
         let mut b = MakeCredentialArgsBuilder::new(&req.rp_id, &req.challenge).extensions(&exts);
+        for id in &req.exclude {
+            b = b.exclude_authenticator(id);
+        }
         b = match (&pin, req.uv) {
             (Some(p), _) => b.pin(p.as_str()),
             (None, false) => b.without_pin_and_uv(),
@@ -257,6 +284,11 @@ fn map_error(path: &str, e: &anyhow::Error, dev: &FidoKeyHid) -> KeyError {
         KeyError::Cancelled
     } else if has("0x2E") {
         KeyError::NoCredentials
+    } else if has("0x19") {
+        KeyError::Excluded
+    } else if has("0x2C") {
+        // UNSUPPORTED_OPTION: uv asked of a key without built-in verification.
+        KeyError::PinRequired
     } else if has("0x31") {
         let retries = dev
             .get_pin_retries()

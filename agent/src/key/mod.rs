@@ -28,6 +28,8 @@ pub struct MakeCredentialRequest {
     /// Require user verification (PIN or built-in).
     pub uv: bool,
     pub pin: Option<SecretString>,
+    /// Credentials already enrolled: a key holding one of them must not be used.
+    pub exclude: Vec<Vec<u8>>,
 }
 
 impl MakeCredentialRequest {
@@ -125,6 +127,10 @@ pub enum KeyError {
     Cancelled,
     #[error("the security key holds no touchgate credential it was asked for")]
     NoCredentials,
+    #[error(
+        "this security key is already enrolled with touchgate: plug in the key you want to add"
+    )]
+    Excluded,
     #[error("the security key needs its PIN")]
     PinRequired,
     #[error("wrong PIN for the security key ({retries} tries left)")]

@@ -1001,7 +1001,14 @@ impl SecurityKey for SoftKey {
     fn make_credential(&self, req: &MakeCredentialRequest) -> Result<Attestation, KeyError> {
         let mut session = self.session();
         self.cancel.reset();
+        let excluded = session
+            .find_credential(&req.rp_id, req.exclude.iter().map(Vec::as_slice), true)
+            .is_some();
         self.require_touch("create a touchgate credential")?;
+        // As CTAP2 says: a key holding an excluded credential refuses, after the touch.
+        if excluded {
+            return Err(KeyError::Excluded);
+        }
 
         let cred = session.create_credential(&req.rp_id, false);
         let public_key_sec1 = session.public_key_sec1(&cred);
@@ -1109,6 +1116,7 @@ mod tests {
             hmac_secret: true,
             uv,
             pin: None,
+            exclude: vec![],
         }
     }
 

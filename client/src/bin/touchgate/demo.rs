@@ -94,7 +94,7 @@ pub async fn run(auto_touch: bool) -> anyhow::Result<()> {
     client.on_touch_needed(|p| println!("      >>> {p}"));
 
     step(3, "touchgate enroll — create a credential on the key");
-    let e = client.enroll(false).await?;
+    let e = client.enroll(false, false, CallerHint::from_env()).await?;
     println!("      enrolled {} credential {}", e.key_name, e.credential);
 
     step(
@@ -104,7 +104,11 @@ pub async fn run(auto_touch: bool) -> anyhow::Result<()> {
     let key_file = dir.path().join("runner-key.json");
     std::fs::write(&key_file, key_json.as_bytes())?;
     let kind = client
-        .import("default", Secret::new(key_json.as_str()))
+        .import(
+            "default",
+            Secret::new(key_json.as_str()),
+            CallerHint::from_env(),
+        )
         .await?;
     std::fs::remove_file(&key_file)?;
     println!(

@@ -30,6 +30,14 @@ enum Command {
         /// Replace an existing enrolment (credentials sealed under it become unreadable).
         #[arg(long)]
         force: bool,
+        /// Require user verification (the key's PIN or fingerprint) on every later touch too.
+        #[arg(long)]
+        uv: bool,
+    },
+    /// Manage enrolled security keys: list, add a backup key, remove one, trust a suspect one.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Seal a Google credential (service-account key JSON or authorized_user ADC file) under the key.
     Import {
@@ -57,6 +65,21 @@ enum Command {
         #[arg(long)]
         auto_touch: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// List the enrolled keys.
+    List,
+    /// Enrol another key (a backup): touch an enrolled key, then the new one twice.
+    Add,
+    /// Forget an enrolled key (the last one cannot be removed).
+    Remove {
+        /// The key's credential id, or a unique prefix of it (see `touchgate keys list`).
+        credential: String,
+    },
+    /// Trust a key that was marked suspect (for example after its counter went back).
+    Trust { credential: String },
 }
 
 fn main() -> ExitCode {
@@ -116,8 +139,12 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             );
             print_profiles(&s.profiles);
         }
-        Command::Enroll { force } => {
-            let e = connect().await?.enroll(force).await?;
+        Command::Keys { command } => keys(command).await?,
+        Command::Enroll { force, uv } => {
+            let e = connect()
+                .await?
+                .enroll(force, uv, CallerHint::from_env())
+                .await?;
             println!(
                 "enrolled {} credential {} (aaguid {})",
                 e.key_name, e.credential, e.aaguid
@@ -125,7 +152,10 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Import { file, name } => {
             let text = read_credential(&file)?;
-            let kind = connect().await?.import(&name, text).await?;
+            let kind = connect()
+                .await?
+                .import(&name, text, CallerHint::from_env())
+                .await?;
             println!("sealed {kind} credential as \"{name}\" under the enrolled key");
             if file.as_os_str() != "-" {
                 println!(
@@ -147,6 +177,44 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             println!("locked: dropped {n} cached token(s)");
         }
         Command::Demo { auto_touch } => demo::run(auto_touch).await?,
+    }
+    Ok(())
+}
+
+async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
+    let mut c = connect().await?;
+    match cmd {
+        KeysCommand::List => {
+            for k in c.list_keys().await? {
+                println!(
+                    "{}  {}  aaguid {}  counter {}  {}{}",
+                    k.credential,
+                    k.key_name,
+                    k.aaguid,
+                    k.sign_count,
+                    if k.uv { "uv, " } else { "" },
+                    match &k.suspect {
+                        Some(why) => format!("SUSPECT: {why}"),
+                        None => "trusted".into(),
+                    }
+                );
+            }
+        }
+        KeysCommand::Add => {
+            let e = c.add_key(CallerHint::from_env()).await?;
+            println!(
+                "added {} credential {} (aaguid {})",
+                e.key_name, e.credential, e.aaguid
+            );
+        }
+        KeysCommand::Remove { credential } => {
+            let id = c.remove_key(&credential).await?;
+            println!("removed key {id}");
+        }
+        KeysCommand::Trust { credential } => {
+            let id = c.trust_key(&credential).await?;
+            println!("key {id} is trusted again");
+        }
     }
     Ok(())
 }
