@@ -154,14 +154,26 @@ impl SecurityKey for HidKey {
         let _op = self.op.lock().unwrap();
         // The key to enrol is the one plugged-in key that holds none of the excluded credentials.
         let mut candidates = vec![];
+        let mut unopened = None;
+        let mut excluded = false;
         for path in self.device_paths()? {
-            let dev = self.open(&path)?;
+            // A configured key that is not plugged in is simply not a candidate.
+            let dev = match self.open(&path) {
+                Ok(d) => d,
+                Err(e) => {
+                    unopened = Some(e);
+                    continue;
+                }
+            };
             if req.exclude.is_empty() || !self.holds(&path, &dev, &req.rp_id, &req.exclude)? {
                 candidates.push((path, dev));
+            } else {
+                excluded = true;
             }
         }
         let (path, dev) = match candidates.len() {
-            0 => return Err(KeyError::Excluded),
+            0 if excluded => return Err(KeyError::Excluded),
+            0 => return Err(unopened.unwrap_or(KeyError::NoCredentials)),
             1 => candidates.pop().expect("one"),
             _ => {
                 let names: Vec<&str> = candidates.iter().map(|(p, _)| p.as_str()).collect();

@@ -1,0 +1,242 @@
+//! Real-key features over the emulated CTAPHID key and the unmodified
+//! ctap-hid-fido2: several keys, PIN through a scripted pinentry, built-in UV,
+//! suspect keys, key-model allow-list, keys without hmac-secret.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::*;
+use touchgate_agent::key::soft::{AutoTouch, SoftKey, TouchSource};
+use touchgate_tests::ctap::authenticator::{Authenticator, AuthenticatorOptions};
+use touchgate_tests::ctap::hid::{DeviceHandle, HidDevice};
+use touchgate_tests::ctap::preload;
+
+struct EmuKey {
+    device: DeviceHandle,
+    auth: Arc<Authenticator>,
+}
+
+fn emu_key(dir: &Path, name: &str, options: AuthenticatorOptions) -> EmuKey {
+    let touch: Arc<dyn TouchSource> = Arc::new(AutoTouch);
+    let key = SoftKey::open(&dir.join(format!("{name}.state")), touch.clone()).unwrap();
+    let auth = Arc::new(Authenticator::new(Arc::new(key), touch, options));
+    let device = HidDevice::start(&dir.join(format!("{name}.hidraw")), auth.clone()).unwrap();
+    EmuKey { device, auth }
+}
+
+fn hid_config(base_url: &str, devices: &[PathBuf], extra_key: &str) -> String {
+    let list: Vec<String> = devices
+        .iter()
+        .map(|p| format!("\"{}\"", p.display()))
+        .collect();
+    config_text(base_url, "auto", "every-token", "").replace(
+        "backend = \"soft\"",
+        &format!(
+            "backend = \"hid\"\ndevices = [{}]\n{extra_key}",
+            list.join(", ")
+        ),
+    )
+}
+
+fn start_agent(config: &str) -> AgentProc {
+    AgentProc::start_with_env(config, vec![("LD_PRELOAD".into(), preload::preload_env())])
+}
+
+fn ok(agent: &AgentProc, args: &[&str]) -> String {
+    let o = agent.cli(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}\nagent log:\n{}",
+        stderr(&o),
+        agent.stderr()
+    );
+    stdout(&o)
+}
+
+/// A pinentry program that answers with the PIN in `pin_file` (Assuan, as pinentry speaks it).
+fn scripted_pinentry(dir: &Path, pin_file: &Path) -> PathBuf {
+    let prog = dir.join("pinentry-scripted");
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/sh\necho 'OK ready'\nwhile read -r cmd rest; do\n  case \"$cmd\" in\n    GETPIN) echo \"D $(cat '{}')\"; echo OK;;\n    BYE) echo OK; exit 0;;\n    *) echo OK;;\n  esac\ndone\n",
+            pin_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    prog
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_keys_either_unseals_and_the_last_cannot_be_removed() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (dir.path().join("k1.hidraw"), dir.path().join("k2.hidraw"));
+    let k1 = emu_key(dir.path(), "k1", AuthenticatorOptions::default());
+    let agent = start_agent(&hid_config(&emu.base_url(), &[p1.clone(), p2.clone()], ""));
+    ok(&agent, &["enroll"]);
+    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Plug in the backup key and add it: a touch on k1, two on k2.
+    let k2 = emu_key(dir.path(), "k2", AuthenticatorOptions::default());
+    let (t1, t2) = (k1.auth.touches_requested(), k2.auth.touches_requested());
+    ok(&agent, &["keys", "add"]);
+    assert_eq!(
+        k1.auth.touches_requested(),
+        t1 + 1,
+        "approved on the enrolled key"
+    );
+    assert_eq!(
+        k2.auth.touches_requested(),
+        t2 + 2,
+        "created and wrapped on the new key"
+    );
+    let list = ok(&agent, &["keys", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let ids: Vec<String> = list
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect();
+
+    // Unplug k1: k2 alone unseals.
+    k1.device.unplug();
+    let before = k2.auth.touches_requested();
+    let token = ok(&agent, &["token"]);
+    assert!(token.starts_with("ya29."));
+    assert_eq!(k2.auth.touches_requested(), before + 1);
+
+    ok(&agent, &["keys", "remove", &ids[0]]);
+    let o = agent.cli(&["keys", "remove", &ids[1]]);
+    assert_one_line_error(&o, "last enrolled key");
+    assert_eq!(ok(&agent, &["keys", "list"]).lines().count(), 1);
+    drop(k2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pin_from_a_scripted_pinentry_and_wrong_pin_reports_tries_left() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            pin: Some("4321".into()),
+            ..Default::default()
+        },
+    );
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, "4321").unwrap();
+    let prog = scripted_pinentry(dir.path(), &pin_file);
+    let cfg = hid_config(
+        &emu.base_url(),
+        &[key.device.path().to_path_buf()],
+        &format!("pinentry = \"{}\"", prog.display()),
+    )
+    .replace(
+        "touch = \"every-token\"",
+        "touch = \"every-token\"\nuser_verification = true",
+    );
+    let agent = start_agent(&cfg);
+    ok(&agent, &["enroll", "--uv"]);
+    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
+    assert!(o.status.success(), "{}\n{}", stderr(&o), agent.stderr());
+    assert!(ok(&agent, &["token"]).starts_with("ya29."));
+    assert_eq!(key.auth.pin_retries(), 8);
+
+    std::fs::write(&pin_file, "0000").unwrap();
+    let o = agent.cli(&["token"]);
+    assert_one_line_error(&o, "wrong PIN for the security key (7 tries left)");
+    assert_eq!(key.auth.pin_retries(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn built_in_user_verification_needs_no_pinentry() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            built_in_uv: true,
+            ..Default::default()
+        },
+    );
+    let cfg = hid_config(
+        &emu.base_url(),
+        &[key.device.path().to_path_buf()],
+        "pinentry = \"/nonexistent/pinentry\"",
+    );
+    let agent = start_agent(&cfg);
+    ok(&agent, &["enroll", "--uv"]);
+    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(ok(&agent, &["token"]).starts_with("ya29."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspect_key_stays_refused_until_trusted() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key(dir.path(), "k1", AuthenticatorOptions::default());
+    let agent = start_agent(&hid_config(
+        &emu.base_url(),
+        &[key.device.path().to_path_buf()],
+        "",
+    ));
+    ok(&agent, &["enroll"]);
+    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
+    assert!(o.status.success(), "{}", stderr(&o));
+    ok(&agent, &["token"]);
+    key.auth.set_sign_count(1).unwrap();
+    assert_one_line_error(&agent.cli(&["token"]), "marked suspect");
+    let list = ok(&agent, &["keys", "list"]);
+    assert!(list.contains("SUSPECT"), "{list}");
+    let id = list.split_whitespace().next().unwrap().to_owned();
+    // Even a key whose counter is fine again is refused while suspect.
+    key.auth.set_sign_count(1000).unwrap();
+    assert_one_line_error(
+        &agent.cli(&["token"]),
+        "every enrolled key is marked suspect",
+    );
+    ok(&agent, &["keys", "trust", &id]);
+    assert!(ok(&agent, &["keys", "list"]).contains("trusted"));
+    assert!(ok(&agent, &["token"]).starts_with("ya29."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_models_outside_the_allow_list_and_keys_without_hmac_secret_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key(dir.path(), "k1", AuthenticatorOptions::default());
+    let cfg = hid_config(
+        "http://127.0.0.1:9",
+        &[key.device.path().to_path_buf()],
+        "allowed_aaguids = [\"00000000-0000-0000-0000-000000000001\"]",
+    );
+    let agent = start_agent(&cfg);
+    assert_one_line_error(&agent.cli(&["enroll"]), "is not in key.allowed_aaguids");
+
+    let plain = emu_key(
+        dir.path(),
+        "plain",
+        AuthenticatorOptions {
+            hmac_secret: false,
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&hid_config(
+        "http://127.0.0.1:9",
+        &[plain.device.path().to_path_buf()],
+        "",
+    ));
+    let o = agent.cli(&["enroll"]);
+    let line = assert_one_line_error(&o, "does not support the hmac-secret extension");
+    assert!(
+        line.contains(&plain.device.path().display().to_string()),
+        "names the key: {line}"
+    );
+}
