@@ -4,52 +4,21 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::hid::{hid_config, start_hid_agent as start_agent, EmuKey};
 use common::*;
-use touchgate_agent::key::soft::{AutoTouch, ScriptedTouch, SoftKey, TouchSource};
-use touchgate_tests::ctap::authenticator::{Authenticator, AuthenticatorOptions};
-use touchgate_tests::ctap::hid::{DeviceHandle, HidDevice};
-use touchgate_tests::ctap::preload;
-
-/// An emulated security key served in this test process.
-struct EmuKey {
-    device: DeviceHandle,
-    auth: Arc<Authenticator>,
-}
+use touchgate_agent::key::soft::{AutoTouch, ScriptedTouch};
+use touchgate_tests::ctap::authenticator::AuthenticatorOptions;
 
 fn emu_key(
-    dir: &Path,
+    dir: &std::path::Path,
     name: &str,
-    touch: Arc<dyn TouchSource>,
+    touch: Arc<dyn touchgate_agent::key::soft::TouchSource>,
     options: AuthenticatorOptions,
 ) -> EmuKey {
-    let key = SoftKey::open(&dir.join(format!("{name}.state")), touch.clone()).unwrap();
-    let auth = Arc::new(Authenticator::new(Arc::new(key), touch, options));
-    let device = HidDevice::start(&dir.join(format!("{name}.hidraw")), auth.clone()).unwrap();
-    EmuKey { device, auth }
-}
-
-fn hid_config(base_url: &str, devices: &[&EmuKey], profile_touch: &str, timeout: &str) -> String {
-    let list: Vec<String> = devices
-        .iter()
-        .map(|k| format!("\"{}\"", k.device.path().display()))
-        .collect();
-    config_text(base_url, "auto", profile_touch, "")
-        .replace(
-            "backend = \"soft\"",
-            &format!("backend = \"hid\"\ndevices = [{}]", list.join(", ")),
-        )
-        .replace(
-            "touch_timeout = \"10s\"",
-            &format!("touch_timeout = \"{timeout}\""),
-        )
-}
-
-fn start_agent(config: &str) -> AgentProc {
-    AgentProc::start_with_env(config, vec![("LD_PRELOAD".into(), preload::preload_env())])
+    EmuKey::start(dir, name, touch, options)
 }
 
 fn enrol_and_import(agent: &AgentProc, key_json: &str) {
@@ -79,7 +48,13 @@ async fn enrol_import_token_and_window_reuse_over_hid() {
         Arc::new(AutoTouch),
         AuthenticatorOptions::default(),
     );
-    let agent = start_agent(&hid_config(&emu.base_url(), &[&key], "10m", "10s"));
+    let agent = start_agent(&hid_config(
+        &emu.base_url(),
+        &[key.path()],
+        "10m",
+        "10s",
+        "",
+    ));
     enrol_and_import(&agent, &key_json);
     let touches = key.auth.touches_requested();
 
@@ -130,7 +105,13 @@ async fn no_touch_times_out_cancels_on_the_device_and_the_agent_lives() {
         touch.clone(),
         AuthenticatorOptions::default(),
     );
-    let agent = start_agent(&hid_config(&emu.base_url(), &[&key], "every-token", "2s"));
+    let agent = start_agent(&hid_config(
+        &emu.base_url(),
+        &[key.path()],
+        "every-token",
+        "2s",
+        "",
+    ));
     touch.approve();
     touch.approve();
     enrol_and_import(&agent, &key_json);
@@ -170,7 +151,13 @@ async fn a_key_pulled_out_mid_touch_is_a_clear_error_and_the_agent_lives() {
         touch.clone(),
         AuthenticatorOptions::default(),
     );
-    let agent = start_agent(&hid_config(&emu.base_url(), &[&key], "every-token", "20s"));
+    let agent = start_agent(&hid_config(
+        &emu.base_url(),
+        &[key.path()],
+        "every-token",
+        "20s",
+        "",
+    ));
     touch.approve();
     touch.approve();
     enrol_and_import(&agent, &key_json);
@@ -202,7 +189,13 @@ async fn a_cloned_key_whose_counter_goes_back_is_refused_and_alerted() {
         Arc::new(AutoTouch),
         AuthenticatorOptions::default(),
     );
-    let agent = start_agent(&hid_config(&emu.base_url(), &[&key], "every-token", "10s"));
+    let agent = start_agent(&hid_config(
+        &emu.base_url(),
+        &[key.path()],
+        "every-token",
+        "10s",
+        "",
+    ));
     enrol_and_import(&agent, &key_json);
     assert!(agent.cli(&["token"]).status.success());
 

@@ -8,41 +8,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::hid::{start_hid_agent as start_agent, EmuKey};
 use common::*;
-use touchgate_agent::key::soft::{AutoTouch, SoftKey, TouchSource};
-use touchgate_tests::ctap::authenticator::{Authenticator, AuthenticatorOptions};
-use touchgate_tests::ctap::hid::{DeviceHandle, HidDevice};
-use touchgate_tests::ctap::preload;
-
-struct EmuKey {
-    device: DeviceHandle,
-    auth: Arc<Authenticator>,
-}
+use touchgate_agent::key::soft::AutoTouch;
+use touchgate_tests::ctap::authenticator::AuthenticatorOptions;
 
 fn emu_key(dir: &Path, name: &str, options: AuthenticatorOptions) -> EmuKey {
-    let touch: Arc<dyn TouchSource> = Arc::new(AutoTouch);
-    let key = SoftKey::open(&dir.join(format!("{name}.state")), touch.clone()).unwrap();
-    let auth = Arc::new(Authenticator::new(Arc::new(key), touch, options));
-    let device = HidDevice::start(&dir.join(format!("{name}.hidraw")), auth.clone()).unwrap();
-    EmuKey { device, auth }
+    EmuKey::start(dir, name, Arc::new(AutoTouch), options)
 }
 
 fn hid_config(base_url: &str, devices: &[PathBuf], extra_key: &str) -> String {
-    let list: Vec<String> = devices
-        .iter()
-        .map(|p| format!("\"{}\"", p.display()))
-        .collect();
-    config_text(base_url, "auto", "every-token", "").replace(
-        "backend = \"soft\"",
-        &format!(
-            "backend = \"hid\"\ndevices = [{}]\n{extra_key}",
-            list.join(", ")
-        ),
-    )
-}
-
-fn start_agent(config: &str) -> AgentProc {
-    AgentProc::start_with_env(config, vec![("LD_PRELOAD".into(), preload::preload_env())])
+    common::hid::hid_config(base_url, devices, "every-token", "10s", extra_key)
 }
 
 fn ok(agent: &AgentProc, args: &[&str]) -> String {

@@ -2,6 +2,8 @@
 //! socket, the Google emulator on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod hid;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
