@@ -191,8 +191,6 @@ impl Agent {
             impersonate: profile.service_account.clone(),
             lifetime: profile.lifetime,
             delegates: profile.delegates.clone(),
-            // quota_project: wired from the profile once it has the key.
-            ..MintRequest::default()
         };
         let minted = self
             .upstream
