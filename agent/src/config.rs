@@ -127,6 +127,10 @@ pub struct Profile {
     /// Require user verification (PIN or built-in) on every touch.
     #[serde(default)]
     pub user_verification: bool,
+    /// Project billed for IAM Credentials calls (`x-goog-user-project`); default: the
+    /// credential's own `quota_project_id`, if any.
+    #[serde(default)]
+    pub quota_project: Option<String>,
 }
 
 fn default_credential() -> String {
@@ -152,6 +156,7 @@ impl Default for Profile {
             lifetime: default_lifetime(),
             touch: TouchRule::EveryToken,
             user_verification: false,
+            quota_project: None,
         }
     }
 }

@@ -191,6 +191,7 @@ impl Agent {
             impersonate: profile.service_account.clone(),
             lifetime: profile.lifetime,
             delegates: profile.delegates.clone(),
+            quota_project: profile.quota_project.clone(),
         };
         let minted = self
             .upstream

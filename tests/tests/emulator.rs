@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use touchgate::secret::fingerprint;
 use touchgate_agent::clock::unix;
 use touchgate_agent::upstream::jwt;
+use touchgate_tests::emulator::{Fault, FaultRule, VertexRole};
 use touchgate_tests::{CallKind, Emulator, EmulatorHandle, EmulatorState};
 
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -240,6 +241,7 @@ async fn refresh_token_grant_and_revocation() {
         }
     };
 
+    e.state.grant_vertex("ada@example.com", VertexRole::User);
     let (status, body) = post(grant(secret)).await;
     assert_eq!(status, 200, "{body}");
     let token = body["access_token"].as_str().unwrap().to_owned();
@@ -309,6 +311,7 @@ async fn generate_access_token_needs_the_grant_and_honours_lifetime() {
     // The issued token acts as the target.
     let issued = e.state.valid_access_token(&token).unwrap();
     assert_eq!(issued.principal, TARGET);
+    e.state.grant_vertex(TARGET, VertexRole::Inference);
     assert_eq!(e.models(Some(&token)).await.0, 200);
 
     // Too long, unknown account, bad bearer, no bearer.
@@ -379,6 +382,7 @@ async fn delegation_chain_needs_every_hop() {
 async fn vertex_accepts_only_live_emulator_tokens() {
     let e = env().await;
     let token = e.sa_token().await;
+    e.state.grant_vertex(SA, VertexRole::Inference);
     let (status, body) = e.models(Some(&token)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"models": []}));
@@ -459,6 +463,16 @@ async fn admin_routes_and_records_never_hold_tokens() {
     admin.add_service_account(TARGET).await.unwrap();
     admin.grant_token_creator(SA, TARGET).await.unwrap();
     assert!(e.state.has_token_creator(SA, TARGET));
+    admin
+        .grant_vertex(TARGET, VertexRole::Inference)
+        .await
+        .unwrap();
+    assert!(e
+        .state
+        .vertex_permits(TARGET, "aiplatform.endpoints.predict"));
+    assert!(!e
+        .state
+        .vertex_permits(TARGET, "aiplatform.customJobs.create"));
 
     let (_, body) = e
         .jwt_grant(&e.assertion(&key, &kid, &email, &e.state.token_url()))
@@ -481,8 +495,9 @@ async fn admin_routes_and_records_never_hold_tokens() {
     let calls = admin.calls().await.unwrap();
     assert_eq!(calls, e.state.calls());
     let admin_calls = calls.iter().filter(|c| c.kind == CallKind::Admin).count();
-    // add SA ×2, add user, grant, advance, revoke (GETs of calls/now are not recorded).
-    assert_eq!(admin_calls, 6);
+    // add SA ×2, add user, grant, Vertex grant, advance, revoke (GETs of calls/now are not
+    // recorded).
+    assert_eq!(admin_calls, 7);
     let dump = serde_json::to_string(&calls).unwrap();
     for secret in [
         base.as_str(),
@@ -558,4 +573,378 @@ fn binary_announces_writes_ready_file_and_stops_on_sigterm() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/__emulator/authorized-users"), "{stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
+}
+
+const INF: &str = "inference@proj-1.iam.gserviceaccount.com";
+const TRN: &str = "trainer@proj-1.iam.gserviceaccount.com";
+
+impl Env {
+    async fn vertex(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!(
+            "{}/v1/projects/proj-1/locations/us-central1{path}",
+            self.base
+        );
+        let mut req = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        };
+        req = req.bearer_auth(bearer);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    fn token_for(&self, principal: &str) -> String {
+        self.state
+            .issue_access_token(
+                principal,
+                vec![CLOUD_PLATFORM.into()],
+                Duration::from_secs(600),
+            )
+            .0
+    }
+}
+
+fn denied(permission: &str, resource: &str) -> Value {
+    json!({"error": {
+        "code": 403,
+        "message": format!(
+            "Permission '{permission}' denied on resource '//aiplatform.googleapis.com/{resource}' \
+             (or it may not exist)."
+        ),
+        "status": "PERMISSION_DENIED"
+    }})
+}
+
+#[tokio::test]
+async fn vertex_roles_decide_who_predicts_and_who_trains() {
+    let e = env().await;
+    let parent = "projects/proj-1/locations/us-central1";
+    let job =
+        json!({"displayName": "train-1", "jobSpec": {"workerPoolSpecs": [{"replicaCount": "1"}]}});
+    let predict = json!({"instances": [{"x": 1}, {"x": 2}]});
+
+    // No role at all: refused, Google-shaped.
+    let nobody = e.token_for(SA);
+    let (status, body) = e.vertex("GET", "/models", &nobody, None).await;
+    assert_eq!(status, 403);
+    assert_eq!(body, denied("aiplatform.models.list", parent));
+
+    // Inference: list and predict, not train.
+    e.state.grant_vertex(INF, VertexRole::Inference);
+    let inf = e.token_for(INF);
+    assert_eq!(e.vertex("GET", "/models", &inf, None).await.0, 200);
+    let (status, body) = e
+        .vertex("POST", "/endpoints/42:predict", &inf, Some(predict.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["predictions"].as_array().unwrap().len(), 2);
+    assert_eq!(body["predictions"][1]["echo"], json!({"x": 2}));
+    assert!(body["deployedModelId"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .is_ok());
+    let (status, body) = e
+        .vertex("POST", "/customJobs", &inf, Some(job.clone()))
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(body, denied("aiplatform.customJobs.create", parent));
+
+    // Training: everything here.
+    e.state.grant_vertex(TRN, VertexRole::Training);
+    let trn = e.token_for(TRN);
+    let (status, body) = e
+        .vertex("POST", "/customJobs", &trn, Some(job.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["name"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{parent}/customJobs/")));
+    assert_eq!(body["state"], "JOB_STATE_PENDING");
+    assert_eq!(body["displayName"], "train-1");
+    assert_eq!(
+        e.vertex("POST", "/endpoints/42:predict", &trn, Some(predict.clone()))
+            .await
+            .0,
+        200
+    );
+
+    // roles/aiplatform.user, granted over HTTP.
+    e.emu
+        .client()
+        .grant_vertex("ada@example.com", VertexRole::User)
+        .await
+        .unwrap();
+    let ada = e.token_for("ada@example.com");
+    assert_eq!(
+        e.vertex("POST", "/customJobs", &ada, Some(job.clone()))
+            .await
+            .0,
+        200
+    );
+    let r = e
+        .http
+        .post(format!("{}/__emulator/vertex-grants", e.base))
+        .json(&json!({"principal": SA, "role": "owner"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // Bad bodies, other methods, read-only tokens.
+    let (status, body) = e
+        .vertex("POST", "/endpoints/42:predict", &inf, Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, body["error"]["status"].as_str()),
+        (400, Some("INVALID_ARGUMENT"))
+    );
+    let (status, _) = e
+        .vertex("POST", "/customJobs", &trn, Some(json!({"jobSpec": {}})))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = e
+        .vertex("POST", "/endpoints/42:explain", &inf, Some(predict.clone()))
+        .await;
+    assert_eq!(status, 404);
+    let (read_only, _) = e.state.issue_access_token(
+        INF,
+        vec!["https://www.googleapis.com/auth/cloud-platform.read-only".into()],
+        Duration::from_secs(600),
+    );
+    assert_eq!(e.vertex("GET", "/models", &read_only, None).await.0, 200);
+    assert_eq!(
+        e.vertex("POST", "/endpoints/42:predict", &read_only, Some(predict))
+            .await
+            .0,
+        403
+    );
+    e.state.revoke_vertex(INF, VertexRole::Inference);
+    assert_eq!(e.vertex("GET", "/models", &inf, None).await.0, 403);
+
+    // Every call recorded with its principal, permission and resource.
+    let vertex: Vec<_> = e
+        .state
+        .calls()
+        .into_iter()
+        .filter(|c| c.kind == CallKind::Vertex)
+        .collect();
+    assert_eq!(vertex[0].principal.as_deref(), Some(SA));
+    assert_eq!(vertex[0].status, 403);
+    assert_eq!(
+        vertex[0].permission.as_deref(),
+        Some("aiplatform.models.list")
+    );
+    assert_eq!(vertex[2].method, "POST");
+    assert_eq!(vertex[2].principal.as_deref(), Some(INF));
+    assert_eq!(
+        vertex[2].permission.as_deref(),
+        Some("aiplatform.endpoints.predict")
+    );
+    assert_eq!(
+        vertex[2].resource.as_deref(),
+        Some("projects/proj-1/locations/us-central1/endpoints/42")
+    );
+    assert_eq!(
+        vertex[3].permission.as_deref(),
+        Some("aiplatform.customJobs.create")
+    );
+    assert_eq!(vertex[3].resource.as_deref(), Some(parent));
+    assert_eq!(vertex[4].principal.as_deref(), Some(TRN));
+    assert_eq!(vertex[4].status, 200);
+    e.emu.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn lifetime_is_capped_at_an_hour_unless_extended() {
+    let e = env().await;
+    let base = e.sa_token().await;
+    e.state.add_service_account(TARGET);
+    e.state.grant_token_creator(SA, TARGET);
+    assert_eq!(e.generate(&base, TARGET, "3600s").await.0, 200);
+    let (status, body) = e.generate(&base, TARGET, "3601s").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "The lifetime must be between 1 and 3600 seconds (longer needs the org policy \
+         constraints/iam.allowServiceAccountCredentialLifetimeExtension)."
+    );
+
+    e.emu
+        .client()
+        .allow_extended_lifetime(TARGET)
+        .await
+        .unwrap();
+    let before = unix(e.state.now());
+    let (status, body) = e.generate(&base, TARGET, "43200s").await;
+    assert_eq!(status, 200, "{body}");
+    let expire = time::OffsetDateTime::parse(
+        body["expireTime"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp() as u64;
+    assert!(
+        (before + 43200..=before + 43202).contains(&expire),
+        "{expire}"
+    );
+    let (status, body) = e.generate(&base, TARGET, "43201s").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["message"],
+        "The lifetime must be between 1 and 43200 seconds."
+    );
+    // Only that account.
+    e.state.add_service_account(INF);
+    e.state.grant_token_creator(SA, INF);
+    assert_eq!(e.generate(&base, INF, "7200s").await.0, 400);
+    let lifetimes: Vec<_> = e
+        .state
+        .calls()
+        .into_iter()
+        .filter(|c| c.kind == CallKind::GenerateAccessToken && c.ok())
+        .map(|c| c.lifetime_secs)
+        .collect();
+    assert_eq!(lifetimes, vec![Some(3600), Some(43200)]);
+    e.emu.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_scopes_are_refused_like_google() {
+    let e = env().await;
+    let (email, kid, key) = key_of(&e.state.add_service_account(SA));
+    let claims = jwt::Claims::new(
+        &email,
+        &["cloud-platform".into()],
+        &e.state.token_url(),
+        unix(e.state.now()),
+    );
+    let (status, body) = e.jwt_grant(&jwt::sign(key, &kid, &claims)).await;
+    assert_oauth_error(status, &body, 400, "invalid_scope");
+
+    let base = e.sa_token().await;
+    e.state.add_service_account(TARGET);
+    e.state.grant_token_creator(SA, TARGET);
+    let r = e
+        .http
+        .post(format!(
+            "{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken",
+            e.base
+        ))
+        .bearer_auth(&base)
+        .json(&json!({"scope": ["https://www.googleapis.com/auth/nonsense"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    e.emu.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn faults_answer_in_order_then_run_out() {
+    let e = env().await;
+    let token = e.sa_token().await;
+    e.state.grant_vertex(SA, VertexRole::Inference);
+    e.state.inject(FaultRule {
+        endpoint: CallKind::Vertex,
+        fault: Fault::Status(503),
+        times: 1,
+    });
+    e.state.inject(FaultRule {
+        endpoint: CallKind::Vertex,
+        fault: Fault::RateLimited {
+            retry_after: Duration::from_secs(3),
+        },
+        times: 1,
+    });
+    e.state.inject(FaultRule {
+        endpoint: CallKind::Vertex,
+        fault: Fault::Reset,
+        times: 1,
+    });
+    e.state.inject(FaultRule {
+        endpoint: CallKind::Vertex,
+        fault: Fault::Slow(Duration::from_millis(30)),
+        times: 1,
+    });
+    // Another endpoint's faults leave Vertex alone.
+    e.state.inject(FaultRule {
+        endpoint: CallKind::GenerateAccessToken,
+        fault: Fault::Status(500),
+        times: 1,
+    });
+    let url = format!("{}/v1/projects/proj-1/locations/us-central1/models", e.base);
+    let get = || e.http.get(&url).bearer_auth(&token).send();
+
+    let r = get().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "UNAVAILABLE");
+
+    let r = get().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["retry-after"], "3");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED");
+
+    let err = get().await.unwrap_err();
+    assert!(!err.is_status(), "no answer at all: {err}");
+
+    let started = std::time::Instant::now();
+    assert_eq!(get().await.unwrap().status().as_u16(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(30));
+
+    assert_eq!(get().await.unwrap().status().as_u16(), 200);
+    assert_eq!(e.state.pending_faults().len(), 1);
+    e.state.clear_faults();
+    assert!(e.state.pending_faults().is_empty());
+
+    let vertex: Vec<_> = e
+        .state
+        .calls()
+        .into_iter()
+        .filter(|c| c.kind == CallKind::Vertex)
+        .map(|c| (c.status, c.fault))
+        .collect();
+    assert_eq!(
+        vertex,
+        vec![
+            (503, Some("HTTP 503".to_owned())),
+            (429, Some("HTTP 429, Retry-After 3".to_owned())),
+            (0, Some("reset".to_owned())),
+            (200, Some("slow 30ms".to_owned())),
+            (200, None),
+        ]
+    );
+
+    // Over HTTP too, and a slow answer does not hold up shutdown.
+    e.emu
+        .client()
+        .inject(&FaultRule {
+            endpoint: CallKind::Vertex,
+            fault: Fault::Slow(Duration::from_secs(3600)),
+            times: 1,
+        })
+        .await
+        .unwrap();
+    let pending = tokio::spawn(get());
+    // Wait until the slow call is in (the fault is used up when it arrives).
+    while !e.state.pending_faults().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let started = std::time::Instant::now();
+    e.emu.shutdown().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let r = pending.await.unwrap();
+    assert!(r.map(|r| r.status().as_u16() == 503).unwrap_or(true));
 }

@@ -6,8 +6,10 @@ use std::time::{Duration, SystemTime};
 use touchgate_agent::clock::{unix, Clock, TestClock};
 use touchgate_agent::upstream::google::GoogleUpstream;
 use touchgate_agent::upstream::{
-    Endpoints, MintRequest, Upstream, UpstreamCredential, UpstreamError, CLOUD_PLATFORM,
+    Endpoints, MintRequest, RecordingSleeper, Upstream, UpstreamCredential, UpstreamError,
+    CLOUD_PLATFORM,
 };
+use touchgate_tests::emulator::VertexRole;
 use touchgate_tests::{CallKind, Emulator, EmulatorHandle, EmulatorState};
 
 const SA: &str = "runner@proj-1.iam.gserviceaccount.com";
@@ -23,7 +25,7 @@ struct Env {
 async fn env() -> Env {
     let emu = Emulator::start("127.0.0.1:0").await.unwrap();
     let state = emu.state();
-    let upstream = GoogleUpstream::new(endpoints(&emu), state.clock());
+    let upstream = no_wait(endpoints(&emu), state.clock());
     Env {
         emu,
         state,
@@ -31,11 +33,16 @@ async fn env() -> Env {
     }
 }
 
+/// An upstream that never really waits between attempts.
+fn no_wait(endpoints: Endpoints, clock: Arc<dyn Clock>) -> GoogleUpstream {
+    GoogleUpstream::new(endpoints, clock).with_sleeper(Arc::new(RecordingSleeper::new()))
+}
+
 /// IAM Credentials at the emulator; the token endpoint comes from the key files.
 fn endpoints(emu: &EmulatorHandle) -> Endpoints {
     Endpoints {
-        token_uri: None,
-        iam_credentials: emu.base_url(),
+        iam_credentials: Some(emu.base_url()),
+        ..Endpoints::default()
     }
 }
 
@@ -45,6 +52,7 @@ fn plain(scopes: &[&str]) -> MintRequest {
         impersonate: None,
         lifetime: Duration::from_secs(3600),
         delegates: vec![],
+        quota_project: None,
     }
 }
 
@@ -101,6 +109,7 @@ fn adc_secrets(adc: &str) -> [String; 2] {
 async fn service_account_key_mints_a_token() {
     let e = env().await;
     let cred = UpstreamCredential::parse(&e.state.add_service_account(SA)).unwrap();
+    e.state.grant_vertex(SA, VertexRole::Inference);
     let now = e.state.now();
     let t = e
         .upstream
@@ -181,6 +190,7 @@ async fn authorized_user_refreshes_and_impersonates() {
     let e = env().await;
     let adc = e.state.add_authorized_user(USER);
     let cred = UpstreamCredential::parse(&adc).unwrap();
+    e.state.grant_vertex(USER, VertexRole::User);
     let t = e
         .upstream
         .mint(&cred, &plain(&[CLOUD_PLATFORM]))
@@ -214,7 +224,7 @@ async fn authorized_user_refreshes_and_impersonates() {
 }
 
 #[tokio::test]
-async fn revoked_refresh_token_says_import_a_fresh_one() {
+async fn revoked_refresh_token_says_login_again() {
     let e = env().await;
     let adc = e.state.add_authorized_user(USER);
     let cred = UpstreamCredential::parse(&adc).unwrap();
@@ -229,7 +239,8 @@ async fn revoked_refresh_token_says_import_a_fresh_one() {
         err,
         UpstreamError::Rejected(
             "Google refused the refresh token (invalid_grant: Token has been expired or \
-             revoked.): import a fresh credential with touchgate import"
+             revoked.): it was revoked or has expired; run touchgate login again, or touchgate \
+             import a fresh ADC file"
                 .into()
         )
     );
@@ -259,22 +270,21 @@ async fn service_account_invalid_grant_names_key_and_clock() {
     // This machine's clock two hours behind the emulator's.
     let skewed: Arc<dyn Clock> =
         Arc::new(TestClock::new(e.state.now() - Duration::from_secs(7200)));
-    let upstream = GoogleUpstream::new(endpoints(&e.emu), skewed);
+    let upstream = no_wait(endpoints(&e.emu), skewed);
     let err = upstream
         .mint(&cred, &plain(&[CLOUD_PLATFORM]))
         .await
         .unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.starts_with(&format!(
-        "Google refused the signed assertion of service account {SA} (key {kid}) (invalid_grant: "
-    )),
-        "{text}"
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "Google refused the signed assertion of service account {SA} (key {kid}) \
+             (invalid_grant: Invalid JWT: Token must be a short-lived token (60 minutes) and in \
+             a reasonable timeframe. Check your iat and exp values in the JWT claim.): this \
+             machine's clock is off; check the system clock (NTP) and try again"
+        )
     );
-    assert!(
-        text.contains("deleted or disabled") && text.contains("clock"),
-        "{text}"
-    );
+    assert!(!err.is_transient());
     assert_clean(&err, &[]);
 
     // The key deleted at Google.
@@ -284,7 +294,14 @@ async fn service_account_invalid_grant_names_key_and_clock() {
         .mint(&cred, &plain(&[CLOUD_PLATFORM]))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("Invalid JWT Signature."), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "Google refused the signed assertion of service account {SA} (key {kid}) \
+             (invalid_grant: Invalid JWT Signature.): the key or the account may be deleted or \
+             disabled; create a new key and touchgate import it"
+        )
+    );
     assert_clean(&err, &[]);
     e.emu.shutdown().await.unwrap();
 }
@@ -315,9 +332,26 @@ async fn impersonation_refusals_say_what_to_grant() {
         .mint(&cred, &impersonating(TARGET, 7200))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("400 INVALID_ARGUMENT"), "{err}");
-    assert!(err.to_string().contains("3600s or less"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "impersonating {TARGET} for 7200s was refused (400 INVALID_ARGUMENT: The lifetime \
+             must be between 1 and 3600 seconds (longer needs the org policy \
+             constraints/iam.allowServiceAccountCredentialLifetimeExtension).): set lifetime ≤ \
+             1h or enable extended lifetimes for the service account (org policy \
+             constraints/iam.allowServiceAccountCredentialLifetimeExtension)"
+        )
+    );
     assert_clean(&err, &[]);
+    // With the extended-lifetime flag, up to 12 h.
+    e.state.allow_extended_lifetime(TARGET);
+    let t = e
+        .upstream
+        .mint(&cred, &impersonating(TARGET, 7200))
+        .await
+        .unwrap();
+    let left = secs_between(t.expires_at, e.state.now());
+    assert!((7198..=7200).contains(&left), "{left}");
 
     let ghost = "ghost@proj-1.iam.gserviceaccount.com";
     let err = e
@@ -325,7 +359,14 @@ async fn impersonation_refusals_say_what_to_grant() {
         .mint(&cred, &impersonating(ghost, 300))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("no such service account"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot impersonate {ghost}: no such service account (404 NOT_FOUND: Not found; \
+             Gaia id not found for email {ghost}): check the service account email in the \
+             profile"
+        )
+    );
     assert_clean(&err, &[]);
 
     let err = e
@@ -351,10 +392,11 @@ async fn configured_token_uri_wins_over_the_key_file() {
         .mint(&cred, &plain(&[CLOUD_PLATFORM]))
         .await
         .is_err());
-    let configured = GoogleUpstream::new(
+    let configured = no_wait(
         Endpoints {
             token_uri: Some(e.state.token_url()),
-            iam_credentials: e.emu.base_url(),
+            iam_credentials: Some(e.emu.base_url()),
+            ..Endpoints::default()
         },
         e.state.clock(),
     );
@@ -379,10 +421,11 @@ async fn unreachable_token_endpoint_is_a_network_error() {
     let [secret, refresh] = adc_secrets(&adc);
     let cred = UpstreamCredential::parse(&adc).unwrap();
     let url = closed_port_url().await;
-    let upstream = GoogleUpstream::new(
+    let upstream = no_wait(
         Endpoints {
             token_uri: Some(url.clone()),
-            iam_credentials: e.emu.base_url(),
+            iam_credentials: Some(e.emu.base_url()),
+            ..Endpoints::default()
         },
         e.state.clock(),
     );
@@ -390,23 +433,33 @@ async fn unreachable_token_endpoint_is_a_network_error() {
         .mint(&cred, &plain(&[CLOUD_PLATFORM]))
         .await
         .unwrap_err();
-    let UpstreamError::Network { url: got, reason } = &err else {
+    let UpstreamError::Network {
+        url: got,
+        reason,
+        attempts,
+    } = &err
+    else {
         panic!("not a network error: {err:?}");
     };
     assert_eq!(got, &url);
     assert!(reason.contains("Connection refused"), "{reason}");
-    assert!(
-        err.to_string()
-            .starts_with(&format!("cannot reach {url}: ")),
-        "{err}"
+    assert_eq!(*attempts, 4);
+    assert!(err.is_transient());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot reach {url} ({reason}) after 4 attempts: check the network, proxy settings \
+             and the endpoint URL"
+        )
     );
     assert_clean(&err, &[&secret, &refresh]);
 
     // Plain http beyond this machine is refused before anything is sent.
-    let remote = GoogleUpstream::new(
+    let remote = no_wait(
         Endpoints {
             token_uri: Some("http://oauth2.googleapis.com/token".into()),
-            iam_credentials: e.emu.base_url(),
+            iam_credentials: Some(e.emu.base_url()),
+            ..Endpoints::default()
         },
         e.state.clock(),
     );
@@ -456,10 +509,11 @@ async fn malformed_success_replies_name_the_field_not_the_body() {
         ("<html>ya29.leak</html>", "access_token"),
     ] {
         let (url, task) = fake_token_endpoint(body).await;
-        let upstream = GoogleUpstream::new(
+        let upstream = no_wait(
             Endpoints {
                 token_uri: Some(url),
-                iam_credentials: e.emu.base_url(),
+                iam_credentials: Some(e.emu.base_url()),
+                ..Endpoints::default()
             },
             e.state.clock(),
         );
@@ -488,4 +542,301 @@ fn credential_debug_is_redacted() {
     assert_eq!(sa.project(), Some("proj-1"));
     assert_eq!(sa.kind(), "service_account");
     assert_eq!(au.kind(), "authorized_user");
+}
+
+const INF: &str = "inference@proj-1.iam.gserviceaccount.com";
+
+#[tokio::test]
+async fn invalid_scopes_say_to_fix_the_profile() {
+    let e = env().await;
+    let cred = UpstreamCredential::parse(&e.state.add_service_account(SA)).unwrap();
+    // A scope written short: the token endpoint refuses the JWT.
+    let err = e
+        .upstream
+        .mint(&cred, &plain(&["cloud-platform"]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        UpstreamError::Rejected(format!(
+            "Google refused the scopes asked for service account {SA} (invalid_scope: Invalid \
+             OAuth scope or ID token audience provided.): fix scopes in the profile (full URLs \
+             such as https://www.googleapis.com/auth/cloud-platform)"
+        ))
+    );
+    assert_clean(&err, &[]);
+
+    // Impersonating: the base token is cloud-platform; IAM refuses the profile's scope.
+    e.state.add_service_account(TARGET);
+    e.state.grant_token_creator(SA, TARGET);
+    let mut request = impersonating(TARGET, 300);
+    request.scopes = vec!["cloud-platform".into()];
+    let err = e.upstream.mint(&cred, &request).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "impersonating {TARGET} was refused (400 INVALID_ARGUMENT: Invalid value at \
+             'scope': \"cloud-platform\" is not a valid OAuth scope.): fix scopes in the profile \
+             (full URLs such as https://www.googleapis.com/auth/cloud-platform)"
+        )
+    );
+    assert_clean(&err, &[]);
+    e.emu.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn quota_project_header_from_the_file_or_the_profile() {
+    let e = env().await;
+    e.state.add_service_account(TARGET);
+    e.state.grant_token_creator(USER, TARGET);
+    let adc = e.state.add_authorized_user(USER);
+    let mut v: serde_json::Value = serde_json::from_str(&adc).unwrap();
+    v["quota_project_id"] = "billing-from-adc".into();
+    let cred = UpstreamCredential::parse(&v.to_string()).unwrap();
+
+    e.upstream
+        .mint(&cred, &impersonating(TARGET, 300))
+        .await
+        .unwrap();
+    let mut request = impersonating(TARGET, 300);
+    request.quota_project = Some("billing-from-profile".into());
+    e.upstream.mint(&cred, &request).await.unwrap();
+
+    // A service-account key bills its own project: no header.
+    let sa = UpstreamCredential::parse(&e.state.add_service_account(SA)).unwrap();
+    e.state.grant_token_creator(SA, TARGET);
+    e.upstream
+        .mint(&sa, &impersonating(TARGET, 300))
+        .await
+        .unwrap();
+
+    let gen: Vec<_> = e
+        .state
+        .calls()
+        .into_iter()
+        .filter(|c| c.kind == CallKind::GenerateAccessToken)
+        .map(|c| c.user_project)
+        .collect();
+    assert_eq!(
+        gen,
+        vec![
+            Some("billing-from-adc".to_owned()),
+            Some("billing-from-profile".to_owned()),
+            None
+        ]
+    );
+    // The token endpoint never gets it.
+    assert!(e
+        .state
+        .calls()
+        .iter()
+        .filter(|c| c.kind == CallKind::Token)
+        .all(|c| c.user_project.is_none()));
+
+    let mut bad = impersonating(TARGET, 300);
+    bad.quota_project = Some("bad project\r\nx: y".into());
+    let before = e.state.calls().len();
+    let err = e.upstream.mint(&cred, &bad).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the quota project \"bad project x: y\" is not a project id: fix quota_project in the \
+         profile or quota_project_id in the credential file"
+    );
+    assert!(matches!(err, UpstreamError::Protocol(_)));
+    assert_eq!(e.state.calls().len(), before, "nothing sent");
+    e.emu.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn universe_domain_derives_the_default_endpoints() {
+    let state = Arc::new(EmulatorState::new("http://127.0.0.1:1"));
+    let adc = state.add_authorized_user(USER);
+    let mut v: serde_json::Value = serde_json::from_str(&adc).unwrap();
+    v.as_object_mut().unwrap().remove("token_uri");
+    let cred = UpstreamCredential::parse(&v.to_string()).unwrap();
+    let endpoints = Endpoints {
+        universe_domain: "cloud.example.eu".into(),
+        ..Endpoints::default()
+    };
+    let u = GoogleUpstream::new(endpoints, state.clock());
+    assert_eq!(
+        u.token_uri_for(&cred),
+        "https://oauth2.cloud.example.eu/token"
+    );
+    assert_eq!(
+        u.iam_credentials_for(&cred),
+        "https://iamcredentials.cloud.example.eu"
+    );
+    let google = GoogleUpstream::new(Endpoints::default(), state.clock());
+    assert_eq!(
+        google.token_uri_for(&cred),
+        "https://oauth2.googleapis.com/token"
+    );
+    // The file's token_uri wins over the universe's default.
+    let with_uri = UpstreamCredential::parse(&adc).unwrap();
+    assert_eq!(u.token_uri_for(&with_uri), state.token_url());
+}
+
+/// An `impersonated_service_account` ADC file whose URL points at the emulator.
+fn impersonation_file(e: &Env, source: &str, target: &str, delegates: &[&str]) -> String {
+    serde_json::json!({
+        "type": "impersonated_service_account",
+        "service_account_impersonation_url": format!(
+            "{}/v1/projects/-/serviceAccounts/{target}:generateAccessToken",
+            e.emu.base_url()
+        ),
+        "delegates": delegates,
+        "quota_project_id": "billing-imp",
+        "source_credentials": serde_json::from_str::<serde_json::Value>(source).unwrap(),
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn impersonated_service_account_files_mint_for_their_target() {
+    let e = env().await;
+    // No iam_credentials configured: the file's URL says where IAM is.
+    let upstream = no_wait(Endpoints::default(), e.state.clock());
+    e.state.add_service_account(INF);
+    e.state.add_service_account(TARGET);
+    let adc = e.state.add_authorized_user(USER);
+    let [secret, refresh] = adc_secrets(&adc);
+    let file = impersonation_file(&e, &adc, INF, &[]);
+    let cred = UpstreamCredential::parse(&file).unwrap();
+    assert_eq!(cred.principal(), INF);
+
+    let mut request = plain(&[CLOUD_PLATFORM]);
+    request.lifetime = Duration::from_secs(900);
+    let err = upstream.mint(&cred, &request).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "impersonating {INF} was refused (403 PERMISSION_DENIED: Permission \
+             'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).): \
+             grant your Google user account roles/iam.serviceAccountTokenCreator on {INF}"
+        )
+    );
+    assert_clean(&err, &[&secret, &refresh]);
+
+    e.state.grant_token_creator(USER, INF);
+    let t = upstream.mint(&cred, &request).await.unwrap();
+    assert_eq!(t.principal, INF);
+    let left = secs_between(t.expires_at, e.state.now());
+    assert!((898..=900).contains(&left), "{left}");
+    let last = e.state.calls().pop().unwrap();
+    assert_eq!(last.kind, CallKind::GenerateAccessToken);
+    assert_eq!(last.principal.as_deref(), Some(USER));
+    assert_eq!(last.target.as_deref(), Some(INF));
+    assert_eq!(last.user_project.as_deref(), Some("billing-imp"));
+
+    // A profile's service account: the file's target is a hop on the way.
+    let err = upstream
+        .mint(&cred, &impersonating(TARGET, 300))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "impersonating {TARGET} was refused (403 PERMISSION_DENIED: Permission \
+             'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).): \
+             grant your Google user account roles/iam.serviceAccountTokenCreator on {INF}, and \
+             {INF} the role on {TARGET}"
+        )
+    );
+    e.state.grant_token_creator(INF, TARGET);
+    let t = upstream
+        .mint(&cred, &impersonating(TARGET, 300))
+        .await
+        .unwrap();
+    assert_eq!(t.principal, TARGET);
+    let issued = e.state.valid_access_token(t.access_token.expose()).unwrap();
+    assert_eq!(issued.principal, TARGET);
+    let last = e.state.calls().pop().unwrap();
+    assert_eq!(last.target.as_deref(), Some(TARGET));
+    assert_eq!(last.lifetime_secs, Some(300));
+    e.emu.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn impersonated_file_with_a_service_account_source_names_it_in_errors() {
+    let e = env().await;
+    let key = e.state.add_service_account(SA);
+    e.state.add_service_account(INF);
+    let cred = UpstreamCredential::parse(&impersonation_file(&e, &key, INF, &[])).unwrap();
+    let err = e.upstream.mint(&cred, &plain(&[])).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "impersonating {INF} was refused (403 PERMISSION_DENIED: Permission \
+             'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).): \
+             grant {SA} roles/iam.serviceAccountTokenCreator on {INF}"
+        )
+    );
+    assert_clean(&err, &[]);
+    e.state.grant_token_creator(SA, INF);
+    let t = e.upstream.mint(&cred, &plain(&[])).await.unwrap();
+    assert_eq!(t.principal, INF);
+    // The file's quota project is sent.
+    let last = e.state.calls().pop().unwrap();
+    assert_eq!(last.user_project.as_deref(), Some("billing-imp"));
+    assert_eq!(last.principal.as_deref(), Some(SA));
+    e.emu.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn impersonated_tokens_carry_their_vertex_role() {
+    let e = env().await;
+    let cred = UpstreamCredential::parse(&e.state.add_service_account(SA)).unwrap();
+    e.state.add_service_account(INF);
+    e.state.add_service_account(TARGET);
+    e.state.grant_token_creator(SA, INF);
+    e.state.grant_token_creator(SA, TARGET);
+    e.state.grant_vertex(INF, VertexRole::Inference);
+    e.state.grant_vertex(TARGET, VertexRole::Training);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!(
+        "{}/v1/projects/proj-1/locations/us-central1",
+        e.emu.base_url()
+    );
+    let job = serde_json::json!({"displayName": "train-1", "jobSpec": {"workerPoolSpecs": []}});
+    for (sa, can_train) in [(INF, false), (TARGET, true)] {
+        let t = e
+            .upstream
+            .mint(&cred, &impersonating(sa, 900))
+            .await
+            .unwrap();
+        let token = t.access_token.expose();
+        let r = http
+            .post(format!("{base}/endpoints/42:predict"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"instances": [{"x": 1}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{sa} predicts");
+        let r = http
+            .post(format!("{base}/customJobs"))
+            .bearer_auth(token)
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16() == 200, can_train, "{sa} trains?");
+    }
+    // The principal and expiry as configured, checked at the emulator.
+    let vertex: Vec<_> = e
+        .state
+        .calls()
+        .into_iter()
+        .filter(|c| c.kind == CallKind::Vertex)
+        .collect();
+    assert_eq!(vertex[0].principal.as_deref(), Some(INF));
+    assert_eq!(vertex[1].status, 403);
+    assert_eq!(
+        vertex[1].permission.as_deref(),
+        Some("aiplatform.customJobs.create")
+    );
+    assert_eq!(vertex[3].principal.as_deref(), Some(TARGET));
+    assert_eq!(vertex[3].status, 200);
+    e.emu.shutdown().await.unwrap();
 }

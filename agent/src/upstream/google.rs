@@ -1,19 +1,26 @@
 //! The real upstream: Google's OAuth token endpoint and the IAM Credentials API,
 //! as plain REST over reqwest. Every endpoint is configurable ([`Endpoints`], or
-//! the key file's `token_uri`), so the emulator in `tests/` can stand in for Google.
+//! the credential file's `token_uri` / impersonation URL), so the emulator in
+//! `tests/` can stand in for Google.
 //!
 //! 1. Base token: a service account signs an RS256 JWT (jwt-bearer grant); an
-//!    `authorized_user` credential uses its refresh token (refresh_token grant).
-//! 2. With `impersonate`, the base token (scope cloud-platform) buys a token for
-//!    the service account from `generateAccessToken`, with the asked lifetime.
+//!    `authorized_user` credential uses its refresh token (refresh_token grant);
+//!    an `impersonated_service_account` file uses its source credential.
+//! 2. With `impersonate` (or an impersonation file), the base token (scope
+//!    cloud-platform) buys a token for the service account from
+//!    `generateAccessToken`, with the asked lifetime and delegates, billed to the
+//!    quota project if there is one (`x-goog-user-project`).
 //!
-//! Errors are one line, say what to do, and never carry a token, an assertion, a
-//! secret or a success body. No retries yet.
+//! Transient failures (network, HTTP 5xx, 429) are retried with exponential
+//! backoff and full jitter, `Retry-After` honoured, under one deadline per mint
+//! ([`Retry`]). Errors are one line, say what to do, and never carry a token, an
+//! assertion, a secret or a success body.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{Client, RequestBuilder, StatusCode, Url};
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -21,27 +28,38 @@ use touchgate::Secret;
 use zeroize::Zeroizing;
 
 use super::credential::{AuthorizedUser, ServiceAccountKey, UpstreamCredential};
+use super::retry::{parse_retry_after, Retry, Sleeper, TokioSleeper};
 use super::{
-    jwt, BoxFuture, Endpoints, MintRequest, MintedToken, Upstream, UpstreamError, CLOUD_PLATFORM,
-    DEFAULT_TOKEN_URI,
+    attempts_text, jwt, BoxFuture, Endpoints, MintRequest, MintedToken, Upstream, UpstreamError,
+    CLOUD_PLATFORM,
 };
 use crate::clock::Clock;
 
-/// Whole-request timeout of every call to Google.
+/// Longest a single request may take (the mint's deadline usually ends it sooner).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of establishing the connection (TCP + TLS).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The role a principal needs on a service account to impersonate it.
 pub const TOKEN_CREATOR_ROLE: &str = "roles/iam.serviceAccountTokenCreator";
+/// The header that bills a call to a quota project.
+pub const USER_PROJECT_HEADER: &str = "x-goog-user-project";
+/// Longest `generateAccessToken` lifetime without the extended-lifetime org policy.
+pub const MAX_STANDARD_LIFETIME_SECS: u64 = 3600;
 /// Replies larger than this are refused (a token reply is well under 4 KiB).
 const MAX_REPLY_BYTES: usize = 1 << 20;
+/// A request that timed out this close to the deadline ran out of it.
+const DEADLINE_SLACK: Duration = Duration::from_millis(20);
 /// Google's messages are cut to this many characters.
 const MAX_MESSAGE_CHARS: usize = 300;
+const SCOPES_HINT: &str = "fix scopes in the profile (full URLs such as \
+                           https://www.googleapis.com/auth/cloud-platform)";
 
 /// Google (or an emulator), over HTTPS.
 pub struct GoogleUpstream {
     endpoints: Endpoints,
+    retry: Retry,
     clock: Arc<dyn Clock>,
+    sleeper: Arc<dyn Sleeper>,
     /// The client, or why it could not be built (reported at mint time).
     http: Result<Client, String>,
 }
@@ -50,11 +68,13 @@ impl fmt::Debug for GoogleUpstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GoogleUpstream")
             .field("endpoints", &self.endpoints)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
 
 impl GoogleUpstream {
+    /// Retries as `endpoints` says (`max_attempts`, `deadline`), waiting for real.
     pub fn new(endpoints: Endpoints, clock: Arc<dyn Clock>) -> Self {
         let http = Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -65,24 +85,56 @@ impl GoogleUpstream {
             .build()
             .map_err(|e| error_chain(&e));
         GoogleUpstream {
+            retry: endpoints.retry(),
             endpoints,
             clock,
+            sleeper: Arc::new(TokioSleeper),
             http,
         }
+    }
+
+    /// Waits between attempts with `sleeper` (tests: [`super::RecordingSleeper`]).
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
+    /// Replaces the retry policy taken from the endpoints.
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = Retry {
+            max_attempts: retry.max_attempts.max(1),
+            ..retry
+        };
+        self
     }
 
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
     }
 
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
     /// The token endpoint used for `credential`: the configured one if set, else
-    /// the credential file's `token_uri`, else Google's.
-    pub fn token_uri_for<'a>(&'a self, credential: &'a UpstreamCredential) -> &'a str {
+    /// the credential file's `token_uri`, else the universe's.
+    pub fn token_uri_for(&self, credential: &UpstreamCredential) -> String {
         self.endpoints
             .token_uri
-            .as_deref()
-            .or(credential.token_uri())
-            .unwrap_or(DEFAULT_TOKEN_URI)
+            .clone()
+            .or_else(|| credential.token_uri().map(str::to_owned))
+            .unwrap_or_else(|| self.endpoints.default_token_uri())
+    }
+
+    /// The IAM Credentials base URL used for `credential`: the configured one if
+    /// set, else the one an impersonation file points at, else the universe's.
+    pub fn iam_credentials_for(&self, credential: &UpstreamCredential) -> String {
+        match (&self.endpoints.iam_credentials, credential) {
+            (None, UpstreamCredential::Impersonated(i)) => {
+                i.iam_credentials_base().trim_end_matches('/').to_owned()
+            }
+            _ => self.endpoints.iam_credentials_url(),
+        }
     }
 
     async fn mint_inner(
@@ -90,42 +142,102 @@ impl GoogleUpstream {
         credential: &UpstreamCredential,
         request: &MintRequest,
     ) -> Result<MintedToken, UpstreamError> {
+        self.endpoints.check()?;
+        let budget = Budget::start(self.retry.deadline);
         let scopes = if request.scopes.is_empty() {
             vec![CLOUD_PLATFORM.to_owned()]
         } else {
             request.scopes.clone()
         };
-        let base_scopes = match request.impersonate {
+        // Refuse a bad target, delegate, endpoint or quota project before minting anything.
+        let plan = self.impersonation_plan(credential, request)?;
+        let quota_project = match &request.quota_project {
+            Some(p) => Some(p.as_str()),
+            None => credential.quota_project(),
+        };
+        let quota_header = quota_project.map(check_quota_project).transpose()?;
+        let base_scopes = match plan {
             Some(_) => vec![CLOUD_PLATFORM.to_owned()],
             None => scopes.clone(),
         };
-        // Refuse a bad target or endpoint before minting anything.
-        let impersonate = match &request.impersonate {
-            Some(target) => Some((target, self.generate_url(target, &request.delegates)?)),
-            None => None,
+        let source = match credential {
+            UpstreamCredential::Impersonated(i) => &*i.source,
+            other => other,
         };
-        let token_uri = self.token_uri_for(credential);
-        let base = match credential {
+        let token_uri = self.token_uri_for(source);
+        let base = match source {
             UpstreamCredential::ServiceAccount(key) => {
-                self.service_account_token(key, token_uri, &base_scopes)
+                self.service_account_token(key, &token_uri, &base_scopes, &budget)
                     .await?
             }
             UpstreamCredential::AuthorizedUser(user) => {
-                self.refresh_token_grant(user, token_uri).await?
+                self.refresh_token_grant(user, &token_uri, &budget).await?
+            }
+            UpstreamCredential::Impersonated(_) => {
+                return Err(UpstreamError::Protocol(
+                    "an impersonated_service_account credential cannot be the source of \
+                     another: import its source credential instead"
+                        .into(),
+                ))
             }
         };
-        match impersonate {
+        match plan {
             None => Ok(MintedToken {
                 access_token: Secret::new(base.token.as_str()),
                 expires_at: base.expires_at,
                 principal: credential.principal(),
             }),
-            Some((target, url)) => {
-                self.generate_access_token(credential, &base.token, &url, target, &scopes, request)
-                    .await
+            Some(plan) => {
+                self.generate_access_token(
+                    source,
+                    &base.token,
+                    &plan,
+                    &scopes,
+                    request.lifetime,
+                    quota_header,
+                    &budget,
+                )
+                .await
             }
         }
         // `base.token` (Zeroizing) is wiped here.
+    }
+
+    /// Whom `generateAccessToken` is asked for, through whom, and where.
+    fn impersonation_plan(
+        &self,
+        credential: &UpstreamCredential,
+        request: &MintRequest,
+    ) -> Result<Option<Plan>, UpstreamError> {
+        let (target, delegates) = match (credential, &request.impersonate) {
+            // The file's account is a hop on the way to the profile's.
+            (UpstreamCredential::Impersonated(i), Some(profile_sa)) => {
+                let mut chain = i.delegates.clone();
+                chain.push(i.target.clone());
+                chain.extend(request.delegates.iter().map(|d| plain_account(d)));
+                (profile_sa.clone(), chain)
+            }
+            (UpstreamCredential::Impersonated(i), None) => (i.target.clone(), i.delegates.clone()),
+            (_, Some(target)) => (
+                target.clone(),
+                request.delegates.iter().map(|d| plain_account(d)).collect(),
+            ),
+            (_, None) => return Ok(None),
+        };
+        check_account(&target, "service account to impersonate")?;
+        for d in &delegates {
+            check_account(d, "delegate")?;
+        }
+        let url = format!(
+            "{}/v1/projects/-/serviceAccounts/{target}:generateAccessToken",
+            self.iam_credentials_for(credential)
+        );
+        check_url(&url)?;
+        Ok(Some(Plan {
+            target,
+            delegates,
+            url,
+        }))
     }
 
     /// jwt-bearer grant with an RS256 assertion signed by the key file's key.
@@ -134,6 +246,7 @@ impl GoogleUpstream {
         key: &ServiceAccountKey,
         token_uri: &str,
         scopes: &[String],
+        budget: &Budget,
     ) -> Result<BaseToken, UpstreamError> {
         check_url(token_uri)?;
         let rsa_key = key
@@ -149,7 +262,7 @@ impl GoogleUpstream {
             email: &key.client_email,
             key_id: &key.private_key_id,
         };
-        self.token_grant(token_uri, &form, who, &[assertion.as_str()])
+        self.token_grant(token_uri, &form, who, &[assertion.as_str()], budget)
             .await
         // `assertion` (Zeroizing) is wiped here.
     }
@@ -159,6 +272,7 @@ impl GoogleUpstream {
         &self,
         user: &AuthorizedUser,
         token_uri: &str,
+        budget: &Budget,
     ) -> Result<BaseToken, UpstreamError> {
         check_url(token_uri)?;
         let secret = user.client_secret.expose_secret();
@@ -172,7 +286,7 @@ impl GoogleUpstream {
         let who = Who::User {
             client_id: &user.client_id,
         };
-        self.token_grant(token_uri, &form, who, &[secret, refresh])
+        self.token_grant(token_uri, &form, who, &[secret, refresh], budget)
             .await
     }
 
@@ -182,75 +296,64 @@ impl GoogleUpstream {
         form: &[(&str, &str)],
         who: Who<'_>,
         secrets: &[&str],
+        budget: &Budget,
     ) -> Result<BaseToken, UpstreamError> {
         let sent_at = self.clock.now();
-        let http = self.client()?;
-        let (status, body) = send(url, http.post(url).form(form)).await?;
-        if !status.is_success() {
-            return Err(token_error(url, status, &body, &who, secrets));
+        let reply = self
+            .call(Api::Token, url, budget, |http| http.post(url).form(form))
+            .await?;
+        if !reply.status.is_success() {
+            return Err(token_error(url, reply.status, &reply.body, &who, secrets));
         }
-        parse_token_reply(url, status, &body, sent_at)
+        parse_token_reply(url, reply.status, &reply.body, sent_at)
     }
 
-    /// The `generateAccessToken` URL for `target`, after checking the names.
-    fn generate_url(&self, target: &str, delegates: &[String]) -> Result<String, UpstreamError> {
-        check_account(target, "service account to impersonate")?;
-        for d in delegates {
-            check_account(
-                d.strip_prefix("projects/-/serviceAccounts/").unwrap_or(d),
-                "delegate",
-            )?;
-        }
-        let url = format!(
-            "{}/v1/projects/-/serviceAccounts/{target}:generateAccessToken",
-            self.endpoints.iam_credentials.trim_end_matches('/')
-        );
-        check_url(&url)?;
-        Ok(url)
-    }
-
+    #[allow(clippy::too_many_arguments)]
     async fn generate_access_token(
         &self,
-        credential: &UpstreamCredential,
+        source: &UpstreamCredential,
         base_token: &Zeroizing<String>,
-        url: &str,
-        target: &str,
+        plan: &Plan,
         scopes: &[String],
-        request: &MintRequest,
+        lifetime: Duration,
+        quota_header: Option<HeaderValue>,
+        budget: &Budget,
     ) -> Result<MintedToken, UpstreamError> {
-        let lifetime = request.lifetime.as_secs();
-        let delegates: Vec<String> = request
+        let lifetime = lifetime.as_secs();
+        let delegates: Vec<String> = plan
             .delegates
             .iter()
-            .map(|d| {
-                if d.starts_with("projects/") {
-                    d.clone()
-                } else {
-                    format!("projects/-/serviceAccounts/{d}")
-                }
-            })
+            .map(|d| format!("projects/-/serviceAccounts/{d}"))
             .collect();
         let body = serde_json::json!({
             "scope": scopes,
             "lifetime": format!("{lifetime}s"),
             "delegates": delegates,
         });
-        let http = self.client()?;
-        let builder = http.post(url).bearer_auth(base_token.as_str()).json(&body);
-        let (status, reply) = send(url, builder).await?;
+        let url = plan.url.as_str();
+        let reply = self
+            .call(Api::Iam, url, budget, |http| {
+                let mut b = http.post(url).bearer_auth(base_token.as_str()).json(&body);
+                if let Some(q) = &quota_header {
+                    b = b.header(USER_PROJECT_HEADER, q.clone());
+                }
+                b
+            })
+            .await?;
+        let status = reply.status;
         if !status.is_success() {
             return Err(impersonation_error(
-                credential,
-                target,
-                &request.delegates,
+                source,
+                plan,
                 lifetime,
                 status,
-                &reply,
+                &reply.body,
                 &[base_token.as_str()],
             ));
         }
+        let target = &plan.target;
         let what = format!("generateAccessToken for {target}");
-        let reply: GenerateReply = serde_json::from_slice(&reply)
+        let reply: GenerateReply = serde_json::from_slice(&reply.body)
             .map_err(|_| not_json(&what, url, status, "accessToken and expireTime"))?;
         let access_token = reply
             .access_token
@@ -273,8 +376,67 @@ impl GoogleUpstream {
         Ok(MintedToken {
             access_token,
             expires_at,
-            principal: target.to_owned(),
+            principal: target.clone(),
         })
+    }
+
+    /// Sends what `build` makes, again on transient failures (network, 5xx, 429)
+    /// while attempts and the deadline last. Any other reply is returned as is.
+    async fn call(
+        &self,
+        api: Api,
+        url: &str,
+        budget: &Budget,
+        build: impl Fn(&Client) -> RequestBuilder,
+    ) -> Result<Reply, UpstreamError> {
+        let http = self.client()?;
+        let mut attempts = 0u32;
+        let mut last: Option<Failure> = None;
+        loop {
+            let remaining = budget.remaining();
+            if remaining.is_zero() {
+                return Err(deadline_error(api, url, budget.deadline, attempts, &last));
+            }
+            attempts += 1;
+            let builder = build(http).timeout(remaining.min(REQUEST_TIMEOUT));
+            let failure = match send(url, builder, self.clock.unix_now()).await {
+                Ok(reply) if transient_status(reply.status) => Failure::Status {
+                    code: reply.status.as_u16(),
+                    retry_after: reply.retry_after,
+                },
+                Ok(reply) => return Ok(reply),
+                Err(SendError::Fatal(e)) => return Err(e),
+                Err(SendError::Network { timed_out, .. })
+                    if timed_out && budget.remaining() <= DEADLINE_SLACK =>
+                {
+                    return Err(deadline_error(api, url, budget.deadline, attempts, &last));
+                }
+                Err(SendError::Network { reason, .. }) => Failure::Network(reason),
+            };
+            if attempts >= self.retry.max_attempts {
+                return Err(exhausted(api, url, &failure, attempts, None));
+            }
+            let (delay, asked) = match &failure {
+                Failure::Status {
+                    retry_after: Some(d),
+                    ..
+                } => (*d, true),
+                _ => (self.retry.backoff(attempts + 1), false),
+            };
+            if delay >= budget.remaining() {
+                let beyond = asked.then_some((delay, budget.deadline));
+                return Err(exhausted(api, url, &failure, attempts, beyond));
+            }
+            tracing::warn!(
+                endpoint = url,
+                attempt = attempts,
+                failure = %failure,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "Google failed transiently; trying again"
+            );
+            last = Some(failure);
+            self.sleeper.sleep(delay).await;
+        }
     }
 
     fn client(&self) -> Result<&Client, UpstreamError> {
@@ -294,6 +456,165 @@ impl Upstream for GoogleUpstream {
     ) -> BoxFuture<'a, Result<MintedToken, UpstreamError>> {
         Box::pin(self.mint_inner(credential, request))
     }
+}
+
+/// One `generateAccessToken` call: for `target`, through `delegates` (emails), at `url`.
+struct Plan {
+    target: String,
+    delegates: Vec<String>,
+    url: String,
+}
+
+/// The time one mint may still take.
+struct Budget {
+    started: tokio::time::Instant,
+    deadline: Duration,
+}
+
+impl Budget {
+    fn start(deadline: Duration) -> Self {
+        Budget {
+            started: tokio::time::Instant::now(),
+            deadline,
+        }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_sub(self.started.elapsed())
+    }
+}
+
+/// Which Google API a call went to, for messages.
+#[derive(Debug, Clone, Copy)]
+enum Api {
+    Token,
+    Iam,
+}
+
+impl Api {
+    fn name(self) -> &'static str {
+        match self {
+            Api::Token => "Google's token endpoint",
+            Api::Iam => "Google's IAM Credentials API",
+        }
+    }
+}
+
+/// A transient failure of one attempt.
+enum Failure {
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
+    Network(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Status { code, .. } => write!(f, "HTTP {code}"),
+            Failure::Network(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// 5xx (but 501, which will not change) and 429 are worth another try.
+fn transient_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+}
+
+/// Out of attempts (or of time for the next wait: `beyond` = what Google asked
+/// to wait, and the deadline).
+fn exhausted(
+    api: Api,
+    url: &str,
+    failure: &Failure,
+    attempts: u32,
+    beyond: Option<(Duration, Duration)>,
+) -> UpstreamError {
+    match failure {
+        Failure::Network(reason) => UpstreamError::Network {
+            url: url.to_owned(),
+            reason: reason.clone(),
+            attempts,
+        },
+        Failure::Status { code, .. } => {
+            let wait = match beyond {
+                Some((asked, deadline)) => format!(
+                    "; it asked to wait {}, beyond the {} deadline",
+                    secs_text(asked),
+                    secs_text(deadline)
+                ),
+                None => String::new(),
+            };
+            UpstreamError::Unavailable {
+                message: format!(
+                    "{} {url} kept failing (HTTP {code} after {}{wait}): try again later",
+                    api.name(),
+                    attempts_text(attempts)
+                ),
+                attempts,
+            }
+        }
+    }
+}
+
+fn deadline_error(
+    api: Api,
+    url: &str,
+    deadline: Duration,
+    attempts: u32,
+    last: &Option<Failure>,
+) -> UpstreamError {
+    let last = match last {
+        Some(f) if attempts > 1 => format!("; before that: {f}"),
+        _ => String::new(),
+    };
+    UpstreamError::Unavailable {
+        message: format!(
+            "{} {url} did not answer within the {} deadline ({}{last}): try again later, or \
+             raise deadline in the [google] config",
+            api.name(),
+            secs_text(deadline),
+            attempts_text(attempts)
+        ),
+        attempts,
+    }
+}
+
+/// `20s`, `1.5s`.
+fn secs_text(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// `projects/-/serviceAccounts/EMAIL` → `EMAIL`.
+fn plain_account(d: &str) -> String {
+    d.strip_prefix("projects/-/serviceAccounts/")
+        .unwrap_or(d)
+        .to_owned()
+}
+
+/// A quota project id, as a header value.
+fn check_quota_project(project: &str) -> Result<HeaderValue, UpstreamError> {
+    let ok = !project.is_empty()
+        && project.len() <= 100
+        && project
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:_".contains(c));
+    ok.then(|| HeaderValue::from_str(project).ok())
+        .flatten()
+        .ok_or_else(|| {
+            UpstreamError::Protocol(format!(
+                "the quota project {:?} is not a project id: fix quota_project in the profile \
+                 or quota_project_id in the credential file",
+                one_line(project, 100)
+            ))
+        })
 }
 
 struct BaseToken {
@@ -321,24 +642,46 @@ struct GenerateReply {
     expire_time: Option<Value>,
 }
 
-/// Sends, and reads the whole reply (capped) into memory that is wiped on drop.
-async fn send(
-    url: &str,
-    builder: RequestBuilder,
-) -> Result<(StatusCode, Zeroizing<Vec<u8>>), UpstreamError> {
+/// A whole reply, its body in memory that is wiped on drop.
+struct Reply {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Zeroizing<Vec<u8>>,
+}
+
+enum SendError {
+    /// Not worth another try (a bad URL, a huge reply).
+    Fatal(UpstreamError),
+    Network {
+        reason: String,
+        timed_out: bool,
+    },
+}
+
+/// Sends, and reads the whole reply (capped).
+async fn send(url: &str, builder: RequestBuilder, now_unix: u64) -> Result<Reply, SendError> {
     let mut response = builder.send().await.map_err(|e| network_error(url, &e))?;
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now_unix));
     let mut body = Zeroizing::new(Vec::new());
     while let Some(chunk) = response.chunk().await.map_err(|e| network_error(url, &e))? {
         if body.len() + chunk.len() > MAX_REPLY_BYTES {
-            return Err(UpstreamError::Protocol(format!(
+            return Err(SendError::Fatal(UpstreamError::Protocol(format!(
                 "{url} answered HTTP {status} with more than {MAX_REPLY_BYTES} bytes: is this \
                  a Google endpoint?"
-            )));
+            ))));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok((status, body))
+    Ok(Reply {
+        status,
+        retry_after,
+        body,
+    })
 }
 
 fn parse_token_reply(
@@ -461,26 +804,35 @@ fn token_error(
     secrets: &[&str],
 ) -> UpstreamError {
     let detail = error_detail(status, body, secrets);
-    let oauth_error = match parse_error_body(body) {
-        Some(ErrorBody::OAuth { error, .. }) => error,
-        _ => String::new(),
+    let (oauth_error, description) = match parse_error_body(body) {
+        Some(ErrorBody::OAuth { error, description }) => (error, description.unwrap_or_default()),
+        _ => (String::new(), String::new()),
     };
+    // Google: "Invalid JWT: Token must be a short-lived token (60 minutes) and in a
+    // reasonable timeframe. Check your iat and exp values in the JWT claim."
+    let clock = description.contains("iat") || description.contains("timeframe");
     let msg = match (who, oauth_error.as_str()) {
         (Who::User { .. }, "invalid_grant") => format!(
-            "Google refused the refresh token ({detail}): import a fresh credential with \
-             touchgate import"
+            "Google refused the refresh token ({detail}): it was revoked or has expired; run \
+             touchgate login again, or touchgate import a fresh ADC file"
         ),
         (Who::User { client_id }, "invalid_client" | "unauthorized_client") => format!(
             "Google refused OAuth client {client_id} ({detail}): the client was deleted or its \
-             secret changed; import a fresh credential with touchgate import"
+             secret changed; run touchgate login again, or touchgate import a fresh ADC file"
+        ),
+        (Who::ServiceAccount { email, key_id }, "invalid_grant") if clock => format!(
+            "Google refused the signed assertion of service account {email} (key {key_id}) \
+             ({detail}): this machine's clock is off; check the system clock (NTP) and try \
+             again"
         ),
         (Who::ServiceAccount { email, key_id }, "invalid_grant") => format!(
             "Google refused the signed assertion of service account {email} (key {key_id}) \
-             ({detail}): the key may be deleted or disabled, or this machine's clock is \
-             skewed; check the clock, or create a new key and touchgate import it"
+             ({detail}): the key or the account may be deleted or disabled; create a new key \
+             and touchgate import it"
         ),
-        (Who::ServiceAccount { email, .. }, "invalid_scope") => format!(
-            "Google refused the scopes asked for {email} ({detail}): check the profile's scopes"
+        (who, "invalid_scope") => format!(
+            "Google refused the scopes asked for {} ({detail}): {SCOPES_HINT}",
+            who.describe()
         ),
         (Who::ServiceAccount { email, .. }, "unauthorized_client" | "invalid_client") => format!(
             "Google refused service account {email} ({detail}): the account may be deleted or \
@@ -512,23 +864,31 @@ impl Who<'_> {
     }
 }
 
+/// Who calls IAM Credentials, as the grant to make names them.
+fn caller_name(source: &UpstreamCredential) -> String {
+    match source {
+        UpstreamCredential::ServiceAccount(k) => k.client_email.clone(),
+        UpstreamCredential::AuthorizedUser(_) => "your Google user account".to_owned(),
+        UpstreamCredential::Impersonated(i) => i.target.clone(),
+    }
+}
+
 fn impersonation_error(
-    credential: &UpstreamCredential,
-    target: &str,
-    delegates: &[String],
+    source: &UpstreamCredential,
+    plan: &Plan,
     lifetime: u64,
     status: StatusCode,
     body: &[u8],
     secrets: &[&str],
 ) -> UpstreamError {
     let detail = error_detail(status, body, secrets);
-    let principal = match credential {
-        UpstreamCredential::ServiceAccount(k) => k.client_email.clone(),
-        UpstreamCredential::AuthorizedUser(_) => "your Google user account".to_owned(),
-    };
+    let principal = caller_name(source);
+    let target = &plan.target;
+    let delegates = &plan.delegates;
     let api_disabled = detail.contains("SERVICE_DISABLED")
         || detail.contains("has not been used")
         || detail.contains("is disabled");
+    let lower = detail.to_ascii_lowercase();
     let msg = match status.as_u16() {
         403 if api_disabled => format!(
             "impersonating {target} was refused ({detail}): enable the IAM Service Account \
@@ -537,6 +897,11 @@ fn impersonation_error(
         403 if delegates.is_empty() => format!(
             "impersonating {target} was refused ({detail}): grant {principal} \
              {TOKEN_CREATOR_ROLE} on {target}"
+        ),
+        403 if delegates.len() == 1 => format!(
+            "impersonating {target} was refused ({detail}): grant {principal} \
+             {TOKEN_CREATOR_ROLE} on {}, and {} the role on {target}",
+            delegates[0], delegates[0]
         ),
         403 => format!(
             "impersonating {target} was refused ({detail}): grant {principal} \
@@ -554,11 +919,14 @@ fn impersonation_error(
              {principal} ({detail}): check that iam_credentials and token_uri point at the \
              same Google"
         ),
-        400 if lifetime > 3600 => format!(
-            "impersonating {target} was refused ({detail}): a lifetime over 3600s needs the \
-             org policy constraints/iam.allowServiceAccountCredentialLifetimeExtension; ask \
-             for 3600s or less"
+        400 if lifetime > MAX_STANDARD_LIFETIME_SECS || lower.contains("lifetime") => format!(
+            "impersonating {target} for {lifetime}s was refused ({detail}): set lifetime ≤ 1h \
+             or enable extended lifetimes for the service account (org policy \
+             constraints/iam.allowServiceAccountCredentialLifetimeExtension)"
         ),
+        400 if lower.contains("scope") => {
+            format!("impersonating {target} was refused ({detail}): {SCOPES_HINT}")
+        }
         400 => format!(
             "impersonating {target} was refused ({detail}): check the profile's scopes, \
              lifetime and delegates"
@@ -574,27 +942,21 @@ fn impersonation_error(
     UpstreamError::Rejected(msg)
 }
 
-fn network_error(url: &str, e: &reqwest::Error) -> UpstreamError {
+fn network_error(url: &str, e: &reqwest::Error) -> SendError {
     if e.is_builder() {
-        return UpstreamError::Protocol(format!(
+        return SendError::Fatal(UpstreamError::Protocol(format!(
             "{url} is not a usable URL: fix the endpoint in the config or the credential file"
-        ));
+        )));
     }
-    let reason = if e.is_timeout() {
-        format!(
-            "no answer within {}s (connect timeout {}s); check the network and proxy settings",
-            REQUEST_TIMEOUT.as_secs(),
-            CONNECT_TIMEOUT.as_secs()
-        )
-    } else {
-        format!(
-            "{}; check the network, proxy settings and the endpoint URL",
-            error_chain(e)
-        )
-    };
-    UpstreamError::Network {
-        url: url.to_owned(),
-        reason,
+    if e.is_timeout() {
+        return SendError::Network {
+            reason: "no answer in time".to_owned(),
+            timed_out: true,
+        };
+    }
+    SendError::Network {
+        reason: error_chain(e),
+        timed_out: false,
     }
 }
 
@@ -721,6 +1083,79 @@ mod tests {
         assert!(check_account("a/b@p", "x").is_err());
         assert!(check_account("a@p?x", "x").is_err());
         assert!(check_account("", "x").is_err());
+    }
+
+    #[test]
+    fn which_statuses_are_retried() {
+        for code in [429, 500, 502, 503, 504] {
+            assert!(
+                transient_status(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+        for code in [200, 400, 401, 403, 404, 409, 501] {
+            assert!(
+                !transient_status(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_attempts_messages() {
+        let url = "https://oauth2.googleapis.com/token";
+        let busy = Failure::Status {
+            code: 503,
+            retry_after: None,
+        };
+        assert_eq!(
+            exhausted(Api::Token, url, &busy, 4, None).to_string(),
+            "Google's token endpoint https://oauth2.googleapis.com/token kept failing (HTTP 503 \
+             after 4 attempts): try again later"
+        );
+        let limited = Failure::Status {
+            code: 429,
+            retry_after: Some(Duration::from_secs(90)),
+        };
+        let e = exhausted(
+            Api::Iam,
+            url,
+            &limited,
+            1,
+            Some((Duration::from_secs(90), Duration::from_millis(20_500))),
+        );
+        assert_eq!(
+            e.to_string(),
+            "Google's IAM Credentials API https://oauth2.googleapis.com/token kept failing (HTTP \
+             429 after 1 attempt; it asked to wait 90s, beyond the 20.5s deadline): try again \
+             later"
+        );
+        assert!(e.is_transient());
+        let e = deadline_error(Api::Token, url, Duration::from_secs(20), 3, &Some(busy));
+        assert_eq!(
+            e.to_string(),
+            "Google's token endpoint https://oauth2.googleapis.com/token did not answer within \
+             the 20s deadline (3 attempts; before that: HTTP 503): try again later, or raise \
+             deadline in the [google] config"
+        );
+        let net = Failure::Network("connection reset".into());
+        assert_eq!(
+            exhausted(Api::Token, url, &net, 2, None),
+            UpstreamError::Network {
+                url: url.into(),
+                reason: "connection reset".into(),
+                attempts: 2
+            }
+        );
+    }
+
+    #[test]
+    fn quota_projects_must_be_project_ids() {
+        assert!(check_quota_project("my-proj-123").is_ok());
+        assert!(check_quota_project("example.com:proj").is_ok());
+        assert!(check_quota_project("").is_err());
+        assert!(check_quota_project("a b").is_err());
+        assert!(check_quota_project("a\r\nx-evil: 1").is_err());
     }
 
     #[test]

@@ -14,8 +14,10 @@ use touchgate::Secret;
 pub mod credential;
 pub mod google;
 pub mod jwt;
+pub mod retry;
 
 pub use credential::{CredentialError, UpstreamCredential};
+pub use retry::{RecordingSleeper, Retry, Sleeper, TokioSleeper};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -30,6 +32,22 @@ pub struct MintRequest {
     /// Lifetime asked of `generateAccessToken` (ignored without impersonation).
     pub lifetime: Duration,
     pub delegates: Vec<String>,
+    /// Project billed for the IAM Credentials calls (`x-goog-user-project`).
+    /// Wins over the credential's own `quota_project_id`.
+    pub quota_project: Option<String>,
+}
+
+impl Default for MintRequest {
+    /// Scope cloud-platform, no impersonation, an hour.
+    fn default() -> Self {
+        MintRequest {
+            scopes: vec![CLOUD_PLATFORM.to_owned()],
+            impersonate: None,
+            lifetime: Duration::from_secs(3600),
+            delegates: Vec::new(),
+            quota_project: None,
+        }
+    }
 }
 
 /// A minted token.
@@ -41,38 +59,194 @@ pub struct MintedToken {
     pub principal: String,
 }
 
-/// Where the Google endpoints are. Defaults are Google's.
+pub const DEFAULT_UNIVERSE_DOMAIN: &str = "googleapis.com";
+pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
+/// Where the Google endpoints are, and how hard to try them (`[google]` in the
+/// config). Defaults are Google's.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Endpoints {
-    /// OAuth token endpoint. For service-account keys the key file's `token_uri` wins
-    /// unless this is set explicitly in config.
+    /// The universe the default endpoints live in (`oauth2.UNIVERSE`,
+    /// `iamcredentials.UNIVERSE`). Default `googleapis.com`.
+    pub universe_domain: String,
+    /// OAuth token endpoint. For credential files the file's `token_uri` wins
+    /// unless this is set explicitly in config. Default `https://oauth2.UNIVERSE/token`.
     pub token_uri: Option<String>,
-    /// IAM Credentials API base URL.
-    pub iam_credentials: String,
+    /// IAM Credentials API base URL. Default: the one an
+    /// `impersonated_service_account` file names, else `https://iamcredentials.UNIVERSE`.
+    pub iam_credentials: Option<String>,
+    /// Attempts per call when Google fails transiently (network, HTTP 5xx, 429). Default 4.
+    pub max_attempts: u32,
+    /// Time one mint may take, retries and waits included. Default `20s`.
+    #[serde(with = "duration_text")]
+    pub deadline: Duration,
 }
 
 impl Default for Endpoints {
     fn default() -> Self {
         Endpoints {
+            universe_domain: DEFAULT_UNIVERSE_DOMAIN.into(),
             token_uri: None,
-            iam_credentials: "https://iamcredentials.googleapis.com".into(),
+            iam_credentials: None,
+            max_attempts: Retry::DEFAULT_MAX_ATTEMPTS,
+            deadline: Retry::DEFAULT_DEADLINE,
         }
     }
 }
 
-pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+impl Endpoints {
+    /// Endpoints of an emulator (or any one host) at `base_url`: token endpoint
+    /// `BASE/token`, IAM Credentials at `BASE`.
+    pub fn at(base_url: &str) -> Self {
+        let base = base_url.trim_end_matches('/');
+        Endpoints {
+            token_uri: Some(format!("{base}/token")),
+            iam_credentials: Some(base.to_owned()),
+            ..Endpoints::default()
+        }
+    }
+
+    /// The universe's token endpoint (`https://oauth2.UNIVERSE/token`).
+    pub fn default_token_uri(&self) -> String {
+        format!("https://oauth2.{}/token", self.universe())
+    }
+
+    /// The configured IAM Credentials base URL, else the universe's.
+    pub fn iam_credentials_url(&self) -> String {
+        match &self.iam_credentials {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("https://iamcredentials.{}", self.universe()),
+        }
+    }
+
+    /// The retry policy these settings describe.
+    pub fn retry(&self) -> Retry {
+        Retry {
+            max_attempts: self.max_attempts.max(1),
+            deadline: self.deadline,
+            ..Retry::default()
+        }
+    }
+
+    fn universe(&self) -> &str {
+        let u = self.universe_domain.trim().trim_matches('.');
+        if u.is_empty() {
+            DEFAULT_UNIVERSE_DOMAIN
+        } else {
+            u
+        }
+    }
+
+    /// Checks the universe domain is a host name.
+    pub fn check(&self) -> Result<(), UpstreamError> {
+        let u = self.universe();
+        let ok = u.len() <= 253
+            && u.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(UpstreamError::Protocol(format!(
+                "universe_domain {:?} in [google] is not a domain name: write it like \
+                 \"googleapis.com\"",
+                u.chars().take(100).collect::<String>()
+            )))
+        }
+    }
+}
+
+/// `"20s"`, `"1m30s"`, `"500ms"` (and plain seconds as a number) in config.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.subsec_millis() == 0 {
+            s.serialize_str(&format!("{}s", d.as_secs()))
+        } else {
+            s.serialize_str(&format!("{}ms", d.as_millis()))
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Secs(u64),
+        Str(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Text::deserialize(d)? {
+            Text::Secs(n) => Ok(Duration::from_secs(n)),
+            Text::Str(s) => {
+                let t = s.trim();
+                let parsed = match t.strip_suffix("ms") {
+                    Some(ms) => ms
+                        .parse::<u64>()
+                        .map(Duration::from_millis)
+                        .map_err(|_| String::new()),
+                    None => crate::config::parse_duration(t),
+                };
+                parsed.map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "\"{}\" is not a duration: write it like \"20s\", \"500ms\" or \"1m\"",
+                        t.chars().take(40).collect::<String>()
+                    ))
+                })
+            }
+        }
+    }
+}
 
 /// An upstream failure. Messages are one line, name what is wrong and what to do,
 /// and never carry a secret.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum UpstreamError {
+    /// Google said no, and asking again will not help (4xx other than 429).
     #[error("{0}")]
     Rejected(String),
-    #[error("cannot reach {url}: {reason}")]
-    Network { url: String, reason: String },
+    /// The endpoint could not be reached, on every attempt.
+    #[error(
+        "cannot reach {url} ({reason}) after {}: check the network, proxy settings and the \
+         endpoint URL",
+        attempts_text(*.attempts)
+    )]
+    Network {
+        url: String,
+        reason: String,
+        attempts: u32,
+    },
+    /// Google kept failing transiently (HTTP 5xx or 429), or did not answer
+    /// within the deadline: worth trying again later.
+    #[error("{message}")]
+    Unavailable { message: String, attempts: u32 },
     #[error("{0}")]
     Protocol(String),
+}
+
+impl UpstreamError {
+    /// Whether the failure was transient (network, 5xx, 429, deadline): the same
+    /// request may well succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Network { .. } | UpstreamError::Unavailable { .. }
+        )
+    }
+}
+
+/// `1 attempt`, `4 attempts`.
+pub(crate) fn attempts_text(n: u32) -> String {
+    if n == 1 {
+        "1 attempt".to_owned()
+    } else {
+        format!("{n} attempts")
+    }
 }
 
 /// Google (or its emulator).
@@ -82,4 +256,96 @@ pub trait Upstream: Send + Sync {
         credential: &'a UpstreamCredential,
         request: &'a MintRequest,
     ) -> BoxFuture<'a, Result<MintedToken, UpstreamError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Section {
+        google: Endpoints,
+    }
+
+    fn parse(text: &str) -> Result<Endpoints, String> {
+        toml::from_str::<Section>(text)
+            .map(|s| s.google)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_derive_from_the_universe() {
+        let d = Endpoints::default();
+        assert_eq!(d.default_token_uri(), DEFAULT_TOKEN_URI);
+        assert_eq!(
+            d.iam_credentials_url(),
+            "https://iamcredentials.googleapis.com"
+        );
+        assert_eq!(d.retry().max_attempts, 4);
+        assert_eq!(d.retry().deadline, Duration::from_secs(20));
+
+        let e = parse("[google]\nuniverse_domain = \"cloud.example.eu\"\n").unwrap();
+        assert_eq!(
+            e.default_token_uri(),
+            "https://oauth2.cloud.example.eu/token"
+        );
+        assert_eq!(
+            e.iam_credentials_url(),
+            "https://iamcredentials.cloud.example.eu"
+        );
+        assert!(e.check().is_ok());
+
+        // Explicit endpoints win.
+        let e = parse(
+            "[google]\nuniverse_domain = \"cloud.example.eu\"\niam_credentials = \"http://127.0.0.1:9/\"\n",
+        )
+        .unwrap();
+        assert_eq!(e.iam_credentials_url(), "http://127.0.0.1:9");
+
+        let bad = Endpoints {
+            universe_domain: "evil.com/x?".into(),
+            ..Endpoints::default()
+        };
+        assert!(bad
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("not a domain"));
+    }
+
+    #[test]
+    fn retry_settings_parse() {
+        let e = parse("[google]\nmax_attempts = 2\ndeadline = \"1m30s\"\n").unwrap();
+        assert_eq!(e.retry().max_attempts, 2);
+        assert_eq!(e.deadline, Duration::from_secs(90));
+        let e = parse("[google]\ndeadline = \"750ms\"\n").unwrap();
+        assert_eq!(e.deadline, Duration::from_millis(750));
+        let e = parse("[google]\ndeadline = 5\nmax_attempts = 0\n").unwrap();
+        assert_eq!(e.deadline, Duration::from_secs(5));
+        assert_eq!(e.retry().max_attempts, 1, "at least one attempt");
+        let err = parse("[google]\ndeadline = \"soon\"\n").unwrap_err();
+        assert!(err.contains("\"soon\" is not a duration"), "{err}");
+        let err = parse("[google]\nretries = 3\n").unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+        // Round trip.
+        let text = toml::to_string(&Endpoints::default()).unwrap();
+        assert!(text.contains("deadline = \"20s\""), "{text}");
+    }
+
+    #[test]
+    fn transient_errors_say_so() {
+        let n = UpstreamError::Network {
+            url: "http://127.0.0.1:9/token".into(),
+            reason: "connection refused".into(),
+            attempts: 4,
+        };
+        assert!(n.is_transient());
+        assert_eq!(
+            n.to_string(),
+            "cannot reach http://127.0.0.1:9/token (connection refused) after 4 attempts: check \
+             the network, proxy settings and the endpoint URL"
+        );
+        assert!(!UpstreamError::Rejected("x".into()).is_transient());
+        assert!(!UpstreamError::Protocol("x".into()).is_transient());
+    }
 }

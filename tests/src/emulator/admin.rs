@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::state::{FaultRule, VertexRole};
 use super::{google_error, rfc3339, AppState, Details};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +22,20 @@ pub struct NewPrincipal {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Grant {
     pub principal: String,
+    pub service_account: String,
+}
+
+/// `POST /__emulator/vertex-grants`: `role` is `inference`, `training` or
+/// `roles/aiplatform.user`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VertexGrant {
+    pub principal: String,
+    pub role: String,
+}
+
+/// `POST /__emulator/extended-lifetime`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtendedLifetime {
     pub service_account: String,
 }
 
@@ -40,6 +55,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/service-accounts", post(service_account))
         .route("/authorized-users", post(authorized_user))
         .route("/grants", post(grant))
+        .route("/vertex-grants", post(vertex_grant))
+        .route("/extended-lifetime", post(extended_lifetime))
+        .route("/faults", post(fault).delete(clear_faults))
         .route("/advance", post(advance))
         .route("/revoke", post(revoke))
         .route("/now", get(now))
@@ -124,6 +142,61 @@ async fn grant(
         }
         Err(e) => bad_request(e),
     }
+}
+
+async fn vertex_grant(
+    State(state): State<AppState>,
+    body: Result<Json<VertexGrant>, JsonRejection>,
+) -> Response {
+    let g = match body {
+        Ok(Json(g)) => g,
+        Err(e) => return bad_request(e),
+    };
+    if let Err(r) = valid_email(&g.principal) {
+        return r;
+    }
+    match VertexRole::parse(&g.role) {
+        Some(role) => {
+            state.grant_vertex(&g.principal, role);
+            Json(serde_json::json!({"role": role.name()})).into_response()
+        }
+        None => google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "role must be inference, training or roles/aiplatform.user",
+        ),
+    }
+}
+
+async fn extended_lifetime(
+    State(state): State<AppState>,
+    body: Result<Json<ExtendedLifetime>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(e)) => {
+            state.allow_extended_lifetime(&e.service_account);
+            Json(serde_json::json!({})).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn fault(
+    State(state): State<AppState>,
+    body: Result<Json<FaultRule>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(rule)) => {
+            state.inject(rule);
+            Json(serde_json::json!({})).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn clear_faults(State(state): State<AppState>) -> Response {
+    state.clear_faults();
+    Json(serde_json::json!({})).into_response()
 }
 
 async fn advance(

@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::admin::{Advance, Grant, NewPrincipal, Revoke};
-use super::CallRecord;
+use super::admin::{Advance, ExtendedLifetime, Grant, NewPrincipal, Revoke, VertexGrant};
+use super::{CallRecord, FaultRule, VertexRole};
 
 /// Talks to an emulator (maybe in another process) at `base_url`.
 #[derive(Debug, Clone)]
@@ -82,6 +82,36 @@ impl EmulatorClient {
         )
         .await
         .map(drop)
+    }
+
+    /// `principal` gets a Vertex AI role (`POST /__emulator/vertex-grants`).
+    pub async fn grant_vertex(&self, principal: &str, role: VertexRole) -> anyhow::Result<()> {
+        self.post_text(
+            "/__emulator/vertex-grants",
+            &VertexGrant {
+                principal: principal.into(),
+                role: role.name().into(),
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Tokens of `service_account` may live up to 12 h.
+    pub async fn allow_extended_lifetime(&self, service_account: &str) -> anyhow::Result<()> {
+        self.post_text(
+            "/__emulator/extended-lifetime",
+            &ExtendedLifetime {
+                service_account: service_account.into(),
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Injects a fault (`POST /__emulator/faults`).
+    pub async fn inject(&self, rule: &FaultRule) -> anyhow::Result<()> {
+        self.post_text("/__emulator/faults", rule).await.map(drop)
     }
 
     /// Moves the emulator's clock forward (whole seconds).

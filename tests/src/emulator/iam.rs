@@ -10,11 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
-use super::state::{EmulatorState, CLOUD_PLATFORM};
+use super::state::{known_scope, EmulatorState, CLOUD_PLATFORM, MAX_LIFETIME_SECS};
 use super::{authenticate, google_error, rfc3339, AppState, Details};
 
 const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
-const MAX_LIFETIME_SECS: u64 = 3600;
 const DEFAULT_LIFETIME_SECS: u64 = 3600;
 
 fn denied() -> Response {
@@ -83,6 +82,11 @@ fn generate_access_token(
     if scopes.is_empty() {
         return Err(invalid("Scope required."));
     }
+    if let Some(bad) = scopes.iter().find(|s| !known_scope(s)) {
+        return Err(invalid(&format!(
+            "Invalid value at 'scope': {bad:?} is not a valid OAuth scope."
+        )));
+    }
     let lifetime = match request.get("lifetime") {
         None | Some(Value::Null) => DEFAULT_LIFETIME_SECS,
         Some(Value::String(s)) => parse_duration(s).ok_or_else(|| {
@@ -97,12 +101,7 @@ fn generate_access_token(
             ))
         }
     };
-    if lifetime == 0 || lifetime > MAX_LIFETIME_SECS {
-        return Err(invalid(
-            "The lifetime must be between 1 and 3600 seconds (longer needs the org policy \
-             constraints/iam.allowServiceAccountCredentialLifetimeExtension).",
-        ));
-    }
+
     let delegates: Vec<String> = match request.get("delegates") {
         Some(Value::Array(a)) => a
             .iter()
@@ -118,6 +117,17 @@ fn generate_access_token(
 
     if !state.has_service_account(target) {
         return Err(not_found(target));
+    }
+    // Up to 12 h only for accounts the extended-lifetime org policy lists.
+    let max = state.max_lifetime_secs(target);
+    if lifetime == 0 || lifetime > max {
+        return Err(invalid(&if max == MAX_LIFETIME_SECS {
+            "The lifetime must be between 1 and 3600 seconds (longer needs the org policy \
+             constraints/iam.allowServiceAccountCredentialLifetimeExtension)."
+                .to_owned()
+        } else {
+            format!("The lifetime must be between 1 and {max} seconds.")
+        }));
     }
     if let Some(missing) = delegates.iter().find(|d| !state.has_service_account(d)) {
         return Err(not_found(missing));

@@ -1,7 +1,10 @@
 //! A Google emulator on 127.0.0.1: the OAuth token endpoint, IAM Credentials
-//! `generateAccessToken` and a little of Vertex AI REST, faithful enough that
-//! the agent's real upstream code cannot tell it from Google. Admin routes under
-//! `/__emulator/` set it up and read what it saw.
+//! `generateAccessToken` and a little of Vertex AI REST (models list, endpoint
+//! predict, custom jobs, each behind its role), faithful enough that the agent's
+//! real upstream code cannot tell it from Google. Faults (5xx, 429 with
+//! Retry-After, slow answers, connection resets) can be injected per test
+//! ([`EmulatorState::inject`]). Admin routes under `/__emulator/` set it up and
+//! read what it saw.
 
 mod admin;
 mod client;
@@ -10,23 +13,32 @@ mod oauth;
 mod state;
 mod vertex;
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use axum::{Json, Router};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use client::EmulatorClient;
 pub use state::{
-    CallKind, CallRecord, EmulatorState, IssuedToken, CLOUD_PLATFORM, TOKEN_EXPIRES_IN,
+    CallKind, CallRecord, EmulatorState, Fault, FaultRule, IssuedToken, VertexRole, CLOUD_PLATFORM,
+    CUSTOM_JOBS_CREATE, ENDPOINTS_PREDICT, MAX_EXTENDED_LIFETIME_SECS, MAX_LIFETIME_SECS,
+    MODELS_LIST, TOKEN_EXPIRES_IN,
 };
 
 /// Starts emulators.
@@ -36,7 +48,7 @@ impl Emulator {
     /// Listens on `listen` (a loopback address such as `127.0.0.1:0`) and serves on
     /// the current tokio runtime until [`EmulatorHandle::shutdown`].
     pub async fn start(listen: &str) -> anyhow::Result<EmulatorHandle> {
-        let listener = tokio::net::TcpListener::bind(listen)
+        let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
@@ -48,11 +60,13 @@ impl Emulator {
         }
         let state = Arc::new(EmulatorState::new(format!("http://{addr}")));
         let (tx, rx) = oneshot::channel::<()>();
-        let app = router(Arc::clone(&state));
+        let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<Conn>();
+        let stopping = Arc::clone(&state);
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
+            axum::serve(FaultListener(listener), app)
+                .with_graceful_shutdown(async move {
                     let _ = rx.await;
+                    stopping.stop();
                 })
                 .await
         });
@@ -105,9 +119,132 @@ impl EmulatorHandle {
 
 impl Drop for EmulatorHandle {
     fn drop(&mut self) {
+        self.state.stop();
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// The TCP listener, handing out connections a fault can cut.
+struct FaultListener(TcpListener);
+
+/// One connection, as the handlers see it: its peer and its kill switch.
+#[derive(Debug, Clone)]
+pub(crate) struct Conn {
+    #[allow(dead_code)]
+    peer: SocketAddr,
+    cut: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// Closes the connection without an answer: whatever is written next fails
+    /// and the server drops the socket.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+}
+
+impl axum::serve::Listener for FaultListener {
+    type Io = CuttableStream;
+    type Addr = Conn;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, peer)) => {
+                    let cut = Arc::new(AtomicBool::new(false));
+                    let io = CuttableStream {
+                        inner: stream,
+                        cut: Arc::clone(&cut),
+                    };
+                    return (io, Conn { peer, cut });
+                }
+                // Out of file descriptors and the like: wait a little, go on.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(Conn {
+            peer: self.0.local_addr()?,
+            cut: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, FaultListener>> for Conn {
+    fn connect_info(stream: IncomingStream<'_, FaultListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A TCP stream that fails every read and write once cut.
+pub(crate) struct CuttableStream {
+    inner: TcpStream,
+    cut: Arc<AtomicBool>,
+}
+
+impl CuttableStream {
+    fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+}
+
+fn reset() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "fault injected: reset")
+}
+
+impl AsyncRead for CuttableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.is_cut() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CuttableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.is_cut() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.is_cut() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.is_cut() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -124,6 +261,14 @@ fn router(state: AppState) -> Router {
             "/v1/projects/{project}/locations/{location}/models",
             get(vertex::list_models),
         )
+        .route(
+            "/v1/projects/{project}/locations/{location}/endpoints/{name}",
+            post(vertex::endpoint_method),
+        )
+        .route(
+            "/v1/projects/{project}/locations/{location}/customJobs",
+            post(vertex::create_custom_job),
+        )
         .nest("/__emulator", admin::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), record))
@@ -139,6 +284,9 @@ pub(crate) struct Details {
     pub bearer_fingerprint: Option<String>,
     pub issued_fingerprint: Option<String>,
     pub lifetime_secs: Option<u64>,
+    /// Vertex AI permission needed, and the resource.
+    pub permission: Option<String>,
+    pub resource: Option<String>,
     /// Not recorded (reading the records).
     pub skip: bool,
 }
@@ -188,12 +336,45 @@ fn redact_query(query: &str) -> String {
         .join("&")
 }
 
-/// Records every call and logs it (without secrets) at info.
+/// Answers with an injected fault if one is due, and records every call,
+/// logging it (without secrets) at info.
 async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(redact_query);
-    let response = next.run(req).await;
+    let kind = kind_of(&path);
+    let user_project = req
+        .headers()
+        .get("x-goog-user-project")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let conn = req.extensions().get::<ConnectInfo<Conn>>().cloned();
+    let fault = match kind {
+        CallKind::Admin | CallKind::Other => None,
+        _ => state.take_fault(kind),
+    };
+    let response = match &fault {
+        None => next.run(req).await,
+        Some(Fault::Slow(delay)) => {
+            tokio::select! {
+                _ = tokio::time::sleep(*delay) => next.run(req).await,
+                _ = state.stopped() => fault_status(503),
+            }
+        }
+        Some(Fault::Status(code)) => fault_status(*code),
+        Some(Fault::RateLimited { retry_after }) => {
+            let mut r = fault_status(429);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.as_secs().into());
+            r
+        }
+        Some(Fault::Reset) => {
+            if let Some(ConnectInfo(conn)) = &conn {
+                conn.cut();
+            }
+            fault_status(503)
+        }
+    };
     let details = response
         .extensions()
         .get::<Details>()
@@ -202,18 +383,26 @@ async fn record(State(state): State<AppState>, req: Request, next: Next) -> Resp
     if details.skip {
         return response;
     }
+    let status = match fault {
+        Some(Fault::Reset) => 0,
+        _ => response.status().as_u16(),
+    };
     let call = CallRecord {
         method,
-        kind: kind_of(&path),
+        kind,
         path,
         query,
-        status: response.status().as_u16(),
+        status,
         grant_type: details.grant_type,
         principal: details.principal,
         target: details.target,
         bearer_fingerprint: details.bearer_fingerprint,
         issued_fingerprint: details.issued_fingerprint,
         lifetime_secs: details.lifetime_secs,
+        user_project,
+        permission: details.permission,
+        resource: details.resource,
+        fault: fault.map(|f| f.to_string()),
     };
     tracing::info!(
         method = %call.method,
@@ -223,12 +412,34 @@ async fn record(State(state): State<AppState>, req: Request, next: Next) -> Resp
         grant_type = call.grant_type.as_deref().unwrap_or("-"),
         principal = call.principal.as_deref().unwrap_or("-"),
         target = call.target.as_deref().unwrap_or("-"),
+        permission = call.permission.as_deref().unwrap_or("-"),
         bearer = call.bearer_fingerprint.as_deref().unwrap_or("-"),
         issued = call.issued_fingerprint.as_deref().unwrap_or("-"),
+        fault = call.fault.as_deref().unwrap_or("-"),
         "call"
     );
     state.record(call);
     response
+}
+
+/// An injected error reply, Google-shaped.
+fn fault_status(code: u16) -> Response {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let (status, message) = match code.as_u16() {
+        400 => ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+        401 => ("UNAUTHENTICATED", UNAUTHENTICATED_MESSAGE),
+        403 => ("PERMISSION_DENIED", "The caller does not have permission"),
+        404 => ("NOT_FOUND", "Requested entity was not found."),
+        429 => (
+            "RESOURCE_EXHAUSTED",
+            "Quota exceeded for quota metric 'Requests' and limit 'Requests per minute'.",
+        ),
+        500 => ("INTERNAL", "Internal error encountered."),
+        503 => ("UNAVAILABLE", "The service is currently unavailable."),
+        504 => ("DEADLINE_EXCEEDED", "The request timed out."),
+        _ => ("UNKNOWN", "Unknown error."),
+    };
+    google_error(code, status, message)
 }
 
 /// Google's API error shape: `{"error": {"code", "message", "status"}}`.

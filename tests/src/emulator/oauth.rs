@@ -248,7 +248,7 @@ fn verify_jwt(
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    if scopes.is_empty() {
+    if scopes.is_empty() || !scopes.iter().all(|s| super::state::known_scope(s)) {
         return Err(err(
             "invalid_scope",
             "Invalid OAuth scope or ID token audience provided.",

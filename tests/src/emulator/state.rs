@@ -1,5 +1,6 @@
 //! What the emulator knows: service accounts and their keys, OAuth clients and
-//! refresh tokens, issued access tokens, IAM grants, its clock and the calls it saw.
+//! refresh tokens, issued access tokens, IAM grants (token creator, Vertex AI
+//! roles, extended lifetimes), injected faults, its clock and the calls it saw.
 //!
 //! Tokens and secrets are kept only as SHA-256 digests; call records carry
 //! fingerprints, never a token.
@@ -19,6 +20,9 @@ use touchgate_agent::clock::Clock;
 
 /// Lifetime of tokens from the token endpoint, as Google reports it.
 pub const TOKEN_EXPIRES_IN: u64 = 3599;
+/// Longest `generateAccessToken` lifetime, and with the extended-lifetime flag.
+pub const MAX_LIFETIME_SECS: u64 = 3600;
+pub const MAX_EXTENDED_LIFETIME_SECS: u64 = 43200;
 pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 
 /// Which API a call went to.
@@ -58,6 +62,18 @@ pub struct CallRecord {
     pub issued_fingerprint: Option<String>,
     /// Lifetime of the token this call issued.
     pub lifetime_secs: Option<u64>,
+    /// `x-goog-user-project` (the quota project the call was billed to).
+    #[serde(default)]
+    pub user_project: Option<String>,
+    /// Vertex AI: the permission the call needed (`aiplatform.endpoints.predict`).
+    #[serde(default)]
+    pub permission: Option<String>,
+    /// Vertex AI: the resource it was asked on (`projects/P/locations/L/endpoints/E`).
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// The injected fault that answered this call instead (`HTTP 503`, `reset`, `slow 2s`).
+    #[serde(default)]
+    pub fault: Option<String>,
 }
 
 impl CallRecord {
@@ -80,6 +96,90 @@ impl IssuedToken {
     pub fn has_scope(&self, any_of: &[&str]) -> bool {
         self.scopes.iter().any(|s| any_of.contains(&s.as_str()))
     }
+}
+
+/// A Vertex AI role. Custom roles `inference` and `training` are what a
+/// project would define for a predict-only and a training service account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VertexRole {
+    /// `roles/aiplatform.user`: everything here.
+    User,
+    /// List models and predict.
+    Inference,
+    /// Inference, and create custom (training) jobs.
+    Training,
+}
+
+/// The Vertex AI permissions the emulator checks.
+pub const MODELS_LIST: &str = "aiplatform.models.list";
+pub const ENDPOINTS_PREDICT: &str = "aiplatform.endpoints.predict";
+pub const CUSTOM_JOBS_CREATE: &str = "aiplatform.customJobs.create";
+
+impl VertexRole {
+    /// `roles/aiplatform.user`, `inference`, `training`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VertexRole::User => "roles/aiplatform.user",
+            VertexRole::Inference => "inference",
+            VertexRole::Training => "training",
+        }
+    }
+
+    /// By name (also `roles/inference`, `roles/training`, `user`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().trim_start_matches("roles/") {
+            "aiplatform.user" | "user" => Some(VertexRole::User),
+            "inference" => Some(VertexRole::Inference),
+            "training" => Some(VertexRole::Training),
+            _ => None,
+        }
+    }
+
+    pub fn permits(self, permission: &str) -> bool {
+        match self {
+            VertexRole::User => true,
+            VertexRole::Training => {
+                [MODELS_LIST, ENDPOINTS_PREDICT, CUSTOM_JOBS_CREATE].contains(&permission)
+            }
+            VertexRole::Inference => [MODELS_LIST, ENDPOINTS_PREDICT].contains(&permission),
+        }
+    }
+}
+
+/// What an injected fault does instead of answering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Answer this HTTP status, Google-shaped (`{"error":{"code","message","status"}}`).
+    Status(u16),
+    /// HTTP 429 RESOURCE_EXHAUSTED with `Retry-After` (whole seconds).
+    RateLimited { retry_after: Duration },
+    /// Wait this long, then answer normally.
+    Slow(Duration),
+    /// Close the connection without answering.
+    Reset,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Status(code) => write!(f, "HTTP {code}"),
+            Fault::RateLimited { retry_after } => {
+                write!(f, "HTTP 429, Retry-After {}", retry_after.as_secs())
+            }
+            Fault::Slow(d) => write!(f, "slow {}ms", d.as_millis()),
+            Fault::Reset => f.write_str("reset"),
+        }
+    }
+}
+
+/// `fault` answers the next `times` calls of kind `endpoint`. Rules for the same
+/// endpoint are used in the order they were injected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultRule {
+    pub endpoint: CallKind,
+    pub fault: Fault,
+    pub times: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +207,11 @@ struct Inner {
     access_tokens: HashMap<String, IssuedToken>,
     /// (principal, service account): principal holds roles/iam.serviceAccountTokenCreator.
     grants: HashSet<(String, String)>,
+    /// principal → Vertex AI roles on the project(s).
+    vertex_roles: HashMap<String, HashSet<VertexRole>>,
+    /// Service accounts whose tokens may live up to 12 h.
+    extended_lifetime: HashSet<String>,
+    faults: Vec<FaultRule>,
     calls: Vec<CallRecord>,
 }
 
@@ -114,6 +219,8 @@ struct Inner {
 pub struct EmulatorState {
     base_url: String,
     inner: Mutex<Inner>,
+    /// Set when the server stops: slow faults give up waiting.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for EmulatorState {
@@ -129,6 +236,7 @@ impl EmulatorState {
         EmulatorState {
             base_url: base_url.into(),
             inner: Mutex::new(Inner::default()),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -290,6 +398,86 @@ impl EmulatorState {
             .contains(&(principal.to_owned(), target_sa.to_owned()))
     }
 
+    /// `principal` (user or service account) gets a Vertex AI role. A principal
+    /// without any role is refused every Vertex call, as at Google.
+    pub fn grant_vertex(&self, principal: &str, role: VertexRole) {
+        self.lock()
+            .vertex_roles
+            .entry(principal.to_owned())
+            .or_default()
+            .insert(role);
+    }
+
+    pub fn revoke_vertex(&self, principal: &str, role: VertexRole) {
+        if let Some(roles) = self.lock().vertex_roles.get_mut(principal) {
+            roles.remove(&role);
+        }
+    }
+
+    /// Whether one of `principal`'s Vertex roles grants `permission`.
+    pub fn vertex_permits(&self, principal: &str, permission: &str) -> bool {
+        self.lock()
+            .vertex_roles
+            .get(principal)
+            .is_some_and(|roles| roles.iter().any(|r| r.permits(permission)))
+    }
+
+    /// Tokens of `service_account` may live up to 12 h (the org policy
+    /// constraints/iam.allowServiceAccountCredentialLifetimeExtension lists it).
+    pub fn allow_extended_lifetime(&self, service_account: &str) {
+        self.lock()
+            .extended_lifetime
+            .insert(service_account.to_owned());
+    }
+
+    /// The longest lifetime `generateAccessToken` grants for `service_account`.
+    pub fn max_lifetime_secs(&self, service_account: &str) -> u64 {
+        if self.lock().extended_lifetime.contains(service_account) {
+            MAX_EXTENDED_LIFETIME_SECS
+        } else {
+            MAX_LIFETIME_SECS
+        }
+    }
+
+    /// Adds a fault rule (after any already waiting).
+    pub fn inject(&self, rule: FaultRule) {
+        if rule.times > 0 {
+            self.lock().faults.push(rule);
+        }
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// The fault that answers the next call of `kind`, if any; uses it up.
+    pub(crate) fn take_fault(&self, kind: CallKind) -> Option<Fault> {
+        let mut inner = self.lock();
+        let i = inner.faults.iter().position(|r| r.endpoint == kind)?;
+        let rule = &mut inner.faults[i];
+        rule.times -= 1;
+        let fault = rule.fault.clone();
+        if rule.times == 0 {
+            inner.faults.remove(i);
+        }
+        Some(fault)
+    }
+
+    /// Fault rules not used up yet.
+    pub fn pending_faults(&self) -> Vec<FaultRule> {
+        self.lock().faults.clone()
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves when the server is stopping.
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
+
     /// Issues an access token (`ya29.emu.…`) for `principal`, valid for `lifetime`
     /// by the emulator clock. Returns the token and its expiry.
     pub fn issue_access_token(
@@ -392,6 +580,29 @@ impl Clock for EmulatorClock {
     fn now(&self) -> SystemTime {
         self.0.now()
     }
+}
+
+/// OAuth scopes the emulator knows (Google refuses scopes it does not know).
+const KNOWN_SCOPES: &[&str] = &[
+    "https://www.googleapis.com/auth/cloud-platform",
+    "https://www.googleapis.com/auth/cloud-platform.read-only",
+    "https://www.googleapis.com/auth/iam",
+    "https://www.googleapis.com/auth/userinfo.email",
+    "https://www.googleapis.com/auth/devstorage.read_only",
+    "https://www.googleapis.com/auth/devstorage.read_write",
+    "https://www.googleapis.com/auth/devstorage.full_control",
+    "https://www.googleapis.com/auth/compute",
+    "https://www.googleapis.com/auth/compute.readonly",
+    "https://www.googleapis.com/auth/bigquery",
+    "https://www.googleapis.com/auth/sqlservice.admin",
+    "openid",
+    "email",
+    "profile",
+];
+
+/// Whether Google would accept `scope` as an OAuth scope.
+pub fn known_scope(scope: &str) -> bool {
+    KNOWN_SCOPES.contains(&scope)
 }
 
 /// SHA-256 hex: how tokens and secrets are stored.

@@ -33,12 +33,15 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// An emulator with a runner service account (whose key is returned) that may impersonate INFERENCE.
+/// An emulator with a runner service account (whose key is returned) that may impersonate INFERENCE,
+/// which holds the Vertex AI `inference` role (list models, predict).
 pub async fn emulator() -> (EmulatorHandle, String) {
     let emu = Emulator::start("127.0.0.1:0").await.unwrap();
     let key = emu.state().add_service_account(RUNNER);
     emu.state().add_service_account(INFERENCE);
     emu.state().grant_token_creator(RUNNER, INFERENCE);
+    emu.state()
+        .grant_vertex(INFERENCE, touchgate_tests::emulator::VertexRole::Inference);
     (emu, key)
 }
 

@@ -71,7 +71,11 @@ pub async fn run(auto_touch: bool) -> anyhow::Result<()> {
         &format!("{base}/__emulator/grants"),
         &format!("{{\"principal\":\"{RUNNER}\",\"service_account\":\"{INFERENCE}\"}}"),
     )?;
-    println!("      service account {RUNNER} may impersonate {INFERENCE}");
+    curl_json(
+        &format!("{base}/__emulator/vertex-grants"),
+        &format!("{{\"principal\":\"{INFERENCE}\",\"role\":\"inference\"}}"),
+    )?;
+    println!("      service account {RUNNER} may impersonate {INFERENCE}, which may use Vertex AI models");
 
     step(
         2,
