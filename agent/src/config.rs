@@ -82,6 +82,8 @@ pub struct KeySettings {
     pub pinentry: PathBuf,
     /// If not empty, only keys whose AAGUID is listed may be enrolled.
     pub allowed_aaguids: Vec<String>,
+    /// If not empty, a key must present a packed attestation chain to one of these root certificates (PEM or DER files).
+    pub attestation_roots: Vec<PathBuf>,
 }
 
 impl Default for KeySettings {
@@ -94,6 +96,7 @@ impl Default for KeySettings {
             pin_protocol: 1,
             pinentry: PathBuf::from("pinentry"),
             allowed_aaguids: vec![],
+            attestation_roots: vec![],
         }
     }
 }

@@ -14,6 +14,7 @@ use touchgate::{CallerHint, EnrolledReply, ErrorCode, ErrorReply, KeyInfo, Secre
 use zeroize::Zeroizing;
 
 use crate::agent::{enrolled_reply, format_aaguid, Agent, Progress};
+use crate::attestation;
 use crate::caller::Caller;
 use crate::ceremony;
 use crate::key::{
@@ -108,6 +109,9 @@ impl Agent {
         exclude: Vec<Vec<u8>>,
         notify: &Notify,
     ) -> Result<Attestation, ErrorReply> {
+        // Read the attestation roots first: a bad root file must not cost a touch.
+        let roots = attestation::load_roots(&self.config.key.attestation_roots)
+            .map_err(|e| ErrorReply::new(ErrorCode::Config, e.to_string()))?;
         let (challenge, cdh) =
             ceremony::challenge("enroll", &[&caller.to_string()], self.clock.unix_now());
         let mut user_id = vec![0u8; 16];
@@ -145,6 +149,20 @@ impl Agent {
                 ErrorCode::Key,
                 format!("this security key's model (AAGUID {aaguid}) is not in key.allowed_aaguids: use an allowed key or add it to the config"),
             ));
+        }
+        if !roots.is_empty() {
+            let chain = attestation::verify_packed_chain(&att, &cdh, &roots, self.clock.now())
+                .map_err(|e| {
+                    tracing::warn!(aaguid = %aaguid, "attestation refused: {e}");
+                    ErrorReply::new(ErrorCode::KeyVerification, e.to_string())
+                })?;
+            tracing::info!(
+                aaguid = %aaguid,
+                leaf = %chain.leaf_subject,
+                root = %chain.root_subject,
+                certificates = chain.chain_len,
+                "security key attestation chains to a configured root"
+            );
         }
         Ok(att)
     }

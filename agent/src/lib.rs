@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod attestation;
 pub mod caller;
 pub mod ceremony;
 pub mod clock;

@@ -82,6 +82,12 @@ pub enum VerifyError {
     UnsupportedAttestationFormat { format: String },
     #[error("the self-attestation signature does not verify with the credential's public key")]
     BadAttestationSignature,
+    #[error("the security key's attestation certificate is unusable: {reason}")]
+    AttestationCertificate { reason: String },
+    #[error(
+        "the attestation signature does not verify with the attestation certificate's public key"
+    )]
+    BadCertificateAttestationSignature,
 }
 
 /// Check a getAssertion answer. In order: the credential is the enrolled
@@ -133,10 +139,11 @@ pub fn verify_assertion(
 /// * `packed` without `x5c` (self attestation): the signature over
 ///   `authData ‖ clientDataHash` must verify with the credential key itself.
 /// * `none`: nothing more to check.
-/// * `packed` with `x5c` (full attestation by a hardware key): accepted
-///   **without checking the certificate chain or the signature for now**. The
-///   chain check (signature by the leaf certificate, AAGUID extension, vendor
-///   roots / an AAGUID allow-list) comes with the hardware-key issue.
+/// * `packed` with `x5c` (full attestation by a hardware key): the signature
+///   must verify with the P-256 key of the leaf certificate (`x5c[0]`).
+///   Whether the chain leads to a trusted root is policy, checked by
+///   [`crate::attestation::verify_packed_chain`] when `key.attestation_roots`
+///   is set.
 ///
 /// Any other format is refused.
 pub fn check_attestation(
@@ -183,9 +190,22 @@ pub fn check_attestation(
                 Err(VerifyError::BadAttestationSignature)
             }
         }
-        // Full attestation: see the doc comment; chain checks come with the
-        // hardware-key issue.
-        "packed" => Ok(()),
+        // Full attestation: signed by the leaf certificate's key (chain
+        // trust is crate::attestation's, when roots are configured).
+        "packed" => {
+            let leaf = crate::attestation::leaf_verifying_key(&a.x5c[0])
+                .map_err(|reason| VerifyError::AttestationCertificate { reason })?;
+            if signature_holds(
+                &leaf,
+                &a.auth_data,
+                client_data_hash,
+                &a.attestation_signature,
+            )? {
+                Ok(())
+            } else {
+                Err(VerifyError::BadCertificateAttestationSignature)
+            }
+        }
         "none" => Ok(()),
         other => Err(VerifyError::UnsupportedAttestationFormat {
             format: other.chars().take(32).collect(),
@@ -452,6 +472,7 @@ impl<'a> Cbor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attestation::test_certs;
     use crate::key::soft::{AutoTouch, SoftKey};
     use crate::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
     use p256::ecdsa::signature::Signer;
@@ -828,11 +849,69 @@ mod tests {
         a.attestation_signature.clear();
         check_attestation(&a, &CDH, RP_ID).unwrap();
 
-        // Full packed attestation: accepted for now (chain checks later).
-        let mut a = good_attestation(&k);
-        a.x5c = vec![vec![0x30, 0x00]];
-        a.attestation_signature = vec![0x30, 0x00];
+        // Full packed attestation: signed by the certificate's key, not the credential's.
+        let (a, _) = certified_attestation(&k);
         check_attestation(&a, &CDH, RP_ID).unwrap();
+    }
+
+    /// A good attestation of `key`'s credential, packed with an x5c chain
+    /// (leaf, intermediate) under a fresh test root; and that root.
+    fn certified_attestation(key: &SigningKey) -> (Attestation, Vec<u8>) {
+        let root = test_certs::root_ca("CN=verify test root");
+        let (chain, leaf_key) = test_certs::attestation_chain(&root, AAGUID);
+        let mut a = good_attestation(key);
+        a.attestation_signature = sign(&leaf_key, &a.auth_data, &CDH);
+        a.x5c = chain;
+        (a, root.der)
+    }
+
+    #[test]
+    fn full_attestation_is_signed_by_the_leaf_certificate() {
+        let k = test_key(3);
+        let (good, root) = certified_attestation(&k);
+        // And the chain itself holds (policy check, done by enrol).
+        crate::attestation::verify_packed_chain(&good, &CDH, &[root], std::time::SystemTime::now())
+            .unwrap();
+        // Signed by the credential key (self attestation) while sending a certificate.
+        let mut a = good.clone();
+        a.attestation_signature = sign(&k, &a.auth_data, &CDH);
+        assert_eq!(
+            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            VerifyError::BadCertificateAttestationSignature
+        );
+        // Another challenge.
+        assert_eq!(
+            check_attestation(&good, &[0; 32], RP_ID).unwrap_err(),
+            VerifyError::BadCertificateAttestationSignature
+        );
+        let mut a = good.clone();
+        a.attestation_signature = vec![0x30, 0x00];
+        assert_eq!(
+            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            VerifyError::MalformedSignature
+        );
+        // A leaf that is not a certificate, truncated or garbage: refused, no panic.
+        for len in [0, 1, 2, 10, good.x5c[0].len() / 2, good.x5c[0].len() - 1] {
+            let mut a = good.clone();
+            a.x5c[0].truncate(len);
+            let err = check_attestation(&a, &CDH, RP_ID).unwrap_err();
+            assert!(
+                matches!(err, VerifyError::AttestationCertificate { .. }),
+                "{len}: {err}"
+            );
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
+        // An RSA leaf cannot have made an ES256 signature.
+        let rsa = test_certs::TestCert::self_signed(
+            test_certs::CertParams::ca("CN=rsa"),
+            test_certs::CertKey::rsa(),
+        );
+        let mut a = good.clone();
+        a.x5c = vec![rsa.der];
+        assert!(matches!(
+            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            VerifyError::AttestationCertificate { reason } if reason.contains("RSA")
+        ));
     }
 
     #[test]

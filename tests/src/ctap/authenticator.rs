@@ -42,13 +42,34 @@ use client_pin::PinState;
 use protocol::PinProtocol;
 
 /// The attestation a new credential gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum Attestation {
     /// `packed` self attestation: `{alg: -7, sig}` by the credential key.
     #[default]
     SelfPacked,
     /// `none`: an empty statement.
     None,
+    /// `packed` full attestation, as a vendor-attested key answers:
+    /// `{alg: -7, sig, x5c: chain}`, `sig` by `leaf_key` (the key of
+    /// `chain[0]`). See [`crate::ctap::certs::attestation_chain`].
+    Certificate {
+        /// DER certificates, leaf first (the root is normally left out).
+        chain: Vec<Vec<u8>>,
+        leaf_key: p256::ecdsa::SigningKey,
+    },
+}
+
+impl std::fmt::Debug for Attestation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attestation::SelfPacked => f.write_str("SelfPacked"),
+            Attestation::None => f.write_str("None"),
+            Attestation::Certificate { chain, .. } => f
+                .debug_struct("Certificate")
+                .field("chain_len", &chain.len())
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// How the emulated key presents itself.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 pub use touchgate_agent::key::soft::CancelFlag;
 
 pub mod authenticator;
+pub mod certs;
 pub mod hid;
 pub mod preload;
 

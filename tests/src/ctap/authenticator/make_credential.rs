@@ -1,8 +1,9 @@
 //! authenticatorMakeCredential (0x01): a non-discoverable ES256 credential
 //! of the soft key, with hmac-secret and credProtect, packed self or none
-//! attestation.
+//! attestation, or packed full attestation with a certificate chain.
 
 use ciborium::value::Value;
+use p256::ecdsa::signature::Signer as _;
 use touchgate_agent::key::flags;
 use touchgate_agent::key::soft::auth_data_header;
 
@@ -94,7 +95,7 @@ pub(super) fn handle(auth: &Authenticator, p: &Params, ctx: &OpContext) -> CtapR
         auth_data.extend_from_slice(&encode(&text_map(ext)));
     }
 
-    let (fmt, att_stmt) = match auth.options.attestation {
+    let (fmt, att_stmt) = match &auth.options.attestation {
         Attestation::SelfPacked => {
             let sig = session.sign(&cred, &auth_data, &cdh);
             (
@@ -103,6 +104,19 @@ pub(super) fn handle(auth: &Authenticator, p: &Params, ctx: &OpContext) -> CtapR
             )
         }
         Attestation::None => ("none", Value::Map(Vec::new())),
+        Attestation::Certificate { chain, leaf_key } => {
+            let sig: p256::ecdsa::Signature =
+                leaf_key.sign(&[auth_data.as_slice(), &cdh[..]].concat());
+            let x5c = chain.iter().map(|c| Value::Bytes(c.clone())).collect();
+            (
+                "packed",
+                text_map(vec![
+                    ("alg", int(ALG_ES256)),
+                    ("sig", Value::Bytes(sig.to_der().as_bytes().to_vec())),
+                    ("x5c", Value::Array(x5c)),
+                ]),
+            )
+        }
     };
     Ok(int_map(vec![
         (0x01, text(fmt)),

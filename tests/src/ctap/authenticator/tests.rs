@@ -401,6 +401,52 @@ fn make_credential_and_get_assertion_verify_with_the_crate_and_the_agent() {
 }
 
 #[test]
+fn certificate_attestation_is_packed_with_x5c_and_chains_to_its_root() {
+    let aaguid = [0x42; 16];
+    let root = crate::ctap::certs::root_ca("CN=emulator test root");
+    let (chain, leaf_key) = crate::ctap::certs::attestation_chain(&root, aaguid);
+    let f = fx(AuthenticatorOptions {
+        aaguid: Some(aaguid),
+        attestation: Attestation::Certificate {
+            chain: chain.clone(),
+            leaf_key: leaf_key.clone(),
+        },
+        ..Default::default()
+    });
+    let att = f
+        .make_credential(None, &[Mext::HmacSecret(Some(true))])
+        .unwrap();
+    assert_eq!((att.fmt.as_str(), att.attstmt_alg), ("packed", -7));
+    assert_eq!(att.attstmt_x5c, chain, "the crate reads x5c");
+    let cdh = sha256(b"enrol");
+    // Signed by the leaf certificate's key, not the credential's.
+    let leaf_pub = leaf_key.verifying_key().to_encoded_point(false);
+    verify_sig(leaf_pub.as_bytes(), &att.auth_data, &cdh, &att.attstmt_sig);
+
+    let agent_att = touchgate_agent::key::Attestation {
+        credential_id: att.credential_descriptor.id.clone(),
+        public_key_sec1: att.credential_publickey.der.clone(),
+        aaguid: att.aaguid.clone().try_into().unwrap(),
+        auth_data: att.auth_data.clone(),
+        sign_count: att.sign_count,
+        format: att.fmt.clone(),
+        attestation_signature: att.attstmt_sig.clone(),
+        x5c: att.attstmt_x5c.clone(),
+        hmac_secret: true,
+    };
+    touchgate_agent::verify::check_attestation(&agent_att, &cdh, RP).unwrap();
+    let info = touchgate_agent::attestation::verify_packed_chain(
+        &agent_att,
+        &cdh,
+        std::slice::from_ref(&root.der),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    assert_eq!(info.root_subject, "CN=emulator test root");
+    assert_eq!(info.chain_len, 2);
+}
+
+#[test]
 fn hmac_secret_matches_the_soft_key_for_both_protocols_with_and_without_uv() {
     let f = fx(with_pin());
     for version in [1, 2] {
