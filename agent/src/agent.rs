@@ -11,6 +11,7 @@ use touchgate::{
     EnrolledReply, ErrorCode, ErrorReply, ProfileInfo, Request, Response, StatusReply,
 };
 
+use crate::audit::AuditLog;
 use crate::caller::Caller;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -25,12 +26,14 @@ use crate::vault::VaultFile;
 #[derive(Debug, Clone)]
 pub struct StatePaths {
     pub vault: PathBuf,
+    pub audit: PathBuf,
 }
 
 impl StatePaths {
     pub fn in_dir(dir: &std::path::Path) -> StatePaths {
         StatePaths {
             vault: dir.join("vault.json"),
+            audit: dir.join("audit.jsonl"),
         }
     }
 }
@@ -51,6 +54,7 @@ pub struct Agent {
     pub(crate) touches: AtomicU64,
     pub(crate) mints: AtomicU64,
     pub(crate) pin_entry: Arc<dyn PinEntry>,
+    pub(crate) audit: AuditLog,
 }
 
 impl Agent {
@@ -78,6 +82,12 @@ impl Agent {
     ) -> Result<Arc<Agent>, ErrorReply> {
         let vault = VaultFile::load(&paths.vault)
             .map_err(|e| ErrorReply::new(ErrorCode::Vault, e.to_string()))?;
+        let audit = AuditLog::open(&paths.audit).map_err(|e| {
+            ErrorReply::new(
+                ErrorCode::Internal,
+                format!("cannot read the audit log {}: {e}", paths.audit.display()),
+            )
+        })?;
         Ok(Arc::new(Agent {
             config,
             key,
@@ -90,6 +100,7 @@ impl Agent {
             touches: AtomicU64::new(0),
             mints: AtomicU64::new(0),
             pin_entry,
+            audit,
         }))
     }
 
@@ -176,6 +187,13 @@ impl Agent {
     /// Drop every cached token, approval window and unsealed credential.
     pub fn lock(&self, caller: &Caller) -> u32 {
         let n = self.sessions.lock().unwrap().lock();
+        self.audit.append(crate::audit::Record {
+            time: self.clock.unix_now(),
+            event: "locked".into(),
+            caller: Some(caller.into()),
+            reason: Some(format!("{n} cached token(s) dropped")),
+            ..Default::default()
+        });
         tracing::info!(%caller, dropped_tokens = n, "locked: cached tokens and unsealed credentials dropped");
         n
     }

@@ -15,8 +15,9 @@ use zeroize::Zeroizing;
 
 use crate::agent::{enrolled_reply, format_aaguid, Agent, Progress};
 use crate::attestation;
+use crate::audit::{Record, TouchEvidence};
 use crate::caller::Caller;
-use crate::ceremony;
+use crate::ceremony::{self, ChallengeInputs};
 use crate::key::{
     Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
     RP_ID,
@@ -215,6 +216,15 @@ impl Agent {
         self.sessions.lock().unwrap().lock();
         let reply = enrolled_reply(vault.enrolment().expect("just enrolled"));
         tracing::info!(%caller, credential = %reply.credential, key = %reply.key_name, uv, "enrolled a security key");
+        let e = vault.enrolment().expect("just enrolled");
+        self.audit.append(Record {
+            time: self.clock.unix_now(),
+            event: "enrolled".into(),
+            caller: Some(caller.into()),
+            credential: Some(hex::encode(&e.credential_id)),
+            public_key: Some(hex::encode(&e.public_key_sec1)),
+            ..Default::default()
+        });
         Ok(reply)
     }
 
@@ -229,7 +239,7 @@ impl Agent {
         let notify = notify(progress);
         let mut vault = self.vault.lock().await;
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
-        let (dek, used) = self
+        let (dek, used, approval) = self
             .assert_and_unlock(
                 &mut vault,
                 &[&caller.to_string(), "add-key"],
@@ -284,6 +294,15 @@ impl Agent {
         *vault = next;
         let reply = enrolled_reply(&new);
         tracing::info!(%caller, credential = %reply.credential, key = %reply.key_name, "added a security key");
+        self.audit.append(Record {
+            time: self.clock.unix_now(),
+            event: "key-added".into(),
+            caller: Some(caller.into()),
+            credential: Some(hex::encode(&new.credential_id)),
+            public_key: Some(hex::encode(&new.public_key_sec1)),
+            touch: Some(approval),
+            ..Default::default()
+        });
         Ok(reply)
     }
 
@@ -313,6 +332,13 @@ impl Agent {
         *vault = next;
         let short = short_id(&id);
         tracing::info!(%caller, credential = %short, "removed a security key");
+        self.audit.append(Record {
+            time: self.clock.unix_now(),
+            event: "key-removed".into(),
+            caller: Some(caller.into()),
+            credential: Some(hex::encode(&id)),
+            ..Default::default()
+        });
         Ok(short)
     }
 
@@ -326,6 +352,13 @@ impl Agent {
         *vault = next;
         let short = short_id(&id);
         tracing::warn!(%caller, credential = %short, "a suspect security key was trusted again by the user");
+        self.audit.append(Record {
+            time: self.clock.unix_now(),
+            event: "key-trusted".into(),
+            caller: Some(caller.into()),
+            credential: Some(hex::encode(&id)),
+            ..Default::default()
+        });
         Ok(short)
     }
 
@@ -347,7 +380,7 @@ impl Agent {
         let prompt =
             format!("touch your security key to seal credential \"{name}\" ({caller} asks)");
         let mut vault = self.vault.lock().await;
-        let (dek, used) = self
+        let (dek, used, evidence) = self
             .assert_and_unlock(
                 &mut vault,
                 &[&caller.to_string(), name],
@@ -364,6 +397,14 @@ impl Agent {
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
         tracing::info!(%caller, credential = name, kind, "sealed an upstream credential");
+        self.audit.append(Record {
+            time: self.clock.unix_now(),
+            event: "imported".into(),
+            caller: Some(caller.into()),
+            credential: Some(name.to_owned()),
+            touch: Some(evidence),
+            ..Default::default()
+        });
         Ok(kind)
     }
 
@@ -376,7 +417,7 @@ impl Agent {
         require_uv: bool,
         prompt: String,
         notify: &Notify,
-    ) -> Result<UpstreamCredential, ErrorReply> {
+    ) -> Result<(UpstreamCredential, TouchEvidence), ErrorReply> {
         let mut vault = self.vault.lock().await;
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
         if require_uv && !first.uv {
@@ -392,7 +433,7 @@ impl Agent {
             ));
         }
         let parts: Vec<&str> = purpose.iter().map(String::as_str).collect();
-        let (dek, used) = self
+        let (dek, used, evidence) = self
             .assert_and_unlock(&mut vault, &parts, "get-token", hint, prompt, notify)
             .await?;
         let (_kind, plaintext) = vault.open(&dek, credential).map_err(vault_error)?;
@@ -410,7 +451,7 @@ impl Agent {
         replace_enrolment(&mut next, used);
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
-        Ok(cred)
+        Ok((cred, evidence))
     }
 
     /// One getAssertion, answerable by any trusted enrolled key, with the vault
@@ -426,7 +467,7 @@ impl Agent {
         hint: &CallerHint,
         prompt: String,
         notify: &Notify,
-    ) -> Result<(Dek, Enrolment), ErrorReply> {
+    ) -> Result<(Dek, Enrolment, TouchEvidence), ErrorReply> {
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
         let allow: Vec<Vec<u8>> = vault
             .enrolments
@@ -440,7 +481,8 @@ impl Agent {
                 "every enrolled key is marked suspect (a possible clone): if you are sure a key is yours, run touchgate keys trust ID (see touchgate keys list)",
             ));
         }
-        let (challenge, cdh) = ceremony::challenge(purpose, parts, self.clock.unix_now());
+        let inputs = ChallengeInputs::fresh(purpose, parts, self.clock.unix_now());
+        let (challenge, cdh) = (inputs.challenge(), inputs.client_data_hash());
         let (salt, uv) = (first.hmac_salt, first.uv);
         let op: KeyOp<Assertion> = Arc::new(move |k, pin| {
             k.get_assertion(&GetAssertionRequest {
@@ -494,7 +536,7 @@ impl Agent {
                 .map_err(vault_error)?,
             Err(e) => return Err(vault_error(e)),
         };
-        Ok((dek, enrolment))
+        Ok((dek, enrolment, TouchEvidence::new(&assertion, inputs)))
     }
 }
 

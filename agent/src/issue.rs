@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use touchgate::{ErrorCode, ErrorReply, Secret, TokenReply};
 
 use crate::agent::{Agent, Progress};
+use crate::audit::{Record, TouchEvidence};
 use crate::caller::Caller;
 use crate::clock::unix;
 use crate::config::{format_duration, Profile, TouchRule};
@@ -44,6 +45,17 @@ impl Agent {
         let key = CacheKey::new(&name, &scopes);
         if let Some(t) = self.cached(&key) {
             tracing::info!(%caller, profile = %name, token = %t.access_token.fingerprint(), "token from the approval window, no touch");
+            self.audit.append(Record {
+                time: self.clock.unix_now(),
+                event: "reused".into(),
+                caller: Some(caller.into()),
+                profile: Some(name.clone()),
+                service_account: profile.service_account.clone(),
+                scopes: key.scopes.clone(),
+                token: Some(t.access_token.fingerprint()),
+                expires_at: Some(t.expires_at),
+                ..Default::default()
+            });
             return Ok(t);
         }
         let mut flight = self.join_flight(caller, &name, &profile, &key);
@@ -131,7 +143,11 @@ impl Agent {
         );
         // The flight runs on its own task: a caller that hangs up does not cancel it for the others.
         tokio::spawn(async move {
-            let r = this.issue(&caller, &name, &profile, &key, touch_tx).await;
+            let mut touch = None;
+            let r = this
+                .issue(&caller, &name, &profile, &key, touch_tx, &mut touch)
+                .await;
+            this.audit_issuance(&caller, &name, &profile, &key, &r, touch);
             this.inflight.lock().unwrap().remove(&key);
             let _ = result_tx.send(Some(r));
         });
@@ -145,6 +161,7 @@ impl Agent {
         profile: &Profile,
         key: &CacheKey,
         touch_prompt: watch::Sender<Option<String>>,
+        touch: &mut Option<TouchEvidence>,
     ) -> Result<TokenReply, ErrorReply> {
         if let Some(t) = self.cached(key) {
             return Ok(t);
@@ -164,7 +181,7 @@ impl Agent {
                     let _ = touch_prompt.send(Some(p));
                 });
                 let hint = caller.on_behalf_of.clone().unwrap_or_default();
-                let cred = self
+                let (cred, evidence) = self
                     .approve_and_unseal(
                         &profile.credential,
                         &purpose,
@@ -174,6 +191,7 @@ impl Agent {
                         &notify,
                     )
                     .await?;
+                *touch = Some(evidence);
                 let cred = Arc::new(cred);
                 if let TouchRule::Window(w) = profile.touch {
                     self.sessions.lock().unwrap().open_window(
@@ -236,6 +254,46 @@ impl Agent {
             scopes: key.scopes.clone(),
             from_cache: false,
         })
+    }
+}
+
+impl Agent {
+    /// One audit record for a finished issuance: issued, or why not.
+    fn audit_issuance(
+        &self,
+        caller: &Caller,
+        name: &str,
+        profile: &Profile,
+        key: &CacheKey,
+        r: &Result<TokenReply, ErrorReply>,
+        touch: Option<TouchEvidence>,
+    ) {
+        let mut rec = Record {
+            time: self.clock.unix_now(),
+            caller: Some(caller.into()),
+            profile: Some(name.to_owned()),
+            service_account: profile.service_account.clone(),
+            scopes: key.scopes.clone(),
+            touch,
+            ..Default::default()
+        };
+        match r {
+            Ok(t) => {
+                rec.event = "issued".into();
+                rec.token = Some(t.access_token.fingerprint());
+                rec.expires_at = Some(t.expires_at);
+            }
+            Err(e) => {
+                rec.event = match e.code {
+                    ErrorCode::TouchDenied => "denied",
+                    ErrorCode::TouchTimeout => "timed-out",
+                    _ => "failed",
+                }
+                .into();
+                rec.reason = Some(e.message.clone());
+            }
+        }
+        self.audit.append(rec);
     }
 }
 

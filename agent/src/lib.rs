@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod attestation;
+pub mod audit;
 pub mod caller;
 pub mod ceremony;
 pub mod clock;

@@ -36,6 +36,37 @@ struct Args {
     /// Internal: the background child of a daemonising start.
     #[arg(long, hide = true)]
     daemon_child: bool,
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum AgentCommand {
+    /// Read the audit log (works without a running agent).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum AuditCommand {
+    /// Re-check the hash chain and every touch signature; names the first bad line.
+    Verify {
+        /// The log (default: audit.jsonl in the state dir).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Print the log as a table.
+    Show {
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Only records at or after this time (Unix seconds, or an RFC 3339 date).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        profile: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +80,9 @@ fn main() -> ExitCode {
     }
     if let Some(d) = &args.state_dir {
         settings.state_dir = d.clone();
+    }
+    if let Some(AgentCommand::Audit { command }) = &args.command {
+        return audit_command(&settings, command);
     }
     if !args.foreground && !args.daemon_child {
         return daemonise(&settings);
@@ -158,6 +192,42 @@ fn daemonise(settings: &Settings) -> ExitCode {
                 .unwrap_or("the background agent exited during start");
             eprintln!("touchgate-agent: {msg} (log: {})", log_path.display());
             let _ = child.wait();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit_command(settings: &Settings, cmd: &AuditCommand) -> ExitCode {
+    use touchgate_agent::audit;
+    let default = settings.state_dir.join("audit.jsonl");
+    let res = match cmd {
+        AuditCommand::Verify { file } => {
+            let path = file.clone().unwrap_or(default);
+            let vault =
+                touchgate_agent::vault::VaultFile::load(&settings.state_dir.join("vault.json"));
+            let keys = vault.map(|v| audit::keys_of(&v)).unwrap_or_default();
+            audit::verify_file(&path, &keys)
+                .map(|n| println!("audit log {} verifies: {n} records, chain intact, every touch signature checks", path.display()))
+                .map_err(|e| e.to_string())
+        }
+        AuditCommand::Show {
+            file,
+            since,
+            profile,
+        } => {
+            let path = file.clone().unwrap_or(default);
+            audit::show(
+                &path,
+                since.as_deref(),
+                profile.as_deref(),
+                &mut std::io::stdout(),
+            )
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("touchgate-agent: {e}");
             ExitCode::FAILURE
         }
     }

@@ -263,6 +263,19 @@ fn signature_holds(
     Ok(key.verify(&msg, &sig).is_ok())
 }
 
+/// Whether `der` is a valid signature over `auth_data ‖ client_data_hash` by the
+/// P-256 key whose SEC1 point is `public_key_sec1` (for re-checking audit records).
+pub fn signature_holds_sec1(
+    public_key_sec1: &[u8],
+    auth_data: &[u8],
+    client_data_hash: &[u8; 32],
+    der: &[u8],
+) -> Result<bool, VerifyError> {
+    let key =
+        VerifyingKey::from_sec1_bytes(public_key_sec1).map_err(|_| VerifyError::BadPublicKey)?;
+    signature_holds(&key, auth_data, client_data_hash, der)
+}
+
 /// Attested credential data (and extensions) from authData.
 struct AttestedData<'a> {
     aaguid: [u8; 16],
