@@ -13,9 +13,15 @@ pub struct Caller {
     pub pid: Option<u32>,
     /// The peer's executable, from `/proc/PID/exe` (Linux).
     pub exe: Option<PathBuf>,
-    /// The program on whose behalf the peer asks (from the request), if any.
+    /// The program on whose behalf the peer asks, as the shim reports it. Only
+    /// accepted from `touchgate-shim`: any other peer cannot claim to be someone else.
     pub on_behalf_of: Option<CallerHint>,
+    /// Where the peer's user sits (display, terminal), for a PIN dialog.
+    pub display: CallerHint,
 }
+
+/// The executable name whose identity claims are believed.
+pub const SHIM_EXE: &str = "touchgate-shim";
 
 impl Caller {
     pub fn from_peer(uid: u32, pid: Option<i32>) -> Caller {
@@ -26,15 +32,34 @@ impl Caller {
             pid,
             exe,
             on_behalf_of: None,
+            display: CallerHint::default(),
         }
     }
 
+    /// This caller with what its request says: the display always, the program it
+    /// asks for only when the peer is the shim.
     pub fn with_hint(&self, hint: &CallerHint) -> Caller {
         let mut c = self.clone();
-        if hint.names_a_program() {
+        c.display = CallerHint {
+            program: None,
+            pid: None,
+            ..hint.clone()
+        };
+        if hint.names_a_program() && self.program() == SHIM_EXE {
             c.on_behalf_of = Some(hint.clone());
         }
         c
+    }
+
+    /// The executable whose policy applies: the program the shim asks for (when it
+    /// could tell), else the peer itself.
+    pub fn policy_exe(&self) -> Option<PathBuf> {
+        if let Some(pid) = self.on_behalf_of.as_ref().and_then(|h| h.pid) {
+            if let Ok(p) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+                return Some(p);
+            }
+        }
+        self.exe.clone()
     }
 
     /// Short program name of the peer, e.g. `touchgate`.
@@ -76,12 +101,34 @@ mod tests {
     }
 
     #[test]
+    fn only_the_shim_may_speak_for_another_program() {
+        let c = Caller {
+            uid: 1000,
+            pid: Some(10),
+            exe: Some("/usr/bin/python3".into()),
+            ..Default::default()
+        }
+        .with_hint(&CallerHint {
+            program: Some("gcloud".into()),
+            pid: Some(4242),
+            display: Some(":1".into()),
+            ..Default::default()
+        });
+        assert_eq!(c.to_string(), "python3 (pid 10)");
+        assert_eq!(
+            c.display.display.as_deref(),
+            Some(":1"),
+            "the display is still used"
+        );
+    }
+
+    #[test]
     fn names_the_program_a_shim_asks_for() {
         let c = Caller {
             uid: 1000,
             pid: Some(10),
             exe: Some("/usr/bin/touchgate-shim".into()),
-            on_behalf_of: None,
+            ..Default::default()
         }
         .with_hint(&CallerHint {
             program: Some("gcloud".into()),

@@ -134,6 +134,29 @@ pub struct Profile {
     /// credential's own `quota_project_id`, if any.
     #[serde(default)]
     pub quota_project: Option<String>,
+    /// Whose window a touch opens: the whole profile, or only the program that asked.
+    #[serde(default)]
+    pub per: Per,
+    /// Globs on executable paths allowed to use this profile (empty: any program of this user).
+    #[serde(default)]
+    pub callers: Vec<String>,
+    /// If set, requests may only ask for these scopes.
+    #[serde(default)]
+    pub allowed_scopes: Vec<String>,
+    /// At most this many tokens are handed out per approval window; then a new touch.
+    #[serde(default)]
+    pub max_tokens_per_window: Option<u32>,
+}
+
+/// Whose approval window a touch opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    /// One window for the profile: every program of this user shares it.
+    #[default]
+    Profile,
+    /// One window per program (executable path): gcloud's window does not serve python.
+    Caller,
 }
 
 fn default_credential() -> String {
@@ -160,6 +183,10 @@ impl Default for Profile {
             touch: TouchRule::EveryToken,
             user_verification: false,
             quota_project: None,
+            per: Per::Profile,
+            callers: vec![],
+            allowed_scopes: vec![],
+            max_tokens_per_window: None,
         }
     }
 }

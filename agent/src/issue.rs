@@ -15,6 +15,7 @@ use crate::audit::{Record, TouchEvidence};
 use crate::caller::Caller;
 use crate::clock::unix;
 use crate::config::{format_duration, Profile, TouchRule};
+use crate::policy::{self, Decision};
 use crate::session::{CacheKey, CachedToken};
 use crate::upstream::{MintRequest, UpstreamError};
 
@@ -42,7 +43,25 @@ impl Agent {
         } else {
             scopes
         };
-        let key = CacheKey::new(&name, &scopes);
+        let window = match policy::decide(&name, &profile, caller.policy_exe().as_deref(), &scopes)
+        {
+            Decision::Allow { window, .. } => window,
+            Decision::Refuse { rule, reason } => {
+                tracing::warn!(%caller, profile = %name, %rule, "refused by policy");
+                self.audit.append(Record {
+                    time: self.clock.unix_now(),
+                    event: "refused".into(),
+                    caller: Some(caller.into()),
+                    profile: Some(name.clone()),
+                    service_account: profile.service_account.clone(),
+                    scopes: scopes.clone(),
+                    reason: Some(reason.clone()),
+                    ..Default::default()
+                });
+                return Err(ErrorReply::new(ErrorCode::PolicyRefused, reason));
+            }
+        };
+        let key = CacheKey::new(&window, &name, &scopes);
         if let Some(t) = self.cached(&key) {
             tracing::info!(%caller, profile = %name, token = %t.access_token.fingerprint(), "token from the approval window, no touch");
             self.audit.append(Record {
@@ -171,7 +190,7 @@ impl Agent {
             .sessions
             .lock()
             .unwrap()
-            .window_credential(name, started);
+            .window_credential(&key.window, started);
         let (credential, touched) = match window {
             Some(c) => (c, false),
             None => {
@@ -180,7 +199,7 @@ impl Agent {
                 let notify: crate::enrol::Notify = Arc::new(move |p| {
                     let _ = touch_prompt.send(Some(p));
                 });
-                let hint = caller.on_behalf_of.clone().unwrap_or_default();
+                let hint = caller.display.clone();
                 let (cred, evidence) = self
                     .approve_and_unseal(
                         &profile.credential,
@@ -195,9 +214,10 @@ impl Agent {
                 let cred = Arc::new(cred);
                 if let TouchRule::Window(w) = profile.touch {
                     self.sessions.lock().unwrap().open_window(
-                        name,
+                        &key.window,
                         self.clock.now(),
                         w,
+                        profile.max_tokens_per_window,
                         cred.clone(),
                     );
                 }
@@ -239,14 +259,18 @@ impl Agent {
             touched,
             "issued token"
         );
-        self.sessions.lock().unwrap().store_token(
-            key.clone(),
-            CachedToken {
-                token: minted.access_token.clone(),
-                expires_at: minted.expires_at,
-                principal: minted.principal.clone(),
-            },
-        );
+        {
+            let mut sessions = self.sessions.lock().unwrap();
+            sessions.note_handed(&key.window);
+            sessions.store_token(
+                key.clone(),
+                CachedToken {
+                    token: minted.access_token.clone(),
+                    expires_at: minted.expires_at,
+                    principal: minted.principal.clone(),
+                },
+            );
+        }
         Ok(TokenReply {
             access_token: Secret::clone(&minted.access_token),
             expires_at: unix(minted.expires_at),

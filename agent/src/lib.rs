@@ -14,6 +14,7 @@ pub mod enrol;
 pub mod issue;
 pub mod key;
 pub mod pin;
+pub mod policy;
 pub mod run;
 pub mod server;
 pub mod session;

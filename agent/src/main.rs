@@ -47,6 +47,27 @@ enum AgentCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Ask the policy what it would decide (reads the config; no agent needed).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum PolicyCommand {
+    /// Print the decision for a program asking for a profile, and the rule that made it.
+    /// Exits 0 when allowed, 1 when refused.
+    Check {
+        #[arg(long)]
+        profile: Option<String>,
+        /// The asking program's executable path.
+        #[arg(long)]
+        exe: PathBuf,
+        /// Scopes, comma separated (default: the profile's).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -81,8 +102,10 @@ fn main() -> ExitCode {
     if let Some(d) = &args.state_dir {
         settings.state_dir = d.clone();
     }
-    if let Some(AgentCommand::Audit { command }) = &args.command {
-        return audit_command(&settings, command);
+    match &args.command {
+        Some(AgentCommand::Audit { command }) => return audit_command(&settings, command),
+        Some(AgentCommand::Policy { command }) => return policy_command(&settings, command),
+        None => {}
     }
     if !args.foreground && !args.daemon_child {
         return daemonise(&settings);
@@ -228,6 +251,60 @@ fn audit_command(settings: &Settings, cmd: &AuditCommand) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("touchgate-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
+    use touchgate_agent::config::Config;
+    use touchgate_agent::policy::{decide, Decision};
+    let PolicyCommand::Check {
+        profile,
+        exe,
+        scopes,
+    } = cmd;
+    let config = match Config::load(&settings.config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("touchgate-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = match profile
+        .clone()
+        .or_else(|| config.default_profile_name().map(str::to_owned))
+    {
+        Some(n) => n,
+        None => {
+            eprintln!("touchgate-agent: no default profile: pass --profile");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(p) = config.profiles.get(&name) else {
+        eprintln!(
+            "touchgate-agent: unknown profile \"{name}\": use one of {}",
+            config.profile_names().join(", ")
+        );
+        return ExitCode::FAILURE;
+    };
+    let scopes = if scopes.is_empty() {
+        p.scopes.clone()
+    } else {
+        scopes.clone()
+    };
+    match decide(&name, p, Some(exe), &scopes) {
+        Decision::Allow { rule, window } => {
+            let window = window.replace('\u{0}', " for ");
+            println!(
+                "allow: profile {name} for {} (rule: {rule}; touch: {}; window: {window})",
+                exe.display(),
+                p.touch
+            );
+            ExitCode::SUCCESS
+        }
+        Decision::Refuse { rule, reason } => {
+            println!("refuse: {reason} (rule: {rule})");
             ExitCode::FAILURE
         }
     }

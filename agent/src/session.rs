@@ -2,8 +2,10 @@
 //!
 //! A profile with a touch window keeps, until the window closes, the unsealed
 //! upstream credential (so it can re-mint without a touch) and the tokens
-//! minted under it. `every-token` profiles keep nothing. Locking drops it all;
-//! dropping a credential zeroizes its secrets.
+//! minted under it. A window belongs to the profile, or to one program when the
+//! profile says `per = "caller"`; it may also end after a number of tokens.
+//! `every-token` profiles keep nothing. Locking drops it all; dropping a
+//! credential zeroizes its secrets.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,19 +15,22 @@ use touchgate::Secret;
 
 use crate::upstream::UpstreamCredential;
 
-/// A token cache key: profile and its (sorted, de-duplicated) scopes.
+/// A token cache key: the window, the profile and its (sorted, de-duplicated) scopes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
+    /// The approval window this request belongs to (see [`crate::policy::decide`]).
+    pub window: String,
     pub profile: String,
     pub scopes: Vec<String>,
 }
 
 impl CacheKey {
-    pub fn new(profile: &str, scopes: &[String]) -> CacheKey {
+    pub fn new(window: &str, profile: &str, scopes: &[String]) -> CacheKey {
         let mut scopes = scopes.to_vec();
         scopes.sort();
         scopes.dedup();
         CacheKey {
+            window: window.to_owned(),
             profile: profile.to_owned(),
             scopes,
         }
@@ -42,6 +47,14 @@ pub struct CachedToken {
 struct Window {
     until: SystemTime,
     credential: Arc<UpstreamCredential>,
+    handed: u32,
+    max: Option<u32>,
+}
+
+impl Window {
+    fn usable(&self, now: SystemTime) -> bool {
+        self.until > now && self.max.is_none_or(|m| self.handed < m)
+    }
 }
 
 #[derive(Default)]
@@ -51,34 +64,44 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// The credential of an open window for `profile`.
+    /// The credential of an open window, if it may still hand out a token.
     pub fn window_credential(
         &mut self,
-        profile: &str,
+        window: &str,
         now: SystemTime,
     ) -> Option<Arc<UpstreamCredential>> {
         self.purge(now);
-        self.windows.get(profile).map(|w| w.credential.clone())
+        self.windows.get(window).map(|w| w.credential.clone())
     }
 
     pub fn open_window(
         &mut self,
-        profile: &str,
+        window: &str,
         now: SystemTime,
         length: Duration,
+        max_tokens: Option<u32>,
         credential: Arc<UpstreamCredential>,
     ) {
         self.windows.insert(
-            profile.to_owned(),
+            window.to_owned(),
             Window {
                 until: now + length,
                 credential,
+                handed: 0,
+                max: max_tokens,
             },
         );
     }
 
-    /// A cached token for `key`, only while its profile's window is open and
-    /// the token has more than `margin` left.
+    /// Count a token handed out under `window`.
+    pub fn note_handed(&mut self, window: &str) {
+        if let Some(w) = self.windows.get_mut(window) {
+            w.handed += 1;
+        }
+    }
+
+    /// A cached token for `key`, only while its window is open (and under its token
+    /// limit) and the token has more than `margin` left. Counts as handed out.
     pub fn token(
         &mut self,
         key: &CacheKey,
@@ -86,17 +109,20 @@ impl Sessions {
         margin: Duration,
     ) -> Option<CachedToken> {
         self.purge(now);
-        if !self.windows.contains_key(&key.profile) {
+        if !self.windows.contains_key(&key.window) {
             return None;
         }
-        self.tokens
+        let t = self
+            .tokens
             .get(key)
             .filter(|t| t.expires_at > now + margin)
-            .cloned()
+            .cloned()?;
+        self.note_handed(&key.window);
+        Some(t)
     }
 
     pub fn store_token(&mut self, key: CacheKey, token: CachedToken) {
-        if self.windows.contains_key(&key.profile) {
+        if self.windows.contains_key(&key.window) {
             self.tokens.insert(key, token);
         }
     }
@@ -114,10 +140,10 @@ impl Sessions {
     }
 
     fn purge(&mut self, now: SystemTime) {
-        self.windows.retain(|_, w| w.until > now);
+        self.windows.retain(|_, w| w.usable(now));
         let windows = &self.windows;
         self.tokens
-            .retain(|k, t| t.expires_at > now && windows.contains_key(&k.profile));
+            .retain(|k, t| t.expires_at > now && windows.contains_key(&k.window));
     }
 }
 
@@ -145,21 +171,21 @@ mod tests {
 
     #[test]
     fn cache_keys_ignore_scope_order() {
-        let a = CacheKey::new("p", &["b".into(), "a".into(), "a".into()]);
-        assert_eq!(a, CacheKey::new("p", &["a".into(), "b".into()]));
+        let a = CacheKey::new("p", "p", &["b".into(), "a".into(), "a".into()]);
+        assert_eq!(a, CacheKey::new("p", "p", &["a".into(), "b".into()]));
     }
 
     #[test]
     fn tokens_live_only_inside_the_window_and_margin() {
         let clock = TestClock::default();
         let mut s = Sessions::default();
-        let k = CacheKey::new("p", &[]);
+        let k = CacheKey::new("p", "p", &[]);
         let margin = Duration::from_secs(60);
         // No window: nothing is cached.
         s.store_token(k.clone(), tok(clock.now() + Duration::from_secs(3600)));
         assert!(s.token(&k, clock.now(), margin).is_none());
 
-        s.open_window("p", clock.now(), Duration::from_secs(600), cred());
+        s.open_window("p", clock.now(), Duration::from_secs(600), None, cred());
         s.store_token(k.clone(), tok(clock.now() + Duration::from_secs(300)));
         assert!(s.token(&k, clock.now(), margin).is_some());
         assert!(s.window_credential("p", clock.now()).is_some());
@@ -176,12 +202,45 @@ mod tests {
     }
 
     #[test]
+    fn a_window_ends_after_its_token_limit() {
+        let clock = TestClock::default();
+        let mut s = Sessions::default();
+        let k = CacheKey::new("w", "p", &[]);
+        let margin = Duration::from_secs(60);
+        s.open_window("w", clock.now(), Duration::from_secs(600), Some(2), cred());
+        s.note_handed("w"); // the token minted with the touch
+        s.store_token(k.clone(), tok(clock.now() + Duration::from_secs(3600)));
+        assert!(s.token(&k, clock.now(), margin).is_some(), "second token");
+        assert!(
+            s.token(&k, clock.now(), margin).is_none(),
+            "third needs a touch"
+        );
+        assert!(s.window_credential("w", clock.now()).is_none());
+    }
+
+    #[test]
+    fn windows_are_separate() {
+        let clock = TestClock::default();
+        let mut s = Sessions::default();
+        s.open_window(
+            "p\0/usr/bin/gcloud",
+            clock.now(),
+            Duration::from_secs(600),
+            None,
+            cred(),
+        );
+        assert!(s
+            .window_credential("p\0/usr/bin/python3", clock.now())
+            .is_none());
+    }
+
+    #[test]
     fn lock_drops_everything() {
         let clock = TestClock::default();
         let mut s = Sessions::default();
-        s.open_window("p", clock.now(), Duration::from_secs(600), cred());
+        s.open_window("p", clock.now(), Duration::from_secs(600), None, cred());
         s.store_token(
-            CacheKey::new("p", &[]),
+            CacheKey::new("p", "p", &[]),
             tok(clock.now() + Duration::from_secs(3600)),
         );
         assert_eq!(s.lock(), 1);

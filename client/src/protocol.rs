@@ -241,6 +241,8 @@ pub enum ErrorCode {
     TouchTimeout,
     /// PIN entry failed, the PIN was wrong or is blocked.
     Pin,
+    /// The profile's rules refuse this caller or these scopes.
+    PolicyRefused,
     /// The key's answer failed verification (signature, challenge, counter).
     KeyVerification,
     Key,
@@ -266,6 +268,7 @@ impl ErrorCode {
             ErrorCode::TouchDenied => "touch-denied",
             ErrorCode::TouchTimeout => "touch-timeout",
             ErrorCode::Pin => "pin",
+            ErrorCode::PolicyRefused => "policy-refused",
             ErrorCode::KeyVerification => "key-verification",
             ErrorCode::Key => "key",
             ErrorCode::Upstream => "upstream",
@@ -432,6 +435,7 @@ mod tests {
             TouchDenied,
             TouchTimeout,
             Pin,
+            PolicyRefused,
             KeyVerification,
             Key,
             Upstream,

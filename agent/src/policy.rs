@@ -1,0 +1,167 @@
+//! Who may have a token for a profile, and whose window a touch opens.
+//!
+//! [`decide`] is the one place the rules live: the agent calls it for every
+//! GetToken, and `touchgate-agent policy check` prints its answer, so the two
+//! cannot disagree.
+
+use std::path::Path;
+
+use crate::config::{Per, Profile};
+
+/// The outcome of the caller and scope rules for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed; `window` keys the approval window this request uses or opens.
+    Allow { rule: String, window: String },
+    /// Refused, with the rule that refused and a one-line reason with the fix.
+    Refuse { rule: String, reason: String },
+}
+
+/// Apply profile `name`'s rules to a request from `exe` for `scopes`.
+pub fn decide(name: &str, profile: &Profile, exe: Option<&Path>, scopes: &[String]) -> Decision {
+    let exe_str = exe.map(|p| p.display().to_string());
+    if !profile.callers.is_empty() {
+        let matched = exe_str
+            .as_deref()
+            .and_then(|e| profile.callers.iter().find(|g| glob_match(g, e)));
+        if matched.is_none() {
+            return Decision::Refuse {
+                rule: format!("profiles.{name}.callers"),
+                reason: format!(
+                    "{} may not use profile \"{name}\": it is not in profiles.{name}.callers ({}); add its path there if it should",
+                    exe_str.as_deref().unwrap_or("an unknown program"),
+                    profile.callers.join(", ")
+                ),
+            };
+        }
+    }
+    if !profile.allowed_scopes.is_empty() {
+        if let Some(bad) = scopes.iter().find(|s| !profile.allowed_scopes.contains(s)) {
+            return Decision::Refuse {
+                rule: format!("profiles.{name}.allowed_scopes"),
+                reason: format!(
+                    "scope {bad} is not allowed for profile \"{name}\" (allowed: {}): ask for fewer scopes or widen profiles.{name}.allowed_scopes",
+                    profile.allowed_scopes.join(", ")
+                ),
+            };
+        }
+    }
+    let (rule, window) = match profile.per {
+        Per::Profile => (
+            if profile.callers.is_empty() {
+                format!("profiles.{name}: any program of this user")
+            } else {
+                format!("profiles.{name}.callers")
+            },
+            name.to_owned(),
+        ),
+        Per::Caller => (
+            format!("profiles.{name}: per = \"caller\""),
+            format!("{name}\u{0}{}", exe_str.as_deref().unwrap_or("?")),
+        ),
+    };
+    Decision::Allow { rule, window }
+}
+
+/// Shell-style glob: `*` any run of characters (also `/`), `?` one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("/usr/bin/*", "/usr/bin/gcloud"));
+        assert!(glob_match("*/python3*", "/opt/venv/bin/python3.11"));
+        assert!(glob_match("/usr/bin/gclou?", "/usr/bin/gcloud"));
+        assert!(!glob_match("/usr/bin/gcloud", "/usr/bin/gcloud2"));
+        assert!(!glob_match("/opt/*/python3", "/usr/bin/python3"));
+        assert!(glob_match("*", ""));
+    }
+
+    fn profile(callers: &[&str], per: Per, scopes: &[&str]) -> Profile {
+        Profile {
+            callers: callers.iter().map(|s| s.to_string()).collect(),
+            per,
+            allowed_scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Profile::default()
+        }
+    }
+
+    #[test]
+    fn callers_outside_the_list_are_refused_with_the_rule() {
+        let p = profile(&["/usr/bin/gcloud"], Per::Profile, &[]);
+        let gcloud = PathBuf::from("/usr/bin/gcloud");
+        assert!(matches!(
+            decide("train", &p, Some(&gcloud), &[]),
+            Decision::Allow { .. }
+        ));
+        match decide("train", &p, Some(Path::new("/usr/bin/python3")), &[]) {
+            Decision::Refuse { rule, reason } => {
+                assert_eq!(rule, "profiles.train.callers");
+                assert!(
+                    reason.contains("/usr/bin/python3 may not use profile \"train\""),
+                    "{reason}"
+                );
+            }
+            d => panic!("{d:?}"),
+        }
+        assert!(matches!(
+            decide("train", &p, None, &[]),
+            Decision::Refuse { .. }
+        ));
+    }
+
+    #[test]
+    fn per_caller_windows_differ_by_program() {
+        let p = profile(&[], Per::Caller, &[]);
+        let w = |exe: &str| match decide("inf", &p, Some(Path::new(exe)), &[]) {
+            Decision::Allow { window, .. } => window,
+            d => panic!("{d:?}"),
+        };
+        assert_ne!(w("/usr/bin/gcloud"), w("/usr/bin/python3"));
+        assert_eq!(w("/usr/bin/gcloud"), w("/usr/bin/gcloud"));
+        let shared = profile(&[], Per::Profile, &[]);
+        assert!(
+            matches!(decide("inf", &shared, Some(Path::new("/x")), &[]), Decision::Allow { window, .. } if window == "inf")
+        );
+    }
+
+    #[test]
+    fn scopes_outside_allowed_scopes_are_refused() {
+        let p = profile(&[], Per::Profile, &["s1", "s2"]);
+        assert!(matches!(
+            decide("p", &p, None, &["s1".into()]),
+            Decision::Allow { .. }
+        ));
+        assert!(
+            matches!(decide("p", &p, None, &["s3".into()]), Decision::Refuse { rule, .. } if rule == "profiles.p.allowed_scopes")
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Caller rules through the real agent: per-caller windows, a caller list, and
+//! `touchgate-agent policy check` agreeing with what the agent does — one test
+//! table drives both.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// A copy of the `touchgate` CLI under another name: /proc/PID/exe then names it.
+fn program(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join("bin").join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::copy(bin("touchgate"), &p).unwrap();
+    p
+}
+
+fn run(agent: &AgentProc, exe: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(exe)
+        .args(args)
+        .envs(agent.env())
+        .output()
+        .unwrap()
+}
+
+fn touches(agent: &AgentProc) -> u64 {
+    let s = stdout(&agent.cli(&["status"]));
+    s.split("touches: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no touch count in {s}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caller_rules_and_policy_check_agree() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gcloud = program(dir.path(), "gcloud");
+    let python = program(dir.path(), "python3");
+    let cfg = config_text(&emu.base_url(), "auto", "10m", "").replace(
+        "touch = \"10m\"",
+        "touch = \"10m\"\nper = \"caller\"",
+    ) + &format!(
+        "\n[profiles.train]\nservice_account = \"{INFERENCE}\"\ntouch = \"every-token\"\ncallers = [\"*/bin/gcloud\"]\n"
+    );
+    let agent = AgentProc::start(&cfg);
+    assert!(agent.cli(&["enroll"]).status.success());
+    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // (profile, program, allowed?, the rule or reason the refusal names)
+    let table: [(&str, &PathBuf, bool, &str); 4] = [
+        ("train", &gcloud, true, ""),
+        ("train", &python, false, "profiles.train.callers"),
+        ("inference", &gcloud, true, ""),
+        ("inference", &python, true, ""),
+    ];
+    for (profile, exe, allowed, rule) in table {
+        let check = Command::new(bin("touchgate-agent"))
+            .args(["policy", "check", "--profile", profile, "--exe"])
+            .arg(exe)
+            .envs(agent.env())
+            .output()
+            .unwrap();
+        let asked = run(&agent, exe, &["token", "--profile", profile]);
+        let what = format!("{profile} from {}", exe.display());
+        assert_eq!(
+            check.status.success(),
+            allowed,
+            "policy check for {what}: {}",
+            stdout(&check)
+        );
+        assert_eq!(
+            asked.status.success(),
+            allowed,
+            "agent for {what}: {}",
+            stderr(&asked)
+        );
+        if !allowed {
+            assert!(stdout(&check).contains(rule), "{}", stdout(&check));
+            let line = assert_one_line_error(&asked, "may not use profile \"train\"");
+            assert!(line.contains("profiles.train.callers"), "{line}");
+        }
+    }
+
+    // Per-caller windows: gcloud's window serves gcloud again without a touch, not python.
+    assert!(agent.cli(&["lock"]).status.success());
+    let t0 = touches(&agent);
+    let g1 = run(&agent, &gcloud, &["token", "--profile", "inference"]);
+    assert_eq!(
+        touches(&agent),
+        t0 + 1,
+        "gcloud opens its window with a touch"
+    );
+    let p1 = run(&agent, &python, &["token", "--profile", "inference"]);
+    assert_eq!(
+        touches(&agent),
+        t0 + 2,
+        "gcloud's window does not serve python"
+    );
+    let g2 = run(&agent, &gcloud, &["token", "--profile", "inference"]);
+    assert_eq!(touches(&agent), t0 + 2, "gcloud is still inside its window");
+    assert_eq!(stdout(&g1), stdout(&g2));
+    assert_ne!(
+        stdout(&g1),
+        stdout(&p1),
+        "each program has its own window and token"
+    );
+    let o = Command::new(bin("touchgate-agent"))
+        .args(["policy", "check", "--profile", "inference", "--exe"])
+        .arg(&python)
+        .envs(agent.env())
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("per = \"caller\""), "{}", stdout(&o));
+}
