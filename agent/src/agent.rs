@@ -55,6 +55,12 @@ pub struct Agent {
     pub(crate) mints: AtomicU64,
     pub(crate) pin_entry: Arc<dyn PinEntry>,
     pub(crate) audit: AuditLog,
+    /// Why the agent is locked, when it is.
+    pub(crate) locked: Mutex<Option<String>>,
+    /// When a client last asked for a token (for the idle lock).
+    pub(crate) last_use: Mutex<std::time::SystemTime>,
+    /// Whether the key was seen plugged in at the last check.
+    pub(crate) key_was_present: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -80,6 +86,7 @@ impl Agent {
         paths: StatePaths,
         pin_entry: Arc<dyn PinEntry>,
     ) -> Result<Arc<Agent>, ErrorReply> {
+        let started = clock.now();
         let vault = VaultFile::load(&paths.vault)
             .map_err(|e| ErrorReply::new(ErrorCode::Vault, e.to_string()))?;
         let audit = AuditLog::open(&paths.audit).map_err(|e| {
@@ -101,6 +108,9 @@ impl Agent {
             mints: AtomicU64::new(0),
             pin_entry,
             audit,
+            locked: Mutex::new(None),
+            last_use: Mutex::new(started),
+            key_was_present: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -130,8 +140,12 @@ impl Agent {
                 .map(Response::Token),
             Request::Status => Ok(Response::Status(self.status().await)),
             Request::Lock => Ok(Response::Locked {
-                dropped_tokens: self.lock(caller),
+                dropped_tokens: self.lock(caller, "locked by touchgate lock"),
             }),
+            Request::Unlock { caller: hint } => self
+                .unlock(caller, &hint, progress)
+                .await
+                .map(|()| Response::Unlocked),
             Request::ListProfiles => Ok(Response::Profiles(self.profiles())),
             Request::Enroll {
                 force,
@@ -170,6 +184,9 @@ impl Agent {
     }
 
     pub async fn status(&self) -> StatusReply {
+        self.check_idle();
+        self.check_key();
+        let locked = self.locked.lock().unwrap().clone();
         let vault = self.vault.lock().await;
         StatusReply {
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -181,21 +198,86 @@ impl Agent {
             cached_tokens: self.sessions.lock().unwrap().cached_tokens(),
             touches: self.touches.load(Ordering::Relaxed),
             mints: self.mints.load(Ordering::Relaxed),
+            locked,
         }
     }
 
-    /// Drop every cached token, approval window and unsealed credential.
-    pub fn lock(&self, caller: &Caller) -> u32 {
+    /// Lock: drop every cached token, approval window and unsealed credential,
+    /// cancel a pending touch, and refuse tokens until `unlock` (a touch).
+    pub fn lock(&self, caller: &Caller, why: &str) -> u32 {
+        *self.locked.lock().unwrap() = Some(why.to_owned());
         let n = self.sessions.lock().unwrap().lock();
+        self.key.cancel();
         self.audit.append(crate::audit::Record {
             time: self.clock.unix_now(),
             event: "locked".into(),
             caller: Some(caller.into()),
-            reason: Some(format!("{n} cached token(s) dropped")),
+            reason: Some(format!("{why}; {n} cached token(s) dropped")),
             ..Default::default()
         });
-        tracing::info!(%caller, dropped_tokens = n, "locked: cached tokens and unsealed credentials dropped");
+        tracing::info!(%caller, dropped_tokens = n, "locked ({why}): cached tokens and unsealed credentials dropped");
         n
+    }
+
+    /// The error every token request gets while locked.
+    pub(crate) fn check_unlocked(&self) -> Result<(), ErrorReply> {
+        match &*self.locked.lock().unwrap() {
+            None => Ok(()),
+            Some(why) => Err(ErrorReply::new(
+                ErrorCode::Locked,
+                format!("the agent is locked ({why}): run touchgate unlock and touch your key"),
+            )),
+        }
+    }
+
+    /// Note a token request (for the idle lock).
+    pub(crate) fn touch_last_use(&self) {
+        *self.last_use.lock().unwrap() = self.clock.now();
+    }
+
+    /// Lock if no token was asked for during `agent.idle_lock`.
+    pub fn check_idle(&self) {
+        let Some(idle) = self.config.agent.idle_lock else {
+            return;
+        };
+        if self.locked.lock().unwrap().is_some() {
+            return;
+        }
+        let since = *self.last_use.lock().unwrap();
+        if self.clock.now().duration_since(since).unwrap_or_default() >= idle {
+            self.lock(
+                &Caller::default(),
+                &format!("idle for {}", crate::config::format_duration(idle)),
+            );
+        }
+    }
+
+    /// Lock when the key that was plugged in is gone.
+    pub fn check_key(&self) {
+        if !self.config.agent.lock_on_key_removal {
+            return;
+        }
+        let Some(now) = self.key.present() else {
+            return;
+        };
+        let before = self.key_was_present.swap(now, Ordering::SeqCst);
+        if before && !now && self.locked.lock().unwrap().is_none() {
+            self.lock(&Caller::default(), "security key removed");
+        }
+    }
+
+    /// Watch for idleness and key removal until the agent is dropped.
+    pub fn spawn_watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                let Some(agent) = weak.upgrade() else { return };
+                agent.check_idle();
+                agent.check_key();
+            }
+        })
     }
 
     pub fn profiles(&self) -> Vec<ProfileInfo> {

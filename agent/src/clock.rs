@@ -37,6 +37,10 @@ impl TestClock {
     pub fn advance(&self, by: Duration) {
         *self.0.lock().unwrap() += by;
     }
+
+    pub fn set(&self, to: SystemTime) {
+        *self.0.lock().unwrap() = to;
+    }
 }
 
 impl Default for TestClock {

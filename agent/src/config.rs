@@ -44,6 +44,24 @@ pub struct Config {
     pub google: Endpoints,
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// Read by `touchgate login`; the agent only accepts the table.
+    #[serde(default)]
+    pub login: LoginSettings,
+}
+
+/// `[login]`: settings of `touchgate login`. The CLI reads them; the agent only accepts the table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginSettings {
+    /// The user's own "Desktop app" OAuth client (default: gcloud's, from the ADC file).
+    pub client_id: Option<String>,
+    pub client_secret: Option<touchgate::Secret>,
+    pub auth_uri: Option<String>,
+    pub token_uri: Option<String>,
+    pub device_auth_uri: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    /// Written as quota_project_id into the sealed authorized_user credential.
+    pub quota_project: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -54,6 +72,11 @@ pub struct AgentSettings {
     pub max_connections: usize,
     #[serde(deserialize_with = "de_duration")]
     pub expiry_margin: Duration,
+    /// Lock after this long without a token request (unset: never).
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub idle_lock: Option<Duration>,
+    /// Lock when the security key is unplugged (hardware keys).
+    pub lock_on_key_removal: bool,
 }
 
 impl Default for AgentSettings {
@@ -62,6 +85,8 @@ impl Default for AgentSettings {
             touch_timeout: Duration::from_secs(30),
             max_connections: 64,
             expiry_margin: Duration::from_secs(60),
+            idle_lock: None,
+            lock_on_key_removal: true,
         }
     }
 }
@@ -225,6 +250,10 @@ impl<'de> Deserialize<'de> for TouchRule {
     }
 }
 
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
@@ -357,6 +386,7 @@ impl Default for Config {
             key: KeySettings::default(),
             google: Endpoints::default(),
             profiles,
+            login: LoginSettings::default(),
         }
     }
 }

@@ -306,6 +306,45 @@ impl Agent {
         Ok(reply)
     }
 
+    /// Unlock: a verified touch on an enrolled key.
+    pub async fn unlock(
+        self: &Arc<Self>,
+        caller: &Caller,
+        hint: &CallerHint,
+        progress: Progress,
+    ) -> Result<(), ErrorReply> {
+        if self.locked.lock().unwrap().is_none() {
+            return Ok(());
+        }
+        let mut vault = self.vault.lock().await;
+        let (dek, used, evidence) = self
+            .assert_and_unlock(
+                &mut vault,
+                &[&caller.to_string(), "unlock"],
+                "unlock",
+                hint,
+                format!("touch your security key to unlock touchgate ({caller} asks)"),
+                &notify(progress),
+            )
+            .await?;
+        drop(dek);
+        let mut next = vault.clone();
+        replace_enrolment(&mut next, used);
+        next.save(&self.paths.vault).map_err(vault_error)?;
+        *vault = next;
+        *self.locked.lock().unwrap() = None;
+        self.touch_last_use();
+        tracing::info!(%caller, "unlocked");
+        self.audit.append(Record {
+            time: self.clock.unix_now(),
+            event: "unlocked".into(),
+            caller: Some(caller.into()),
+            touch: Some(evidence),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
     pub async fn list_keys(&self) -> Vec<KeyInfo> {
         self.vault
             .lock()

@@ -37,6 +37,8 @@ impl Agent {
         scopes: Vec<String>,
         progress: Progress,
     ) -> Result<TokenReply, ErrorReply> {
+        self.check_unlocked()?;
+        self.touch_last_use();
         let (name, profile) = self.resolve_profile(profile)?;
         let scopes = if scopes.is_empty() {
             profile.scopes.clone()
@@ -209,8 +211,12 @@ impl Agent {
                         prompt,
                         &notify,
                     )
-                    .await?;
+                    .await
+                    // Locked meanwhile (the lock cancelled the touch): say so.
+                    .map_err(|e| self.check_unlocked().err().unwrap_or(e))?;
                 *touch = Some(evidence);
+                // Locked while the touch was pending: nothing is minted.
+                self.check_unlocked()?;
                 let cred = Arc::new(cred);
                 if let TouchRule::Window(w) = profile.touch {
                     self.sessions.lock().unwrap().open_window(

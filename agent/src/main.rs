@@ -124,12 +124,34 @@ fn main() -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(&args, &e.to_string()),
         };
+        // Like ssh-agent: SIGUSR1 locks. Installed before we say we are ready.
+        if let Ok(mut usr1) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        {
+            let a = agent.clone();
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    a.lock(&touchgate_agent::caller::Caller::default(), "SIGUSR1");
+                }
+            });
+        }
         if args.daemon_child {
             println!("READY");
         } else if args.print_sock {
             println!("{}", export_line(&settings));
         }
         let _ = std::io::stdout().flush();
+        // Like ssh-agent: SIGUSR1 locks.
+        let a = agent.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+                return;
+            };
+            while usr1.recv().await.is_some() {
+                a.lock(&touchgate_agent::caller::Caller::default(), "SIGUSR1");
+            }
+        });
         server::serve(agent, listener, shutdown_signal()).await;
         ExitCode::SUCCESS
     })

@@ -101,6 +101,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(agent.config().agent.max_connections));
+    let watch = agent.spawn_watch();
     let me = current_uid();
     tracing::info!(socket = %listener.path.display(), max_connections = agent.config().agent.max_connections, "listening");
     tokio::pin!(shutdown);
@@ -134,6 +135,7 @@ pub async fn serve(
         }
     }
     agent.key().cancel();
+    watch.abort();
     tracing::info!(socket = %listener.path.display(), "shutting down");
     drop(listener);
 }

@@ -224,6 +224,14 @@ impl Client {
         }
     }
 
+    /// Unlock a locked agent (the agent asks for a touch).
+    pub async fn unlock(&mut self, caller: CallerHint) -> Result<(), ClientError> {
+        match self.request(&Request::Unlock { caller }).await? {
+            Response::Unlocked => Ok(()),
+            other => Err(unexpected("Unlock", &other)),
+        }
+    }
+
     pub async fn list_profiles(&mut self) -> Result<Vec<ProfileInfo>, ClientError> {
         match self.request(&Request::ListProfiles).await? {
             Response::Profiles(p) => Ok(p),
@@ -259,6 +267,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Keys(_) => "Keys",
         Response::KeyRemoved { .. } => "KeyRemoved",
         Response::KeyTrusted { .. } => "KeyTrusted",
+        Response::Unlocked => "Unlocked",
     }
 }
 

@@ -111,6 +111,10 @@ pub enum Request {
     TrustKey {
         credential: String,
     },
+    /// Unlock a locked agent (needs a touch on an enrolled key).
+    Unlock {
+        caller: CallerHint,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +143,7 @@ pub enum Response {
     KeyTrusted {
         credential: String,
     },
+    Unlocked,
 }
 
 /// One enrolled security key.
@@ -179,6 +184,8 @@ pub struct StatusReply {
     pub cached_tokens: u32,
     pub touches: u64,
     pub mints: u64,
+    /// Why the agent is locked, when it is.
+    pub locked: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,6 +250,8 @@ pub enum ErrorCode {
     Pin,
     /// The profile's rules refuse this caller or these scopes.
     PolicyRefused,
+    /// The agent is locked; `touchgate unlock` (a touch) opens it.
+    Locked,
     /// The key's answer failed verification (signature, challenge, counter).
     KeyVerification,
     Key,
@@ -269,6 +278,7 @@ impl ErrorCode {
             ErrorCode::TouchTimeout => "touch-timeout",
             ErrorCode::Pin => "pin",
             ErrorCode::PolicyRefused => "policy-refused",
+            ErrorCode::Locked => "locked",
             ErrorCode::KeyVerification => "key-verification",
             ErrorCode::Key => "key",
             ErrorCode::Upstream => "upstream",
@@ -361,6 +371,9 @@ mod tests {
             Request::TrustKey {
                 credential: "0011".into(),
             },
+            Request::Unlock {
+                caller: CallerHint::default(),
+            },
         ] {
             round_trip(&r);
         }
@@ -386,6 +399,7 @@ mod tests {
                 cached_tokens: 2,
                 touches: 3,
                 mints: 4,
+                locked: Some("idle for 30m".into()),
             }),
             Response::Locked { dropped_tokens: 5 },
             Response::Profiles(vec![profile()]),
@@ -414,6 +428,7 @@ mod tests {
             Response::KeyTrusted {
                 credential: "00".into(),
             },
+            Response::Unlocked,
         ] {
             round_trip(&r);
         }
@@ -436,6 +451,7 @@ mod tests {
             TouchTimeout,
             Pin,
             PolicyRefused,
+            Locked,
             KeyVerification,
             Key,
             Upstream,

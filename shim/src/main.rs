@@ -1,10 +1,22 @@
 //! `touchgate-shim`: plugs touchgate into the clients people already run.
 //!
-//! This release has one route: `touchgate-shim token` prints a token for a
-//! profile, for scripts and `gcloud --access-token-file`-style use. The
-//! loopback metadata server, the docker credential helper and the kubectl exec
-//! plugin are not built yet (see the README's "not yet" list).
+//! - `touchgate-shim serve`: a loopback HTTP server (default `127.0.0.1:8946`,
+//!   or `$TOUCHGATE_SHIM_ADDR`) speaking the GCE metadata API subset the
+//!   Google clients read, and a local STS for the `external_account` ADC file.
+//! - `touchgate-shim adc-file`: prints that ADC file.
+//! - `touchgate-shim token`: prints a token for a profile, for scripts.
+//!
+//! It talks to the agent only through the client library (`TOUCHGATE_SOCK`).
+#![deny(unsafe_code)]
 
+mod broker;
+mod config;
+mod metadata;
+mod peer;
+mod server;
+mod sts;
+
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -28,21 +40,137 @@ enum Cmd {
         #[arg(long, short)]
         profile: Option<String>,
     },
+    /// Serve the GCE metadata API and a local STS on loopback (default 127.0.0.1:8946).
+    ///
+    /// Point clients at it with GCE_METADATA_ROOT=GCE_METADATA_HOST=GCE_METADATA_IP=127.0.0.1:PORT,
+    /// or use the credential file `touchgate-shim adc-file` prints.
+    Serve {
+        /// Loopback address to listen on (env TOUCHGATE_SHIM_ADDR; default 127.0.0.1:8946).
+        #[arg(long)]
+        listen: Option<String>,
+        /// The profile served as the metadata service account (default: the agent's default).
+        #[arg(long, short)]
+        profile: Option<String>,
+        /// Project id served as project/project-id (default: the profile's project).
+        #[arg(long)]
+        project: Option<String>,
+        /// Digits served as project/numeric-project-id (default: derived from the project id).
+        #[arg(long)]
+        project_number: Option<u64>,
+    },
+    /// Print an `external_account` credential file (ADC) that gets tokens from a running shim.
+    AdcFile {
+        /// Profile the file's tokens come from (default: the shim's --profile, else the agent's default).
+        #[arg(long, short)]
+        profile: Option<String>,
+        /// Address of the shim (env TOUCHGATE_SHIM_ADDR; default 127.0.0.1:8946).
+        #[arg(long)]
+        listen: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Cmd::Token { profile } => token(profile),
+        Cmd::Serve {
+            listen,
+            profile,
+            project,
+            project_number,
+        } => {
+            let addr = match config::listen_addr(listen.as_deref()) {
+                Ok(a) => a,
+                Err(e) => return fail(&e),
+            };
+            let opts = server::Options {
+                profile,
+                project,
+                project_number,
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start: {e}")),
+            };
+            match rt.block_on(serve(addr, opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Cmd::AdcFile { profile, listen } => {
+            let addr = match config::listen_addr(listen.as_deref()) {
+                Ok(a) => a,
+                Err(e) => return fail(&e),
+            };
+            let file = sts::adc_file(&format!("http://{addr}"), profile.as_deref());
+            match serde_json::to_string_pretty(&file) {
+                Ok(s) => {
+                    println!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("touchgate-shim: {msg}");
+    ExitCode::FAILURE
+}
+
+async fn serve(addr: SocketAddr, opts: server::Options) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let broker = broker::Broker::new(None);
+    // Say early if the agent is not there or has no such profile; serve anyway
+    // (the agent may start later; every request asks again).
+    if let Err(e) = broker.profile(opts.profile.as_deref()).await {
+        eprintln!("touchgate-shim: warning: {}", e.message);
+    }
+    let shim = server::Shim::new(broker, opts, local);
+    let app = server::router(shim).into_make_service_with_connect_info::<SocketAddr>();
+    println!("touchgate-shim listening on http://{local}");
+    eprintln!(
+        "touchgate-shim: metadata route: export GCE_METADATA_ROOT={local} GCE_METADATA_HOST={local} GCE_METADATA_IP={local}"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| format!("server stopped: {e}"))
+}
+
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn token(profile: Option<String>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("touchgate-shim: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(&format!("cannot start: {e}")),
     };
-    let Cmd::Token { profile } = cli.command;
     let res = rt.block_on(async {
         let mut c = Client::connect_default().await?;
         c.on_touch_needed(|p| eprintln!("touchgate-shim: {p}"));
@@ -53,10 +181,7 @@ fn main() -> ExitCode {
             println!("{}", t.access_token.expose());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("touchgate-shim: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

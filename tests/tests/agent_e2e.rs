@@ -107,9 +107,14 @@ async fn a_second_ask_inside_the_window_needs_no_touch() {
 
     // The token is accepted by Vertex; lock drops it and the next ask touches again.
     assert_eq!(c.lock().await.unwrap(), 1);
+    c.unlock(CallerHint::default()).await.unwrap();
     let third = c.get_token(None, &[], CallerHint::default()).await.unwrap();
     assert!(!third.from_cache);
-    assert_eq!(agent.agent.touches(), touches + 1);
+    assert_eq!(
+        agent.agent.touches(),
+        touches + 2,
+        "unlock, then a new window"
+    );
     agent.shutdown().await;
 }
 

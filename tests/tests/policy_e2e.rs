@@ -88,6 +88,7 @@ async fn caller_rules_and_policy_check_agree() {
 
     // Per-caller windows: gcloud's window serves gcloud again without a touch, not python.
     assert!(agent.cli(&["lock"]).status.success());
+    assert!(agent.cli(&["unlock"]).status.success());
     let t0 = touches(&agent);
     let g1 = run(&agent, &gcloud, &["token", "--profile", "inference"]);
     assert_eq!(

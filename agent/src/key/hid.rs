@@ -274,6 +274,14 @@ impl SecurityKey for HidKey {
         })
     }
 
+    fn present(&self) -> Option<bool> {
+        Some(if self.paths.is_empty() {
+            !ctap_hid_fido2::get_fidokey_devices().is_empty()
+        } else {
+            self.paths.iter().any(|p| std::path::Path::new(p).exists())
+        })
+    }
+
     fn cancel(&self) {
         let dev = self.current.lock().unwrap().clone();
         if let Some(d) = dev {

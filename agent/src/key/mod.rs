@@ -155,4 +155,9 @@ pub trait SecurityKey: Send + Sync {
     fn get_assertion(&self, req: &GetAssertionRequest) -> Result<Assertion, KeyError>;
     /// Cancel the pending operation, if any (CTAPHID_CANCEL on hardware).
     fn cancel(&self);
+    /// Whether a key is plugged in, when the backend can tell (cheaply, without
+    /// talking to it); `None` when it cannot.
+    fn present(&self) -> Option<bool> {
+        None
+    }
 }

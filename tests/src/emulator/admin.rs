@@ -49,6 +49,30 @@ pub struct Revoke {
     pub refresh_token: String,
 }
 
+/// `POST /__emulator/login`: the emulated browser signs in as `email` and
+/// approves, or (`deny`) declines, or (neither) nobody is signed in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoginUser {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub deny: bool,
+}
+
+/// `POST /__emulator/devices/approve` (with `email`) and `/devices/deny`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceDecision {
+    pub user_code: String,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// `POST /__emulator/device-interval`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceInterval {
+    pub seconds: u64,
+}
+
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/calls", get(calls))
@@ -61,6 +85,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/advance", post(advance))
         .route("/revoke", post(revoke))
         .route("/now", get(now))
+        .route("/oauth-clients", post(oauth_client))
+        .route("/login", post(login))
+        .route("/devices/approve", post(approve_device))
+        .route("/devices/deny", post(deny_device))
+        .route("/device-interval", post(device_interval))
 }
 
 fn bad_request(e: JsonRejection) -> Response {
@@ -235,4 +264,90 @@ async fn now(State(state): State<AppState>) -> Response {
         "now": rfc3339(now),
         "unix": touchgate_agent::clock::unix(now),
     })))
+}
+
+/// A new OAuth client; answers its `client_secret_….json`.
+async fn oauth_client(State(state): State<AppState>) -> Response {
+    let (id, secret) = state.add_oauth_client();
+    json_text(state.client_secret_json(&id, &secret))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    body: Result<Json<LoginUser>, JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return bad_request(e),
+    };
+    match (req.email, req.deny) {
+        (Some(_), true) => google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "give email or deny, not both",
+        ),
+        (Some(email), false) => match valid_email(&email) {
+            Ok(()) => {
+                state.set_login_user(&email);
+                Json(serde_json::json!({})).into_response()
+            }
+            Err(r) => r,
+        },
+        (None, true) => {
+            state.deny_login();
+            Json(serde_json::json!({})).into_response()
+        }
+        (None, false) => {
+            state.clear_login();
+            Json(serde_json::json!({})).into_response()
+        }
+    }
+}
+
+async fn approve_device(
+    State(state): State<AppState>,
+    body: Result<Json<DeviceDecision>, JsonRejection>,
+) -> Response {
+    let d = match body {
+        Ok(Json(d)) => d,
+        Err(e) => return bad_request(e),
+    };
+    let Some(email) = d.email else {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "email is required: who approves the code",
+        );
+    };
+    if let Err(r) = valid_email(&email) {
+        return r;
+    }
+    let approved = state.approve_device(&d.user_code, &email);
+    Json(serde_json::json!({"approved": approved})).into_response()
+}
+
+async fn deny_device(
+    State(state): State<AppState>,
+    body: Result<Json<DeviceDecision>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(d)) => {
+            let denied = state.deny_device(&d.user_code);
+            Json(serde_json::json!({"denied": denied})).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn device_interval(
+    State(state): State<AppState>,
+    body: Result<Json<DeviceInterval>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(d)) => {
+            state.set_device_interval(d.seconds);
+            Json(serde_json::json!({})).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
 }

@@ -6,7 +6,10 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::admin::{Advance, ExtendedLifetime, Grant, NewPrincipal, Revoke, VertexGrant};
+use super::admin::{
+    Advance, DeviceDecision, DeviceInterval, ExtendedLifetime, Grant, LoginUser, NewPrincipal,
+    Revoke, VertexGrant,
+};
 use super::{CallRecord, FaultRule, VertexRole};
 
 /// Talks to an emulator (maybe in another process) at `base_url`.
@@ -138,6 +141,59 @@ impl EmulatorClient {
             .await?;
         let v: serde_json::Value = serde_json::from_str(&text)?;
         Ok(v["revoked"].as_bool().unwrap_or(false))
+    }
+
+    /// A new OAuth client; returns its `client_secret_….json` (Desktop app).
+    pub async fn add_oauth_client(&self) -> anyhow::Result<String> {
+        self.post_text("/__emulator/oauth-clients", &serde_json::json!({}))
+            .await
+    }
+
+    /// The emulated browser signs in as `email` and approves every consent screen.
+    pub async fn set_login_user(&self, email: &str) -> anyhow::Result<()> {
+        let body = LoginUser {
+            email: Some(email.into()),
+            deny: false,
+        };
+        self.post_text("/__emulator/login", &body).await.map(drop)
+    }
+
+    /// The emulated user declines every consent screen.
+    pub async fn deny_login(&self) -> anyhow::Result<()> {
+        let body = LoginUser {
+            email: None,
+            deny: true,
+        };
+        self.post_text("/__emulator/login", &body).await.map(drop)
+    }
+
+    /// `email` approves the device flow's `user_code`; returns whether it was pending.
+    pub async fn approve_device(&self, user_code: &str, email: &str) -> anyhow::Result<bool> {
+        let body = DeviceDecision {
+            user_code: user_code.into(),
+            email: Some(email.into()),
+        };
+        let text = self.post_text("/__emulator/devices/approve", &body).await?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        Ok(v["approved"].as_bool().unwrap_or(false))
+    }
+
+    /// The device flow's `user_code` is declined; returns whether it was pending.
+    pub async fn deny_device(&self, user_code: &str) -> anyhow::Result<bool> {
+        let body = DeviceDecision {
+            user_code: user_code.into(),
+            email: None,
+        };
+        let text = self.post_text("/__emulator/devices/deny", &body).await?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        Ok(v["denied"].as_bool().unwrap_or(false))
+    }
+
+    /// The polling interval later device codes come with.
+    pub async fn set_device_interval(&self, seconds: u64) -> anyhow::Result<()> {
+        self.post_text("/__emulator/device-interval", &DeviceInterval { seconds })
+            .await
+            .map(drop)
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

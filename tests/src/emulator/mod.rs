@@ -1,4 +1,5 @@
-//! A Google emulator on 127.0.0.1: the OAuth token endpoint, IAM Credentials
+//! A Google emulator on 127.0.0.1: the OAuth token endpoint, user logins (the
+//! authorization endpoint with PKCE and the device flow), IAM Credentials
 //! `generateAccessToken` and a little of Vertex AI REST (models list, endpoint
 //! predict, custom jobs, each behind its role), faithful enough that the agent's
 //! real upstream code cannot tell it from Google. Faults (5xx, 429 with
@@ -7,7 +8,9 @@
 //! read what it saw.
 
 mod admin;
+mod authorize;
 mod client;
+mod device;
 mod iam;
 mod oauth;
 mod state;
@@ -34,7 +37,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use authorize::{LoginDecision, AUTH_CODE_LIFETIME};
 pub use client::EmulatorClient;
+pub use device::{DEFAULT_DEVICE_INTERVAL, DEVICE_CODE_EXPIRES_IN};
 pub use state::{
     CallKind, CallRecord, EmulatorState, Fault, FaultRule, IssuedToken, VertexRole, CLOUD_PLATFORM,
     CUSTOM_JOBS_CREATE, ENDPOINTS_PREDICT, MAX_EXTENDED_LIFETIME_SECS, MAX_LIFETIME_SECS,
@@ -253,6 +258,8 @@ pub(crate) type AppState = Arc<EmulatorState>;
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/token", post(oauth::token))
+        .route("/o/oauth2/auth", get(authorize::authorize))
+        .route("/device/code", post(device::device_code))
         .route(
             "/v1/projects/{project}/serviceAccounts/{name}",
             post(iam::service_account_method),
@@ -304,6 +311,10 @@ fn kind_of(path: &str) -> CallKind {
         CallKind::Token
     } else if path.starts_with("/v1/projects/") && path.ends_with(":generateAccessToken") {
         CallKind::GenerateAccessToken
+    } else if path == "/o/oauth2/auth" {
+        CallKind::Authorize
+    } else if path == "/device/code" {
+        CallKind::DeviceCode
     } else if path.starts_with("/__emulator/") {
         CallKind::Admin
     } else if path.starts_with("/v1/projects/") && path.contains("/locations/") {
@@ -323,6 +334,8 @@ const SECRET_PARAMS: &[&str] = &[
     "client_secret",
     "key",
     "code",
+    "code_verifier",
+    "device_code",
 ];
 
 fn redact_query(query: &str) -> String {
@@ -535,6 +548,8 @@ mod tests {
             CallKind::Vertex
         );
         assert_eq!(kind_of("/__emulator/grants"), CallKind::Admin);
+        assert_eq!(kind_of("/o/oauth2/auth"), CallKind::Authorize);
+        assert_eq!(kind_of("/device/code"), CallKind::DeviceCode);
         assert_eq!(kind_of("/nope"), CallKind::Other);
     }
 

@@ -1,5 +1,7 @@
 //! OAuth 2.0 `POST /token`: the jwt-bearer grant (service-account JWTs, checked
-//! against the account's public keys) and the refresh_token grant.
+//! against the account's public keys), the refresh_token grant, and the grants
+//! that end a user login: authorization_code (with PKCE, see `authorize.rs`) and
+//! the device_code grant (see `device.rs`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,13 +28,13 @@ const MAX_ASSERTION_SECS: i64 = 3600;
 const CLOCK_SKEW_SECS: i64 = 60;
 
 /// An OAuth error reply.
-struct OAuthError {
-    status: StatusCode,
-    error: &'static str,
-    description: String,
+pub(super) struct OAuthError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
 }
 
-fn err(error: &'static str, description: impl Into<String>) -> OAuthError {
+pub(super) fn err(error: &'static str, description: impl Into<String>) -> OAuthError {
     let status = if error == "invalid_client" {
         StatusCode::UNAUTHORIZED
     } else {
@@ -74,6 +76,8 @@ pub(crate) async fn token(
     let result = match form.get("grant_type").map(String::as_str) {
         Some(JWT_BEARER) => jwt_bearer(&state, &form, &mut details),
         Some("refresh_token") => refresh(&state, &form, &mut details),
+        Some("authorization_code") => super::authorize::exchange(&state, &form, &mut details),
+        Some(super::device::DEVICE_CODE_GRANT) => super::device::poll(&state, &form, &mut details),
         Some(other) => Err(err(
             "unsupported_grant_type",
             format!("Invalid grant_type: {other}"),
@@ -90,7 +94,7 @@ pub(crate) async fn token(
     details.respond(response)
 }
 
-fn error_response(e: OAuthError) -> Response {
+pub(super) fn error_response(e: OAuthError) -> Response {
     let body = serde_json::json!({"error": e.error, "error_description": e.description});
     no_store(axum::response::IntoResponse::into_response((
         e.status,
@@ -99,7 +103,7 @@ fn error_response(e: OAuthError) -> Response {
 }
 
 /// Issues a token-endpoint access token and fills in the details.
-fn grant(
+pub(super) fn grant(
     state: &EmulatorState,
     principal: &str,
     scopes: Vec<String>,
@@ -260,11 +264,11 @@ fn verify_jwt(
     })
 }
 
-fn refresh(
+/// The request's `client_id`, if it names a known client and `client_secret` is its secret.
+pub(super) fn check_client(
     state: &EmulatorState,
     form: &HashMap<String, String>,
-    details: &mut Details,
-) -> Result<Value, OAuthError> {
+) -> Result<String, OAuthError> {
     let client_id = form
         .get("client_id")
         .filter(|c| !c.is_empty())
@@ -280,6 +284,15 @@ fn refresh(
         Some(false) => return Err(err("invalid_client", "Unauthorized")),
         Some(true) => {}
     }
+    Ok(client_id.clone())
+}
+
+fn refresh(
+    state: &EmulatorState,
+    form: &HashMap<String, String>,
+    details: &mut Details,
+) -> Result<Value, OAuthError> {
+    let client_id = check_client(state, form)?;
     let token = form
         .get("refresh_token")
         .filter(|t| !t.is_empty())
@@ -296,7 +309,7 @@ fn refresh(
     if rt.revoked {
         return Err(err("invalid_grant", "Token has been expired or revoked."));
     }
-    if rt.client_id != *client_id {
+    if rt.client_id != client_id {
         return Err(err("unauthorized_client", "Unauthorized"));
     }
     Ok(grant(

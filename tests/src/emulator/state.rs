@@ -36,6 +36,10 @@ pub enum CallKind {
     Vertex,
     /// `/__emulator/…` (listing the calls is not recorded).
     Admin,
+    /// OAuth authorization endpoint `GET /o/oauth2/auth` (the browser's visit).
+    Authorize,
+    /// OAuth device authorization `POST /device/code`.
+    DeviceCode,
     Other,
 }
 
@@ -219,6 +223,9 @@ struct Inner {
 pub struct EmulatorState {
     base_url: String,
     inner: Mutex<Inner>,
+    /// Authorization codes, device grants and the browser's login (never lock
+    /// `inner` while holding it).
+    pub(crate) login: Mutex<super::authorize::LoginState>,
     /// Set when the server stops: slow faults give up waiting.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -236,6 +243,7 @@ impl EmulatorState {
         EmulatorState {
             base_url: base_url.into(),
             inner: Mutex::new(Inner::default()),
+            login: Mutex::new(Default::default()),
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -360,6 +368,43 @@ impl EmulatorState {
             "universe_domain": "googleapis.com",
         }))
         .expect("JSON")
+    }
+
+    /// Registers a new OAuth client (a "Desktop app" client of the user's own
+    /// project); returns `(client_id, client_secret)`. See
+    /// [`client_secret_json`](Self::client_secret_json) for its download file.
+    pub fn add_oauth_client(&self) -> (String, String) {
+        let client_id = format!(
+            "{}-emu{}.apps.googleusercontent.com",
+            numeric_id(&hex::encode(random_bytes(8))),
+            hex::encode(random_bytes(4))
+        );
+        let client_secret = format!("GOCSPX-{}", URL_SAFE_NO_PAD.encode(random_bytes(21)));
+        self.lock()
+            .clients
+            .insert(client_id.clone(), digest(&client_secret));
+        (client_id, client_secret)
+    }
+
+    /// Stores a new refresh token of `principal` for `client_id` and returns it.
+    pub(crate) fn new_refresh_token(
+        &self,
+        principal: &str,
+        client_id: &str,
+        scopes: Vec<String>,
+    ) -> (String, String) {
+        let refresh_token = format!("1//emu.{}", URL_SAFE_NO_PAD.encode(random_bytes(48)));
+        let d = digest(&refresh_token);
+        self.lock().refresh_tokens.insert(
+            d.clone(),
+            RefreshToken {
+                principal: principal.to_owned(),
+                client_id: client_id.to_owned(),
+                scopes,
+                revoked: false,
+            },
+        );
+        (refresh_token, d)
     }
 
     /// Revokes a refresh token and every access token minted from it. Returns
@@ -626,7 +671,7 @@ fn project_of(email: &str) -> String {
 }
 
 /// A stable 21-digit id, like Google's numeric client ids.
-fn numeric_id(seed: &str) -> String {
+pub(crate) fn numeric_id(seed: &str) -> String {
     let d = Sha256::digest(seed.as_bytes());
     let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
     format!("1{:020}", n)

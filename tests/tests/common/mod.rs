@@ -86,11 +86,21 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start(config: &str, touch: Arc<dyn TouchSource>) -> InProcess {
+        InProcess::start_with_clock(config, touch, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(
+        config: &str,
+        touch: Arc<dyn TouchSource>,
+        clock: Arc<dyn touchgate_agent::clock::Clock>,
+    ) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(config, &dir.path().join("config.toml")).unwrap();
         let key = Arc::new(SoftKey::open(&dir.path().join("soft-key.json"), touch).unwrap());
-        let clock = Arc::new(SystemClock);
-        let upstream = Arc::new(GoogleUpstream::new(config.google.clone(), clock.clone()));
+        let upstream = Arc::new(GoogleUpstream::new(
+            config.google.clone(),
+            Arc::new(SystemClock),
+        ));
         let agent = Agent::new(
             config,
             key.clone(),

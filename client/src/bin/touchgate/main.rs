@@ -1,4 +1,4 @@
-//! `touchgate`: talk to the agent — status, enrol, import, token, lock — and
+//! `touchgate`: talk to the agent — status, enrol, login, import, token, lock — and
 //! `touchgate demo`, the whole flow on a software key and a Google emulator.
 
 use std::io::Read;
@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use touchgate::{CallerHint, Client, ClientError, Secret};
 
+mod adc;
 mod demo;
+mod login;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,13 +41,35 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Seal a Google credential (service-account key JSON or authorized_user ADC file) under the key.
-    Import {
-        /// The file to import; `-` reads standard input.
-        file: PathBuf,
+    /// Log in to Google in a browser (or, with --no-browser, with a code entered on any
+    /// device) and seal the refresh token under the key; it never touches the disk.
+    Login {
+        /// Device flow: print a URL and a code to enter on any device with a browser.
+        #[arg(long)]
+        no_browser: bool,
         /// Name to seal it under (profiles refer to it as `credential`).
         #[arg(long, default_value = "default")]
         name: String,
+        /// The OAuth client: a "Desktop app" client's client_secret_….json (default:
+        /// [login] in the config file, else the client of gcloud's ADC file).
+        #[arg(long, value_name = "FILE")]
+        client_secret_file: Option<PathBuf>,
+    },
+    /// Seal a Google credential (service-account key JSON, authorized_user or
+    /// impersonated_service_account ADC file) under the key.
+    Import {
+        /// The file to import; `-` reads standard input (default: gcloud's ADC file,
+        /// $CLOUDSDK_CONFIG or ~/.config/gcloud/application_default_credentials.json).
+        file: Option<PathBuf>,
+        /// Name to seal it under (profiles refer to it as `credential`).
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Delete FILE after sealing it, without asking.
+        #[arg(long, conflicts_with = "keep")]
+        delete: bool,
+        /// Keep FILE, without asking.
+        #[arg(long)]
+        keep: bool,
     },
     /// Print an access token for a profile on stdout (nothing else).
     Token {
@@ -57,8 +81,22 @@ enum Command {
     },
     /// List the configured profiles.
     Profiles,
-    /// Drop every cached token and unsealed credential in the agent.
+    /// Lock the agent: drop every cached token and unsealed credential, refuse tokens until unlock.
     Lock,
+    /// Unlock the agent (touch your key).
+    Unlock,
+    /// Read the audit log: `verify` re-checks it, `show` prints it (runs touchgate-agent audit).
+    #[command(disable_help_flag = true)]
+    Audit {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Ask the policy what it would decide: `check --profile P --exe PATH` (runs touchgate-agent policy).
+    #[command(disable_help_flag = true)]
+    Policy {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the whole flow on a software key and a local Google emulator, in a temp dir.
     Demo {
         /// Approve touches automatically (non-interactive run).
@@ -137,6 +175,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 "cached tokens: {}, touches: {}, mints: {}",
                 s.cached_tokens, s.touches, s.mints
             );
+            if let Some(why) = &s.locked {
+                println!("locked: {why} (run touchgate unlock)");
+            }
             print_profiles(&s.profiles);
         }
         Command::Keys { command } => keys(command).await?,
@@ -150,19 +191,30 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 e.key_name, e.credential, e.aaguid
             );
         }
-        Command::Import { file, name } => {
-            let text = read_credential(&file)?;
-            let kind = connect()
-                .await?
-                .import(&name, text, CallerHint::from_env())
-                .await?;
-            println!("sealed {kind} credential as \"{name}\" under the enrolled key");
-            if file.as_os_str() != "-" {
-                println!(
-                    "the agent no longer needs {}: delete it (shred -u) once you have a backup",
-                    file.display()
-                );
-            }
+        Command::Login {
+            no_browser,
+            name,
+            client_secret_file,
+        } => {
+            login::run(login::LoginArgs {
+                no_browser,
+                name,
+                client_secret_file,
+            })
+            .await?
+        }
+        Command::Import {
+            file,
+            name,
+            delete,
+            keep,
+        } => {
+            let after = match (delete, keep) {
+                (true, _) => adc::AfterImport::Delete,
+                (_, true) => adc::AfterImport::Keep,
+                _ => adc::AfterImport::Ask,
+            };
+            adc::import(file, &name, after).await?
         }
         Command::Token { profile, scopes } => {
             let t = connect()
@@ -174,8 +226,14 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Profiles => print_profiles(&connect().await?.list_profiles().await?),
         Command::Lock => {
             let n = connect().await?.lock().await?;
-            println!("locked: dropped {n} cached token(s)");
+            println!("locked: dropped {n} cached token(s); touchgate unlock opens it again");
         }
+        Command::Unlock => {
+            connect().await?.unlock(CallerHint::from_env()).await?;
+            println!("unlocked");
+        }
+        Command::Audit { args } => return run_agent_tool("audit", &args),
+        Command::Policy { args } => return run_agent_tool("policy", &args),
         Command::Demo { auto_touch } => demo::run(auto_touch).await?,
     }
     Ok(())
@@ -217,6 +275,27 @@ async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Run `touchgate-agent <tool> <args>` (it reads the config and state itself) and
+/// pass its exit status on.
+fn run_agent_tool(tool: &str, args: &[String]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?.with_file_name("touchgate-agent");
+    let status = std::process::Command::new(&exe)
+        .arg(tool)
+        .args(args)
+        .status()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run {}: {e}; install touchgate-agent next to touchgate",
+                exe.display()
+            )
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        std::process::exit(status.code().unwrap_or(1))
+    }
 }
 
 fn read_credential(file: &PathBuf) -> anyhow::Result<Secret> {

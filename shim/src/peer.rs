@@ -1,0 +1,271 @@
+//! Who is on the other end of a loopback TCP connection (Linux `/proc`).
+//!
+//! The kernel lists every TCP socket of this network namespace in
+//! `/proc/net/tcp` and `/proc/net/tcp6` with its owner's uid and inode. The
+//! client's socket is the one whose local address is the peer address we see
+//! and whose remote address is our listening address. Its inode names the
+//! process: the one with a `/proc/PID/fd/N` link to `socket:[INODE]`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The owner of a TCP peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    /// The process holding the socket, when it could be found (another
+    /// user's processes are not readable unless we are root).
+    pub pid: Option<u32>,
+}
+
+/// One row of `/proc/net/tcp{,6}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpRow {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub uid: u32,
+    pub inode: u64,
+}
+
+/// Parse an address column: `0100007F:1F90` (IPv4) or 32 hex digits `:PORT` (IPv6).
+/// Each 32-bit word is printed in host byte order, the port in plain hex.
+fn parse_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words = |hex: &str| -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(hex.len() / 2);
+        for i in (0..hex.len()).step_by(8) {
+            let w = u32::from_str_radix(hex.get(i..i + 8)?, 16).ok()?;
+            out.extend_from_slice(&w.to_ne_bytes());
+        }
+        Some(out)
+    };
+    let ip = match ip.len() {
+        8 => {
+            let b: [u8; 4] = words(ip)?.try_into().ok()?;
+            IpAddr::V4(Ipv4Addr::from(b))
+        }
+        32 => {
+            let b: [u8; 16] = words(ip)?.try_into().ok()?;
+            let v6 = Ipv6Addr::from(b);
+            match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            }
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Parse the text of `/proc/net/tcp` or `/proc/net/tcp6` (header line skipped).
+pub fn parse_table(text: &str) -> Vec<TcpRow> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode …
+            if f.len() < 10 {
+                return None;
+            }
+            Some(TcpRow {
+                local: parse_addr(f[1])?,
+                remote: parse_addr(f[2])?,
+                uid: f[7].parse().ok()?,
+                inode: f[9].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Normalise IPv4-mapped IPv6 addresses so both tables compare alike.
+fn canon(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => a,
+        },
+        IpAddr::V4(_) => a,
+    }
+}
+
+/// The row of the client end: local = `peer`, remote = `server`.
+pub fn find_row(rows: &[TcpRow], peer: SocketAddr, server: SocketAddr) -> Option<&TcpRow> {
+    let (peer, server) = (canon(peer), canon(server));
+    rows.iter()
+        .find(|r| r.local == peer && r.remote == server && r.inode != 0)
+}
+
+/// The first process under `proc_root` owned by `uid` holding `socket:[inode]`.
+pub fn find_pid(proc_root: &Path, uid: u32, inode: u64) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let want = format!("socket:[{inode}]");
+    for e in std::fs::read_dir(proc_root).ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Only the peer's own processes can hold its socket (save for fd passing).
+        match e.metadata() {
+            Ok(m) if m.uid() == uid => {}
+            _ => continue,
+        }
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// Who holds the client end of the connection `peer` → `server`, from
+/// `proc_root` (`/proc`). `None` when no such socket is listed (the client
+/// already hung up, or no `/proc`). `with_pid: false` skips the fd scan
+/// (enough to refuse another uid).
+pub fn lookup_in(
+    proc_root: &Path,
+    peer: SocketAddr,
+    server: SocketAddr,
+    with_pid: bool,
+) -> Option<Peer> {
+    let mut rows = vec![];
+    for t in ["tcp", "tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(proc_root.join("net").join(t)) {
+            rows.extend(parse_table(&text));
+        }
+    }
+    let row = find_row(&rows, peer, server)?;
+    let pid = if with_pid {
+        find_pid(proc_root, row.uid, row.inode)
+    } else {
+        None
+    };
+    Some(Peer { uid: row.uid, pid })
+}
+
+/// A process's program for a touch prompt: the executable's name, and for an
+/// interpreter (python, node, …) the script it runs, e.g. `python3.11 gcloud.py`.
+pub fn program_name(proc_root: &Path, pid: u32) -> Option<String> {
+    let dir = proc_root.join(pid.to_string());
+    let exe: PathBuf = std::fs::read_link(dir.join("exe")).ok()?;
+    let name = exe.file_name()?.to_string_lossy().into_owned();
+    let interpreter = [
+        "python", "node", "ruby", "perl", "java", "bash", "sh", "dash",
+    ]
+    .iter()
+    .any(|i| name.starts_with(i));
+    if !interpreter {
+        return Some(name);
+    }
+    let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Some(match script_of(&args) {
+        Some(s) => format!("{name} {s}"),
+        None => name,
+    })
+}
+
+/// The script or module an interpreter's argv names: the first non-option
+/// argument (base name), or the module after `-m`.
+fn script_of(args: &[String]) -> Option<String> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "-m" {
+            return it.next().cloned();
+        }
+        if a == "-c" {
+            return Some("-c".into());
+        }
+        if a.starts_with('-') {
+            continue;
+        }
+        return Path::new(a)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:22F2 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:A1B2 0100007F:22F2 01 00000000:00000000 00:00000000 00000000  1000        0 2002 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:22F2 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 3003 1 0000000000000000 20 4 30 10 -1
+";
+
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:C350 00000000000000000000000001000000:22F2 01 00000000:00000000 00:00000000 00000000 65534        0 4004 1 0000000000000000 20 4 0 10 -1
+   1: 0000000000000000FFFF00000100007F:C351 0000000000000000FFFF00000100007F:22F2 01 00000000:00000000 00:00000000 00000000 65534        0 5005 1 0000000000000000 20 4 0 10 -1
+";
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_ipv4_rows_and_finds_the_client_end() {
+        let rows = parse_table(TCP);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].local, sa("127.0.0.1:8946"));
+        let r = find_row(&rows, sa("127.0.0.1:41394"), sa("127.0.0.1:8946")).unwrap();
+        assert_eq!((r.uid, r.inode), (1000, 2002), "the client end, not ours");
+        assert!(find_row(&rows, sa("127.0.0.1:1"), sa("127.0.0.1:8946")).is_none());
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn parses_ipv6_rows_and_mapped_ipv4() {
+        let rows = parse_table(TCP6);
+        assert_eq!(rows[0].local, sa("[::1]:50000"));
+        assert_eq!(rows[1].local, sa("127.0.0.1:50001"), "v4-mapped becomes v4");
+        let r = find_row(&rows, sa("[::ffff:127.0.0.1]:50001"), sa("127.0.0.1:8946")).unwrap();
+        assert_eq!(r.uid, 65534);
+        let r = find_row(&rows, sa("[::1]:50000"), sa("[::1]:8946")).unwrap();
+        assert_eq!(r.inode, 4004);
+    }
+
+    #[test]
+    fn junk_lines_are_skipped() {
+        assert!(parse_table("header\nnot a row\n 0: zz:zz 00:00 01").is_empty());
+    }
+
+    #[test]
+    fn interpreters_are_named_by_their_script() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            script_of(&a(&["python3", "-S", "/usr/lib/sdk/lib/gcloud.py", "ai"])),
+            Some("gcloud.py".into())
+        );
+        assert_eq!(script_of(&a(&["python3", "-m", "pip"])), Some("pip".into()));
+        assert_eq!(script_of(&a(&["python3"])), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn finds_this_process_as_the_peer_of_a_real_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(server).unwrap();
+        let (_conn, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let p = lookup_in(Path::new("/proc"), peer, server, true)
+            .expect("the connection is in /proc/net/tcp");
+        let me = std::fs::metadata("/proc/self").unwrap();
+        assert_eq!(p.uid, std::os::unix::fs::MetadataExt::uid(&me));
+        assert_eq!(p.pid, Some(std::process::id()));
+        let name = program_name(Path::new("/proc"), std::process::id()).unwrap();
+        assert!(!name.is_empty());
+        drop(client);
+    }
+}
