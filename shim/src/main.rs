@@ -5,13 +5,21 @@
 //!   Google clients read, and a local STS for the `external_account` ADC file.
 //! - `touchgate-shim adc-file`: prints that ADC file.
 //! - `touchgate-shim token`: prints a token for a profile, for scripts.
+//! - `touchgate-shim docker-credential <get|store|erase|list|version>`, or the
+//!   binary run as `docker-credential-touchgate`: the docker credential helper
+//!   for Artifact Registry and gcr.io; `touchgate-shim docker-config` prints
+//!   the `credHelpers` for docker's config.json.
+//! - `touchgate-shim kubectl-credential`: a kubectl exec credential plugin.
 //!
 //! It talks to the agent only through the client library (`TOUCHGATE_SOCK`).
 #![deny(unsafe_code)]
 
 mod broker;
 mod config;
+mod docker;
+mod kube;
 mod metadata;
+mod oneshot;
 mod peer;
 mod server;
 mod sts;
@@ -67,12 +75,49 @@ enum Cmd {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// The docker credential helper (also: this binary named `docker-credential-touchgate`).
+    DockerCredential {
+        /// get, store, erase, list or version (the server URL / credentials come on stdin).
+        action: String,
+    },
+    /// Print the `credHelpers` entries for docker's config.json (Artifact Registry and gcr.io hosts).
+    DockerConfig {
+        /// The helper's name: docker runs `docker-credential-NAME` from PATH.
+        #[arg(long, default_value = "touchgate")]
+        helper: String,
+    },
+    /// A kubectl exec credential plugin: print an ExecCredential with a token for a profile.
+    KubectlCredential {
+        #[arg(long, short)]
+        profile: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
+    // Run as `docker-credential-NAME ACTION` (a symlink or copy), be the docker helper.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let name = std::path::Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.starts_with("docker-credential-") {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        return docker::main(&args);
+    }
     let cli = Cli::parse();
     match cli.command {
         Cmd::Token { profile } => token(profile),
+        Cmd::DockerCredential { action } => docker::main(&[action]),
+        Cmd::DockerConfig { helper } => {
+            match serde_json::to_string_pretty(&docker::config_snippet(&helper)) {
+                Ok(s) => {
+                    println!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Cmd::KubectlCredential { profile } => kube::main(profile),
         Cmd::Serve {
             listen,
             profile,

@@ -10,7 +10,9 @@ use touchgate::{CallerHint, Client, ClientError, Secret};
 
 mod adc;
 mod demo;
+mod exec;
 mod login;
+mod setup;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -96,6 +98,38 @@ enum Command {
     Policy {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Run CMD with GCE_METADATA_ROOT/HOST/IP pointed at a touchgate shim (the running one, else a
+    /// private one) and the project set; passes its exit code on.
+    Exec {
+        #[arg(long, short)]
+        profile: Option<String>,
+        /// Project for GOOGLE_CLOUD_PROJECT / CLOUDSDK_CORE_PROJECT (default: the profile's).
+        #[arg(long)]
+        project: Option<String>,
+        /// The command and its arguments (after --).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "CMD"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Point gcloud, ADC, docker or kubectl at touchgate (backed up; --undo restores exactly).
+    Setup {
+        target: setup::Target,
+        /// Restore what an earlier `touchgate setup TARGET` changed and delete its backup.
+        #[arg(long)]
+        undo: bool,
+        #[arg(long, short, conflicts_with = "undo")]
+        profile: Option<String>,
+        /// gcloud: core/project of the configuration (default: the profile's).
+        #[arg(long, conflicts_with = "undo")]
+        project: Option<String>,
+        /// docker: another registry host to hand to docker-credential-touchgate (repeatable).
+        #[arg(long = "host", value_name = "HOST", conflicts_with = "undo")]
+        hosts: Vec<String>,
     },
     /// Run the whole flow on a software key and a local Google emulator, in a temp dir.
     Demo {
@@ -235,6 +269,34 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Audit { args } => return run_agent_tool("audit", &args),
         Command::Policy { args } => return run_agent_tool("policy", &args),
         Command::Demo { auto_touch } => demo::run(auto_touch).await?,
+        Command::Exec {
+            profile,
+            project,
+            command,
+        } => {
+            exec::run(exec::ExecArgs {
+                profile,
+                project,
+                command,
+            })
+            .await?
+        }
+        Command::Setup {
+            target,
+            undo,
+            profile,
+            project,
+            hosts,
+        } => {
+            setup::run(setup::SetupArgs {
+                target,
+                undo,
+                profile,
+                project,
+                hosts,
+            })
+            .await?
+        }
     }
     Ok(())
 }

@@ -1,0 +1,265 @@
+//! `touchgate exec [--profile P] [--project ID] -- CMD ARGS…`: run CMD with the
+//! GCE metadata variables pointed at a touchgate shim — the shared one
+//! (`$TOUCHGATE_SHIM_ADDR`, default 127.0.0.1:8946) when it answers and serves
+//! the profile, else a private `touchgate-shim serve` child stopped afterwards.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use tokio::signal::unix::{signal, SignalKind};
+use touchgate::ProfileInfo;
+
+pub const SHIM_ADDR_ENV: &str = "TOUCHGATE_SHIM_ADDR";
+pub const DEFAULT_SHIM_PORT: u16 = 8946;
+
+pub struct ExecArgs {
+    pub profile: Option<String>,
+    pub project: Option<String>,
+    pub command: Vec<OsString>,
+}
+
+/// Runs the command and exits the process with its status; returns only on an
+/// error before the command ran.
+pub async fn run(args: ExecArgs) -> anyhow::Result<()> {
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| anyhow!("nothing to run: touchgate exec [--profile P] -- CMD ARGS…"))?;
+
+    let profile = profile_info(args.profile.as_deref()).await?;
+    let project = args
+        .project
+        .clone()
+        .or_else(|| profile.as_ref().and_then(|p| p.project.clone()));
+
+    let shared = shared_shim_addr();
+    let use_shared = shared.is_some_and(|a| shim_serves(a, args.profile.as_deref(), &profile));
+    let mut private = None;
+    let addr = match (use_shared, shared) {
+        (true, Some(a)) => a,
+        _ => {
+            let (child, addr) = start_private_shim(args.profile.as_deref(), project.as_deref())?;
+            private = Some(child);
+            addr
+        }
+    };
+
+    let code = run_child(program, rest, addr, project.as_deref()).await;
+    if let Some(mut shim) = private {
+        send_signal(shim.id(), "TERM");
+        let _ = shim.wait();
+    }
+    std::process::exit(code?)
+}
+
+/// The profile the shim will serve (None when the agent cannot be asked and no
+/// profile was named). A named profile the agent does not know is an error.
+async fn profile_info(name: Option<&str>) -> anyhow::Result<Option<ProfileInfo>> {
+    let profiles = match crate::connect().await {
+        Ok(mut c) => c.list_profiles().await,
+        Err(e) => Err(e),
+    };
+    match profiles {
+        Ok(list) => {
+            let found = list
+                .into_iter()
+                .find(|p| name.map_or(p.is_default, |n| p.name == n));
+            match (found, name) {
+                (None, Some(n)) => Err(anyhow!("no profile {n} (see touchgate profiles)")),
+                (f, _) => Ok(f),
+            }
+        }
+        Err(e) => {
+            eprintln!("touchgate: warning: cannot read the profiles ({e}); the project is not set");
+            Ok(None)
+        }
+    }
+}
+
+/// `$TOUCHGATE_SHIM_ADDR` (loopback only) or 127.0.0.1:8946.
+pub fn shared_shim_addr() -> Option<SocketAddr> {
+    match std::env::var(SHIM_ADDR_ENV).ok().filter(|v| !v.is_empty()) {
+        None => Some(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_SHIM_PORT))),
+        Some(v) => parse_loopback(&v),
+    }
+}
+
+fn parse_loopback(text: &str) -> Option<SocketAddr> {
+    let text = text.trim();
+    let addr = if let Ok(port) = text.parse::<u16>() {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+    } else if let Some(port) = text.strip_prefix("localhost:") {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port.parse::<u16>().ok()?))
+    } else {
+        text.parse::<SocketAddr>().ok()?
+    };
+    addr.ip().is_loopback().then_some(addr)
+}
+
+/// Whether a shim answers at `addr` and serves the wanted profile.
+fn shim_serves(addr: SocketAddr, wanted: Option<&str>, profile: &Option<ProfileInfo>) -> bool {
+    let Some((true, _)) = metadata_get(addr, "/") else {
+        return false;
+    };
+    let Some(name) = wanted else {
+        return true;
+    };
+    let Some(p) = profile else {
+        return false;
+    };
+    let email = p
+        .service_account
+        .clone()
+        .unwrap_or_else(|| format!("touchgate-{name}@touchgate.invalid"));
+    matches!(
+        metadata_get(addr, "/computeMetadata/v1/instance/service-accounts/default/email"),
+        Some((true, body)) if body.trim() == email
+    )
+}
+
+/// A metadata GET on loopback: (status 200 with `Metadata-Flavor: Google`, body).
+fn metadata_get(addr: SocketAddr, path: &str) -> Option<(bool, String)> {
+    if !addr.ip().is_loopback() {
+        return None;
+    }
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.take(64 * 1024).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let ok = lines.next()?.split_whitespace().nth(1) == Some("200");
+    let flavored = lines.any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("metadata-flavor") && v.trim() == "Google"
+        })
+    });
+    Some((ok && flavored, body.to_owned()))
+}
+
+/// `touchgate-shim` next to this executable.
+pub fn shim_exe() -> anyhow::Result<std::path::PathBuf> {
+    Ok(std::env::current_exe()
+        .context("cannot find the touchgate executable")?
+        .with_file_name("touchgate-shim"))
+}
+
+fn start_private_shim(
+    profile: Option<&str>,
+    project: Option<&str>,
+) -> anyhow::Result<(Child, SocketAddr)> {
+    let exe = shim_exe()?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+    if let Some(p) = profile {
+        cmd.args(["--profile", p]);
+    }
+    if let Some(p) = project {
+        cmd.args(["--project", p]);
+    }
+    let mut child = cmd
+        .env_remove(SHIM_ADDR_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            anyhow!(
+                "cannot run {}: {e}; install touchgate-shim next to touchgate",
+                exe.display()
+            )
+        })?;
+    // The shim's warnings go on to our stderr; its "export …" hint does not apply here.
+    if let Some(err) = child.stderr.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if !line.contains("metadata route: export") {
+                    eprintln!("{line}");
+                }
+            }
+        });
+    }
+    let mut line = String::new();
+    let read = child
+        .stdout
+        .take()
+        .map(|out| BufReader::new(out).read_line(&mut line));
+    let addr = line
+        .trim()
+        .strip_prefix("touchgate-shim listening on http://")
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    match (read, addr) {
+        (Some(Ok(_)), Some(addr)) if addr.ip().is_loopback() => Ok((child, addr)),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(anyhow!(
+                "the private touchgate-shim did not start (see its message above)"
+            ))
+        }
+    }
+}
+
+async fn run_child(
+    program: &OsString,
+    args: &[OsString],
+    addr: SocketAddr,
+    project: Option<&str>,
+) -> anyhow::Result<i32> {
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env("GCE_METADATA_ROOT", addr.to_string())
+        .env("GCE_METADATA_HOST", addr.to_string())
+        .env("GCE_METADATA_IP", addr.to_string());
+    if let Some(p) = project {
+        cmd.env("GOOGLE_CLOUD_PROJECT", p)
+            .env("CLOUDSDK_CORE_PROJECT", p);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("touchgate: cannot run {}: {e}", program.to_string_lossy());
+            return Ok(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
+        }
+    };
+    let pid = child.id();
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s.context("cannot wait for the command")?,
+            _ = int.recv() => if let Some(p) = pid { send_signal(p, "INT") },
+            _ = term.recv() => if let Some(p) = pid { send_signal(p, "TERM") },
+        }
+    };
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        _ => 1,
+    })
+}
+
+/// `kill -s SIG PID` (no unsafe code here).
+fn send_signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}

@@ -1,0 +1,51 @@
+//! One token from the agent for a one-shot helper (docker, kubectl).
+
+use std::io::Write;
+
+use touchgate::protocol::TokenReply;
+use touchgate::Client;
+
+/// Where the "touch your key" prompt goes while a helper waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// The helper's stderr (kubectl shows its plugins' stderr).
+    Stderr,
+    /// The controlling terminal when there is one, else stderr (docker
+    /// captures its helpers' stderr, so a prompt there would never be seen).
+    Tty,
+}
+
+/// Ask the agent for a token for `profile` (None: the agent's default),
+/// naming the parent process as the caller. Errors are one line, token-free.
+pub fn fetch(
+    profile: Option<&str>,
+    prompt: Prompt,
+    who: &'static str,
+) -> Result<TokenReply, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    rt.block_on(async {
+        let mut c = Client::connect_default().await?;
+        c.on_touch_needed(move |p| say(prompt, who, p));
+        c.get_token(profile, &[], crate::parent_hint()).await
+    })
+    .map_err(|e| one_line(&e.to_string()))
+}
+
+fn say(prompt: Prompt, who: &str, msg: &str) {
+    if prompt == Prompt::Tty {
+        if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
+            if writeln!(tty, "{who}: {msg}").is_ok() {
+                return;
+            }
+        }
+    }
+    eprintln!("{who}: {msg}");
+}
+
+/// Errors are printed on one line.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

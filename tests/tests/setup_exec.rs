@@ -1,0 +1,576 @@
+//! `touchgate setup … / --undo …` leave the user's gcloud, ADC, docker and kube
+//! config byte-identical; `touchgate exec` points a command at a shim (a
+//! private one when none runs), passes its exit status and signals on.
+
+mod common;
+mod shim_common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use shim_common::*;
+use touchgate_tests::emulator::CallKind;
+
+/// A HOME with some user configuration in it, and the env pointing there.
+struct UserDirs {
+    dir: tempfile::TempDir,
+}
+
+impl UserDirs {
+    fn new() -> UserDirs {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let w = |p: &str, text: &str| {
+            let p = d.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        std::fs::create_dir_all(d.join("home")).unwrap();
+        w(
+            "gcloud/configurations/config_default",
+            "[core]\naccount = me@example.com\nproject = my-own-project\n",
+        );
+        w("gcloud/active_config", "default");
+        w(
+            "gcloud/application_default_credentials.json",
+            "{\n  \"type\": \"authorized_user\",\n  \"client_id\": \"x.apps.googleusercontent.com\",\n  \"client_secret\": \"not-a-secret\",\n  \"refresh_token\": \"not-a-token\"\n}\n",
+        );
+        w(
+            "docker/config.json",
+            "{\n\t\"auths\": {\n\t\t\"ghcr.io\": {\n\t\t\t\"auth\": \"dXNlcjpwYXNz\"\n\t\t}\n\t},\n\t\"credsStore\": \"desktop\",\n\t\"credHelpers\": {\n\t\t\"gcr.io\": \"gcloud\"\n\t}\n}",
+        );
+        w(
+            "kube/config",
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://127.0.0.1:6443\n  name: mine\ncontexts:\n- context:\n    cluster: mine\n    user: me\n  name: mine\ncurrent-context: mine\nusers:\n- name: me\n  user:\n    token: not-a-token\n",
+        );
+        UserDirs { dir }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("HOME", self.p("home")),
+            ("CLOUDSDK_CONFIG", self.p("gcloud")),
+            ("DOCKER_CONFIG", self.p("docker")),
+            ("KUBECONFIG", self.p("kube/config")),
+        ]
+    }
+
+    fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = all_files(self.dir.path());
+        files.sort();
+        files
+    }
+}
+
+/// `touchgate ARGS` against `agent`, with the user dirs of `u`.
+fn touchgate(agent: &AgentProc, u: &UserDirs, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("touchgate"));
+    c.args(args)
+        .envs(agent.env())
+        .envs(u.env())
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        // No shared shim here: port 9 (discard) has no listener.
+        .env("TOUCHGATE_SHIM_ADDR", "127.0.0.1:9");
+    c
+}
+
+fn ok(o: &Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}\nstdout: {}",
+        stderr(o),
+        stdout(o)
+    );
+    stdout(o)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn setup_then_undo_leaves_every_file_byte_identical() {
+    let (emu, _key) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "every-token", ""));
+    let u = UserDirs::new();
+    let before = u.snapshot();
+    let home = u.p("home");
+
+    // gcloud: a named configuration + the credential file; the user's config untouched.
+    let out = ok(
+        &run(touchgate(
+            &agent,
+            &u,
+            &["setup", "gcloud", "--profile", "inference"],
+        ))
+        .await,
+        "setup gcloud",
+    );
+    let conf = u.p("gcloud/configurations/config_touchgate");
+    let adc_file = home.join(".config/touchgate/adc-inference.json");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(
+        text.contains("[core]\nproject = touchgate-test\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "[auth]\ncredential_file_override = {}\n",
+            adc_file.display()
+        )),
+        "{text}"
+    );
+    let adc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&adc_file).unwrap()).unwrap();
+    assert_eq!(adc["type"], "external_account");
+    assert!(adc["audience"].as_str().unwrap().ends_with("/inference"));
+    assert!(adc["token_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:9/"));
+    for p in [&conf, &adc_file] {
+        assert!(
+            out.contains(&p.display().to_string()),
+            "says what changed: {out}"
+        );
+    }
+    assert!(
+        out.contains("gcloud config configurations activate touchgate"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(u.p("gcloud/active_config")).unwrap(),
+        b"default",
+        "not activated"
+    );
+
+    // adc: gcloud's ADC file replaced (the old one backed up).
+    let out = ok(
+        &run(touchgate(
+            &agent,
+            &u,
+            &["setup", "adc", "--profile", "inference"],
+        ))
+        .await,
+        "setup adc",
+    );
+    let adc_path = u.p("gcloud/application_default_credentials.json");
+    let adc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&adc_path).unwrap()).unwrap();
+    assert_eq!(adc["type"], "external_account");
+    assert!(out.contains(&adc_path.display().to_string()), "{out}");
+
+    // docker: credHelpers, other keys kept; run twice (the second keeps the original backup).
+    let docker = u.p("docker/config.json");
+    ok(
+        &run(touchgate(&agent, &u, &["setup", "docker"])).await,
+        "setup docker",
+    );
+    let out = ok(
+        &run(touchgate(
+            &agent,
+            &u,
+            &["setup", "docker", "--host", "me-west1-docker.pkg.dev"],
+        ))
+        .await,
+        "setup docker again",
+    );
+    assert!(
+        out.contains("credHelpers[me-west1-docker.pkg.dev] = touchgate"),
+        "{out}"
+    );
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&docker).unwrap()).unwrap();
+    for h in [
+        "gcr.io",
+        "us-docker.pkg.dev",
+        "europe-docker.pkg.dev",
+        "asia-docker.pkg.dev",
+        "us-central1-docker.pkg.dev",
+        "me-west1-docker.pkg.dev",
+    ] {
+        assert_eq!(d["credHelpers"][h], "touchgate", "{h}: {d}");
+    }
+    assert_eq!(d["credsStore"], "desktop");
+    assert_eq!(d["auths"]["ghcr.io"]["auth"], "dXNlcjpwYXNz");
+
+    // kubectl: a user with the exec plugin; the cluster and the user's own user kept.
+    let out = ok(
+        &run(touchgate(
+            &agent,
+            &u,
+            &["setup", "kubectl", "--profile", "inference"],
+        ))
+        .await,
+        "setup kubectl",
+    );
+    assert!(out.contains("touchgate-inference"), "{out}");
+    let kube = u.p("kube/config");
+    let o = run({
+        let mut c = Command::new("kubectl");
+        c.args([
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.users[?(@.name==\"touchgate-inference\")].user.exec}",
+            &format!("--kubeconfig={}", kube.display()),
+        ]);
+        c
+    })
+    .await;
+    let exec: serde_json::Value = serde_json::from_str(&ok(&o, "kubectl config view")).unwrap();
+    assert_eq!(exec["command"], "touchgate-shim");
+    assert_eq!(
+        exec["args"],
+        serde_json::json!(["kubectl-credential", "--profile", "inference"])
+    );
+    assert_eq!(exec["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(exec["interactiveMode"], "Never");
+    let k = std::fs::read_to_string(&kube).unwrap();
+    assert!(
+        k.contains("https://127.0.0.1:6443") && k.contains("name: me"),
+        "{k}"
+    );
+
+    // The backups are where promised.
+    let backups = home.join(".local/state/touchgate/setup-backups");
+    for t in ["gcloud", "adc", "docker", "kubectl"] {
+        assert!(backups.join(t).join("manifest.json").exists(), "{t}");
+    }
+
+    // Undo everything: byte-identical, and nothing new left behind.
+    for t in ["kubectl", "docker", "adc", "gcloud"] {
+        let out = ok(
+            &run(touchgate(&agent, &u, &["setup", "--undo", t])).await,
+            "setup --undo",
+        );
+        assert!(
+            out.contains("restored") || out.contains("removed"),
+            "{t}: {out}"
+        );
+    }
+    let after = u.snapshot();
+    assert_eq!(
+        after.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        before.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        "the same files exist as before"
+    );
+    for ((p, a), (_, b)) in after.iter().zip(&before) {
+        assert!(a == b, "{} is byte-identical to before", p.display());
+    }
+    assert!(
+        !home.join(".config/touchgate").exists(),
+        "created dirs removed"
+    );
+    assert!(!backups.join("gcloud").exists(), "backup deleted");
+
+    // A second undo has nothing to do.
+    let out = ok(
+        &run(touchgate(&agent, &u, &["setup", "--undo", "docker"])).await,
+        "second undo",
+    );
+    assert!(out.contains("nothing to undo"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn setup_on_an_empty_home_is_undone_to_empty() {
+    let (emu, _key) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "every-token", ""));
+    let u = UserDirs {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    std::fs::create_dir_all(u.p("home")).unwrap();
+    for t in ["gcloud", "adc", "docker", "kubectl"] {
+        ok(&run(touchgate(&agent, &u, &["setup", t])).await, t);
+    }
+    assert!(u.p("docker/config.json").exists());
+    assert!(u.p("kube/config").exists());
+    assert!(u.p("gcloud/configurations/config_touchgate").exists());
+    // In setup order: gcloud's undo cannot remove the gcloud dir yet (adc's file
+    // is in it); adc's undo does, once it is empty.
+    for t in ["gcloud", "adc", "docker", "kubectl"] {
+        ok(
+            &run(touchgate(&agent, &u, &["setup", "--undo", t])).await,
+            t,
+        );
+    }
+    assert_eq!(u.snapshot(), vec![], "every file setup made is gone");
+    let backups = u.p("home/.local/state/touchgate/setup-backups");
+    assert!(!backups.join("pending-dirs.json").exists());
+    for d in ["gcloud", "docker", "kube"] {
+        assert!(!u.p(d).exists(), "{d} (created by setup) is gone");
+    }
+}
+
+fn exec_cmd(agent: &AgentProc, u: &UserDirs, args: &[&str]) -> Command {
+    let mut c = touchgate(agent, u, &["exec"]);
+    c.args(args);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_runs_the_command_against_a_private_shim() {
+    let (emu, key_json) = emulator().await;
+    let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
+    let u = UserDirs::new();
+
+    // The metadata token endpoint answers the agent's token.
+    let o = run(exec_cmd(
+        &agent,
+        &u,
+        &[
+            "--profile",
+            "inference",
+            "--",
+            "sh",
+            "-c",
+            "curl -sf -H 'Metadata-Flavor: Google' http://$GCE_METADATA_HOST/computeMetadata/v1/instance/service-accounts/default/token",
+        ],
+    ))
+    .await;
+    let body: serde_json::Value = serde_json::from_str(&ok(&o, "exec curl")).unwrap();
+    let token = body["access_token"].as_str().expect("a token");
+    assert_eq!(body["token_type"], "Bearer");
+    let fp = touchgate::secret::fingerprint(token.as_bytes());
+    assert!(
+        emu.state()
+            .calls()
+            .iter()
+            .any(|c| c.kind == CallKind::GenerateAccessToken
+                && c.issued_fingerprint.as_deref() == Some(fp.as_str())),
+        "the token is one the agent minted"
+    );
+
+    // The environment; the private shim is gone once exec returns.
+    let o = run(exec_cmd(
+        &agent,
+        &u,
+        &[
+            "--",
+            "sh",
+            "-c",
+            "echo $GCE_METADATA_ROOT $GCE_METADATA_HOST $GCE_METADATA_IP $GOOGLE_CLOUD_PROJECT $CLOUDSDK_CORE_PROJECT $CLOUDSDK_CONFIG",
+        ],
+    ))
+    .await;
+    let out = ok(&o, "exec echo");
+    let v: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(v.len(), 6, "{out}");
+    assert!(
+        v[0].starts_with("127.0.0.1:") && v[0] != "127.0.0.1:9",
+        "{out}"
+    );
+    assert!(v[1] == v[0] && v[2] == v[0], "{out}");
+    assert_eq!(&v[3..5], ["touchgate-test", "touchgate-test"]);
+    assert_eq!(
+        v[5],
+        u.p("gcloud").display().to_string(),
+        "CLOUDSDK_CONFIG untouched"
+    );
+    let addr: std::net::SocketAddr = v[0].parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the private shim was stopped"
+    );
+
+    // --project wins.
+    let o = run(exec_cmd(
+        &agent,
+        &u,
+        &[
+            "--project",
+            "other",
+            "--",
+            "sh",
+            "-c",
+            "echo $GOOGLE_CLOUD_PROJECT",
+        ],
+    ))
+    .await;
+    assert_eq!(ok(&o, "exec --project").trim(), "other");
+
+    // Exit codes, and 128+N for a signal death.
+    let o = run(exec_cmd(&agent, &u, &["--", "sh", "-c", "exit 7"])).await;
+    assert_eq!(o.status.code(), Some(7));
+    let o = run(exec_cmd(&agent, &u, &["--", "sh", "-c", "kill -TERM $$"])).await;
+    assert_eq!(o.status.code(), Some(143));
+    let o = run(exec_cmd(&agent, &u, &["--", "/nonexistent/program"])).await;
+    assert_eq!(o.status.code(), Some(127));
+    assert!(
+        stderr(&o).contains("cannot run /nonexistent/program"),
+        "{}",
+        stderr(&o)
+    );
+
+    // An unknown profile: a one-line error, nothing run.
+    let o = run(exec_cmd(&agent, &u, &["--profile", "nope", "--", "true"])).await;
+    assert_one_line_error(&o, "no profile nope");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_forwards_sigterm_to_the_command() {
+    let (emu, key_json) = emulator().await;
+    let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
+    let u = UserDirs::new();
+    let mut child = exec_cmd(
+        &agent,
+        &u,
+        &[
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        sigterm(child.id());
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "the command got SIGTERM and its code came back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_uses_a_running_shim() {
+    let (emu, key_json) = emulator().await;
+    let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
+    let shim = ShimProc::start(&agent.socket, &[]);
+    let u = UserDirs::new();
+    for extra in [&[][..], &["--profile", "inference"][..]] {
+        let mut c = exec_cmd(&agent, &u, extra);
+        c.args(["--", "sh", "-c", "echo $GCE_METADATA_HOST"])
+            .env("TOUCHGATE_SHIM_ADDR", &shim.addr);
+        let o = run(c).await;
+        assert_eq!(ok(&o, "exec").trim(), shim.addr, "{extra:?}");
+    }
+}
+
+/// The real gcloud with a private config dir (from `u`), Vertex at the emulator, no prompts.
+fn gcloud(agent: &AgentProc, u: &UserDirs, via_exec: bool, args: &[&str]) -> Command {
+    let mut c = if via_exec {
+        let mut c = exec_cmd(agent, u, &["--profile", "inference", "--", "gcloud"]);
+        c.args(args);
+        c
+    } else {
+        let mut c = Command::new("gcloud");
+        c.args(args).envs(u.env());
+        c
+    };
+    c.env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
+        .env("CLOUDSDK_CORE_DISABLE_USAGE_REPORTING", "true")
+        .env("CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK", "true")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("CLOUDSDK_AUTH_ACCESS_TOKEN_FILE")
+        .env_remove("GCE_METADATA_HOST")
+        .env_remove("GCE_METADATA_IP")
+        // Never the real metadata server (exec overrides it with the shim).
+        .env("GCE_METADATA_ROOT", "127.0.0.1:9");
+    c
+}
+
+const MODELS_LIST: &[&str] = &[
+    "ai",
+    "models",
+    "list",
+    "--region=us-central1",
+    "--project=touchgate-test",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcloud_under_exec_and_after_setup_gcloud_calls_vertex_with_the_agents_token() {
+    let (emu, key_json) = emulator().await;
+    let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
+    let u = UserDirs {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    std::fs::create_dir_all(u.p("home")).unwrap();
+    let endpoint = format!("{}/", emu.base_url());
+
+    // 1. `touchgate exec -- gcloud …` (metadata route, private shim).
+    let o = run(gcloud(
+        &agent,
+        &u,
+        false,
+        &[
+            "config",
+            "set",
+            "api_endpoint_overrides/aiplatform",
+            &endpoint,
+        ],
+    ))
+    .await;
+    ok(&o, "gcloud config set");
+    // That run cached "not on GCE" for 10 minutes.
+    let _ = std::fs::remove_file(u.p("gcloud/gce"));
+    let o = run(gcloud(&agent, &u, true, MODELS_LIST)).await;
+    ok(&o, "touchgate exec -- gcloud ai models list");
+    assert!(
+        !vertex_calls_with_agent_token(&emu).is_empty(),
+        "Vertex saw the agent's token: {}",
+        calls_summary(&emu)
+    );
+
+    // 2. `touchgate setup gcloud` + CLOUDSDK_ACTIVE_CONFIG_NAME=touchgate (file route, running shim).
+    // A fresh gcloud config dir: gcloud's token cache must not answer for the shim.
+    emu.state().clear_calls();
+    let u = UserDirs {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    std::fs::create_dir_all(u.p("home")).unwrap();
+    let shim = ShimProc::start(&agent.socket, &[]);
+    let mut c = touchgate(&agent, &u, &["setup", "gcloud", "--profile", "inference"]);
+    c.env("TOUCHGATE_SHIM_ADDR", &shim.addr);
+    ok(&run(c).await, "setup gcloud");
+    let mut c = gcloud(
+        &agent,
+        &u,
+        false,
+        &[
+            "config",
+            "set",
+            "api_endpoint_overrides/aiplatform",
+            &endpoint,
+        ],
+    );
+    c.env("CLOUDSDK_ACTIVE_CONFIG_NAME", "touchgate");
+    ok(&run(c).await, "gcloud config set (touchgate configuration)");
+    let mut c = gcloud(
+        &agent,
+        &u,
+        false,
+        &["ai", "models", "list", "--region=us-central1"],
+    );
+    c.env("CLOUDSDK_ACTIVE_CONFIG_NAME", "touchgate");
+    let o = run(c).await;
+    assert!(
+        o.status.success(),
+        "gcloud with the touchgate configuration: {}\nshim: {}",
+        stderr(&o),
+        shim.stderr()
+    );
+    assert!(
+        vertex_calls_with_agent_token(&emu)
+            .iter()
+            .any(|c| c.path == "/v1/projects/touchgate-test/locations/us-central1/models"),
+        "Vertex saw the agent's token, the project came from the configuration: {}",
+        calls_summary(&emu)
+    );
+}
