@@ -208,3 +208,46 @@ async fn a_touch_given_8s_late_still_serves_the_metadata_client() {
     drop(shim);
     agent.shutdown().await;
 }
+
+/// Issue 5, item 5: after `touchgate setup adc`, an unchanged script finds the
+/// credential on its own (no GOOGLE_APPLICATION_CREDENTIALS, no metadata variables).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_works_unchanged_after_touchgate_setup_adc() {
+    let (emu, key_json) = emulator().await;
+    let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
+    let shim = ShimProc::start(&agent.socket, &[]);
+    let home = tempfile::tempdir().unwrap();
+    let setup = |undo: bool| {
+        let mut c = Command::new(bin("touchgate"));
+        c.arg("setup");
+        if undo {
+            c.args(["--undo", "adc"]);
+        } else {
+            c.args(["adc", "--profile", "inference"]);
+        }
+        let o = c
+            .envs(agent.env())
+            .env("HOME", home.path())
+            .env("CLOUDSDK_CONFIG", home.path().join("gcloud"))
+            .env("TOUCHGATE_SHIM_ADDR", &shim.addr)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "setup: {}", stderr(&o));
+    };
+    setup(false);
+    assert!(home
+        .path()
+        .join("gcloud/application_default_credentials.json")
+        .exists());
+    let mut cmd = script(home.path(), &emu.base_url(), "both");
+    cmd.env("GOOGLE_CLOUD_PROJECT", PROJECT);
+    let out = parse_ok(&run(cmd).await, &shim);
+    assert_eq!(out["credentials"], "google.auth.identity_pool.Credentials");
+    assert_eq!(out["predictions"][0]["echo"]["x"], 1.0);
+    assert_vertex_saw_agent_tokens(&emu);
+    setup(true);
+    assert!(!home
+        .path()
+        .join("gcloud/application_default_credentials.json")
+        .exists());
+}
