@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc::UnboundedSender;
 use touchgate::{
@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::issue::Flight;
 use crate::key::SecurityKey;
+use crate::notify::Notifier;
 use crate::pin::{PinEntry, Pinentry};
 use crate::session::{CacheKey, Sessions};
 use crate::upstream::Upstream;
@@ -42,7 +43,10 @@ impl StatePaths {
 pub type Progress = UnboundedSender<String>;
 
 pub struct Agent {
-    pub(crate) config: Config,
+    /// The config in force; `reload` swaps it only for one that parsed.
+    config: RwLock<Arc<Config>>,
+    /// Where `reload` reads the config from (unset: no reload).
+    config_path: Mutex<Option<PathBuf>>,
     pub(crate) key: Arc<dyn SecurityKey>,
     pub(crate) upstream: Arc<dyn Upstream>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -61,6 +65,8 @@ pub struct Agent {
     pub(crate) last_use: Mutex<std::time::SystemTime>,
     /// Whether the key was seen plugged in at the last check.
     pub(crate) key_was_present: std::sync::atomic::AtomicBool,
+    /// Desktop notifications (never waited for).
+    pub(crate) notifier: Mutex<Arc<dyn Notifier>>,
 }
 
 impl Agent {
@@ -95,8 +101,11 @@ impl Agent {
                 format!("cannot read the audit log {}: {e}", paths.audit.display()),
             )
         })?;
+        let notifier = crate::notify::from_settings(&config.notify);
         Ok(Arc::new(Agent {
-            config,
+            notifier: Mutex::new(notifier),
+            config: RwLock::new(Arc::new(config)),
+            config_path: Mutex::new(None),
             key,
             upstream,
             clock,
@@ -114,8 +123,86 @@ impl Agent {
         }))
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The config in force (a snapshot: a reload does not change it under the caller).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    /// The file `reload` re-reads.
+    pub fn set_config_path(&self, path: PathBuf) {
+        *self.config_path.lock().unwrap() = Some(path);
+    }
+
+    /// Re-read the config file. A file that does not parse is a one-line error
+    /// (file:line:col) and the running config stays. Profiles, `[agent]` and
+    /// `[notify]` take effect at once; `[key]` and `[google]` at the next start.
+    /// Changed profiles drop cached tokens and approval windows (a tighter rule
+    /// must not be bypassed by a window the old one opened).
+    pub fn reload(&self) -> Result<Vec<String>, ErrorReply> {
+        let path = self.config_path.lock().unwrap().clone().ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::Config,
+                "this agent was started without a config file path: nothing to reload",
+            )
+        })?;
+        let refused = |msg: String| {
+            tracing::warn!("reload refused, the running config stays: {msg}");
+            ErrorReply::new(
+                ErrorCode::Config,
+                format!("{msg} (the agent keeps its running config)"),
+            )
+        };
+        if !path.exists() {
+            return Err(refused(format!(
+                "config {} is gone: put it back and run touchgate reload again",
+                path.display()
+            )));
+        }
+        let new = Config::load(&path).map_err(|e| {
+            refused(e.0.replace(
+                "fix the file and start the agent again",
+                "fix the file and run touchgate reload again",
+            ))
+        })?;
+        if let Err(e) = new.key.touch.parse::<crate::key::soft::TouchMode>() {
+            return Err(refused(format!(
+                "config {}: key.touch: {e}",
+                path.display()
+            )));
+        }
+        let old = self.config();
+        if new.key != old.key || new.google != old.google {
+            tracing::warn!("config reloaded: changes to [key] and [google] take effect when the agent restarts");
+        }
+        if new.notify != old.notify {
+            self.set_notifier(crate::notify::from_settings(&new.notify));
+        }
+        let profiles = new.profile_names();
+        if new.profiles != old.profiles || new.default_profile != old.default_profile {
+            let n = self.sessions.lock().unwrap().lock();
+            tracing::info!(
+                dropped_tokens = n,
+                "profiles changed: cached tokens and approval windows dropped"
+            );
+        }
+        let mut new = new;
+        // The key and upstream were built from the old settings: keep saying so.
+        new.key = old.key.clone();
+        new.google = old.google.clone();
+        *self.config.write().unwrap() = Arc::new(new);
+        tracing::info!(config = %path.display(), profiles = %profiles.join(", "), "config reloaded");
+        Ok(profiles)
+    }
+
+    /// Replace the notifier (tests: a recording one).
+    pub fn set_notifier(&self, n: Arc<dyn Notifier>) {
+        *self.notifier.lock().unwrap() = n;
+    }
+
+    /// Queue a desktop notification; returns at once.
+    pub(crate) fn notify(&self, n: &crate::notify::Notification) {
+        let notifier = self.notifier.lock().unwrap().clone();
+        notifier.notify(n);
     }
 
     pub fn key(&self) -> &Arc<dyn SecurityKey> {
@@ -147,6 +234,9 @@ impl Agent {
                 .await
                 .map(|()| Response::Unlocked),
             Request::ListProfiles => Ok(Response::Profiles(self.profiles())),
+            Request::Reload => self
+                .reload()
+                .map(|profiles| Response::Reloaded { profiles }),
             Request::Enroll {
                 force,
                 uv,
@@ -237,7 +327,7 @@ impl Agent {
 
     /// Lock if no token was asked for during `agent.idle_lock`.
     pub fn check_idle(&self) {
-        let Some(idle) = self.config.agent.idle_lock else {
+        let Some(idle) = self.config().agent.idle_lock else {
             return;
         };
         if self.locked.lock().unwrap().is_some() {
@@ -254,7 +344,7 @@ impl Agent {
 
     /// Lock when the key that was plugged in is gone.
     pub fn check_key(&self) {
-        if !self.config.agent.lock_on_key_removal {
+        if !self.config().agent.lock_on_key_removal {
             return;
         }
         let Some(now) = self.key.present() else {
@@ -281,8 +371,9 @@ impl Agent {
     }
 
     pub fn profiles(&self) -> Vec<ProfileInfo> {
-        let default = self.config.default_profile_name();
-        self.config
+        let config = self.config();
+        let default = config.default_profile_name();
+        config
             .profiles
             .iter()
             .map(|(name, p)| ProfileInfo {

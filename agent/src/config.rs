@@ -12,6 +12,10 @@
 //! backend = "soft"          # the software key; hardware comes with the next release
 //! touch = "prompt"          # soft key only: prompt (Enter), auto, deny, never
 //!
+//! [notify]                  # desktop notifications over D-Bus (never delay a token)
+//! enabled = true
+//! timeout = "500ms"         # time box of one notification
+//!
 //! [google]                  # every endpoint is configurable (emulator, other universes)
 //! iam_credentials = "https://iamcredentials.googleapis.com"
 //!
@@ -47,6 +51,27 @@ pub struct Config {
     /// Read by `touchgate login`; the agent only accepts the table.
     #[serde(default)]
     pub login: LoginSettings,
+    #[serde(default)]
+    pub notify: NotifySettings,
+}
+
+/// `[notify]`: desktop notifications (D-Bus) when a touch is needed and how it ended.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifySettings {
+    pub enabled: bool,
+    /// How long one notification may take to show; a token never waits for it.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            enabled: true,
+            timeout: Duration::from_millis(500),
+        }
+    }
 }
 
 /// `[login]`: settings of `touchgate login`. The CLI reads them; the agent only accepts the table.
@@ -259,9 +284,17 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
-/// `90s`, `15m`, `1h`, `1h30m`.
+/// `90s`, `15m`, `1h`, `1h30m`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("\"{s}\" is not a duration: write it like \"90s\", \"15m\" or \"1h\"");
+    if let Some(ms) = s.trim().strip_suffix("ms") {
+        return match ms.parse::<u64>() {
+            Ok(n) if !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(Duration::from_millis(n))
+            }
+            _ => Err(bad()),
+        };
+    }
     let mut total = 0u64;
     let mut num = String::new();
     let mut any = false;
@@ -387,6 +420,7 @@ impl Default for Config {
             google: Endpoints::default(),
             profiles,
             login: LoginSettings::default(),
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -416,6 +450,8 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("ms").is_err() && parse_duration("-5ms").is_err());
         for bad in ["", "10", "m", "5x", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
@@ -457,6 +493,11 @@ lifetime = "5m"
         assert_eq!(inf.credential, "default");
         assert_eq!(inf.scopes, vec![CLOUD_PLATFORM.to_string()]);
         assert_eq!(c.profiles["train"].touch, TouchRule::EveryToken);
+        assert!(c.notify.enabled);
+        assert_eq!(c.notify.timeout, Duration::from_millis(500));
+        let off = parse("[notify]\nenabled = false\ntimeout = \"2s\"\n").unwrap();
+        assert!(!off.notify.enabled);
+        assert_eq!(off.notify.timeout, Duration::from_secs(2));
         assert_eq!(
             c.google.token_uri.as_deref(),
             Some("http://127.0.0.1:1/token")

@@ -66,7 +66,7 @@ impl Agent {
             let (o, p, pr, tx) = (op.clone(), pin.clone(), prompt.to_owned(), notify.clone());
             let res = ceremony::run_raw(
                 self.key.clone(),
-                self.config.agent.touch_timeout,
+                self.config().agent.touch_timeout,
                 move || {
                     tracing::info!("{pr}");
                     tx(pr);
@@ -111,7 +111,7 @@ impl Agent {
         notify: &Notify,
     ) -> Result<Attestation, ErrorReply> {
         // Read the attestation roots first: a bad root file must not cost a touch.
-        let roots = attestation::load_roots(&self.config.key.attestation_roots)
+        let roots = attestation::load_roots(&self.config().key.attestation_roots)
             .map_err(|e| ErrorReply::new(ErrorCode::Config, e.to_string()))?;
         let (challenge, cdh) =
             ceremony::challenge("enroll", &[&caller.to_string()], self.clock.unix_now());
@@ -144,7 +144,8 @@ impl Agent {
             ));
         }
         let aaguid = format_aaguid(&att.aaguid);
-        let allowed = &self.config.key.allowed_aaguids;
+        let config = self.config();
+        let allowed = &config.key.allowed_aaguids;
         if !allowed.is_empty() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(&aaguid)) {
             return Err(ErrorReply::new(
                 ErrorCode::Key,

@@ -15,6 +15,7 @@ use crate::audit::{Record, TouchEvidence};
 use crate::caller::Caller;
 use crate::clock::unix;
 use crate::config::{format_duration, Profile, TouchRule};
+use crate::notify::{Kind, Notification};
 use crate::policy::{self, Decision};
 use crate::session::{CacheKey, CachedToken};
 use crate::upstream::{MintRequest, UpstreamError};
@@ -102,17 +103,18 @@ impl Agent {
     }
 
     fn resolve_profile(&self, asked: Option<String>) -> Result<(String, Profile), ErrorReply> {
-        let names = || self.config.profile_names().join(", ");
+        let config = self.config();
+        let names = || config.profile_names().join(", ");
         let name = match asked {
             Some(n) => n,
-            None => self.config.default_profile_name().map(str::to_owned).ok_or_else(|| {
+            None => config.default_profile_name().map(str::to_owned).ok_or_else(|| {
                 ErrorReply::new(
                     ErrorCode::UnknownProfile,
                     format!("no profile named and no default_profile in the config: pass --profile (one of: {})", names()),
                 )
             })?,
         };
-        match self.config.profiles.get(&name) {
+        match config.profiles.get(&name) {
             Some(p) => Ok((name, p.clone())),
             None => Err(ErrorReply::new(
                 ErrorCode::UnknownProfile,
@@ -130,7 +132,7 @@ impl Agent {
             .sessions
             .lock()
             .unwrap()
-            .token(key, now, self.config.agent.expiry_margin)?;
+            .token(key, now, self.config().agent.expiry_margin)?;
         Some(TokenReply {
             access_token: t.token,
             expires_at: unix(t.expires_at),
@@ -168,6 +170,7 @@ impl Agent {
             let r = this
                 .issue(&caller, &name, &profile, &key, touch_tx, &mut touch)
                 .await;
+            this.notify_outcome(&caller, &name, &profile, &r, touch.is_some());
             this.audit_issuance(&caller, &name, &profile, &key, &r, touch);
             this.inflight.lock().unwrap().remove(&key);
             let _ = result_tx.send(Some(r));
@@ -198,8 +201,11 @@ impl Agent {
             None => {
                 let purpose = [caller.to_string(), name.to_owned(), key.scopes.join(" ")];
                 let prompt = format!("touch your security key: {caller} asks for profile `{name}`");
+                let desktop = self.notifier.lock().unwrap().clone();
+                let note = Notification::touch_needed(caller, name, profile.project.as_deref());
                 let notify: crate::enrol::Notify = Arc::new(move |p| {
                     let _ = touch_prompt.send(Some(p));
+                    desktop.notify(&note);
                 });
                 let hint = caller.display.clone();
                 let (cred, evidence) = self
@@ -245,7 +251,7 @@ impl Agent {
         drop(credential);
         self.mints.fetch_add(1, Ordering::Relaxed);
         let now = self.clock.now();
-        let margin = self.config.agent.expiry_margin;
+        let margin = self.config().agent.expiry_margin;
         if minted.expires_at <= now + margin {
             return Err(ErrorReply::new(
                 ErrorCode::Upstream,
@@ -288,6 +294,29 @@ impl Agent {
 }
 
 impl Agent {
+    /// After a touch: a desktop notification saying how it ended (queued, never waited for).
+    fn notify_outcome(
+        &self,
+        caller: &Caller,
+        name: &str,
+        profile: &Profile,
+        r: &Result<TokenReply, ErrorReply>,
+        touched: bool,
+    ) {
+        let kind = match r {
+            Ok(_) if touched => Kind::Issued,
+            Err(e) if e.code == ErrorCode::TouchDenied => Kind::Denied,
+            Err(e) if e.code == ErrorCode::TouchTimeout => Kind::TimedOut,
+            _ => return,
+        };
+        self.notify(&Notification::outcome(
+            kind,
+            caller,
+            name,
+            profile.project.as_deref(),
+        ));
+    }
+
     /// One audit record for a finished issuance: issued, or why not.
     fn audit_issuance(
         &self,

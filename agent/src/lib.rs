@@ -13,6 +13,7 @@ pub mod config;
 pub mod enrol;
 pub mod issue;
 pub mod key;
+pub mod notify;
 pub mod pin;
 pub mod policy;
 pub mod run;

@@ -135,6 +135,17 @@ fn main() -> ExitCode {
                 }
             });
         }
+        // SIGHUP re-reads the config (reload() logs either outcome; a bad file
+        // keeps the running config). Installed before we say we are ready.
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            let a = agent.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let _ = a.reload();
+                }
+            });
+        }
         if args.daemon_child {
             println!("READY");
         } else if args.print_sock {

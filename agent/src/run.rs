@@ -59,5 +59,6 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<Agent>> {
         clock,
         StatePaths::in_dir(&settings.state_dir),
     )?;
+    agent.set_config_path(settings.config_path.clone());
     Ok(agent)
 }

@@ -157,6 +157,14 @@ impl Client {
         }
     }
 
+    /// Make the agent re-read its config file; returns the profiles now in force.
+    pub async fn reload(&mut self) -> Result<Vec<String>, ClientError> {
+        match self.request(&Request::Reload).await? {
+            Response::Reloaded { profiles } => Ok(profiles),
+            other => Err(unexpected("Reload", &other)),
+        }
+    }
+
     pub async fn enroll(
         &mut self,
         force: bool,
@@ -268,6 +276,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::KeyRemoved { .. } => "KeyRemoved",
         Response::KeyTrusted { .. } => "KeyTrusted",
         Response::Unlocked => "Unlocked",
+        Response::Reloaded { .. } => "Reloaded",
     }
 }
 

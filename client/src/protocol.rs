@@ -115,6 +115,8 @@ pub enum Request {
     Unlock {
         caller: CallerHint,
     },
+    /// Re-read the config file; a bad file is an error and the running config stays.
+    Reload,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +146,10 @@ pub enum Response {
         credential: String,
     },
     Unlocked,
+    /// The config file was read again and is now in force.
+    Reloaded {
+        profiles: Vec<String>,
+    },
 }
 
 /// One enrolled security key.
@@ -374,6 +380,7 @@ mod tests {
             Request::Unlock {
                 caller: CallerHint::default(),
             },
+            Request::Reload,
         ] {
             round_trip(&r);
         }
@@ -429,6 +436,9 @@ mod tests {
                 credential: "00".into(),
             },
             Response::Unlocked,
+            Response::Reloaded {
+                profiles: vec!["inference".into(), "train".into()],
+            },
         ] {
             round_trip(&r);
         }

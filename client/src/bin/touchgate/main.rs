@@ -87,6 +87,8 @@ enum Command {
     Lock,
     /// Unlock the agent (touch your key).
     Unlock,
+    /// Make the running agent re-read its config file (like SIGHUP); a bad file keeps the old config.
+    Reload,
     /// Read the audit log: `verify` re-checks it, `show` prints it (runs touchgate-agent audit).
     #[command(disable_help_flag = true)]
     Audit {
@@ -265,6 +267,10 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Unlock => {
             connect().await?.unlock(CallerHint::from_env()).await?;
             println!("unlocked");
+        }
+        Command::Reload => {
+            let profiles = connect().await?.reload().await?;
+            println!("reloaded the config: profiles {}", profiles.join(", "));
         }
         Command::Audit { args } => return run_agent_tool("audit", &args),
         Command::Policy { args } => return run_agent_tool("policy", &args),

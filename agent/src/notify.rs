@@ -1,0 +1,250 @@
+//! Desktop notifications: "Touch your security key — python3 (pid 4242) asks
+//! for `train` in project P", then whether a token was issued, the touch
+//! refused or timed out.
+//!
+//! A notification never holds up a token: [`Notifier::notify`] only queues it.
+//! The [`Desktop`] notifier shows it from its own thread, each one time-boxed
+//! (a notification server that never answers costs that thread the time box,
+//! nothing else). No session bus: logged once, then carry on. A notification
+//! carries names only — never a token or a secret.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::caller::Caller;
+
+use crate::config::NotifySettings;
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    TouchNeeded,
+    Issued,
+    Denied,
+    TimedOut,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub kind: Kind,
+    pub summary: String,
+    pub body: String,
+}
+
+impl Notification {
+    /// The key waits for a touch: who asks, for which profile and project.
+    pub fn touch_needed(caller: &Caller, profile: &str, project: Option<&str>) -> Notification {
+        Notification {
+            kind: Kind::TouchNeeded,
+            summary: "Touch your security key".into(),
+            body: format!("{caller} asks for `{profile}`{}", in_project(project)),
+        }
+    }
+
+    /// How a touch ended: `kind` is Issued, Denied or TimedOut.
+    pub fn outcome(
+        kind: Kind,
+        caller: &Caller,
+        profile: &str,
+        project: Option<&str>,
+    ) -> Notification {
+        let summary = match kind {
+            Kind::Issued => "Token issued",
+            Kind::Denied => "Touch refused",
+            Kind::TimedOut => "Touch timed out",
+            Kind::TouchNeeded => "Touch your security key",
+        };
+        let body = match kind {
+            Kind::Issued => format!("for {caller}: `{profile}`{}", in_project(project)),
+            _ => format!(
+                "{caller} asked for `{profile}`{}; nothing was issued",
+                in_project(project)
+            ),
+        };
+        Notification {
+            kind,
+            summary: summary.into(),
+            body,
+        }
+    }
+}
+
+fn in_project(project: Option<&str>) -> String {
+    project
+        .map(|p| format!(" in project {p}"))
+        .unwrap_or_default()
+}
+
+/// Shows notifications. `notify` must return at once: it is called on the issuance path.
+pub trait Notifier: Send + Sync {
+    fn notify(&self, n: &Notification);
+}
+
+/// Notifications switched off (`[notify] enabled = false`).
+pub struct Off;
+
+impl Notifier for Off {
+    fn notify(&self, _: &Notification) {}
+}
+
+/// Keeps every notification (tests).
+#[derive(Default)]
+pub struct Recording(pub Mutex<Vec<Notification>>);
+
+impl Recording {
+    pub fn taken(&self) -> Vec<Notification> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Notifier for Recording {
+    fn notify(&self, n: &Notification) {
+        self.0.lock().unwrap().push(n.clone());
+    }
+}
+
+/// The notifier the config asks for.
+pub fn from_settings(s: &NotifySettings) -> std::sync::Arc<dyn Notifier> {
+    if s.enabled {
+        std::sync::Arc::new(Desktop::start(s.timeout))
+    } else {
+        std::sync::Arc::new(Off)
+    }
+}
+
+/// How many notifications may wait for the notification thread; more are dropped.
+const QUEUE: usize = 16;
+
+/// Desktop notifications over the D-Bus session bus (notify-rust, zbus), from
+/// a dedicated thread, each time-boxed.
+pub struct Desktop {
+    tx: SyncSender<Notification>,
+}
+
+impl Desktop {
+    /// Start the notification thread; it ends when the notifier is dropped.
+    pub fn start(timeout: Duration) -> Desktop {
+        let (tx, rx) = sync_channel(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("touchgate-notify".into())
+            .spawn(move || show_all(rx, timeout));
+        if let Err(e) = spawned {
+            tracing::warn!("desktop notifications are off: cannot start their thread: {e}");
+        }
+        Desktop { tx }
+    }
+}
+
+impl Notifier for Desktop {
+    fn notify(&self, n: &Notification) {
+        match self.tx.try_send(n.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::debug!(summary = %n.summary, "notification dropped: the notification server is not keeping up")
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+fn show_all(rx: Receiver<Notification>, timeout: Duration) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!("desktop notifications are off: cannot start their runtime: {e}");
+            return;
+        }
+    };
+    let mut warned = false;
+    for n in rx {
+        // The timer is made inside the runtime (it needs its context).
+        let shown = rt.block_on(async { tokio::time::timeout(timeout, show(&n)).await });
+        let problem = match shown {
+            Ok(Ok(())) => {
+                tracing::debug!(summary = %n.summary, "notification shown");
+                continue;
+            }
+            Ok(Err(e)) => format!(
+                "no desktop notification ({}): {}",
+                n.summary,
+                e.to_string().replace('\n', " ")
+            ),
+            Err(_) => format!(
+                "no desktop notification ({}): the notification server did not answer within {} ms",
+                n.summary,
+                timeout.as_millis()
+            ),
+        };
+        if warned {
+            tracing::debug!("{problem}");
+        } else {
+            tracing::warn!("{problem} (further failures are logged at debug level; set [notify] enabled = false to silence)");
+            warned = true;
+        }
+    }
+}
+
+async fn show(n: &Notification) -> Result<(), notify_rust::error::Error> {
+    let urgency = match n.kind {
+        Kind::TouchNeeded => notify_rust::Urgency::Critical,
+        _ => notify_rust::Urgency::Normal,
+    };
+    notify_rust::Notification::new()
+        .appname("touchgate")
+        .summary(&n.summary)
+        .body(&n.body)
+        .icon("security-high")
+        .urgency(urgency)
+        .show_async()
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn caller() -> Caller {
+        Caller {
+            pid: Some(4242),
+            exe: Some("/usr/bin/python3".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn texts_name_the_caller_profile_and_project() {
+        let n = Notification::touch_needed(&caller(), "train", Some("p"));
+        assert_eq!(n.summary, "Touch your security key");
+        assert!(
+            n.body
+                .contains("python3 (pid 4242) asks for `train` in project p"),
+            "{}",
+            n.body
+        );
+        let n = Notification::outcome(Kind::TimedOut, &caller(), "train", None);
+        assert_eq!(n.summary, "Touch timed out");
+        assert!(n.body.contains("nothing was issued"), "{}", n.body);
+    }
+
+    #[test]
+    fn notify_never_blocks_even_when_the_queue_is_full() {
+        // A notification thread stuck on a server that never answers: nothing reads the queue.
+        let (tx, _stuck) = sync_channel(QUEUE);
+        let d = Desktop { tx };
+        let n = Notification::touch_needed(&caller(), "p", None);
+        let t = Instant::now();
+        for _ in 0..(QUEUE * 4) {
+            d.notify(&n);
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+}
