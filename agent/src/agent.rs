@@ -400,10 +400,15 @@ impl Agent {
 
 pub(crate) fn enrolled_reply(e: &crate::vault::Enrolment) -> EnrolledReply {
     EnrolledReply {
-        credential: hex::encode(&e.credential_id[..e.credential_id.len().min(8)]),
+        credential: short_id(&e.credential_id),
         aaguid: format_aaguid(&e.aaguid),
         key_name: e.key_name.clone(),
     }
+}
+
+/// The first 8 bytes of a credential id, hex: how keys are named to people.
+pub(crate) fn short_id(id: &[u8]) -> String {
+    hex::encode(&id[..id.len().min(8)])
 }
 
 pub(crate) fn format_aaguid(a: &[u8; 16]) -> String {

@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use touchgate::{CallerHint, EnrolledReply, ErrorCode, ErrorReply, KeyInfo, Secret};
 use zeroize::Zeroizing;
 
-use crate::agent::{enrolled_reply, format_aaguid, Agent, Progress};
+use crate::agent::{enrolled_reply, format_aaguid, short_id, Agent, Progress};
 use crate::attestation;
 use crate::audit::{Record, TouchEvidence};
 use crate::caller::Caller;
@@ -605,10 +605,6 @@ fn hmac_output(a: &Assertion) -> Result<Zeroizing<[u8; 32]>, ErrorReply> {
         )
     })?;
     Ok(Zeroizing::new(**h))
-}
-
-fn short_id(id: &[u8]) -> String {
-    hex::encode(&id[..id.len().min(8)])
 }
 
 pub(crate) fn key_info(e: &Enrolment) -> KeyInfo {
