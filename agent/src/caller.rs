@@ -18,6 +18,8 @@ pub struct Caller {
     pub on_behalf_of: Option<CallerHint>,
     /// Where the peer's user sits (display, terminal), for a PIN dialog.
     pub display: CallerHint,
+    /// The program that started the peer, e.g. `bash (pid 77)`, for the prompt.
+    pub parent: Option<String>,
 }
 
 /// The executable name whose identity claims are believed.
@@ -33,6 +35,7 @@ impl Caller {
             exe,
             on_behalf_of: None,
             display: CallerHint::default(),
+            parent: pid.and_then(parent_of),
         }
     }
 
@@ -72,6 +75,25 @@ impl Caller {
     }
 }
 
+/// `name (pid N)` of the process that started `pid` (Linux /proc), if readable.
+fn parent_of(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the ppid follows the last ')'.
+    let ppid: u32 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    if ppid <= 1 {
+        return None;
+    }
+    let exe = std::fs::read_link(format!("/proc/{ppid}/exe")).ok()?;
+    let name = exe.file_name()?.to_string_lossy().into_owned();
+    Some(format!("{name} (pid {ppid})"))
+}
+
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(h) = &self.on_behalf_of {
@@ -82,8 +104,12 @@ impl fmt::Display for Caller {
             }
         }
         match self.pid {
-            Some(p) => write!(f, "{} (pid {p})", self.program()),
-            None => write!(f, "{} (uid {})", self.program(), self.uid),
+            Some(p) => write!(f, "{} (pid {p})", self.program())?,
+            None => write!(f, "{} (uid {})", self.program(), self.uid)?,
+        }
+        match (&self.parent, &self.on_behalf_of) {
+            (Some(parent), None) => write!(f, " started by {parent}"),
+            _ => Ok(()),
         }
     }
 }
@@ -96,6 +122,11 @@ mod tests {
     fn describes_itself_from_proc() {
         let me = Caller::from_peer(0, Some(std::process::id() as i32));
         assert!(me.exe.is_some());
+        let parent = me.parent.clone().expect("the test runner has a parent");
+        assert!(
+            me.to_string().contains(&format!("started by {parent}")),
+            "{me}"
+        );
         let s = me.to_string();
         assert!(s.contains(&format!("(pid {})", std::process::id())), "{s}");
     }

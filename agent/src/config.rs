@@ -179,7 +179,7 @@ pub struct Profile {
     pub touch: TouchRule,
     /// Require user verification (PIN or built-in) on every touch.
     #[serde(default)]
-    pub user_verification: bool,
+    pub user_verification: UserVerification,
     /// Project billed for IAM Credentials calls (`x-goog-user-project`); default: the
     /// credential's own `quota_project_id`, if any.
     #[serde(default)]
@@ -231,12 +231,51 @@ impl Default for Profile {
             scopes: default_scopes(),
             lifetime: default_lifetime(),
             touch: TouchRule::EveryToken,
-            user_verification: false,
+            user_verification: UserVerification::Preferred,
             quota_project: None,
             per: Per::Profile,
             callers: vec![],
             allowed_scopes: vec![],
             max_tokens_per_window: None,
+        }
+    }
+}
+
+/// Whether a profile's touches must also verify the user (PIN or fingerprint).
+///
+/// The vault's hmac-secret differs with and without UV, so every unseal follows
+/// the UV setting chosen at enrolment (`touchgate enroll --uv`): `required`
+/// refuses to serve from keys enrolled without it; `preferred` and
+/// `discouraged` follow the enrolment (with `discouraged` and a UV enrolment,
+/// the key still verifies the user, because the vault cannot be opened otherwise).
+/// `true` and `false` are accepted as `required` and `preferred`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserVerification {
+    Required,
+    #[default]
+    Preferred,
+    Discouraged,
+}
+
+impl<'de> Deserialize<'de> for UserVerification {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(UserVerification::Required),
+            Raw::Bool(false) => Ok(UserVerification::Preferred),
+            Raw::Text(t) => match t.as_str() {
+                "required" => Ok(UserVerification::Required),
+                "preferred" => Ok(UserVerification::Preferred),
+                "discouraged" => Ok(UserVerification::Discouraged),
+                other => Err(serde::de::Error::custom(format!(
+                    "user_verification = \"{other}\" is not a setting: use \"required\", \"preferred\" or \"discouraged\""
+                ))),
+            },
         }
     }
 }
@@ -528,6 +567,31 @@ lifetime = "5m"
             .unwrap_err()
             .0;
         assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn user_verification_takes_words_and_booleans() {
+        let uv = |v: &str| {
+            parse(&format!("[profiles.p]\nuser_verification = {v}\n"))
+                .map(|c| c.profiles["p"].user_verification)
+        };
+        assert_eq!(uv("\"required\"").unwrap(), UserVerification::Required);
+        assert_eq!(uv("\"preferred\"").unwrap(), UserVerification::Preferred);
+        assert_eq!(
+            uv("\"discouraged\"").unwrap(),
+            UserVerification::Discouraged
+        );
+        assert_eq!(uv("true").unwrap(), UserVerification::Required);
+        assert_eq!(uv("false").unwrap(), UserVerification::Preferred);
+        let e = uv("\"always\"").unwrap_err().0;
+        assert!(
+            e.contains("use \"required\", \"preferred\" or \"discouraged\""),
+            "{e}"
+        );
+        assert_eq!(
+            parse("").unwrap().profiles["default"].user_verification,
+            UserVerification::Preferred
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::agent::{Agent, Progress};
 use crate::audit::{Record, TouchEvidence};
 use crate::caller::Caller;
 use crate::clock::unix;
+use crate::config::UserVerification;
 use crate::config::{format_duration, Profile, TouchRule};
 use crate::notify::{Kind, Notification};
 use crate::policy::{self, Decision};
@@ -213,7 +214,7 @@ impl Agent {
                         &profile.credential,
                         &purpose,
                         &hint,
-                        profile.user_verification,
+                        profile.user_verification == UserVerification::Required,
                         prompt,
                         &notify,
                     )
