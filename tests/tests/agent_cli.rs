@@ -253,3 +253,19 @@ fn demo_auto_touch_passes() {
     assert!(out.contains("from cache: true"), "{out}");
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn without_a_journal_the_agent_logs_to_stderr_even_under_journal_stream() {
+    // JOURNAL_STREAM says "systemd started us"; with no journald socket the agent
+    // must fall back to stderr, not go silent.
+    assert!(
+        !std::path::Path::new("/run/systemd/journal/socket").exists(),
+        "this test needs a machine without journald"
+    );
+    let agent = AgentProc::start_with_env(
+        &config_text("http://127.0.0.1:9", "auto", "every-token", ""),
+        vec![("JOURNAL_STREAM".into(), "8:12345".into())],
+    );
+    assert!(agent.cli(&["status"]).status.success());
+    assert!(agent.stderr().contains("listening"), "{}", agent.stderr());
+}
