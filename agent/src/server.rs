@@ -64,7 +64,7 @@ pub async fn bind(path: &Path) -> Result<Listener, BindError> {
             .map_err(io)?;
     }
     let meta = std::fs::metadata(dir).map_err(io)?;
-    let me = current_uid();
+    let me = touchgate::paths::current_uid();
     if meta.uid() != me {
         return Err(BindError::ForeignDir {
             dir: dir.to_owned(),
@@ -86,13 +86,6 @@ pub async fn bind(path: &Path) -> Result<Listener, BindError> {
     })
 }
 
-fn current_uid() -> u32 {
-    // The owner of a directory we just made is us; avoids unsafe getuid.
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
-}
-
 /// Serve until `shutdown` resolves; then stop accepting, cancel any pending
 /// touch, and remove the socket.
 pub async fn serve(
@@ -102,7 +95,7 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(agent.config().agent.max_connections));
     let watch = agent.spawn_watch();
-    let me = current_uid();
+    let me = touchgate::paths::current_uid();
     tracing::info!(socket = %listener.path.display(), max_connections = agent.config().agent.max_connections, "listening");
     tokio::pin!(shutdown);
     loop {

@@ -57,7 +57,8 @@ pub fn state_dir() -> PathBuf {
     }
 }
 
-fn current_uid() -> u32 {
+/// This process's user id.
+pub fn current_uid() -> u32 {
     // SAFETY: getuid has no preconditions, cannot fail and touches no memory.
     #[allow(unsafe_code)]
     unsafe {

@@ -20,9 +20,7 @@ fn audit(agent: &AgentProc, args: &[&str]) -> std::process::Output {
 async fn a_real_run_verifies_and_tampering_is_named() {
     let (emu, key_json) = emulator().await;
     let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "10m", ""));
-    assert!(agent.cli(&["enroll"]).status.success());
-    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
-    assert!(o.status.success(), "{}", stderr(&o));
+    agent.enrol_and_import(&key_json);
     let t1 = stdout(&agent.cli(&["token"])).trim().to_owned();
     let t2 = stdout(&agent.cli(&["token"])).trim().to_owned();
     assert_eq!(t1, t2);

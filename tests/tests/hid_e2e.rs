@@ -21,23 +21,6 @@ fn emu_key(
     EmuKey::start(dir, name, touch, options)
 }
 
-fn enrol_and_import(agent: &AgentProc, key_json: &str) {
-    let o = agent.cli(&["enroll"]);
-    assert!(
-        o.status.success(),
-        "enroll: {}\nagent: {}",
-        stderr(&o),
-        agent.stderr()
-    );
-    let o = agent.cli_stdin(&["import", "-"], Some(key_json));
-    assert!(
-        o.status.success(),
-        "import: {}\nagent: {}",
-        stderr(&o),
-        agent.stderr()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn enrol_import_token_and_window_reuse_over_hid() {
     let (emu, key_json) = emulator().await;
@@ -55,7 +38,7 @@ async fn enrol_import_token_and_window_reuse_over_hid() {
         "10s",
         "",
     ));
-    enrol_and_import(&agent, &key_json);
+    agent.enrol_and_import(&key_json);
     let touches = key.auth.touches_requested();
 
     let first = agent.cli(&["token"]);
@@ -114,7 +97,7 @@ async fn no_touch_times_out_cancels_on_the_device_and_the_agent_lives() {
     ));
     touch.approve();
     touch.approve();
-    enrol_and_import(&agent, &key_json);
+    agent.enrol_and_import(&key_json);
     let cancels = key.device.stats().cancels;
 
     let started = Instant::now();
@@ -160,7 +143,7 @@ async fn a_key_pulled_out_mid_touch_is_a_clear_error_and_the_agent_lives() {
     ));
     touch.approve();
     touch.approve();
-    enrol_and_import(&agent, &key_json);
+    agent.enrol_and_import(&key_json);
     let asked = touch.requested();
 
     let agent = Arc::new(agent);
@@ -196,7 +179,7 @@ async fn a_cloned_key_whose_counter_goes_back_is_refused_and_alerted() {
         "10s",
         "",
     ));
-    enrol_and_import(&agent, &key_json);
+    agent.enrol_and_import(&key_json);
     assert!(agent.cli(&["token"]).status.success());
 
     // A clone made earlier answers with an older counter.

@@ -21,17 +21,6 @@ fn hid_config(base_url: &str, devices: &[PathBuf], extra_key: &str) -> String {
     common::hid::hid_config(base_url, devices, "every-token", "10s", extra_key)
 }
 
-fn ok(agent: &AgentProc, args: &[&str]) -> String {
-    let o = agent.cli(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}\nagent log:\n{}",
-        stderr(&o),
-        agent.stderr()
-    );
-    stdout(&o)
-}
-
 /// A pinentry program that answers with the PIN in `pin_file` (Assuan, as pinentry speaks it).
 fn scripted_pinentry(dir: &Path, pin_file: &Path) -> PathBuf {
     let prog = dir.join("pinentry-scripted");
@@ -54,14 +43,12 @@ async fn two_keys_either_unseals_and_the_last_cannot_be_removed() {
     let (p1, p2) = (dir.path().join("k1.hidraw"), dir.path().join("k2.hidraw"));
     let k1 = emu_key(dir.path(), "k1", AuthenticatorOptions::default());
     let agent = start_agent(&hid_config(&emu.base_url(), &[p1.clone(), p2.clone()], ""));
-    ok(&agent, &["enroll"]);
-    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
-    assert!(o.status.success(), "{}", stderr(&o));
+    agent.enrol_and_import(&key_json);
 
     // Plug in the backup key and add it: a touch on k1, two on k2.
     let k2 = emu_key(dir.path(), "k2", AuthenticatorOptions::default());
     let (t1, t2) = (k1.auth.touches_requested(), k2.auth.touches_requested());
-    ok(&agent, &["keys", "add"]);
+    agent.ok(&["keys", "add"]);
     assert_eq!(
         k1.auth.touches_requested(),
         t1 + 1,
@@ -72,7 +59,7 @@ async fn two_keys_either_unseals_and_the_last_cannot_be_removed() {
         t2 + 2,
         "created and wrapped on the new key"
     );
-    let list = ok(&agent, &["keys", "list"]);
+    let list = agent.ok(&["keys", "list"]);
     assert_eq!(list.lines().count(), 2, "{list}");
     let ids: Vec<String> = list
         .lines()
@@ -82,14 +69,14 @@ async fn two_keys_either_unseals_and_the_last_cannot_be_removed() {
     // Unplug k1: k2 alone unseals.
     k1.device.unplug();
     let before = k2.auth.touches_requested();
-    let token = ok(&agent, &["token"]);
+    let token = agent.ok(&["token"]);
     assert!(token.starts_with("ya29."));
     assert_eq!(k2.auth.touches_requested(), before + 1);
 
-    ok(&agent, &["keys", "remove", &ids[0]]);
+    agent.ok(&["keys", "remove", &ids[0]]);
     let o = agent.cli(&["keys", "remove", &ids[1]]);
     assert_one_line_error(&o, "last enrolled key");
-    assert_eq!(ok(&agent, &["keys", "list"]).lines().count(), 1);
+    assert_eq!(agent.ok(&["keys", "list"]).lines().count(), 1);
     drop(k2);
 }
 
@@ -118,10 +105,9 @@ async fn pin_from_a_scripted_pinentry_and_wrong_pin_reports_tries_left() {
         "touch = \"every-token\"\nuser_verification = true",
     );
     let agent = start_agent(&cfg);
-    ok(&agent, &["enroll", "--uv"]);
-    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
-    assert!(o.status.success(), "{}\n{}", stderr(&o), agent.stderr());
-    assert!(ok(&agent, &["token"]).starts_with("ya29."));
+    agent.ok(&["enroll", "--uv"]);
+    agent.import(&key_json);
+    assert!(agent.ok(&["token"]).starts_with("ya29."));
     assert_eq!(key.auth.pin_retries(), 8);
 
     std::fs::write(&pin_file, "0000").unwrap();
@@ -148,10 +134,9 @@ async fn built_in_user_verification_needs_no_pinentry() {
         "pinentry = \"/nonexistent/pinentry\"",
     );
     let agent = start_agent(&cfg);
-    ok(&agent, &["enroll", "--uv"]);
-    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(ok(&agent, &["token"]).starts_with("ya29."));
+    agent.ok(&["enroll", "--uv"]);
+    agent.import(&key_json);
+    assert!(agent.ok(&["token"]).starts_with("ya29."));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -164,13 +149,11 @@ async fn a_suspect_key_stays_refused_until_trusted() {
         &[key.device.path().to_path_buf()],
         "",
     ));
-    ok(&agent, &["enroll"]);
-    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
-    assert!(o.status.success(), "{}", stderr(&o));
-    ok(&agent, &["token"]);
+    agent.enrol_and_import(&key_json);
+    agent.ok(&["token"]);
     key.auth.set_sign_count(1).unwrap();
     assert_one_line_error(&agent.cli(&["token"]), "marked suspect");
-    let list = ok(&agent, &["keys", "list"]);
+    let list = agent.ok(&["keys", "list"]);
     assert!(list.contains("SUSPECT"), "{list}");
     let id = list.split_whitespace().next().unwrap().to_owned();
     // Even a key whose counter is fine again is refused while suspect.
@@ -179,9 +162,9 @@ async fn a_suspect_key_stays_refused_until_trusted() {
         &agent.cli(&["token"]),
         "every enrolled key is marked suspect",
     );
-    ok(&agent, &["keys", "trust", &id]);
-    assert!(ok(&agent, &["keys", "list"]).contains("trusted"));
-    assert!(ok(&agent, &["token"]).starts_with("ya29."));
+    agent.ok(&["keys", "trust", &id]);
+    assert!(agent.ok(&["keys", "list"]).contains("trusted"));
+    assert!(agent.ok(&["token"]).starts_with("ya29."));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

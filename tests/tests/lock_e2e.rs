@@ -96,9 +96,7 @@ async fn pulling_the_key_out_locks_and_plugging_it_back_unlocks_with_a_touch() {
         "10s",
         "",
     ));
-    assert!(agent.cli(&["enroll"]).status.success());
-    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
-    assert!(o.status.success(), "{}", stderr(&o));
+    agent.enrol_and_import(&key_json);
     assert!(agent.cli(&["token"]).status.success());
     assert!(!stdout(&agent.cli(&["status"])).contains("locked:"));
 

@@ -47,9 +47,7 @@ async fn caller_rules_and_policy_check_agree() {
         "\n[profiles.train]\nservice_account = \"{INFERENCE}\"\ntouch = \"every-token\"\ncallers = [\"*/bin/gcloud\"]\n"
     );
     let agent = AgentProc::start(&cfg);
-    assert!(agent.cli(&["enroll"]).status.success());
-    let o = agent.cli_stdin(&["import", "-"], Some(&key_json));
-    assert!(o.status.success(), "{}", stderr(&o));
+    agent.enrol_and_import(&key_json);
 
     // (profile, program, allowed?, the rule or reason the refusal names)
     let table: [(&str, &PathBuf, bool, &str); 4] = [

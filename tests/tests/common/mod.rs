@@ -239,6 +239,35 @@ impl AgentProc {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Run the CLI, assert it succeeded (showing its and the agent's stderr if not); its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}\nagent log:\n{}",
+            stderr(&o),
+            self.stderr()
+        );
+        stdout(&o)
+    }
+
+    /// `touchgate import -` of `json` (as "default"), asserted to succeed.
+    pub fn import(&self, json: &str) {
+        let o = self.cli_stdin(&["import", "-"], Some(json));
+        assert!(
+            o.status.success(),
+            "import: {}\nagent log:\n{}",
+            stderr(&o),
+            self.stderr()
+        );
+    }
+
+    /// `touchgate enroll` then `touchgate import -` of `json`.
+    pub fn enrol_and_import(&self, json: &str) {
+        self.ok(&["enroll"]);
+        self.import(json);
+    }
+
     /// SIGTERM and wait; returns whether it exited successfully.
     pub fn stop(&mut self) -> bool {
         match self.child.take() {
