@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The macOS code paths compile and are lint-clean (checked, not run: no Mac here).
+./scripts/check-macos.sh
 # End-to-end tests run the real binaries of every crate: build them all first.
 cargo build --workspace --bins
 log=$(mktemp)

@@ -3,15 +3,16 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use touchgate::CallerHint;
+use touchgate::{process, CallerHint};
 
-/// The peer of a connection, from SO_PEERCRED and /proc, plus what a front end
+/// The peer of a connection, from the socket's peer credentials and the
+/// kernel's process table (`touchgate::process`), plus what a front end
 /// (the shim) says about the program it asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Caller {
     pub uid: u32,
     pub pid: Option<u32>,
-    /// The peer's executable, from `/proc/PID/exe` (Linux).
+    /// The peer's executable (`/proc/PID/exe` on Linux, `proc_pidpath` on macOS).
     pub exe: Option<PathBuf>,
     /// The program on whose behalf the peer asks, as the shim reports it. Only
     /// accepted from `touchgate-shim`: any other peer cannot claim to be someone else.
@@ -28,7 +29,7 @@ pub const SHIM_EXE: &str = "touchgate-shim";
 impl Caller {
     pub fn from_peer(uid: u32, pid: Option<i32>) -> Caller {
         let pid = pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
-        let exe = pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok());
+        let exe = pid.and_then(process::exe_of);
         Caller {
             uid,
             pid,
@@ -58,7 +59,7 @@ impl Caller {
     /// could tell), else the peer itself.
     pub fn policy_exe(&self) -> Option<PathBuf> {
         if let Some(pid) = self.on_behalf_of.as_ref().and_then(|h| h.pid) {
-            if let Ok(p) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+            if let Some(p) = process::exe_of(pid) {
                 return Some(p);
             }
         }
@@ -75,21 +76,10 @@ impl Caller {
     }
 }
 
-/// `name (pid N)` of the process that started `pid` (Linux /proc), if readable.
+/// `name (pid N)` of the process that started `pid`, if readable.
 fn parent_of(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: the ppid follows the last ')'.
-    let ppid: u32 = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    if ppid <= 1 {
-        return None;
-    }
-    let exe = std::fs::read_link(format!("/proc/{ppid}/exe")).ok()?;
+    let ppid = process::parent_of(pid)?;
+    let exe = process::exe_of(ppid)?;
     let name = exe.file_name()?.to_string_lossy().into_owned();
     Some(format!("{name} (pid {ppid})"))
 }

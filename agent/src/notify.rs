@@ -188,19 +188,26 @@ fn show_all(rx: Receiver<Notification>, timeout: Duration) {
 }
 
 async fn show(n: &Notification) -> Result<(), notify_rust::error::Error> {
-    let urgency = match n.kind {
-        Kind::TouchNeeded => notify_rust::Urgency::Critical,
-        _ => notify_rust::Urgency::Normal,
-    };
-    notify_rust::Notification::new()
-        .appname("touchgate")
+    let mut note = notify_rust::Notification::new();
+    note.appname("touchgate")
         .summary(&n.summary)
         .body(&n.body)
-        .icon("security-high")
-        .urgency(urgency)
-        .show_async()
-        .await
-        .map(|_| ())
+        .icon("security-high");
+    // Urgency is a freedesktop hint; macOS's notification centre has none.
+    #[cfg(not(target_os = "macos"))]
+    note.urgency(match n.kind {
+        Kind::TouchNeeded => notify_rust::Urgency::Critical,
+        _ => notify_rust::Urgency::Normal,
+    });
+    #[cfg(not(target_os = "macos"))]
+    return note.show_async().await.map(|_| ());
+    // macOS: the notification centre call blocks; the caller's time box still
+    // bounds how long issuance waits for it.
+    #[cfg(target_os = "macos")]
+    return match tokio::task::spawn_blocking(move || note.show().map(|_| ())).await {
+        Ok(r) => r,
+        Err(_) => Err("the notification task stopped".into()),
+    };
 }
 
 #[cfg(test)]

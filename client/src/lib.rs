@@ -13,6 +13,7 @@
 pub mod client;
 pub mod frame;
 pub mod paths;
+pub mod process;
 pub mod protocol;
 pub mod secret;
 

@@ -18,6 +18,7 @@ mod broker;
 mod config;
 mod docker;
 mod kube;
+mod lsof;
 mod metadata;
 mod oneshot;
 mod peer;
@@ -65,6 +66,9 @@ enum Cmd {
         /// Digits served as project/numeric-project-id (default: derived from the project id).
         #[arg(long)]
         project_number: Option<u64>,
+        /// How callers are told apart: proc (Linux /proc/net/tcp), lsof (macOS), or auto.
+        #[arg(long, value_name = "proc|lsof|auto")]
+        callers_from: Option<String>,
     },
     /// Print an `external_account` credential file (ADC) that gets tokens from a running shim.
     AdcFile {
@@ -123,15 +127,21 @@ fn main() -> ExitCode {
             profile,
             project,
             project_number,
+            callers_from,
         } => {
             let addr = match config::listen_addr(listen.as_deref()) {
                 Ok(a) => a,
+                Err(e) => return fail(&e),
+            };
+            let finder = match peer::Finder::choose(callers_from.as_deref()) {
+                Ok(f) => f,
                 Err(e) => return fail(&e),
             };
             let opts = server::Options {
                 profile,
                 project,
                 project_number,
+                finder,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -233,8 +243,7 @@ fn token(profile: Option<String>) -> ExitCode {
 /// The program that ran us, so the touch prompt names it (e.g. `python3`).
 fn parent_hint() -> CallerHint {
     let ppid = std::os::unix::process::parent_id();
-    let program = std::fs::read_link(format!("/proc/{ppid}/exe"))
-        .ok()
+    let program = touchgate::process::exe_of(ppid)
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
     CallerHint {
         program,

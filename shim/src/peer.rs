@@ -1,4 +1,5 @@
-//! Who is on the other end of a loopback TCP connection (Linux `/proc`).
+//! Who is on the other end of a loopback TCP connection: Linux `/proc` here,
+//! `lsof` in [`crate::lsof`], one [`Finder`] to choose between them.
 //!
 //! The kernel lists every TCP socket of this network namespace in
 //! `/proc/net/tcp` and `/proc/net/tcp6` with its owner's uid and inode. The
@@ -8,6 +9,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+
+use touchgate::process;
 
 /// The owner of a TCP peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +82,7 @@ pub fn parse_table(text: &str) -> Vec<TcpRow> {
 }
 
 /// Normalise IPv4-mapped IPv6 addresses so both tables compare alike.
-fn canon(a: SocketAddr) -> SocketAddr {
+pub fn canon(a: SocketAddr) -> SocketAddr {
     match a.ip() {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
@@ -148,9 +151,8 @@ pub fn lookup_in(
 
 /// A process's program for a touch prompt: the executable's name, and for an
 /// interpreter (python, node, …) the script it runs, e.g. `python3.11 gcloud.py`.
-pub fn program_name(proc_root: &Path, pid: u32) -> Option<String> {
-    let dir = proc_root.join(pid.to_string());
-    let exe: PathBuf = std::fs::read_link(dir.join("exe")).ok()?;
+pub fn program_name(pid: u32) -> Option<String> {
+    let exe: PathBuf = process::exe_of(pid)?;
     let name = exe.file_name()?.to_string_lossy().into_owned();
     let interpreter = [
         "python", "node", "ruby", "perl", "java", "bash", "sh", "dash",
@@ -160,16 +162,64 @@ pub fn program_name(proc_root: &Path, pid: u32) -> Option<String> {
     if !interpreter {
         return Some(name);
     }
-    let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
+    let args = process::args_of(pid).unwrap_or_default();
     Some(match script_of(&args) {
         Some(s) => format!("{name} {s}"),
         None => name,
     })
+}
+
+/// How the shim tells who holds a connection's client end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finder {
+    /// `/proc/net/tcp{,6}` and `/proc/PID/fd` under this root (Linux).
+    Proc(PathBuf),
+    /// The `lsof` program at this path (macOS; Linux on request).
+    Lsof(PathBuf),
+}
+
+impl Finder {
+    /// `choice`: `proc`, `lsof`, or `auto`/`None` (`/proc` where it lists TCP
+    /// sockets, else lsof). An error names what is missing and how to fix it.
+    pub fn choose(choice: Option<&str>) -> Result<Finder, String> {
+        let proc_root = PathBuf::from("/proc");
+        let has_proc = proc_root.join("net/tcp").is_file();
+        let lsof = || {
+            crate::lsof::find().ok_or_else(|| {
+                "cannot tell callers apart: lsof not found on PATH or in /usr/sbin; install lsof".to_owned()
+            })
+        };
+        match choice.unwrap_or("auto") {
+            "proc" if has_proc => Ok(Finder::Proc(proc_root)),
+            "proc" => Err(
+                "--callers-from proc: /proc/net/tcp is not readable here; use --callers-from lsof"
+                    .into(),
+            ),
+            "lsof" => lsof().map(Finder::Lsof),
+            "auto" if has_proc => Ok(Finder::Proc(proc_root)),
+            "auto" => lsof().map(Finder::Lsof),
+            other => Err(format!(
+                "--callers-from {other:?}: expected proc, lsof or auto"
+            )),
+        }
+    }
+
+    /// Who holds the client end of `peer` → `server`. `with_pid: false` may skip
+    /// the costly search for the process (enough to refuse another uid).
+    pub fn owner(&self, peer: SocketAddr, server: SocketAddr, with_pid: bool) -> Option<Peer> {
+        match self {
+            Finder::Proc(root) => lookup_in(root, peer, server, with_pid),
+            Finder::Lsof(lsof) => crate::lsof::lookup(lsof, peer, server),
+        }
+    }
+
+    /// Where a connection that was not found was looked for, for the error.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Finder::Proc(_) => "connection not in /proc/net/tcp",
+            Finder::Lsof(_) => "lsof does not list the connection among this user's processes",
+        }
+    }
 }
 
 /// The script or module an interpreter's argv names: the first non-option
@@ -196,7 +246,6 @@ fn script_of(args: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:22F2 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0000000000000000 100 0 0 10 0
@@ -254,7 +303,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn finds_this_process_as_the_peer_of_a_real_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap();
         let client = std::net::TcpStream::connect(server).unwrap();
         let (_conn, peer) = listener.accept().unwrap();
@@ -264,7 +313,7 @@ mod tests {
         let me = std::fs::metadata("/proc/self").unwrap();
         assert_eq!(p.uid, std::os::unix::fs::MetadataExt::uid(&me));
         assert_eq!(p.pid, Some(std::process::id()));
-        let name = program_name(Path::new("/proc"), std::process::id()).unwrap();
+        let name = program_name(std::process::id()).unwrap();
         assert!(!name.is_empty());
         drop(client);
     }

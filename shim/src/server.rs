@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -21,6 +20,8 @@ pub struct Options {
     pub profile: Option<String>,
     pub project: Option<String>,
     pub project_number: Option<u64>,
+    /// How callers are told apart.
+    pub finder: peer::Finder,
 }
 
 /// Shared state of the server.
@@ -33,7 +34,7 @@ pub struct Shim {
     pub subject: String,
     /// Tokens issued through `/sts/token`, by fingerprint: (expires_at, profile) — for `/token_info`.
     pub issued: Mutex<HashMap<String, (u64, Option<String>)>>,
-    my_uid: Option<u32>,
+    my_uid: u32,
     /// Log one line per request (`TOUCHGATE_SHIM_LOG=requests`).
     log_requests: bool,
 }
@@ -46,13 +47,13 @@ impl Shim {
             server,
             subject: random_hex(32),
             issued: Mutex::new(HashMap::new()),
-            my_uid: own_uid(),
+            my_uid: touchgate::paths::current_uid(),
             log_requests: std::env::var("TOUCHGATE_SHIM_LOG").is_ok_and(|v| v == "requests"),
         })
     }
 }
 
-/// The caller of one request, as found in `/proc`.
+/// The caller of one request, as its connection's owner was found.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
     pub pid: Option<u32>,
@@ -165,20 +166,21 @@ async fn check(
             ));
         }
     }
-    let Some(my_uid) = shim.my_uid else {
-        // No /proc (not Linux): the caller cannot be checked; loopback only.
-        return Ok(Caller::default());
-    };
+    let my_uid = shim.my_uid;
     let server = shim.server;
+    let finder = shim.opts.finder.clone();
+    let source = finder.source();
     let found = tokio::task::spawn_blocking(move || {
-        let root = Path::new("/proc");
-        // Find the uid first; the fd scan is only worth it for our own user.
-        let p = peer::lookup_in(root, peer_addr, server, false)?;
+        // Find the uid first; the search for the process is only worth it for our own user.
+        let p = finder.owner(peer_addr, server, false)?;
         if p.uid != my_uid {
             return Some((p, None, CallerHint::default()));
         }
-        let pid = peer::lookup_in(root, peer_addr, server, true).and_then(|p| p.pid);
-        let program = pid.and_then(|pid| peer::program_name(root, pid));
+        let pid = match p.pid {
+            Some(pid) => Some(pid),
+            None => finder.owner(peer_addr, server, true).and_then(|p| p.pid),
+        };
+        let program = pid.and_then(peer::program_name);
         let env = pid.map(caller_env).unwrap_or_else(CallerHint::from_env);
         Some((peer::Peer { uid: p.uid, pid }, program, env))
     })
@@ -188,7 +190,7 @@ async fn check(
     match found {
         None => Err(json_error(
             StatusCode::FORBIDDEN,
-            "touchgate-shim: cannot tell which user is calling (connection not in /proc/net/tcp)",
+            &format!("touchgate-shim: cannot tell which user is calling ({source})"),
         )),
         Some((p, _, _)) if p.uid != my_uid => {
             eprintln!("touchgate-shim: refused a request from uid {} (this shim serves uid {my_uid} only)", p.uid);
@@ -231,16 +233,16 @@ fn host_is_local(host: &str) -> bool {
 /// where the caller is; ours where theirs cannot be read.
 fn caller_env(pid: u32) -> CallerHint {
     let ours = CallerHint::from_env();
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let environ = touchgate::process::env_of(pid).unwrap_or_default();
     let mut vars: HashMap<String, String> = HashMap::new();
-    for kv in environ.split(|b| *b == 0) {
-        let kv = String::from_utf8_lossy(kv);
+    for kv in &environ {
         if let Some((k, v)) = kv.split_once('=') {
             if matches!(k, "DISPLAY" | "WAYLAND_DISPLAY" | "TERM") && !v.is_empty() {
                 vars.insert(k.to_owned(), v.to_owned());
             }
         }
     }
+    // The terminal on the caller's stdin (Linux; elsewhere ours is used).
     let tty = std::fs::read_link(format!("/proc/{pid}/fd/0"))
         .ok()
         .map(|p| p.display().to_string())
@@ -253,11 +255,6 @@ fn caller_env(pid: u32) -> CallerHint {
         tty: tty.or(ours.tty),
         term: vars.remove("TERM").or(ours.term),
     }
-}
-
-fn own_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 /// `n` random bytes from the kernel, as hex.

@@ -221,9 +221,24 @@ async fn requests_without_the_flavor_header_proxied_or_for_a_foreign_host_are_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_uid_is_refused() {
+    another_uid_is_refused_when_callers_come_from(&[]).await;
+}
+
+/// The macOS way of telling callers apart (`lsof`), run here on Linux: the same
+/// refusal of another uid, the same caller name for our own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_uid_is_refused_when_callers_come_from_lsof() {
+    assert!(
+        Command::new("lsof").arg("-v").output().is_ok(),
+        "lsof is missing: apt-get install lsof"
+    );
+    another_uid_is_refused_when_callers_come_from(&["--callers-from", "lsof"]).await;
+}
+
+async fn another_uid_is_refused_when_callers_come_from(extra: &[&str]) {
     let (emu, key_json) = emulator().await;
     let agent = shim_common::enrolled_agent(&emu, &key_json, "auto", "every-token");
-    let shim = ShimProc::start(&agent.socket, &[]);
+    let shim = ShimProc::start(&agent.socket, extra);
     assert!(
         Command::new("setpriv").arg("--version").output().is_ok(),
         "setpriv is missing: install util-linux"
@@ -438,6 +453,19 @@ async fn a_denied_touch_is_a_clear_error_on_both_routes() {
     assert!(
         e["error_description"].as_str().unwrap().contains("refused"),
         "{e}"
+    );
+}
+
+#[test]
+fn an_unknown_way_of_finding_callers_is_refused() {
+    let o = Command::new(bin("touchgate-shim"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--callers-from", "ps"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(
+        stderr(&o).trim(),
+        "touchgate-shim: --callers-from \"ps\": expected proc, lsof or auto"
     );
 }
 
