@@ -3,6 +3,7 @@
 //! each only after the touch the user's policy asks for.
 #![deny(unsafe_code)]
 
+pub mod activation;
 pub mod agent;
 pub mod attestation;
 pub mod audit;

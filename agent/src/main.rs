@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 
 use clap::Parser;
+use touchgate_agent::activation::{self, Activation};
 use touchgate_agent::run::{build, Settings};
 use touchgate_agent::server;
 
@@ -91,6 +92,8 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
+    // First, while nothing else owns a descriptor: a socket systemd passed us.
+    let activation = activation::from_env();
     let args = Args::parse();
     let mut settings = Settings::from_env();
     if let Some(s) = &args.socket {
@@ -107,10 +110,30 @@ fn main() -> ExitCode {
         Some(AgentCommand::Policy { command }) => return policy_command(&settings, command),
         None => {}
     }
-    if !args.foreground && !args.daemon_child {
+    let activation = match activation {
+        Ok(a) => a,
+        Err(e) => return fail(&args, &e.to_string()),
+    };
+    if let Activation::Socket(p) = &activation {
+        settings.socket = p.path.clone();
+    }
+    // Under socket activation systemd supervises us: never daemonise.
+    let activated = matches!(activation, Activation::Socket(_));
+    if !args.foreground && !args.daemon_child && !activated {
         return daemonise(&settings);
     }
     init_logging();
+    match &activation {
+        Activation::Ignored(pid) => tracing::info!(
+            "LISTEN_PID={pid} names another process: no socket activation, binding {}",
+            settings.socket.display()
+        ),
+        Activation::Socket(p) if p.extra_closed > 0 => tracing::warn!(
+            "socket activation passed {} more sockets than the one this agent serves: closed them",
+            p.extra_closed
+        ),
+        _ => {}
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(&args, &format!("cannot start the async runtime: {e}")),
@@ -120,9 +143,23 @@ fn main() -> ExitCode {
             Ok(a) => a,
             Err(e) => return fail(&args, &format!("{e:#}")),
         };
-        let listener = match server::bind(&settings.socket).await {
-            Ok(l) => l,
-            Err(e) => return fail(&args, &e.to_string()),
+        let listener = match activation {
+            Activation::Socket(passed) => match server::Listener::activated(passed) {
+                Ok(l) => {
+                    tracing::info!("socket activation: serving the socket systemd passed");
+                    l
+                }
+                Err(e) => {
+                    return fail(
+                        &args,
+                        &format!("socket activation: cannot serve the passed socket: {e}"),
+                    )
+                }
+            },
+            _ => match server::bind(&settings.socket).await {
+                Ok(l) => l,
+                Err(e) => return fail(&args, &e.to_string()),
+            },
         };
         // Like ssh-agent: SIGUSR1 locks. Installed before we say we are ready.
         if let Ok(mut usr1) =
@@ -146,6 +183,8 @@ fn main() -> ExitCode {
                 }
             });
         }
+        // Like SIGUSR1 and SIGHUP: handled before we say we are ready.
+        let shutdown = shutdown_signal();
         if args.daemon_child {
             println!("READY");
         } else if args.print_sock {
@@ -163,7 +202,7 @@ fn main() -> ExitCode {
                 a.lock(&touchgate_agent::caller::Caller::default(), "SIGUSR1");
             }
         });
-        server::serve(agent, listener, shutdown_signal()).await;
+        server::serve(agent, listener, shutdown).await;
         ExitCode::SUCCESS
     })
 }
@@ -366,12 +405,16 @@ fn init_logging() {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT. The handlers are installed when this is called (not
+/// when first polled), so a stop right after start is a clean shutdown too.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
     }
 }

@@ -30,21 +30,34 @@ pub enum BindError {
     },
 }
 
-/// A bound listener that removes its socket file when dropped.
+/// A listening socket: one we bound (its file is removed when dropped), or one
+/// systemd passed us (left alone: systemd owns it and keeps listening).
 pub struct Listener {
     inner: UnixListener,
     path: PathBuf,
+    remove_on_drop: bool,
 }
 
 impl Listener {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Serve a socket passed by socket activation (needs a tokio runtime).
+    pub fn activated(passed: crate::activation::Passed) -> std::io::Result<Listener> {
+        Ok(Listener {
+            inner: UnixListener::from_std(passed.listener)?,
+            path: passed.path,
+            remove_on_drop: false,
+        })
+    }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.remove_on_drop {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -83,11 +96,12 @@ pub async fn bind(path: &Path) -> Result<Listener, BindError> {
     Ok(Listener {
         inner,
         path: path.to_owned(),
+        remove_on_drop: true,
     })
 }
 
 /// Serve until `shutdown` resolves; then stop accepting, cancel any pending
-/// touch, and remove the socket.
+/// touch, and remove the socket (unless systemd passed it).
 pub async fn serve(
     agent: Arc<Agent>,
     listener: Listener,

@@ -192,7 +192,8 @@ async fn serve(addr: SocketAddr, opts: server::Options) -> Result<(), String> {
         eprintln!("touchgate-shim: warning: {}", e.message);
     }
     let shim = server::Shim::new(broker, opts, local);
-    let app = server::router(shim).into_make_service_with_connect_info::<SocketAddr>();
+    let app = server::router(shim).into_make_service_with_connect_info::<server::Conn>();
+    let listener = server::NoDelayListener(listener);
     println!("touchgate-shim listening on http://{local}");
     eprintln!(
         "touchgate-shim: metadata route: export GCE_METADATA_ROOT={local} GCE_METADATA_HOST={local} GCE_METADATA_IP={local}"

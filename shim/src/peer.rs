@@ -124,24 +124,33 @@ pub fn find_pid(proc_root: &Path, uid: u32, inode: u64) -> Option<u32> {
     None
 }
 
+/// A file of `/proc` in one go: its size reads as 0, and small reads of the
+/// socket tables each cost the kernel a walk of the table.
+fn read_proc_file(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(256 * 1024);
+    std::fs::File::open(path).ok()?.read_to_end(&mut buf).ok()?;
+    String::from_utf8(buf).ok()
+}
+
 /// Who holds the client end of the connection `peer` → `server`, from
 /// `proc_root` (`/proc`). `None` when no such socket is listed (the client
-/// already hung up, or no `/proc`). `with_pid: false` skips the fd scan
-/// (enough to refuse another uid).
+/// already hung up, or no `/proc`). The process is searched for only when the
+/// socket's uid is `pid_if_uid` (another user's processes need not be read).
 pub fn lookup_in(
     proc_root: &Path,
     peer: SocketAddr,
     server: SocketAddr,
-    with_pid: bool,
+    pid_if_uid: Option<u32>,
 ) -> Option<Peer> {
     let mut rows = vec![];
     for t in ["tcp", "tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(proc_root.join("net").join(t)) {
+        if let Some(text) = read_proc_file(&proc_root.join("net").join(t)) {
             rows.extend(parse_table(&text));
         }
     }
     let row = find_row(&rows, peer, server)?;
-    let pid = if with_pid {
+    let pid = if pid_if_uid == Some(row.uid) {
         find_pid(proc_root, row.uid, row.inode)
     } else {
         None
@@ -204,11 +213,11 @@ impl Finder {
         }
     }
 
-    /// Who holds the client end of `peer` → `server`. `with_pid: false` may skip
-    /// the costly search for the process (enough to refuse another uid).
-    pub fn owner(&self, peer: SocketAddr, server: SocketAddr, with_pid: bool) -> Option<Peer> {
+    /// Who holds the client end of `peer` → `server`; its process is looked for
+    /// when the uid is `my_uid` (another uid is refused anyway).
+    pub fn owner(&self, peer: SocketAddr, server: SocketAddr, my_uid: u32) -> Option<Peer> {
         match self {
-            Finder::Proc(root) => lookup_in(root, peer, server, with_pid),
+            Finder::Proc(root) => lookup_in(root, peer, server, Some(my_uid)),
             Finder::Lsof(lsof) => crate::lsof::lookup(lsof, peer, server),
         }
     }
@@ -308,7 +317,8 @@ mod tests {
         let client = std::net::TcpStream::connect(server).unwrap();
         let (_conn, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
-        let p = lookup_in(Path::new("/proc"), peer, server, true)
+        let me = touchgate::paths::current_uid();
+        let p = lookup_in(Path::new("/proc"), peer, server, Some(me))
             .expect("the connection is in /proc/net/tcp");
         let me = std::fs::metadata("/proc/self").unwrap();
         assert_eq!(p.uid, std::os::unix::fs::MetadataExt::uid(&me));

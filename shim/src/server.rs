@@ -4,11 +4,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use touchgate::CallerHint;
 
@@ -53,6 +55,48 @@ impl Shim {
     }
 }
 
+/// Who holds a connection's client end: its uid and process, the program's
+/// name and where its user sits. `None`: it could not be found.
+type Owner = Option<(peer::Peer, Option<String>, CallerHint)>;
+
+/// One accepted connection: the peer address, and its owner once looked up.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    owner: Arc<tokio::sync::OnceCell<Owner>>,
+}
+
+/// The shim's listener: TCP, with TCP_NODELAY on every accepted connection so
+/// answers go out at once (a response written in two segments would otherwise
+/// wait for the client's delayed ACK, ~40 ms on Linux).
+pub struct NoDelayListener(pub tokio::net::TcpListener);
+
+impl Listener for NoDelayListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (tcp, addr) = Listener::accept(&mut self.0).await;
+        if let Err(e) = tcp.set_nodelay(true) {
+            eprintln!("touchgate-shim: warning: cannot set TCP_NODELAY: {e}");
+        }
+        (tcp, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Connected<IncomingStream<'_, NoDelayListener>> for Conn {
+    fn connect_info(stream: IncomingStream<'_, NoDelayListener>) -> Conn {
+        Conn {
+            peer: *stream.remote_addr(),
+            owner: Arc::default(),
+        }
+    }
+}
+
 /// The caller of one request, as its connection's owner was found.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
@@ -92,7 +136,7 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
 /// caller must be our own user; every response says `Metadata-Flavor: Google`.
 async fn guard(
     State(shim): State<Arc<Shim>>,
-    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
+    ConnectInfo(conn): ConnectInfo<Conn>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -103,7 +147,7 @@ async fn guard(
         who: "refused caller".into(),
         status: None,
     };
-    let mut resp = match check(&shim, peer_addr, req.headers()).await {
+    let mut resp = match check(&shim, &conn, req.headers()).await {
         Ok(caller) => {
             log.who = format!(
                 "{} (pid {})",
@@ -147,11 +191,7 @@ impl Drop for RequestLog {
     }
 }
 
-async fn check(
-    shim: &Shim,
-    peer_addr: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<Caller, Response> {
+async fn check(shim: &Shim, conn: &Conn, headers: &HeaderMap) -> Result<Caller, Response> {
     if headers.contains_key("x-forwarded-for") {
         return Err(json_error(
             StatusCode::FORBIDDEN,
@@ -167,26 +207,32 @@ async fn check(
         }
     }
     let my_uid = shim.my_uid;
-    let server = shim.server;
-    let finder = shim.opts.finder.clone();
-    let source = finder.source();
-    let found = tokio::task::spawn_blocking(move || {
-        // Find the uid first; the search for the process is only worth it for our own user.
-        let p = finder.owner(peer_addr, server, false)?;
-        if p.uid != my_uid {
-            return Some((p, None, CallerHint::default()));
-        }
-        let pid = match p.pid {
-            Some(pid) => Some(pid),
-            None => finder.owner(peer_addr, server, true).and_then(|p| p.pid),
-        };
-        let program = pid.and_then(peer::program_name);
-        let env = pid.map(caller_env).unwrap_or_else(CallerHint::from_env);
-        Some((peer::Peer { uid: p.uid, pid }, program, env))
-    })
-    .await
-    .ok()
-    .flatten();
+    let source = shim.opts.finder.source();
+    // Once per connection: its owner cannot change while it is open, and
+    // clients that keep connections alive should not pay for the search again.
+    let found = conn
+        .owner
+        .get_or_init(|| {
+            let finder = shim.opts.finder.clone();
+            let (peer_addr, server) = (conn.peer, shim.server);
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    // The process is only searched for when the uid is ours.
+                    let p = finder.owner(peer_addr, server, my_uid)?;
+                    if p.uid != my_uid {
+                        return Some((p, None, CallerHint::default()));
+                    }
+                    let program = p.pid.and_then(peer::program_name);
+                    let env = p.pid.map(caller_env).unwrap_or_else(CallerHint::from_env);
+                    Some((p, program, env))
+                })
+                .await
+                .ok()
+                .flatten()
+            }
+        })
+        .await
+        .clone();
     match found {
         None => Err(json_error(
             StatusCode::FORBIDDEN,

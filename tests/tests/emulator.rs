@@ -145,9 +145,16 @@ async fn jwt_bearer_grant_checks_signature_audience_and_time() {
     assert_oauth_error(status, &body, 400, "invalid_grant");
     assert_eq!(body["error_description"], "Invalid JWT Signature.");
 
-    // Wrong audience.
+    // Google's own token URL is an audience Google accepts wherever the grant
+    // is posted (gcloud and google-auth sign for it).
     let (status, body) = e
         .jwt_grant(&e.assertion(&key, &kid, &email, "https://oauth2.googleapis.com/token"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Wrong audience.
+    let (status, body) = e
+        .jwt_grant(&e.assertion(&key, &kid, &email, "https://token.example/token"))
         .await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
     assert!(body["error_description"]
@@ -208,8 +215,8 @@ async fn jwt_bearer_grant_checks_signature_audience_and_time() {
     let (status, body) = e.post_form("/token", &[("assertion", "x")]).await;
     assert_oauth_error(status, &body, 400, "invalid_request");
 
-    assert_eq!(e.state.count_ok(CallKind::Token), 2);
-    assert_eq!(e.state.count(CallKind::Token), 12);
+    assert_eq!(e.state.count_ok(CallKind::Token), 3);
+    assert_eq!(e.state.count(CallKind::Token), 13);
     e.emu.shutdown().await.unwrap();
 }
 

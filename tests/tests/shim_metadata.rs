@@ -279,19 +279,40 @@ async fn another_uid_is_refused_when_callers_come_from(extra: &[&str]) {
     );
     assert_eq!(emu.state().count(CallKind::GenerateAccessToken), 0);
 
-    // The same request from our own uid, through the same kind of client, works.
+    // The same request from our own uid, through the same kind of client, works;
+    // twice on one kept-alive connection, both named after the same process
+    // (the owner is looked up once per connection).
     let mut cmd = Command::new("curl");
     cmd.args([
         "-sS",
         "-H",
         "Metadata-Flavor: Google",
         "-w",
-        "\n%{http_code}",
+        "\n%{http_code} %{num_connects}\n",
+        &url,
         &url,
     ]);
     let o = run(cmd).await;
     let out = stdout(&o);
-    assert!(out.trim_end().ends_with("\n200"), "{}", stderr(&o));
+    let codes: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("200 ") || l.starts_with("403 "))
+        .collect();
+    assert_eq!(
+        codes,
+        ["200 1", "200 0"],
+        "two 200s, the second without a new connection: {out}{}",
+        stderr(&o)
+    );
+    let served: Vec<String> = shim
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("/token -> 200 for "))
+        .map(|l| l.rsplit_once(" for ").unwrap().1.to_owned())
+        .collect();
+    assert_eq!(served.len(), 2, "{}", shim.stderr());
+    assert!(served[0].starts_with("curl (pid "), "{served:?}");
+    assert_eq!(served[0], served[1], "one process on one connection");
     assert!(
         agent.stderr().contains("curl (pid"),
         "the agent was told the caller is curl: {}",

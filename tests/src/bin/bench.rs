@@ -1,155 +1,155 @@
-//! `touchgate-bench [--rounds N]`: how much touchgate adds to getting a token.
+//! `touchgate-bench`: how much touchgate adds to getting a token, measured
+//! against a peer (the same job without touchgate) in the same run, on
+//! loopback with the Google emulator and the software key (touches approved
+//! at once). Sections:
 //!
-//! Everything runs here, on loopback: the Google emulator, an agent with the
-//! software key (touches approved at once) served on a real Unix socket, and
-//! the client library. It times, per token:
+//! - **agent**: the agent in process, over its socket with the client library:
+//!   window hit and every-token issuance vs minting straight from Google;
+//! - **gcloud**: the real `gcloud auth print-access-token`, each set-up in a
+//!   private CLOUDSDK_CONFIG: peers with their own credentials vs gcloud through
+//!   a real agent and `touchgate-shim` (metadata route and the
+//!   `touchgate setup gcloud` credential-file route), window hit and every-token;
+//! - **python**: google-auth `credentials.refresh()` in a loop, peers vs the
+//!   metadata route.
 //!
-//! - **peer**: minting straight from Google (emulated) with the same
-//!   credential — a JWT grant plus `generateAccessToken`, what any client
-//!   without touchgate pays;
-//! - **window**: `GetToken` answered from an open approval window (the common
-//!   case for `touch = "10m"`), over the socket;
-//! - **every-token**: a full issuance — touch, verify, unseal, mint.
+//! Each row: median and p90 per token, the ratio of the medians to the
+//! section's peer, the upstream token calls per run. Timing is reported, never
+//! judged; but every token is checked with the emulator, and one it does not
+//! accept ends the bench with an error, so no number comes from a broken path.
 //!
-//! and prints each with its ratio to the peer. Speed goal: a window hit costs
-//! far less than the peer; a full issuance costs the peer plus the ceremony.
+//! By default every section that can run here runs, and the others are named
+//! with the reason; a section asked for with `--only` that cannot run makes
+//! the exit status non-zero.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "../bench/mod.rs"]
+mod bench;
 
-use touchgate::{CallerHint, Secret};
-use touchgate_agent::clock::SystemClock;
-use touchgate_agent::config::Config;
-use touchgate_agent::key::soft::{AutoTouch, SoftKey};
-use touchgate_agent::upstream::google::GoogleUpstream;
-use touchgate_agent::upstream::{MintRequest, Upstream, UpstreamCredential};
-use touchgate_agent::{Agent, StatePaths};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bench::world::{self, Bins, Touchgate};
+use clap::{Parser, ValueEnum};
 use touchgate_tests::emulator::Emulator;
 
-const RUNNER: &str = "bench-runner@touchgate-bench.iam.gserviceaccount.com";
-const TARGET: &str = "bench-target@touchgate-bench.iam.gserviceaccount.com";
-
-fn config(base: &str) -> String {
-    format!(
-        r#"[agent]
-touch_timeout = "10s"
-[key]
-backend = "soft"
-touch = "auto"
-[google]
-iam_credentials = "{base}"
-[profiles.window]
-service_account = "{TARGET}"
-lifetime = "15m"
-touch = "10m"
-[profiles.every]
-service_account = "{TARGET}"
-lifetime = "15m"
-touch = "every-token"
-"#
-    )
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum Section {
+    Agent,
+    Gcloud,
+    Python,
 }
 
-fn per_op(total: Duration, n: u32) -> Duration {
-    total / n.max(1)
+#[derive(Parser, Debug)]
+#[command(
+    name = "touchgate-bench",
+    about = "Time touchgate against a peer, on loopback"
+)]
+struct Args {
+    /// Run only these sections (repeatable); a section named here that cannot run is an error.
+    #[arg(long, value_enum)]
+    only: Vec<Section>,
+    /// Tokens per row in the agent section.
+    #[arg(long, default_value_t = 50)]
+    rounds: usize,
+    /// gcloud invocations per row (each a process, ~0.5-1 s).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// refresh() calls per row in the python section.
+    #[arg(long, default_value_t = 50)]
+    refreshes: usize,
+    /// Where touchgate-agent, touchgate and touchgate-shim are (default: this binary's directory).
+    #[arg(long, env = "TOUCHGATE_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// The gcloud to run (default: /usr/bin/gcloud, else PATH).
+    #[arg(long, env = "TOUCHGATE_GCLOUD")]
+    gcloud: Option<PathBuf>,
+    /// A python with google-auth (default: target/pyvenv/bin/python, made by scripts/python-venv.sh).
+    #[arg(long, env = "TOUCHGATE_TEST_PYTHON")]
+    python: Option<PathBuf>,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let rounds: u32 = std::env::args()
-        .skip_while(|a| a != "--rounds")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(50);
-    let emu = Emulator::start("127.0.0.1:0").await?;
-    let key_json = emu.state().add_service_account(RUNNER);
-    emu.state().add_service_account(TARGET);
-    emu.state().grant_token_creator(RUNNER, TARGET);
+async fn main() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    let mut not_run: Vec<(Section, String)> = vec![];
 
-    let dir = tempfile::tempdir()?;
-    let cfg = Config::parse(&config(&emu.base_url()), &dir.path().join("config.toml"))?;
-    let clock = Arc::new(SystemClock);
-    let key = Arc::new(SoftKey::open(
-        &dir.path().join("soft-key.json"),
-        Arc::new(AutoTouch),
-    )?);
-    let upstream = Arc::new(GoogleUpstream::new(cfg.google.clone(), clock.clone()));
-    let agent = Agent::new(
-        cfg.clone(),
-        key,
-        upstream.clone(),
-        clock,
-        StatePaths::in_dir(dir.path()),
-    )?;
-    let socket = dir.path().join("agent.sock");
-    let listener = touchgate_agent::server::bind(&socket).await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(touchgate_agent::server::serve(agent, listener, async {
-        let _ = stopped.await;
-    }));
-
-    let mut c = touchgate::Client::connect(&socket).await?;
-    c.enroll(false, false, CallerHint::default()).await?;
-    c.import(
-        "default",
-        Secret::new(key_json.as_str()),
-        CallerHint::default(),
-    )
-    .await?;
-
-    // Peer: mint directly, as a client without touchgate would.
-    let cred = UpstreamCredential::parse(&key_json)?;
-    let req = MintRequest {
-        impersonate: Some(TARGET.into()),
-        lifetime: Duration::from_secs(900),
-        ..MintRequest::default()
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .expect("an executable lives in a directory")
+            .to_owned(),
     };
-    let t = Instant::now();
-    for _ in 0..rounds {
-        upstream.mint(&cred, &req).await?;
-    }
-    let peer = per_op(t.elapsed(), rounds);
+    let bins = Bins::find(&bin_dir);
+    let gcloud = bench::gcloud::find(args.gcloud.as_deref());
+    let python = bench::python::find(args.python.as_deref());
 
-    // Window: the first ask touches, the rest are answered from the window.
-    c.get_token(Some("window"), &[], CallerHint::default())
-        .await?;
-    let t = Instant::now();
-    for _ in 0..rounds {
-        let tok = c
-            .get_token(Some("window"), &[], CallerHint::default())
-            .await?;
-        assert!(tok.from_cache);
-    }
-    let window = per_op(t.elapsed(), rounds);
-
-    // Every token: touch, verify, unseal, mint.
-    let t = Instant::now();
-    for _ in 0..rounds {
-        c.get_token(Some("every"), &[], CallerHint::default())
-            .await?;
-    }
-    let every = per_op(t.elapsed(), rounds);
-
-    let ratio = |d: Duration| d.as_secs_f64() / peer.as_secs_f64();
-    println!("touchgate-bench: {rounds} rounds each, everything on loopback");
+    let emu = Emulator::start("127.0.0.1:0").await?;
+    let acc = world::accounts(&emu);
     println!(
-        "  peer (direct mint, no touchgate) {:>10.3?} per token  1.00x",
-        peer
-    );
-    println!(
-        "  window hit over the socket       {:>10.3?} per token  {:.2}x peer",
-        window,
-        ratio(window)
-    );
-    println!(
-        "  every-token (touch+unseal+mint)  {:>10.3?} per token  {:.2}x peer",
-        every,
-        ratio(every)
+        "touchgate-bench: {} build, binaries from {}, everything on loopback (Google emulated, software key auto-touched)",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+        bin_dir.display()
     );
 
-    drop(c);
-    let _ = stop.send(());
-    server.await?;
-    Ok(())
+    if wanted(Section::Agent) {
+        bench::agent::run(&emu, &acc, args.rounds).await?.print();
+    }
+
+    let clients = [
+        (
+            Section::Gcloud,
+            gcloud.as_ref().map(|_| ()).map_err(Clone::clone),
+        ),
+        (
+            Section::Python,
+            python.as_ref().map(|_| ()).map_err(Clone::clone),
+        ),
+    ];
+    let mut runnable = vec![];
+    for (s, ok) in clients {
+        if !wanted(s) {
+            continue;
+        }
+        match (ok, &bins) {
+            (Err(why), _) => not_run.push((s, why)),
+            (Ok(()), Err(why)) => not_run.push((s, why.clone())),
+            (Ok(()), Ok(_)) => runnable.push(s),
+        }
+    }
+    if let (false, Ok(bins)) = (runnable.is_empty(), &bins) {
+        let tg = Touchgate::start(bins, &emu, &acc)?;
+        if let (true, Ok(g)) = (runnable.contains(&Section::Gcloud), &gcloud) {
+            bench::gcloud::run(g, &emu, &acc, &tg, args.runs)?.print();
+        }
+        if let (true, Ok(p)) = (runnable.contains(&Section::Python), &python) {
+            bench::python::run(p, &emu, &acc, &tg, args.refreshes)?.print();
+        }
+    }
+
+    let mut failed = false;
+    for (s, why) in &not_run {
+        let asked = args.only.contains(s);
+        failed |= asked;
+        println!(
+            "\nnot run: {:?} section{}: {why}",
+            s,
+            if asked {
+                " (asked for with --only)"
+            } else {
+                ""
+            }
+        );
+    }
+    if args.only.is_empty() {
+        println!(
+            "\n(sections: agent, gcloud, python; --only SECTION to pick, --help for the counts)"
+        );
+    }
+    emu.shutdown().await?;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

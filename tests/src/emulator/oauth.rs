@@ -18,6 +18,9 @@ use rsa::signature::Verifier;
 use serde_json::Value;
 use sha2::Sha256;
 
+/// Google's token endpoint, which real Google accepts as a JWT audience.
+pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+
 use super::state::{EmulatorState, TOKEN_EXPIRES_IN};
 use super::{AppState, Details};
 
@@ -210,8 +213,11 @@ fn verify_jwt(
         return Err(err("invalid_grant", "Invalid JWT Signature."));
     }
 
+    // Google accepts its own token URL as the audience wherever the grant is
+    // posted (gcloud and google-auth sign for it); ours is accepted too.
     let token_url = state.token_url();
-    if claims.get("aud").and_then(Value::as_str) != Some(token_url.as_str()) {
+    let aud = claims.get("aud").and_then(Value::as_str);
+    if aud != Some(token_url.as_str()) && aud != Some(GOOGLE_TOKEN_URL) {
         return Err(err(
             "invalid_grant",
             format!("Invalid JWT: Failed audience check. The right audience is {token_url}"),

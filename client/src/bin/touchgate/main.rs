@@ -118,7 +118,7 @@ enum Command {
         )]
         command: Vec<std::ffi::OsString>,
     },
-    /// Point gcloud, ADC, docker or kubectl at touchgate (backed up; --undo restores exactly).
+    /// Point gcloud, ADC, docker or kubectl at touchgate, or run the agent as a service (backed up; --undo restores exactly).
     Setup {
         target: setup::Target,
         /// Restore what an earlier `touchgate setup TARGET` changed and delete its backup.

@@ -1,5 +1,5 @@
-//! `touchgate setup gcloud|adc|docker|kubectl` and `touchgate setup --undo …`:
-//! point the usual clients at touchgate. Every file is copied byte for byte to
+//! `touchgate setup gcloud|adc|docker|kubectl|agent` and `touchgate setup --undo …`:
+//! point the usual clients at touchgate, or run the agent as a service. Every file is copied byte for byte to
 //! `~/.local/state/touchgate/setup-backups/<target>/` before its first change
 //! (or recorded as absent); `--undo` puts each back exactly and drops the backup.
 
@@ -8,6 +8,7 @@ use std::process::Command;
 
 use anyhow::{anyhow, bail, Context};
 
+mod agent;
 mod backup;
 
 use backup::Backup;
@@ -22,6 +23,8 @@ pub enum Target {
     Docker,
     /// A kubeconfig user `touchgate-PROFILE` using the `touchgate-shim kubectl-credential` exec plugin.
     Kubectl,
+    /// touchgate-agent as a service: systemd user units (socket activated) or a macOS LaunchAgent.
+    Agent,
 }
 
 impl Target {
@@ -31,6 +34,7 @@ impl Target {
             Target::Adc => "adc",
             Target::Docker => "docker",
             Target::Kubectl => "kubectl",
+            Target::Agent => "agent",
         }
     }
 }
@@ -64,6 +68,7 @@ pub async fn run(args: SetupArgs) -> anyhow::Result<()> {
         Target::Adc => adc(&args, &mut backup),
         Target::Docker => docker(&args, &mut backup),
         Target::Kubectl => kubectl(&args, &mut backup).await,
+        Target::Agent => agent::install(&mut backup),
     }?;
     println!(
         "backup in {}; touchgate setup --undo {} restores everything above",
@@ -82,11 +87,19 @@ fn undo(target: Target, dir: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if target == Target::Agent {
+        agent::before_undo()?;
+    }
     let b = Backup::open(dir)?;
     for line in b.restore()? {
         println!("{line}");
     }
     println!("removed backup {}", dir.display());
+    if target == Target::Agent {
+        if let Some(next) = agent::after_undo()? {
+            println!("{next}");
+        }
+    }
     Ok(())
 }
 
