@@ -3,5 +3,6 @@
 
 pub mod ctap;
 pub mod emulator;
+pub mod gcloud;
 
 pub use emulator::{CallKind, CallRecord, Emulator, EmulatorClient, EmulatorHandle, EmulatorState};

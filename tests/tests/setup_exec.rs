@@ -474,15 +474,8 @@ fn gcloud(agent: &AgentProc, u: &UserDirs, via_exec: bool, args: &[&str]) -> Com
         c.args(args).envs(u.env());
         c
     };
-    c.env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
-        .env("CLOUDSDK_CORE_DISABLE_USAGE_REPORTING", "true")
-        .env("CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK", "true")
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .env_remove("CLOUDSDK_AUTH_ACCESS_TOKEN_FILE")
-        .env_remove("GCE_METADATA_HOST")
-        .env_remove("GCE_METADATA_IP")
-        // Never the real metadata server (exec overrides it with the shim).
-        .env("GCE_METADATA_ROOT", "127.0.0.1:9");
+    // Never the real metadata server (exec overrides it with the shim).
+    touchgate_tests::gcloud::isolate(&mut c);
     c
 }
 

@@ -22,17 +22,7 @@ fn gcloud(config: &Path, args: &[&str]) -> Command {
         })
     };
     let mut c = Command::new(path);
-    c.args(args)
-        .env("CLOUDSDK_CONFIG", config)
-        .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
-        .env("CLOUDSDK_CORE_DISABLE_USAGE_REPORTING", "true")
-        .env("CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK", "true")
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .env_remove("CLOUDSDK_AUTH_ACCESS_TOKEN_FILE")
-        .env_remove("GCE_METADATA_HOST")
-        .env_remove("GCE_METADATA_IP")
-        // Never the real metadata server: an unset root would probe metadata.google.internal.
-        .env("GCE_METADATA_ROOT", "127.0.0.1:9");
+    touchgate_tests::gcloud::isolate(c.args(args)).env("CLOUDSDK_CONFIG", config);
     c
 }
 

@@ -19,12 +19,6 @@ pub const TARGET: &str = "bench-target@touchgate-bench.iam.gserviceaccount.com";
 pub const USER: &str = "bench-user@example.com";
 pub const PROJECT: &str = "touchgate-bench";
 
-/// The emulator's answer to a JWT grant signed for Google's own token URL.
-pub const AUDIENCE_REFUSED: &str = "Failed audience check";
-pub const AUDIENCE_NOTE: &str = "not run: the emulator accepts only its own token URL as a JWT \
-    audience, and this client signs its service-account grant for https://oauth2.googleapis.com/token \
-    (Google accepts that one); the user-credential peer stands in";
-
 /// The accounts, made once per run.
 pub struct Accounts {
     /// RUNNER's key file (JSON).

@@ -640,6 +640,10 @@ const KNOWN_SCOPES: &[&str] = &[
     "https://www.googleapis.com/auth/compute.readonly",
     "https://www.googleapis.com/auth/bigquery",
     "https://www.googleapis.com/auth/sqlservice.admin",
+    // gcloud's default scopes (googlecloudsdk/core/config.py CLOUDSDK_SCOPES).
+    "https://www.googleapis.com/auth/appengine.admin",
+    "https://www.googleapis.com/auth/sqlservice.login",
+    "https://www.googleapis.com/auth/accounts.reauth",
     "openid",
     "email",
     "profile",
