@@ -198,16 +198,29 @@ pub struct AuditError {
 /// (hex) to its SEC1 public key; keys enrolled in the log itself are added as
 /// they appear. Returns the number of records.
 pub fn verify_file(path: &Path, keys: &HashMap<String, Vec<u8>>) -> Result<usize, AuditError> {
-    let err = |line: usize, what: String| AuditError {
+    let f = std::fs::File::open(path).map_err(|e| AuditError {
         path: path.display().to_string(),
+        line: 0,
+        what: format!("cannot open: {e}"),
+    })?;
+    verify_reader(BufReader::new(f), &path.display().to_string(), keys)
+}
+
+/// [`verify_file`] on a log already open; `name` stands for its path in errors.
+pub fn verify_reader(
+    log: impl BufRead,
+    name: &str,
+    keys: &HashMap<String, Vec<u8>>,
+) -> Result<usize, AuditError> {
+    let err = |line: usize, what: String| AuditError {
+        path: name.to_owned(),
         line,
         what,
     };
-    let f = std::fs::File::open(path).map_err(|e| err(0, format!("cannot open: {e}")))?;
     let mut keys = keys.clone();
     let mut prev = GENESIS.to_owned();
     let mut n = 0;
-    for (i, line) in BufReader::new(f).lines().enumerate() {
+    for (i, line) in log.lines().enumerate() {
         let no = i + 1;
         let line = line.map_err(|e| err(no, format!("cannot read: {e}")))?;
         let r: Record = serde_json::from_str(&line)
@@ -241,11 +254,16 @@ pub fn verify_file(path: &Path, keys: &HashMap<String, Vec<u8>>) -> Result<usize
     Ok(n)
 }
 
+/// The first `n` characters of `s` (a record may hold any text, not only hex).
+fn prefix(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
 fn check_touch(t: &TouchEvidence, keys: &HashMap<String, Vec<u8>>) -> Result<(), String> {
     let pk = keys.get(&t.credential).ok_or_else(|| {
         format!(
             "touch by credential {} which no enrolled key matches",
-            &t.credential[..t.credential.len().min(16)]
+            prefix(&t.credential, 16).escape_debug()
         )
     })?;
     let auth_data =
@@ -333,7 +351,7 @@ pub fn show(
             .or_else(|| {
                 r.credential
                     .as_ref()
-                    .map(|c| format!("credential {}", &c[..c.len().min(16)]))
+                    .map(|c| format!("credential {}", prefix(c, 16)))
             })
             .unwrap_or_default();
         let touched = if r.touch.is_some() { "touch" } else { "" };

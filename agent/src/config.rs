@@ -406,10 +406,12 @@ impl Config {
         }
         if let Some(d) = &cfg.default_profile {
             if !cfg.profiles.contains_key(d) {
+                // Escaped: a name may hold a newline, and the error is one line.
+                let d = d.escape_debug();
                 return Err(ConfigError(format!(
                     "config {}: default_profile \"{d}\" is not a profile (have: {}); add [profiles.{d}] or fix the name",
                     path.display(),
-                    cfg.profile_names().join(", ")
+                    cfg.profile_names().join(", ").escape_debug()
                 )));
             }
         }

@@ -12,6 +12,7 @@ pub mod ceremony;
 pub mod clock;
 pub mod config;
 pub mod enrol;
+pub mod harden;
 pub mod issue;
 pub mod key;
 pub mod notify;

@@ -123,6 +123,10 @@ fn main() -> ExitCode {
         return daemonise(&settings);
     }
     init_logging();
+    // Before anything is unsealed: no other process of ours may read our memory.
+    if let Err(e) = touchgate_agent::harden::deny_tracing() {
+        tracing::warn!("{e}; other processes of this user may be able to read the agent's memory");
+    }
     match &activation {
         Activation::Ignored(pid) => tracing::info!(
             "LISTEN_PID={pid} names another process: no socket activation, binding {}",
@@ -191,17 +195,6 @@ fn main() -> ExitCode {
             println!("{}", export_line(&settings));
         }
         let _ = std::io::stdout().flush();
-        // Like ssh-agent: SIGUSR1 locks.
-        let a = agent.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
-                return;
-            };
-            while usr1.recv().await.is_some() {
-                a.lock(&touchgate_agent::caller::Caller::default(), "SIGUSR1");
-            }
-        });
         server::serve(agent, listener, shutdown).await;
         ExitCode::SUCCESS
     })

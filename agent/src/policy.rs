@@ -69,13 +69,14 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // `*` first: a `*` in the text must not use up the pattern's `*` as a literal.
+        if pi < p.len() && p[pi] == '*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some(s) = star {
             pi = s + 1;
             mark += 1;
@@ -103,6 +104,23 @@ mod tests {
         assert!(!glob_match("/usr/bin/gcloud", "/usr/bin/gcloud2"));
         assert!(!glob_match("/opt/*/python3", "/usr/bin/python3"));
         assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn a_star_in_the_text_does_not_use_up_a_star_of_the_pattern() {
+        // Found by the `glob` fuzz target: `*` was matched as a literal against a `*`.
+        assert!(glob_match("*", "*a"));
+        assert!(glob_match("/opt/*/bin", "/opt/*x/bin"));
+        assert!(glob_match("a*b", "a*cb"));
+    }
+
+    #[test]
+    fn many_stars_do_not_backtrack_exponentially() {
+        // Exponential backtracking would never finish these; the matcher is linear per star.
+        let pattern = "*a".repeat(30) + "*b";
+        let text = "a".repeat(10_000);
+        assert!(!glob_match(&pattern, &text));
+        assert!(glob_match(&pattern, &(text + "b")));
     }
 
     fn profile(callers: &[&str], per: Per, scopes: &[&str]) -> Profile {

@@ -1,0 +1,219 @@
+//! Every seed of the `config`, `audit` and `glob` fuzz targets
+//! (`fuzz/corpus-seed/<target>/`) run through the target's own body, with the
+//! outcome each seed is kept for. Runs in the normal `cargo test`; the fuzz
+//! targets themselves need nightly (see fuzz/README.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use touchgate_agent::config::TouchRule;
+
+mod config_body {
+    include!("../../fuzz/bodies/config.rs");
+}
+mod audit_body {
+    include!("../../fuzz/bodies/audit.rs");
+}
+mod glob_body {
+    include!("../../fuzz/bodies/glob.rs");
+}
+
+fn seed_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus-seed")
+        .join(target)
+}
+
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let mut all: Vec<_> = std::fs::read_dir(seed_dir(target))
+        .unwrap_or_else(|e| panic!("fuzz/corpus-seed/{target}: {e}"))
+        .map(|e| {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    all.sort();
+    assert!(
+        all.len() >= 4,
+        "seeds missing from fuzz/corpus-seed/{target}"
+    );
+    all
+}
+
+fn no_expectation(target: &str, name: &str) -> ! {
+    panic!(
+        "seed {target}/{name} has no expected outcome: add one to {}",
+        file!()
+    )
+}
+
+#[test]
+fn every_config_seed_gives_its_outcome() {
+    for (name, data) in seeds("config") {
+        let text = std::str::from_utf8(&data).expect("config seeds are UTF-8");
+        let res = config_body::run(text);
+        let err = |want: &[&str]| {
+            let e = res.as_ref().expect_err(&name).to_string();
+            for w in want {
+                assert!(e.contains(w), "{name}: {e:?} does not contain {w:?}");
+            }
+        };
+        match name.as_str() {
+            "full.toml" => {
+                let cfg = res.as_ref().expect(&name);
+                assert_eq!(cfg.default_profile.as_deref(), Some("inference"));
+                let p = &cfg.profiles["inference"];
+                assert_eq!(p.touch, TouchRule::Window(Duration::from_secs(600)));
+                assert_eq!(p.lifetime, Duration::from_secs(900));
+                assert_eq!(p.callers, ["/usr/bin/gcloud", "*/python3*"]);
+                assert_eq!(cfg.agent.touch_timeout, Duration::from_secs(30));
+                assert_eq!(cfg.notify.timeout, Duration::from_millis(500));
+                assert_eq!(cfg.profile_names(), ["inference", "train"]);
+            }
+            "empty.toml" => {
+                let cfg = res.as_ref().expect(&name);
+                assert_eq!(cfg.profile_names(), ["default"]);
+                assert_eq!(cfg.default_profile_name(), Some("default"));
+            }
+            "unknown-field.toml" => err(&["config fuzz.toml:2:1: ", "unknown field `bogus`"]),
+            "bad-duration.toml" => err(&["fuzz.toml:2:12: ", "\"15x\" is not a duration"]),
+            "bad-touch.toml" => err(&["fuzz.toml:3:9: ", "is not a touch rule"]),
+            "bad-pin-protocol.toml" => err(&["key.pin_protocol must be 1 or 2, not 3"]),
+            "unknown-default.toml" => err(&["default_profile \"nope\" is not a profile (have: p)"]),
+            "default-profile-newline.toml" => err(&[
+                r#"default_profile "a\nb" is not a profile (have: p\nq); add [profiles.a\nb]"#,
+            ]),
+            "zero-connections.toml" => err(&["agent.max_connections must be at least 1"]),
+            _ => no_expectation("config", &name),
+        }
+    }
+}
+
+#[test]
+fn every_audit_seed_gives_its_outcome() {
+    for (name, data) in seeds("audit") {
+        audit_outcome(&name, &data);
+    }
+}
+
+/// What `audit verify` must say of the audit seed `name`.
+fn audit_outcome(name: &str, data: &[u8]) {
+    let res = audit_body::run(data);
+    let err = |line: usize, want: &str| {
+        let e = res.as_ref().expect_err(name);
+        assert_eq!(e.line, line, "{name}: {e}");
+        assert!(e.what.contains(want), "{name}: {e} does not say {want:?}");
+    };
+    match name {
+        "signed.jsonl" => assert_eq!(res, Ok(3), "{name}"),
+        "empty.jsonl" => assert_eq!(res, Ok(0), "{name}"),
+        "edited-signed-field.jsonl" => err(2, "signature does not match"),
+        "deleted-line.jsonl" => err(2, "does not follow the line before it"),
+        "unknown-key.jsonl" => err(1, "no enrolled key matches"),
+        // Found by fuzzing: the id was cut at byte 16, inside a multi-byte character.
+        "crash-credential-not-char-boundary.jsonl" => err(
+            2,
+            r"touch by credential cf04d380000000\u{2000}0 which no enrolled key matches",
+        ),
+        // Text from the record is escaped: the error stays one line.
+        "credential-with-newline.jsonl" => {
+            err(1, r"touch by credential ab\n{x} which no enrolled key")
+        }
+        "not-json.jsonl" => err(1, "not a valid audit record"),
+        "not-utf8.jsonl" => err(1, "cannot read"),
+        _ => no_expectation("audit", name),
+    }
+}
+
+#[test]
+fn every_glob_seed_gives_its_outcome() {
+    for (name, data) in seeds("glob") {
+        // Exponential backtracking would not finish on "many-stars"; no clock is read.
+        let got = glob_body::run(&data);
+        let want = match name.as_str() {
+            "star-dir" | "question-mark" | "multibyte" => true,
+            // Found by fuzzing: `*` in the text used up the pattern's `*` as a literal.
+            "crash-star-in-text" => true,
+            "no-match" | "many-stars" => false,
+            _ => no_expectation("glob", &name),
+        };
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+/// Signed audit logs made now by a real soft key verify as the committed seeds
+/// do. With TOUCHGATE_WRITE_SEEDS=1 they also replace the seeds.
+#[test]
+fn fresh_signed_audit_logs_verify_like_the_seeds() {
+    use std::sync::Arc;
+    use touchgate_agent::audit::{AuditLog, Record, TouchEvidence};
+    use touchgate_agent::ceremony::ChallengeInputs;
+    use touchgate_agent::key::soft::{AutoTouch, SoftKey};
+    use touchgate_agent::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = SoftKey::open(&dir.path().join("k.json"), Arc::new(AutoTouch)).unwrap();
+    let att = key
+        .make_credential(&MakeCredentialRequest {
+            rp_id: RP_ID.into(),
+            challenge: [1; 32],
+            user_id: vec![1],
+            user_name: "u".into(),
+            hmac_secret: true,
+            uv: false,
+            pin: None,
+            exclude: vec![],
+        })
+        .unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    log.append(Record {
+        time: 1_800_000_000,
+        event: "enrolled".into(),
+        credential: Some(hex::encode(&att.credential_id)),
+        public_key: Some(hex::encode(&att.public_key_sec1)),
+        ..Default::default()
+    });
+    for profile in ["inference", "train"] {
+        let c = ChallengeInputs::fresh("get-token", &["gcloud (pid 1)", profile], 1_800_000_000);
+        let a = key
+            .get_assertion(&GetAssertionRequest {
+                rp_id: RP_ID.into(),
+                challenge: c.challenge(),
+                allow: vec![att.credential_id.clone()],
+                hmac_salt: None,
+                uv: false,
+                pin: None,
+                up: true,
+            })
+            .unwrap();
+        log.append(Record {
+            time: 1_800_000_000,
+            event: "issued".into(),
+            profile: Some(profile.into()),
+            token: Some("sha256:0011223344556677".into()),
+            touch: Some(TouchEvidence::new(&a, c)),
+            ..Default::default()
+        });
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let write_seeds = std::env::var("TOUCHGATE_WRITE_SEEDS").is_ok_and(|v| v == "1");
+    let w = |n: &str, l: &[&str]| {
+        let text = l.join("\n") + "\n";
+        audit_outcome(n, text.as_bytes());
+        if write_seeds {
+            std::fs::write(seed_dir("audit").join(n), &text).unwrap();
+        }
+    };
+    w("signed.jsonl", &lines);
+    let edited = lines[1].replace("gcloud (pid 1)", "gcloud (pid 2)");
+    w("edited-signed-field.jsonl", &[lines[0], &edited, lines[2]]);
+    w("deleted-line.jsonl", &[lines[0], lines[2]]);
+    // The first touch alone, re-chained from genesis: its key is unknown.
+    let mut r: Record = serde_json::from_str(lines[1]).unwrap();
+    r.seq = 0;
+    r.prev = touchgate_agent::audit::GENESIS.into();
+    w("unknown-key.jsonl", &[&serde_json::to_string(&r).unwrap()]);
+}
