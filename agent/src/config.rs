@@ -7,6 +7,8 @@
 //! touch_timeout = "30s"     # how long a touch may take before every waiter gets an error
 //! max_connections = 64      # concurrent client connections
 //! expiry_margin = "60s"     # never hand out a token with less than this left
+//! lock_on_sleep = true      # lock when the machine goes to sleep (logind)
+//! lock_on_session_lock = true # lock when a session of this user locks (logind)
 //!
 //! [key]
 //! backend = "soft"          # the software key; hardware comes with the next release
@@ -102,6 +104,10 @@ pub struct AgentSettings {
     pub idle_lock: Option<Duration>,
     /// Lock when the security key is unplugged (hardware keys).
     pub lock_on_key_removal: bool,
+    /// Lock when logind says the machine goes to sleep (see [`crate::session_lock`]).
+    pub lock_on_sleep: bool,
+    /// Lock when a logind session of this user locks (see [`crate::session_lock`]).
+    pub lock_on_session_lock: bool,
 }
 
 impl Default for AgentSettings {
@@ -112,6 +118,8 @@ impl Default for AgentSettings {
             expiry_margin: Duration::from_secs(60),
             idle_lock: None,
             lock_on_key_removal: true,
+            lock_on_sleep: true,
+            lock_on_session_lock: true,
         }
     }
 }
@@ -594,6 +602,17 @@ lifetime = "5m"
             parse("").unwrap().profiles["default"].user_verification,
             UserVerification::Preferred
         );
+    }
+
+    #[test]
+    fn session_and_sleep_locks_default_on_and_take_only_booleans() {
+        let c = parse("").unwrap();
+        assert!(c.agent.lock_on_sleep && c.agent.lock_on_session_lock);
+        let off = parse("[agent]\nlock_on_sleep = false\nlock_on_session_lock = false\n").unwrap();
+        assert!(!off.agent.lock_on_sleep && !off.agent.lock_on_session_lock);
+        let e = parse("[agent]\nlock_on_sleep = \"yes\"\n").unwrap_err().0;
+        assert!(e.starts_with("config /c/config.toml:2:17:"), "{e}");
+        assert!(!e.contains('\n'));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod policy;
 pub mod run;
 pub mod server;
 pub mod session;
+pub mod session_lock;
 pub mod upstream;
 pub mod vault;
 pub mod verify;

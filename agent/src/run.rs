@@ -60,5 +60,7 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<Agent>> {
         StatePaths::in_dir(&settings.state_dir),
     )?;
     agent.set_config_path(settings.config_path.clone());
+    // Lock on session lock and sleep (logind); never waited for.
+    crate::session_lock::spawn(&agent);
     Ok(agent)
 }

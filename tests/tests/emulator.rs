@@ -268,8 +268,7 @@ async fn refresh_token_grant_and_revocation() {
     // Access tokens minted from a revoked refresh token die with it.
     assert_eq!(e.models(Some(&token)).await.0, 401);
 
-    let calls = e.state.calls();
-    let tokens: Vec<_> = calls.iter().filter(|c| c.kind == CallKind::Token).collect();
+    let tokens = e.state.calls_of(CallKind::Token);
     assert_eq!(tokens.len(), 3);
     assert!(tokens
         .iter()
@@ -334,12 +333,7 @@ async fn generate_access_token_needs_the_grant_and_honours_lifetime() {
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
 
-    let gen: Vec<_> = e
-        .state
-        .calls()
-        .into_iter()
-        .filter(|c| c.kind == CallKind::GenerateAccessToken)
-        .collect();
+    let gen = e.state.calls_of(CallKind::GenerateAccessToken);
     assert_eq!(gen.len(), 5);
     assert_eq!(gen[1].status, 200);
     assert_eq!(gen[1].principal.as_deref(), Some(SA));
@@ -436,12 +430,7 @@ async fn vertex_accepts_only_live_emulator_tokens() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["status"], "NOT_FOUND");
 
-    let vertex: Vec<_> = e
-        .state
-        .calls()
-        .into_iter()
-        .filter(|c| c.kind == CallKind::Vertex)
-        .collect();
+    let vertex = e.state.calls_of(CallKind::Vertex);
     assert_eq!(vertex.len(), 6);
     assert_eq!(
         vertex[0].path,
@@ -740,12 +729,7 @@ async fn vertex_roles_decide_who_predicts_and_who_trains() {
     assert_eq!(e.vertex("GET", "/models", &inf, None).await.0, 403);
 
     // Every call recorded with its principal, permission and resource.
-    let vertex: Vec<_> = e
-        .state
-        .calls()
-        .into_iter()
-        .filter(|c| c.kind == CallKind::Vertex)
-        .collect();
+    let vertex = e.state.calls_of(CallKind::Vertex);
     assert_eq!(vertex[0].principal.as_deref(), Some(SA));
     assert_eq!(vertex[0].status, 403);
     assert_eq!(
@@ -918,9 +902,8 @@ async fn faults_answer_in_order_then_run_out() {
 
     let vertex: Vec<_> = e
         .state
-        .calls()
+        .calls_of(CallKind::Vertex)
         .into_iter()
-        .filter(|c| c.kind == CallKind::Vertex)
         .map(|c| (c.status, c.fault))
         .collect();
     assert_eq!(

@@ -7,9 +7,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::hid::{hid_config, start_hid_agent as start_agent, EmuKey};
+use common::hid::{enrolled_hid_agent, hid_config, start_hid_agent as start_agent, EmuKey};
 use common::*;
-use touchgate_agent::key::soft::{AutoTouch, ScriptedTouch};
+use touchgate_agent::key::soft::ScriptedTouch;
 use touchgate_tests::ctap::authenticator::AuthenticatorOptions;
 
 fn emu_key(
@@ -25,20 +25,7 @@ fn emu_key(
 async fn enrol_import_token_and_window_reuse_over_hid() {
     let (emu, key_json) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = emu_key(
-        dir.path(),
-        "k1",
-        Arc::new(AutoTouch),
-        AuthenticatorOptions::default(),
-    );
-    let agent = start_agent(&hid_config(
-        &emu.base_url(),
-        &[key.path()],
-        "10m",
-        "10s",
-        "",
-    ));
-    agent.enrol_and_import(&key_json);
+    let (key, agent) = enrolled_hid_agent(&emu.base_url(), &key_json, dir.path(), "10m");
     let touches = key.auth.touches_requested();
 
     let first = agent.cli(&["token"]);
@@ -166,20 +153,7 @@ async fn a_key_pulled_out_mid_touch_is_a_clear_error_and_the_agent_lives() {
 async fn a_cloned_key_whose_counter_goes_back_is_refused_and_alerted() {
     let (emu, key_json) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = emu_key(
-        dir.path(),
-        "k1",
-        Arc::new(AutoTouch),
-        AuthenticatorOptions::default(),
-    );
-    let agent = start_agent(&hid_config(
-        &emu.base_url(),
-        &[key.path()],
-        "every-token",
-        "10s",
-        "",
-    ));
-    agent.enrol_and_import(&key_json);
+    let (key, agent) = enrolled_hid_agent(&emu.base_url(), &key_json, dir.path(), "every-token");
     assert!(agent.cli(&["token"]).status.success());
 
     // A clone made earlier answers with an older counter.

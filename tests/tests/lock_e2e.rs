@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::hid::{hid_config, start_hid_agent, EmuKey};
+use common::hid::{enrolled_hid_agent, EmuKey};
 use common::*;
 use touchgate::{CallerHint, ErrorCode, Secret};
 use touchgate_agent::clock::TestClock;
@@ -83,20 +83,7 @@ async fn a_caller_waiting_for_a_touch_is_told_the_agent_locked() {
 async fn pulling_the_key_out_locks_and_plugging_it_back_unlocks_with_a_touch() {
     let (emu, key_json) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = EmuKey::start(
-        dir.path(),
-        "k1",
-        Arc::new(AutoTouch),
-        AuthenticatorOptions::default(),
-    );
-    let agent = start_hid_agent(&hid_config(
-        &emu.base_url(),
-        &[key.path()],
-        "10m",
-        "10s",
-        "",
-    ));
-    agent.enrol_and_import(&key_json);
+    let (key, agent) = enrolled_hid_agent(&emu.base_url(), &key_json, dir.path(), "10m");
     assert!(agent.cli(&["token"]).status.success());
     assert!(!stdout(&agent.cli(&["status"])).contains("locked:"));
 

@@ -747,47 +747,27 @@ async fn emulator_authorization_endpoint_and_code_exchange_check_what_google_che
         u.to_string()
     };
     let scope = format!("openid email {CLOUD_PLATFORM}");
-    let page = |r: reqwest::Response| async move {
-        let s = r.status().as_u16();
-        (s, r.text().await.unwrap())
+    let page = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.text().await.unwrap())
+        }
     };
 
     // Refusals come as Google's error page, not as a redirect.
-    let (s, body) = page(
-        http.get(auth("nope", redirect, &scope, true))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, body) = page(auth("nope", redirect, &scope, true)).await;
     assert_eq!(s, 401);
     assert!(body.contains("Error 401: invalid_client"), "{body}");
-    let (s, body) = page(
-        http.get(auth(&id, "https://attacker.example/cb", &scope, true))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, body) = page(auth(&id, "https://attacker.example/cb", &scope, true)).await;
     assert_eq!(s, 400);
     assert!(body.contains("redirect_uri_mismatch"), "{body}");
-    let (s, body) = page(
-        http.get(auth(&id, redirect, "https://nope/scope", true))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, body) = page(auth(&id, redirect, "https://nope/scope", true)).await;
     assert_eq!(s, 400);
     assert!(body.contains("invalid_scope"), "{body}");
     // Nobody signed in: a sign-in page.
-    let (s, body) = page(
-        http.get(auth(&id, redirect, &scope, true))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, body) = page(auth(&id, redirect, &scope, true)).await;
     assert_eq!(s, 200);
     assert!(body.contains("Sign in"));
 

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -70,10 +69,7 @@ fn a_same_user_process_cannot_read_the_agents_memory() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut agent = Killed(agent.spawn().unwrap());
-    let mut line = String::new();
-    BufReader::new(agent.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut agent.0);
     assert!(
         line.starts_with("TOUCHGATE_SOCK="),
         "agent did not start: {line:?}"
@@ -88,10 +84,7 @@ fn a_same_user_process_cannot_read_the_agents_memory() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     let mut sleeper = Killed(sleeper.spawn().unwrap());
-    let mut line = String::new();
-    BufReader::new(sleeper.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut sleeper.0);
     assert_eq!(line, "ready\n");
     let sleeper_pid = sleeper.0.id();
 

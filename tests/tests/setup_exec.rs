@@ -5,7 +5,6 @@
 mod common;
 mod shim_common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
@@ -48,6 +47,15 @@ impl UserDirs {
         UserDirs { dir }
     }
 
+    /// An empty HOME and nothing else.
+    fn empty() -> UserDirs {
+        let u = UserDirs {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir_all(u.p("home")).unwrap();
+        u
+    }
+
     fn p(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -81,6 +89,11 @@ fn touchgate(agent: &AgentProc, u: &UserDirs, args: &[&str]) -> Command {
     c
 }
 
+/// `touchgate ARGS`, which must succeed; its stdout.
+async fn touchgate_ok(agent: &AgentProc, u: &UserDirs, args: &[&str], what: &str) -> String {
+    ok(&run(touchgate(agent, u, args)).await, what)
+}
+
 fn ok(o: &Output, what: &str) -> String {
     assert!(
         o.status.success(),
@@ -100,15 +113,13 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
     let home = u.p("home");
 
     // gcloud: a named configuration + the credential file; the user's config untouched.
-    let out = ok(
-        &run(touchgate(
-            &agent,
-            &u,
-            &["setup", "gcloud", "--profile", "inference"],
-        ))
-        .await,
+    let out = touchgate_ok(
+        &agent,
+        &u,
+        &["setup", "gcloud", "--profile", "inference"],
         "setup gcloud",
-    );
+    )
+    .await;
     let conf = u.p("gcloud/configurations/config_touchgate");
     let adc_file = home.join(".config/touchgate/adc-inference.json");
     let text = std::fs::read_to_string(&conf).unwrap();
@@ -148,15 +159,13 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
     );
 
     // adc: gcloud's ADC file replaced (the old one backed up).
-    let out = ok(
-        &run(touchgate(
-            &agent,
-            &u,
-            &["setup", "adc", "--profile", "inference"],
-        ))
-        .await,
+    let out = touchgate_ok(
+        &agent,
+        &u,
+        &["setup", "adc", "--profile", "inference"],
         "setup adc",
-    );
+    )
+    .await;
     let adc_path = u.p("gcloud/application_default_credentials.json");
     let adc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&adc_path).unwrap()).unwrap();
@@ -165,19 +174,14 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
 
     // docker: credHelpers, other keys kept; run twice (the second keeps the original backup).
     let docker = u.p("docker/config.json");
-    ok(
-        &run(touchgate(&agent, &u, &["setup", "docker"])).await,
-        "setup docker",
-    );
-    let out = ok(
-        &run(touchgate(
-            &agent,
-            &u,
-            &["setup", "docker", "--host", "me-west1-docker.pkg.dev"],
-        ))
-        .await,
+    touchgate_ok(&agent, &u, &["setup", "docker"], "setup docker").await;
+    let out = touchgate_ok(
+        &agent,
+        &u,
+        &["setup", "docker", "--host", "me-west1-docker.pkg.dev"],
         "setup docker again",
-    );
+    )
+    .await;
     assert!(
         out.contains("credHelpers[me-west1-docker.pkg.dev] = touchgate"),
         "{out}"
@@ -197,15 +201,13 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
     assert_eq!(d["auths"]["ghcr.io"]["auth"], "dXNlcjpwYXNz");
 
     // kubectl: a user with the exec plugin; the cluster and the user's own user kept.
-    let out = ok(
-        &run(touchgate(
-            &agent,
-            &u,
-            &["setup", "kubectl", "--profile", "inference"],
-        ))
-        .await,
+    let out = touchgate_ok(
+        &agent,
+        &u,
+        &["setup", "kubectl", "--profile", "inference"],
         "setup kubectl",
-    );
+    )
+    .await;
     assert!(out.contains("touchgate-inference"), "{out}");
     let kube = u.p("kube/config");
     let o = run({
@@ -243,10 +245,7 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
 
     // Undo everything: byte-identical, and nothing new left behind.
     for t in ["kubectl", "docker", "adc", "gcloud"] {
-        let out = ok(
-            &run(touchgate(&agent, &u, &["setup", "--undo", t])).await,
-            "setup --undo",
-        );
+        let out = touchgate_ok(&agent, &u, &["setup", "--undo", t], "setup --undo").await;
         assert!(
             out.contains("restored") || out.contains("removed"),
             "{t}: {out}"
@@ -268,10 +267,7 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
     assert!(!backups.join("gcloud").exists(), "backup deleted");
 
     // A second undo has nothing to do.
-    let out = ok(
-        &run(touchgate(&agent, &u, &["setup", "--undo", "docker"])).await,
-        "second undo",
-    );
+    let out = touchgate_ok(&agent, &u, &["setup", "--undo", "docker"], "second undo").await;
     assert!(out.contains("nothing to undo"), "{out}");
 }
 
@@ -279,12 +275,9 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
 async fn setup_on_an_empty_home_is_undone_to_empty() {
     let (emu, _key) = emulator().await;
     let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "every-token", ""));
-    let u = UserDirs {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    std::fs::create_dir_all(u.p("home")).unwrap();
+    let u = UserDirs::empty();
     for t in ["gcloud", "adc", "docker", "kubectl"] {
-        ok(&run(touchgate(&agent, &u, &["setup", t])).await, t);
+        touchgate_ok(&agent, &u, &["setup", t], t).await;
     }
     assert!(u.p("docker/config.json").exists());
     assert!(u.p("kube/config").exists());
@@ -292,10 +285,7 @@ async fn setup_on_an_empty_home_is_undone_to_empty() {
     // In setup order: gcloud's undo cannot remove the gcloud dir yet (adc's file
     // is in it); adc's undo does, once it is empty.
     for t in ["gcloud", "adc", "docker", "kubectl"] {
-        ok(
-            &run(touchgate(&agent, &u, &["setup", "--undo", t])).await,
-            t,
-        );
+        touchgate_ok(&agent, &u, &["setup", "--undo", t], t).await;
     }
     assert_eq!(u.snapshot(), vec![], "every file setup made is gone");
     let backups = u.p("home/.local/state/touchgate/setup-backups");
@@ -431,10 +421,7 @@ async fn exec_forwards_sigterm_to_the_command() {
     .spawn()
     .unwrap();
     let status = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = first_line(&mut child);
         assert_eq!(line.trim(), "ready");
         sigterm(child.id());
         child.wait().unwrap()
@@ -479,6 +466,21 @@ fn gcloud(agent: &AgentProc, u: &UserDirs, via_exec: bool, args: &[&str]) -> Com
     c
 }
 
+/// `gcloud config set api_endpoint_overrides/aiplatform ENDPOINT`.
+fn point_gcloud_at(agent: &AgentProc, u: &UserDirs, endpoint: &str) -> Command {
+    gcloud(
+        agent,
+        u,
+        false,
+        &[
+            "config",
+            "set",
+            "api_endpoint_overrides/aiplatform",
+            endpoint,
+        ],
+    )
+}
+
 const MODELS_LIST: &[&str] = &[
     "ai",
     "models",
@@ -491,25 +493,11 @@ const MODELS_LIST: &[&str] = &[
 async fn gcloud_under_exec_and_after_setup_gcloud_calls_vertex_with_the_agents_token() {
     let (emu, key_json) = emulator().await;
     let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
-    let u = UserDirs {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    std::fs::create_dir_all(u.p("home")).unwrap();
+    let u = UserDirs::empty();
     let endpoint = format!("{}/", emu.base_url());
 
     // 1. `touchgate exec -- gcloud …` (metadata route, private shim).
-    let o = run(gcloud(
-        &agent,
-        &u,
-        false,
-        &[
-            "config",
-            "set",
-            "api_endpoint_overrides/aiplatform",
-            &endpoint,
-        ],
-    ))
-    .await;
+    let o = run(point_gcloud_at(&agent, &u, &endpoint)).await;
     ok(&o, "gcloud config set");
     // That run cached "not on GCE" for 10 minutes.
     let _ = std::fs::remove_file(u.p("gcloud/gce"));
@@ -524,25 +512,12 @@ async fn gcloud_under_exec_and_after_setup_gcloud_calls_vertex_with_the_agents_t
     // 2. `touchgate setup gcloud` + CLOUDSDK_ACTIVE_CONFIG_NAME=touchgate (file route, running shim).
     // A fresh gcloud config dir: gcloud's token cache must not answer for the shim.
     emu.state().clear_calls();
-    let u = UserDirs {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    std::fs::create_dir_all(u.p("home")).unwrap();
+    let u = UserDirs::empty();
     let shim = ShimProc::start(&agent.socket, &[]);
     let mut c = touchgate(&agent, &u, &["setup", "gcloud", "--profile", "inference"]);
     c.env("TOUCHGATE_SHIM_ADDR", &shim.addr);
     ok(&run(c).await, "setup gcloud");
-    let mut c = gcloud(
-        &agent,
-        &u,
-        false,
-        &[
-            "config",
-            "set",
-            "api_endpoint_overrides/aiplatform",
-            &endpoint,
-        ],
-    );
+    let mut c = point_gcloud_at(&agent, &u, &endpoint);
     c.env("CLOUDSDK_ACTIVE_CONFIG_NAME", "touchgate");
     ok(&run(c).await, "gcloud config set (touchgate configuration)");
     let mut c = gcloud(

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 use common::*;
 use shim_common::*;
+use touchgate_tests::EmulatorHandle;
 
 const GCLOUD: &str = "/usr/bin/gcloud";
 
@@ -51,6 +52,28 @@ async fn configure(config: &Path, emu_url: &str) {
     let _ = std::fs::remove_file(config.join("gce"));
 }
 
+/// A fresh gcloud config dir, configured by [`configure`].
+async fn configured(emu: &EmulatorHandle) -> tempfile::TempDir {
+    let config = tempfile::tempdir().unwrap();
+    configure(config.path(), &emu.base_url()).await;
+    config
+}
+
+/// `gcloud config set auth/credential_file_override ADC`: no login needed.
+async fn override_credential_file(config: &Path, adc: &Path) {
+    let o = run(gcloud(
+        config,
+        &[
+            "config",
+            "set",
+            "auth/credential_file_override",
+            adc.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 fn models_list(config: &Path) -> Command {
     gcloud(
         config,
@@ -62,6 +85,23 @@ fn models_list(config: &Path) -> Command {
             &format!("--project={PROJECT}"),
         ],
     )
+}
+
+/// [`models_list`] with the metadata server at `shim`.
+fn models_list_via_metadata(config: &Path, shim: &ShimProc) -> Command {
+    let mut cmd = models_list(config);
+    cmd.env("GCE_METADATA_ROOT", &shim.addr);
+    cmd
+}
+
+/// gcloud failed, and said why in our words.
+fn assert_touch_refused(o: &Output) {
+    assert!(!o.status.success(), "gcloud must fail");
+    assert!(
+        stderr(o).contains("the touch was refused on the security key"),
+        "our message in gcloud's stderr: {}",
+        stderr(o)
+    );
 }
 
 fn assert_ok(o: &Output, what: &str, shim: &ShimProc) {
@@ -78,12 +118,9 @@ async fn gcloud_lists_models_via_the_metadata_route() {
     let (emu, key_json) = emulator().await;
     let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
     let shim = ShimProc::start(&agent.socket, &[]);
-    let config = tempfile::tempdir().unwrap();
-    configure(config.path(), &emu.base_url()).await;
+    let config = configured(&emu).await;
 
-    let mut cmd = models_list(config.path());
-    cmd.env("GCE_METADATA_ROOT", &shim.addr);
-    let o = run(cmd).await;
+    let o = run(models_list_via_metadata(config.path(), &shim)).await;
     assert_ok(&o, "gcloud ai models list (metadata)", &shim);
     let calls = vertex_calls_with_agent_token(&emu);
     assert!(
@@ -111,8 +148,7 @@ async fn gcloud_lists_models_via_the_adc_file_route() {
     let (emu, key_json) = emulator().await;
     let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
     let shim = ShimProc::start(&agent.socket, &[]);
-    let config = tempfile::tempdir().unwrap();
-    configure(config.path(), &emu.base_url()).await;
+    let config = configured(&emu).await;
     let adc = shim.adc_file(config.path(), Some("inference"));
 
     let o = run(gcloud(
@@ -132,19 +168,8 @@ async fn gcloud_lists_models_via_the_adc_file_route() {
     // The same file as auth/credential_file_override, without a login: gcloud
     // exchanges at the shim's STS on the command itself.
     emu.state().clear_calls();
-    let config = tempfile::tempdir().unwrap();
-    configure(config.path(), &emu.base_url()).await;
-    let o = run(gcloud(
-        config.path(),
-        &[
-            "config",
-            "set",
-            "auth/credential_file_override",
-            adc.to_str().unwrap(),
-        ],
-    ))
-    .await;
-    assert!(o.status.success(), "{}", stderr(&o));
+    let config = configured(&emu).await;
+    override_credential_file(config.path(), &adc).await;
     let sts_before = shim.stderr().matches("POST /sts/token -> 200").count();
     let o = run(models_list(config.path())).await;
     assert_ok(
@@ -171,39 +196,15 @@ async fn a_denied_touch_fails_gcloud_with_our_message() {
     let shim = ShimProc::start(&agent.socket, &[]);
 
     // Metadata route.
-    let config = tempfile::tempdir().unwrap();
-    configure(config.path(), &emu.base_url()).await;
-    let mut cmd = models_list(config.path());
-    cmd.env("GCE_METADATA_ROOT", &shim.addr);
-    let o = run(cmd).await;
-    assert!(!o.status.success(), "gcloud must fail");
-    assert!(
-        stderr(&o).contains("the touch was refused on the security key"),
-        "our message in gcloud's stderr: {}",
-        stderr(&o)
-    );
+    let config = configured(&emu).await;
+    let o = run(models_list_via_metadata(config.path(), &shim)).await;
+    assert_touch_refused(&o);
 
     // ADC-file route (credential_file_override: no login, which would need a touch itself).
-    let config = tempfile::tempdir().unwrap();
-    configure(config.path(), &emu.base_url()).await;
+    let config = configured(&emu).await;
     let adc = shim.adc_file(config.path(), None);
-    let o = run(gcloud(
-        config.path(),
-        &[
-            "config",
-            "set",
-            "auth/credential_file_override",
-            adc.to_str().unwrap(),
-        ],
-    ))
-    .await;
-    assert!(o.status.success(), "{}", stderr(&o));
+    override_credential_file(config.path(), &adc).await;
     let o = run(models_list(config.path())).await;
-    assert!(!o.status.success(), "gcloud must fail");
-    assert!(
-        stderr(&o).contains("the touch was refused on the security key"),
-        "our message in gcloud's stderr: {}",
-        stderr(&o)
-    );
+    assert_touch_refused(&o);
     assert!(vertex_calls_with_agent_token(&emu).is_empty());
 }

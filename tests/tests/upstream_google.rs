@@ -97,6 +97,29 @@ fn assert_clean(err: &UpstreamError, secrets: &[&str]) {
     }
 }
 
+/// Google's 403 for generateAccessToken without the role on `target`, then our advice.
+fn denied(target: &str, advice: &str) -> String {
+    format!(
+        "impersonating {target} was refused (403 PERMISSION_DENIED: Permission \
+         'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).): \
+         {advice}"
+    )
+}
+
+/// Our advice: give `who` the token-creator role on `target`.
+fn grant_advice(who: &str, target: &str) -> String {
+    format!("grant {who} roles/iam.serviceAccountTokenCreator on {target}")
+}
+
+/// The refusal `mint` must end in.
+async fn mint_err(
+    upstream: &GoogleUpstream,
+    cred: &UpstreamCredential,
+    request: &MintRequest,
+) -> UpstreamError {
+    upstream.mint(cred, request).await.unwrap_err()
+}
+
 fn adc_secrets(adc: &str) -> [String; 2] {
     let v: serde_json::Value = serde_json::from_str(adc).unwrap();
     [
@@ -201,11 +224,7 @@ async fn authorized_user_refreshes_and_impersonates() {
     assert_eq!(e.state.calls()[0].principal.as_deref(), Some(USER));
 
     e.state.add_service_account(TARGET);
-    let err = e
-        .upstream
-        .mint(&cred, &impersonating(TARGET, 900))
-        .await
-        .unwrap_err();
+    let err = mint_err(&e.upstream, &cred, &impersonating(TARGET, 900)).await;
     assert!(
         err.to_string()
             .contains("grant your Google user account roles/iam.serviceAccountTokenCreator"),
@@ -230,11 +249,7 @@ async fn revoked_refresh_token_says_login_again() {
     let cred = UpstreamCredential::parse(&adc).unwrap();
     let [secret, refresh] = adc_secrets(&adc);
     assert!(e.state.revoke_refresh_token(&refresh));
-    let err = e
-        .upstream
-        .mint(&cred, &plain(&[CLOUD_PLATFORM]))
-        .await
-        .unwrap_err();
+    let err = mint_err(&e.upstream, &cred, &plain(&[CLOUD_PLATFORM])).await;
     assert_eq!(
         err,
         UpstreamError::Rejected(
@@ -249,11 +264,7 @@ async fn revoked_refresh_token_says_login_again() {
     // A wrong client secret.
     let wrong = adc.replace(&secret, "GOCSPX-wrong");
     let cred = UpstreamCredential::parse(&wrong).unwrap();
-    let err = e
-        .upstream
-        .mint(&cred, &plain(&[CLOUD_PLATFORM]))
-        .await
-        .unwrap_err();
+    let err = mint_err(&e.upstream, &cred, &plain(&[CLOUD_PLATFORM])).await;
     assert!(err.to_string().contains("invalid_client"), "{err}");
     assert_clean(&err, &[&secret, &refresh]);
     e.emu.shutdown().await.unwrap();
@@ -271,10 +282,7 @@ async fn service_account_invalid_grant_names_key_and_clock() {
     let skewed: Arc<dyn Clock> =
         Arc::new(TestClock::new(e.state.now() - Duration::from_secs(7200)));
     let upstream = no_wait(endpoints(&e.emu), skewed);
-    let err = upstream
-        .mint(&cred, &plain(&[CLOUD_PLATFORM]))
-        .await
-        .unwrap_err();
+    let err = mint_err(&upstream, &cred, &plain(&[CLOUD_PLATFORM])).await;
     assert_eq!(
         err.to_string(),
         format!(
@@ -289,11 +297,7 @@ async fn service_account_invalid_grant_names_key_and_clock() {
 
     // The key deleted at Google.
     assert!(e.state.delete_service_account_key(SA, kid));
-    let err = e
-        .upstream
-        .mint(&cred, &plain(&[CLOUD_PLATFORM]))
-        .await
-        .unwrap_err();
+    let err = mint_err(&e.upstream, &cred, &plain(&[CLOUD_PLATFORM])).await;
     assert_eq!(
         err.to_string(),
         format!(
@@ -311,27 +315,12 @@ async fn impersonation_refusals_say_what_to_grant() {
     let e = env().await;
     let cred = UpstreamCredential::parse(&e.state.add_service_account(SA)).unwrap();
     e.state.add_service_account(TARGET);
-    let err = e
-        .upstream
-        .mint(&cred, &impersonating(TARGET, 300))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "impersonating {TARGET} was refused (403 PERMISSION_DENIED: Permission \
-             'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).): \
-             grant {SA} roles/iam.serviceAccountTokenCreator on {TARGET}"
-        )
-    );
+    let err = mint_err(&e.upstream, &cred, &impersonating(TARGET, 300)).await;
+    assert_eq!(err.to_string(), denied(TARGET, &grant_advice(SA, TARGET)));
     assert_clean(&err, &[]);
 
     e.state.grant_token_creator(SA, TARGET);
-    let err = e
-        .upstream
-        .mint(&cred, &impersonating(TARGET, 7200))
-        .await
-        .unwrap_err();
+    let err = mint_err(&e.upstream, &cred, &impersonating(TARGET, 7200)).await;
     assert_eq!(
         err.to_string(),
         format!(
@@ -354,11 +343,7 @@ async fn impersonation_refusals_say_what_to_grant() {
     assert!((7198..=7200).contains(&left), "{left}");
 
     let ghost = "ghost@proj-1.iam.gserviceaccount.com";
-    let err = e
-        .upstream
-        .mint(&cred, &impersonating(ghost, 300))
-        .await
-        .unwrap_err();
+    let err = mint_err(&e.upstream, &cred, &impersonating(ghost, 300)).await;
     assert_eq!(
         err.to_string(),
         format!(
@@ -369,11 +354,7 @@ async fn impersonation_refusals_say_what_to_grant() {
     );
     assert_clean(&err, &[]);
 
-    let err = e
-        .upstream
-        .mint(&cred, &impersonating("evil/../x", 300))
-        .await
-        .unwrap_err();
+    let err = mint_err(&e.upstream, &cred, &impersonating("evil/../x", 300)).await;
     assert!(matches!(err, UpstreamError::Protocol(_)), "{err}");
     e.emu.shutdown().await.unwrap();
 }
@@ -392,19 +373,23 @@ async fn configured_token_uri_wins_over_the_key_file() {
         .mint(&cred, &plain(&[CLOUD_PLATFORM]))
         .await
         .is_err());
-    let configured = no_wait(
-        Endpoints {
-            token_uri: Some(e.state.token_url()),
-            iam_credentials: Some(e.emu.base_url()),
-            ..Endpoints::default()
-        },
-        e.state.clock(),
-    );
+    let configured = with_token_uri(&e, e.state.token_url());
     configured
         .mint(&cred, &plain(&[CLOUD_PLATFORM]))
         .await
         .unwrap();
     e.emu.shutdown().await.unwrap();
+}
+
+/// An upstream with its token endpoint at `token_uri` and IAM at the emulator.
+fn with_token_uri(e: &Env, token_uri: String) -> GoogleUpstream {
+    no_wait(
+        Endpoints {
+            token_uri: Some(token_uri),
+            ..endpoints(&e.emu)
+        },
+        e.state.clock(),
+    )
 }
 
 async fn closed_port_url() -> String {
@@ -421,18 +406,8 @@ async fn unreachable_token_endpoint_is_a_network_error() {
     let [secret, refresh] = adc_secrets(&adc);
     let cred = UpstreamCredential::parse(&adc).unwrap();
     let url = closed_port_url().await;
-    let upstream = no_wait(
-        Endpoints {
-            token_uri: Some(url.clone()),
-            iam_credentials: Some(e.emu.base_url()),
-            ..Endpoints::default()
-        },
-        e.state.clock(),
-    );
-    let err = upstream
-        .mint(&cred, &plain(&[CLOUD_PLATFORM]))
-        .await
-        .unwrap_err();
+    let upstream = with_token_uri(&e, url.clone());
+    let err = mint_err(&upstream, &cred, &plain(&[CLOUD_PLATFORM])).await;
     let UpstreamError::Network {
         url: got,
         reason,
@@ -455,18 +430,8 @@ async fn unreachable_token_endpoint_is_a_network_error() {
     assert_clean(&err, &[&secret, &refresh]);
 
     // Plain http beyond this machine is refused before anything is sent.
-    let remote = no_wait(
-        Endpoints {
-            token_uri: Some("http://oauth2.googleapis.com/token".into()),
-            iam_credentials: Some(e.emu.base_url()),
-            ..Endpoints::default()
-        },
-        e.state.clock(),
-    );
-    let err = remote
-        .mint(&cred, &plain(&[CLOUD_PLATFORM]))
-        .await
-        .unwrap_err();
+    let remote = with_token_uri(&e, "http://oauth2.googleapis.com/token".into());
+    let err = mint_err(&remote, &cred, &plain(&[CLOUD_PLATFORM])).await;
     assert!(
         err.to_string().contains("use an https:// endpoint"),
         "{err}"
@@ -509,18 +474,8 @@ async fn malformed_success_replies_name_the_field_not_the_body() {
         ("<html>ya29.leak</html>", "access_token"),
     ] {
         let (url, task) = fake_token_endpoint(body).await;
-        let upstream = no_wait(
-            Endpoints {
-                token_uri: Some(url),
-                iam_credentials: Some(e.emu.base_url()),
-                ..Endpoints::default()
-            },
-            e.state.clock(),
-        );
-        let err = upstream
-            .mint(&cred, &plain(&[CLOUD_PLATFORM]))
-            .await
-            .unwrap_err();
+        let upstream = with_token_uri(&e, url);
+        let err = mint_err(&upstream, &cred, &plain(&[CLOUD_PLATFORM])).await;
         assert!(matches!(err, UpstreamError::Protocol(_)), "{err:?}");
         assert!(err.to_string().contains(field), "{err}");
         assert_clean(&err, &["leak"]);
@@ -551,11 +506,7 @@ async fn invalid_scopes_say_to_fix_the_profile() {
     let e = env().await;
     let cred = UpstreamCredential::parse(&e.state.add_service_account(SA)).unwrap();
     // A scope written short: the token endpoint refuses the JWT.
-    let err = e
-        .upstream
-        .mint(&cred, &plain(&["cloud-platform"]))
-        .await
-        .unwrap_err();
+    let err = mint_err(&e.upstream, &cred, &plain(&["cloud-platform"])).await;
     assert_eq!(
         err,
         UpstreamError::Rejected(format!(
@@ -571,7 +522,7 @@ async fn invalid_scopes_say_to_fix_the_profile() {
     e.state.grant_token_creator(SA, TARGET);
     let mut request = impersonating(TARGET, 300);
     request.scopes = vec!["cloud-platform".into()];
-    let err = e.upstream.mint(&cred, &request).await.unwrap_err();
+    let err = mint_err(&e.upstream, &cred, &request).await;
     assert_eq!(
         err.to_string(),
         format!(
@@ -612,9 +563,8 @@ async fn quota_project_header_from_the_file_or_the_profile() {
 
     let gen: Vec<_> = e
         .state
-        .calls()
+        .calls_of(CallKind::GenerateAccessToken)
         .into_iter()
-        .filter(|c| c.kind == CallKind::GenerateAccessToken)
         .map(|c| c.user_project)
         .collect();
     assert_eq!(
@@ -628,15 +578,14 @@ async fn quota_project_header_from_the_file_or_the_profile() {
     // The token endpoint never gets it.
     assert!(e
         .state
-        .calls()
+        .calls_of(CallKind::Token)
         .iter()
-        .filter(|c| c.kind == CallKind::Token)
         .all(|c| c.user_project.is_none()));
 
     let mut bad = impersonating(TARGET, 300);
     bad.quota_project = Some("bad project\r\nx: y".into());
     let before = e.state.calls().len();
-    let err = e.upstream.mint(&cred, &bad).await.unwrap_err();
+    let err = mint_err(&e.upstream, &cred, &bad).await;
     assert_eq!(
         err.to_string(),
         "the quota project \"bad project x: y\" is not a project id: fix quota_project in the \
@@ -707,14 +656,10 @@ async fn impersonated_service_account_files_mint_for_their_target() {
 
     let mut request = plain(&[CLOUD_PLATFORM]);
     request.lifetime = Duration::from_secs(900);
-    let err = upstream.mint(&cred, &request).await.unwrap_err();
+    let err = mint_err(&upstream, &cred, &request).await;
     assert_eq!(
         err.to_string(),
-        format!(
-            "impersonating {INF} was refused (403 PERMISSION_DENIED: Permission \
-             'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).): \
-             grant your Google user account roles/iam.serviceAccountTokenCreator on {INF}"
-        )
+        denied(INF, &grant_advice("your Google user account", INF))
     );
     assert_clean(&err, &[&secret, &refresh]);
 
@@ -730,17 +675,15 @@ async fn impersonated_service_account_files_mint_for_their_target() {
     assert_eq!(last.user_project.as_deref(), Some("billing-imp"));
 
     // A profile's service account: the file's target is a hop on the way.
-    let err = upstream
-        .mint(&cred, &impersonating(TARGET, 300))
-        .await
-        .unwrap_err();
+    let err = mint_err(&upstream, &cred, &impersonating(TARGET, 300)).await;
     assert_eq!(
         err.to_string(),
-        format!(
-            "impersonating {TARGET} was refused (403 PERMISSION_DENIED: Permission \
-             'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).): \
-             grant your Google user account roles/iam.serviceAccountTokenCreator on {INF}, and \
-             {INF} the role on {TARGET}"
+        denied(
+            TARGET,
+            &format!(
+                "{}, and {INF} the role on {TARGET}",
+                grant_advice("your Google user account", INF)
+            )
         )
     );
     e.state.grant_token_creator(INF, TARGET);
@@ -763,15 +706,8 @@ async fn impersonated_file_with_a_service_account_source_names_it_in_errors() {
     let key = e.state.add_service_account(SA);
     e.state.add_service_account(INF);
     let cred = UpstreamCredential::parse(&impersonation_file(&e, &key, INF, &[])).unwrap();
-    let err = e.upstream.mint(&cred, &plain(&[])).await.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "impersonating {INF} was refused (403 PERMISSION_DENIED: Permission \
-             'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).): \
-             grant {SA} roles/iam.serviceAccountTokenCreator on {INF}"
-        )
-    );
+    let err = mint_err(&e.upstream, &cred, &plain(&[])).await;
+    assert_eq!(err.to_string(), denied(INF, &grant_advice(SA, INF)));
     assert_clean(&err, &[]);
     e.state.grant_token_creator(SA, INF);
     let t = e.upstream.mint(&cred, &plain(&[])).await.unwrap();
@@ -824,12 +760,7 @@ async fn impersonated_tokens_carry_their_vertex_role() {
         assert_eq!(r.status().as_u16() == 200, can_train, "{sa} trains?");
     }
     // The principal and expiry as configured, checked at the emulator.
-    let vertex: Vec<_> = e
-        .state
-        .calls()
-        .into_iter()
-        .filter(|c| c.kind == CallKind::Vertex)
-        .collect();
+    let vertex = e.state.calls_of(CallKind::Vertex);
     assert_eq!(vertex[0].principal.as_deref(), Some(INF));
     assert_eq!(vertex[1].status, 403);
     assert_eq!(

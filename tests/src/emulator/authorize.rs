@@ -23,7 +23,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use super::device::DeviceGrant;
-use super::oauth::{check_client, err, grant, OAuthError};
+use super::oauth::{check_client, err, grant, required, OAuthError};
 use super::state::{digest, known_scope, numeric_id, random_bytes, EmulatorState};
 use super::{AppState, Details};
 
@@ -305,10 +305,7 @@ pub(super) fn exchange(
     details: &mut Details,
 ) -> Result<Value, OAuthError> {
     let client_id = check_client(state, form)?;
-    let code = form
-        .get("code")
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| err("invalid_request", "Missing required parameter: code"))?;
+    let code = required(form, "code")?;
     let now = state.now();
     // Single use: a code is gone once presented, whatever the outcome.
     let entry = state.login_state().codes.remove(&digest(code));

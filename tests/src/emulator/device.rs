@@ -23,7 +23,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use super::authorize::finish_login;
-use super::oauth::{check_client, err, error_response, OAuthError};
+use super::oauth::{check_client, err, error_response, required, OAuthError};
 use super::state::{digest, known_scope, random_bytes, EmulatorState};
 use super::{AppState, Details};
 
@@ -138,10 +138,7 @@ pub(crate) async fn device_code(
 }
 
 fn start(state: &EmulatorState, form: &HashMap<String, String>) -> Result<Value, OAuthError> {
-    let client_id = form
-        .get("client_id")
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| err("invalid_request", "Missing required parameter: client_id"))?;
+    let client_id = required(form, "client_id")?;
     if state.client_secret_matches(client_id, "").is_none() {
         return Err(err("invalid_client", "The OAuth client was not found."));
     }
@@ -194,10 +191,7 @@ pub(super) fn poll(
     details: &mut Details,
 ) -> Result<Value, OAuthError> {
     let client_id = check_client(state, form)?;
-    let code = form
-        .get("device_code")
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| err("invalid_request", "Missing required parameter: device_code"))?;
+    let code = required(form, "device_code")?;
     let now = state.now();
     let d = digest(code);
     let mut login = state.login_state();

@@ -50,6 +50,19 @@ pub(super) fn err(error: &'static str, description: impl Into<String>) -> OAuthE
     }
 }
 
+/// The non-empty form field `name`, or Google's reply for a missing one.
+pub(super) fn required<'a>(
+    form: &'a HashMap<String, String>,
+    name: &str,
+) -> Result<&'a String, OAuthError> {
+    form.get(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+        err(
+            "invalid_request",
+            format!("Missing required parameter: {name}"),
+        )
+    })
+}
+
 fn no_store(mut r: Response) -> Response {
     r.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -138,10 +151,7 @@ fn jwt_bearer(
     form: &HashMap<String, String>,
     details: &mut Details,
 ) -> Result<Value, OAuthError> {
-    let assertion = form
-        .get("assertion")
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| err("invalid_request", "Missing required parameter: assertion"))?;
+    let assertion = required(form, "assertion")?;
     let claims = verify_jwt(state, assertion, details)?;
     Ok(grant(state, &claims.iss, claims.scopes, None, details))
 }
@@ -299,15 +309,7 @@ fn refresh(
     details: &mut Details,
 ) -> Result<Value, OAuthError> {
     let client_id = check_client(state, form)?;
-    let token = form
-        .get("refresh_token")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            err(
-                "invalid_request",
-                "Missing required parameter: refresh_token",
-            )
-        })?;
+    let token = required(form, "refresh_token")?;
     let (digest, rt) = state
         .refresh_token(token)
         .ok_or_else(|| err("invalid_grant", "Token has been expired or revoked."))?;

@@ -598,6 +598,14 @@ impl EmulatorState {
         self.lock().calls.clone()
     }
 
+    /// The calls of `kind`, oldest first, whatever their outcome.
+    pub fn calls_of(&self, kind: CallKind) -> Vec<CallRecord> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.kind == kind)
+            .collect()
+    }
+
     pub fn clear_calls(&self) {
         self.lock().calls.clear();
     }

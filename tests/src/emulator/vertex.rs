@@ -65,6 +65,28 @@ fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> 
     }
 }
 
+/// A cloud-platform [`authorize`] for `permission` on `resource`, then the JSON
+/// object in `body`.
+#[allow(clippy::result_large_err)]
+fn authorized_body(
+    state: &EmulatorState,
+    headers: &HeaderMap,
+    details: &mut Details,
+    permission: &str,
+    resource: &str,
+    body: &[u8],
+) -> Result<serde_json::Map<String, Value>, Response> {
+    authorize(
+        state,
+        headers,
+        details,
+        &[CLOUD_PLATFORM],
+        permission,
+        resource.to_owned(),
+    )?;
+    json_object(body)
+}
+
 /// `GET /v1/projects/{p}/locations/{l}/models` (any query, e.g. `?alt=json&pageSize=100`).
 pub(crate) async fn list_models(
     State(state): State<AppState>,
@@ -114,15 +136,7 @@ fn predict(
     resource: String,
     details: &mut Details,
 ) -> Result<Response, Response> {
-    authorize(
-        state,
-        headers,
-        details,
-        &[CLOUD_PLATFORM],
-        ENDPOINTS_PREDICT,
-        resource.clone(),
-    )?;
-    let request = json_object(body)?;
+    let request = authorized_body(state, headers, details, ENDPOINTS_PREDICT, &resource, body)?;
     let instances = match request.get("instances") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         _ => {
@@ -166,15 +180,7 @@ fn custom_job(
     parent: String,
     details: &mut Details,
 ) -> Result<Response, Response> {
-    authorize(
-        state,
-        headers,
-        details,
-        &[CLOUD_PLATFORM],
-        CUSTOM_JOBS_CREATE,
-        parent.clone(),
-    )?;
-    let job = json_object(body)?;
+    let job = authorized_body(state, headers, details, CUSTOM_JOBS_CREATE, &parent, body)?;
     let display_name = match job.get("displayName") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(invalid("CustomJob.displayName is required.")),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use touchgate_agent::key::soft::{SoftKey, TouchSource};
+use touchgate_agent::key::soft::{AutoTouch, SoftKey, TouchSource};
 use touchgate_tests::ctap::authenticator::{Authenticator, AuthenticatorOptions};
 use touchgate_tests::ctap::hid::{DeviceHandle, HidDevice};
 use touchgate_tests::ctap::preload;
@@ -59,6 +59,31 @@ pub fn hid_config(
             "touch_timeout = \"10s\"",
             &format!("touch_timeout = \"{touch_timeout}\""),
         )
+}
+
+/// An auto-touching key "k1" in `dir`, and a [`start_hid_agent`] over it only
+/// (`profile_touch`, touch timeout 10s), enrolled and holding `key_json`.
+pub fn enrolled_hid_agent(
+    base_url: &str,
+    key_json: &str,
+    dir: &Path,
+    profile_touch: &str,
+) -> (EmuKey, AgentProc) {
+    let key = EmuKey::start(
+        dir,
+        "k1",
+        Arc::new(AutoTouch),
+        AuthenticatorOptions::default(),
+    );
+    let agent = start_hid_agent(&hid_config(
+        base_url,
+        &[key.path()],
+        profile_touch,
+        "10s",
+        "",
+    ));
+    agent.enrol_and_import(key_json);
+    (key, agent)
 }
 
 /// The agent binary with the hidraw interposer preloaded.

@@ -190,10 +190,7 @@ impl AgentProc {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = first_line(&mut child);
         assert!(
             line.starts_with("TOUCHGATE_SOCK="),
             "agent did not start; its stderr: {}",
@@ -288,6 +285,15 @@ impl Drop for AgentProc {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The first line `child` writes to its piped stdout (with its newline; empty at EOF).
+pub fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
 }
 
 pub fn sigterm(pid: u32) {

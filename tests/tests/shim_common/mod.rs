@@ -2,7 +2,6 @@
 //! agent, the real clients and what the emulator saw.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -40,10 +39,7 @@ impl ShimProc {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = common::first_line(&mut child);
         let url = line
             .trim()
             .strip_prefix("touchgate-shim listening on ")
