@@ -4,11 +4,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::pin::Pin;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bus::Bus;
 use common::*;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use zbus::export::futures_core::Stream;
@@ -17,52 +16,6 @@ use zbus::OwnedVariant;
 /// The time box of the test configs (`[notify] timeout`).
 const TIME_BOX: Duration = Duration::from_millis(500);
 const SLACK: Duration = Duration::from_secs(2);
-
-/// A private session bus; the daemon is killed on drop.
-struct Bus {
-    _dir: tempfile::TempDir,
-    address: String,
-    pid: u32,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bus");
-        let mut child = Command::new("dbus-daemon")
-            .args([
-                "--session",
-                "--fork",
-                "--nopidfile",
-                &format!("--address=unix:path={}", path.display()),
-                "--print-address=1",
-                "--print-pid=1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("dbus-daemon (apt package dbus) is needed for this test");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut address, mut pid) = (String::new(), String::new());
-        out.read_line(&mut address).unwrap();
-        out.read_line(&mut pid).unwrap();
-        assert!(
-            child.wait().unwrap().success(),
-            "dbus-daemon failed to start"
-        );
-        Bus {
-            _dir: dir,
-            address: address.trim().to_owned(),
-            pid: pid.trim().parse().expect("dbus-daemon printed its pid"),
-        }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        sigterm(self.pid);
-    }
-}
 
 /// One Notify call the server saw.
 #[derive(Debug)]

@@ -7,11 +7,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::pin::Pin;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bus::Bus;
 use common::*;
 use zbus::export::futures_core::Stream;
 use zbus::{ObjectPath, Variant};
@@ -22,52 +21,6 @@ const OURS: &str = "/org/freedesktop/login1/session/_31";
 const THEIRS: &str = "/org/freedesktop/login1/session/_32";
 const MANAGER_PATH: &str = "/org/freedesktop/login1";
 const SUBSCRIBED: &str = "watching logind for session locks and sleep";
-
-/// A private bus (session configuration) used as the agent's system bus; killed on drop.
-struct Bus {
-    _dir: tempfile::TempDir,
-    address: String,
-    pid: u32,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bus");
-        let mut child = Command::new("dbus-daemon")
-            .args([
-                "--session",
-                "--fork",
-                "--nopidfile",
-                &format!("--address=unix:path={}", path.display()),
-                "--print-address=1",
-                "--print-pid=1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("dbus-daemon is needed for this test: install the Debian package dbus-daemon");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut address, mut pid) = (String::new(), String::new());
-        out.read_line(&mut address).unwrap();
-        out.read_line(&mut pid).unwrap();
-        assert!(
-            child.wait().unwrap().success(),
-            "dbus-daemon failed to start"
-        );
-        Bus {
-            _dir: dir,
-            address: address.trim().to_owned(),
-            pid: pid.trim().parse().expect("dbus-daemon printed its pid"),
-        }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        sigterm(self.pid);
-    }
-}
 
 /// A fake systemd-logind: owns org.freedesktop.login1, answers
 /// `Properties.Get(Session, "User")` for its sessions, emits signals.

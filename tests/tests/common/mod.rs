@@ -2,6 +2,7 @@
 //! socket, the Google emulator on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod bus;
 pub mod hid;
 
 use std::io::{BufRead, BufReader};
