@@ -23,9 +23,24 @@
 //! the same. `[agent] lock_on_sleep` and `lock_on_session_lock` are read at
 //! each signal, so `touchgate reload` applies them at once.
 //!
+//! logind does not wait for a signal's listeners, so on its own the machine
+//! could suspend before the lock ran, and right after resume a request could
+//! be served from the cache before the queued `PrepareForSleep(true)` is
+//! handled. So, with `lock_on_sleep` on, the agent holds a *delay* inhibitor
+//! lock: `Manager.Inhibit("sleep", "touchgate", ..., "delay")` returns a file
+//! descriptor, and logind holds a suspend back (up to its `InhibitDelayMaxSec`)
+//! until every such descriptor is closed. On `PrepareForSleep(true)` the agent
+//! locks first, then closes its descriptor; on `PrepareForSleep(false)`
+//! (resume) it takes a new one. The inhibitor is taken when the watcher
+//! subscribes, and at a resume if none is held: after a reload turns
+//! `lock_on_sleep` on, the next sleep locks but is not held back, the ones
+//! after are; turned off, the held one is still released at the next sleep and
+//! no new one is taken. Inhibit refused or unanswered: one debug line, and the
+//! lock still follows the signal, only without holding the sleep back.
+//!
 //! No system bus or no logind: one debug line and the agent carries on. The
-//! watcher runs on its own task and its connection is time-boxed, so start-up
-//! and issuance never wait for it.
+//! watcher runs on its own task and its connection and calls are time-boxed,
+//! so start-up and issuance never wait for it.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -33,7 +48,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use zbus::export::futures_core::Stream;
-use zbus::{Connection, MatchRule, Message, MessageStream, OwnedVariant};
+use zbus::{Connection, MatchRule, Message, MessageStream, OwnedFd, OwnedVariant};
 
 use crate::agent::Agent;
 use crate::caller::Caller;
@@ -45,8 +60,14 @@ const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 
 /// How long connecting and subscribing to the system bus may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long asking logind whose session locked may take.
+/// How long asking logind whose session locked, or for an inhibitor, may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `Manager.Inhibit` arguments: what, who, why, mode.
+const INHIBIT_WHAT: &str = "sleep";
+const INHIBIT_WHO: &str = "touchgate";
+const INHIBIT_WHY: &str = "lock the agent before sleep";
+const INHIBIT_MODE: &str = "delay";
 
 /// The lock reasons (in `touchgate status` and the audit log).
 pub const SLEEP_REASON: &str = "going to sleep";
@@ -121,6 +142,7 @@ async fn next(s: &mut MessageStream) -> Option<zbus::Result<Message>> {
 
 enum Event {
     Sleep,
+    Wake,
     SessionLock(String),
 }
 
@@ -135,6 +157,13 @@ async fn watch(agent: Weak<Agent>) -> Result<(), String> {
         }
     };
     tracing::debug!("watching logind for session locks and sleep");
+    // Held while lock_on_sleep is on: logind waits for its closing to suspend.
+    let mut inhibitor: Option<OwnedFd> = None;
+    match agent.upgrade() {
+        Some(a) if a.config().agent.lock_on_sleep => inhibitor = inhibit(&s.conn).await,
+        Some(_) => {}
+        None => return Ok(()),
+    }
     loop {
         let msg = tokio::select! {
             m = next(&mut s.sleep) => m,
@@ -155,11 +184,21 @@ async fn watch(agent: Weak<Agent>) -> Result<(), String> {
         };
         let settings = agent.config().agent.clone();
         match event {
-            Event::Sleep if settings.lock_on_sleep => {
-                agent.lock(&Caller::default(), SLEEP_REASON);
-            }
             Event::Sleep => {
-                tracing::debug!("going to sleep: not locking (agent.lock_on_sleep = false)")
+                if settings.lock_on_sleep {
+                    agent.lock(&Caller::default(), SLEEP_REASON);
+                } else {
+                    tracing::debug!("going to sleep: not locking (agent.lock_on_sleep = false)")
+                }
+                // Only now, after the lock: logind may suspend once this is closed.
+                if inhibitor.take().is_some() {
+                    tracing::debug!("sleep inhibitor released");
+                }
+            }
+            Event::Wake => {
+                if settings.lock_on_sleep && inhibitor.is_none() {
+                    inhibitor = inhibit(&s.conn).await;
+                }
             }
             Event::SessionLock(path) if settings.lock_on_session_lock => {
                 match session_uid(&s.conn, &path).await {
@@ -192,7 +231,7 @@ fn event(msg: &Message) -> Option<Event> {
     match (header.interface()?.as_str(), header.member()?.as_str()) {
         (MANAGER, "PrepareForSleep") => {
             let (start,): (bool,) = msg.body().deserialize().ok()?;
-            start.then_some(Event::Sleep)
+            Some(if start { Event::Sleep } else { Event::Wake })
         }
         (SESSION, "Lock") => Some(Event::SessionLock(path)),
         (PROPERTIES, "PropertiesChanged") => {
@@ -205,6 +244,40 @@ fn event(msg: &Message) -> Option<Event> {
             (iface == SESSION && locked).then_some(Event::SessionLock(path))
         }
         _ => None,
+    }
+}
+
+/// A delay inhibitor lock on sleep (None, after a debug line: logind refused
+/// or did not answer in time). Closing it lets a pending suspend proceed.
+async fn inhibit(conn: &Connection) -> Option<OwnedFd> {
+    let call = conn.call_method(
+        Some(LOGIND),
+        "/org/freedesktop/login1",
+        Some(MANAGER),
+        "Inhibit",
+        &(INHIBIT_WHAT, INHIBIT_WHO, INHIBIT_WHY, INHIBIT_MODE),
+    );
+    let fd = match tokio::time::timeout(LOOKUP_TIMEOUT, call).await {
+        Err(_) => Err(format!(
+            "no answer within {} ms",
+            LOOKUP_TIMEOUT.as_millis()
+        )),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(reply)) => reply
+            .body()
+            .deserialize::<(OwnedFd,)>()
+            .map(|(fd,)| fd)
+            .map_err(|e| e.to_string()),
+    };
+    match fd {
+        Ok(fd) => {
+            tracing::debug!("holding a sleep delay inhibitor: sleep waits for the lock");
+            Some(fd)
+        }
+        Err(e) => {
+            tracing::debug!("no sleep delay inhibitor (the lock may come after the suspend): {e}");
+            None
+        }
     }
 }
 

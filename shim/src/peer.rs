@@ -61,24 +61,25 @@ fn parse_addr(s: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// Parse one row of `/proc/net/tcp` or `/proc/net/tcp6`.
+fn parse_row(line: &str) -> Option<TcpRow> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    // sl local rem st tx:rx tr:when retrnsmt uid timeout inode …
+    if f.len() < 10 {
+        return None;
+    }
+    Some(TcpRow {
+        local: parse_addr(f[1])?,
+        remote: parse_addr(f[2])?,
+        uid: f[7].parse().ok()?,
+        inode: f[9].parse().ok()?,
+    })
+}
+
 /// Parse the text of `/proc/net/tcp` or `/proc/net/tcp6` (header line skipped).
+#[cfg(test)]
 pub fn parse_table(text: &str) -> Vec<TcpRow> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode …
-            if f.len() < 10 {
-                return None;
-            }
-            Some(TcpRow {
-                local: parse_addr(f[1])?,
-                remote: parse_addr(f[2])?,
-                uid: f[7].parse().ok()?,
-                inode: f[9].parse().ok()?,
-            })
-        })
-        .collect()
+    text.lines().skip(1).filter_map(parse_row).collect()
 }
 
 /// Normalise IPv4-mapped IPv6 addresses so both tables compare alike.
@@ -124,13 +125,40 @@ pub fn find_pid(proc_root: &Path, uid: u32, inode: u64) -> Option<u32> {
     None
 }
 
-/// A file of `/proc` in one go: its size reads as 0, and small reads of the
-/// socket tables each cost the kernel a walk of the table.
-fn read_proc_file(path: &Path) -> Option<String> {
+/// The row of the client end in the socket table at `path`, read only as far
+/// as that row: every `read` of these files costs the kernel a walk of the
+/// connection hash (about 2 ms on a large machine, however few sockets there
+/// are), and a read may stop short of the end.
+fn find_in_table(path: &Path, peer: SocketAddr, server: SocketAddr) -> Option<TcpRow> {
     use std::io::Read;
-    let mut buf = Vec::with_capacity(256 * 1024);
-    std::fs::File::open(path).ok()?.read_to_end(&mut buf).ok()?;
-    String::from_utf8(buf).ok()
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut header = true;
+    loop {
+        let n = f.read(&mut chunk).ok()?;
+        pending.extend_from_slice(&chunk[..n]);
+        // Whole lines only; at the end of the file, whatever is left.
+        let end = match (n, pending.iter().rposition(|b| *b == b'\n')) {
+            (0, _) => pending.len(),
+            (_, Some(i)) => i + 1,
+            (_, None) => continue,
+        };
+        let lines: Vec<u8> = pending.drain(..end).collect();
+        for line in String::from_utf8_lossy(&lines).lines() {
+            if std::mem::take(&mut header) {
+                continue;
+            }
+            if let Some(row) = parse_row(line) {
+                if find_row(std::slice::from_ref(&row), peer, server).is_some() {
+                    return Some(row);
+                }
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+    }
 }
 
 /// Who holds the client end of the connection `peer` → `server`, from
@@ -143,13 +171,12 @@ pub fn lookup_in(
     server: SocketAddr,
     pid_if_uid: Option<u32>,
 ) -> Option<Peer> {
-    let mut rows = vec![];
-    for t in ["tcp", "tcp6"] {
-        if let Some(text) = read_proc_file(&proc_root.join("net").join(t)) {
-            rows.extend(parse_table(&text));
-        }
-    }
-    let row = find_row(&rows, peer, server)?;
+    // An IPv4 client is in `tcp`; `tcp6` (IPv6, or IPv4-mapped sockets) only
+    // when it is not there.
+    let row = ["tcp", "tcp6"]
+        .iter()
+        .find_map(|t| find_in_table(&proc_root.join("net").join(t), peer, server))?;
+    let row = &row;
     let pid = if pid_if_uid == Some(row.uid) {
         find_pid(proc_root, row.uid, row.inode)
     } else {

@@ -1,13 +1,17 @@
 //! Locking on systemd-logind's word: the machine going to sleep and a session
 //! of this user locking. A private `dbus-daemon` stands in for the system bus
 //! (`DBUS_SYSTEM_BUS_ADDRESS`), and a small fake logind (zbus) owns
-//! `org.freedesktop.login1` on it, answers whose session is whose and emits
-//! the signals.
+//! `org.freedesktop.login1` on it, answers whose session is whose, hands out
+//! sleep inhibitors (one end of a socket pair; the test keeps the other and
+//! sees the agent close its end) and emits the signals.
 
 mod common;
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::bus::Bus;
@@ -22,14 +26,36 @@ const THEIRS: &str = "/org/freedesktop/login1/session/_32";
 const MANAGER_PATH: &str = "/org/freedesktop/login1";
 const SUBSCRIBED: &str = "watching logind for session locks and sleep";
 
+/// The arguments of `Manager.Inhibit`: what, who, why, mode.
+type InhibitArgs = (String, String, String, String);
+
+/// An inhibitor handed out: its arguments and the fake logind's end of the
+/// socket pair (the agent holds the other end).
+struct Inhibitor {
+    args: InhibitArgs,
+    end: UnixStream,
+}
+
 /// A fake systemd-logind: owns org.freedesktop.login1, answers
-/// `Properties.Get(Session, "User")` for its sessions, emits signals.
+/// `Properties.Get(Session, "User")` for its sessions, `Manager.Inhibit` (when
+/// `grant_inhibit`), emits signals.
 struct Logind {
     conn: zbus::Connection,
+    inhibitors: Arc<Mutex<Vec<Inhibitor>>>,
 }
 
 impl Logind {
     async fn start(address: &str, sessions: HashMap<&'static str, u32>) -> Logind {
+        Logind::start_with(address, sessions, true).await
+    }
+
+    async fn start_with(
+        address: &str,
+        sessions: HashMap<&'static str, u32>,
+        grant_inhibit: bool,
+    ) -> Logind {
+        let inhibitors = Arc::new(Mutex::new(Vec::new()));
+        let record = inhibitors.clone();
         let conn = zbus::connection::Builder::address(address)
             .build()
             .await
@@ -47,6 +73,26 @@ impl Logind {
                 }
                 let path = header.path().map(|p| p.to_string()).unwrap_or_default();
                 let member = header.member().map(|m| m.to_string()).unwrap_or_default();
+                let interface = header
+                    .interface()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default();
+                if grant_inhibit
+                    && path == MANAGER_PATH
+                    && interface == "org.freedesktop.login1.Manager"
+                    && member == "Inhibit"
+                {
+                    let args: InhibitArgs = msg.body().deserialize().unwrap();
+                    let (ours, theirs) = UnixStream::pair().unwrap();
+                    server
+                        .reply(&header, &(zbus::Fd::from(&theirs),))
+                        .await
+                        .unwrap();
+                    // Only the agent's copy of `theirs` is left open now.
+                    drop(theirs);
+                    record.lock().unwrap().push(Inhibitor { args, end: ours });
+                    continue;
+                }
                 let args: Option<(String, String)> = msg.body().deserialize().ok();
                 let asks_user = member == "Get"
                     && args.as_ref().map(|(i, p)| (i.as_str(), p.as_str()))
@@ -70,7 +116,50 @@ impl Logind {
                 };
             }
         });
-        Logind { conn }
+        Logind { conn, inhibitors }
+    }
+
+    fn inhibitor_count(&self) -> usize {
+        self.inhibitors.lock().unwrap().len()
+    }
+
+    /// Wait until `n` inhibitors were taken; returns the arguments of each.
+    fn wait_inhibitors(&self, n: usize) -> Vec<InhibitArgs> {
+        let deadline = Instant::now() + DEADLINE;
+        while self.inhibitor_count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "no {n} inhibitor(s) taken in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let all = self.inhibitors.lock().unwrap();
+        all.iter().map(|i| i.args.clone()).collect()
+    }
+
+    /// Whether the agent still holds inhibitor `i` open (no EOF on our end).
+    fn held(&self, i: usize) -> bool {
+        let all = self.inhibitors.lock().unwrap();
+        let mut end = &all[i].end;
+        end.set_nonblocking(true).unwrap();
+        let r = end.read(&mut [0u8; 1]);
+        end.set_nonblocking(false).unwrap();
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Ok(0) => false,
+            other => panic!("unexpected read on inhibitor {i}: {other:?}"),
+        }
+    }
+
+    /// Wait (up to the deadline) for the agent to close inhibitor `i`: EOF on our end.
+    fn wait_released(&self, i: usize) {
+        let all = self.inhibitors.lock().unwrap();
+        let mut end = &all[i].end;
+        end.set_read_timeout(Some(DEADLINE)).unwrap();
+        match end.read(&mut [0u8; 1]) {
+            Ok(0) => {}
+            other => panic!("inhibitor {i} not released in time: {other:?}"),
+        }
     }
 
     async fn emit<B>(&self, path: &str, interface: &str, member: &str, body: &B)
@@ -218,6 +307,16 @@ async fn sleep_and_a_locked_session_lock_the_agent() {
     token_without_touch(&agent);
     wait_log(&agent, SUBSCRIBED, 1);
 
+    // At start the agent takes a delay inhibitor on sleep, and holds it.
+    let sleep_delay: InhibitArgs = (
+        "sleep".into(),
+        "touchgate".into(),
+        "lock the agent before sleep".into(),
+        "delay".into(),
+    );
+    assert_eq!(logind.wait_inhibitors(1), vec![sleep_delay.clone()]);
+    assert!(logind.held(0), "the inhibitor is held until sleep");
+
     // Another user's session locking, and waking up, change nothing.
     logind.prepare_for_sleep(false).await;
     logind.lock(THEIRS).await;
@@ -225,8 +324,27 @@ async fn sleep_and_a_locked_session_lock_the_agent() {
     assert!(!agent.ok(&["status"]).contains("locked:"));
     token_without_touch(&agent);
 
+    assert!(logind.held(0));
+
+    // Going to sleep: the agent locks, then releases the inhibitor; so at the
+    // release the lock is already in place and on record.
     logind.prepare_for_sleep(true).await;
+    logind.wait_released(0);
+    assert_eq!(
+        lock_records(&agent),
+        vec!["going to sleep; 1 cached token(s) dropped"],
+        "locked before the inhibitor was released"
+    );
+    assert!(agent.ok(&["status"]).contains("locked: going to sleep"));
     assert_locked_then_unlock(&agent, "going to sleep");
+
+    // Resumed: a new inhibitor, held for the next sleep.
+    logind.prepare_for_sleep(false).await;
+    assert_eq!(
+        logind.wait_inhibitors(2),
+        vec![sleep_delay.clone(), sleep_delay]
+    );
+    assert!(logind.held(1));
 
     logind.lock(OURS).await;
     assert_locked_then_unlock(&agent, "session locked");
@@ -245,6 +363,28 @@ async fn sleep_and_a_locked_session_lock_the_agent() {
         ],
         "one audit record per lock, with its reason"
     );
+    // The wake-up while an inhibitor was held took no second one.
+    assert_eq!(logind.inhibitor_count(), 2);
+    assert!(logind.held(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_inhibitor_and_sleep_still_locks() {
+    let bus = Bus::start();
+    let uid = touchgate::paths::current_uid();
+    let logind = Logind::start_with(&bus.address, HashMap::from([(OURS, uid)]), false).await;
+    let (emu, key_json) = emulator().await;
+    let agent = AgentProc::start_with_env(&config(&emu.base_url(), ""), on_bus(&bus.address));
+    agent.enrol_and_import(&key_json);
+    assert!(agent.ok(&["token"]).starts_with("ya29."));
+    wait_log(&agent, "no sleep delay inhibitor", 1);
+
+    logind.prepare_for_sleep(true).await;
+    assert_locked_then_unlock(&agent, "going to sleep");
+    // Resumed: it asks again, is refused again, and carries on.
+    logind.prepare_for_sleep(false).await;
+    wait_log(&agent, "no sleep delay inhibitor", 2);
+    assert_eq!(logind.inhibitor_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -264,8 +404,16 @@ async fn switched_off_the_signals_are_ignored() {
     assert!(agent.ok(&["token"]).starts_with("ya29."));
     wait_log(&agent, SUBSCRIBED, 1);
 
+    // A wake-up, then a sleep: handled in order, so once the sleep is logged
+    // the wake-up was handled too; neither, nor the start, took an inhibitor.
+    logind.prepare_for_sleep(false).await;
     logind.prepare_for_sleep(true).await;
     wait_log(&agent, "not locking (agent.lock_on_sleep = false)", 1);
+    assert_eq!(
+        logind.inhibitor_count(),
+        0,
+        "no inhibitor without lock_on_sleep"
+    );
     logind.lock(OURS).await;
     logind.locked_hint(OURS).await;
     wait_log(
