@@ -10,6 +10,7 @@ use touchgate::{CallerHint, Client, ClientError, Secret};
 
 mod adc;
 mod demo;
+mod doctor;
 mod exec;
 mod login;
 mod setup;
@@ -132,6 +133,13 @@ enum Command {
         /// docker: another registry host to hand to docker-credential-touchgate (repeatable).
         #[arg(long = "host", value_name = "HOST", conflicts_with = "undo")]
         hosts: Vec<String>,
+    },
+    /// Check the agent, the shim and what `touchgate setup` wired up; one line per check,
+    /// exit status 1 when one failed.
+    Doctor {
+        /// The profile to check (default: the agent's default).
+        #[arg(long, short)]
+        profile: Option<String>,
     },
     /// Run the whole flow on a software key and a local Google emulator, in a temp dir.
     Demo {
@@ -275,6 +283,11 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Audit { args } => return run_agent_tool("audit", &args),
         Command::Policy { args } => return run_agent_tool("policy", &args),
         Command::Demo { auto_touch } => demo::run(auto_touch).await?,
+        Command::Doctor { profile } => {
+            if !doctor::run(profile.as_deref()).await {
+                std::process::exit(1)
+            }
+        }
         Command::Exec {
             profile,
             project,

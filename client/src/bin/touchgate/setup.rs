@@ -131,6 +131,21 @@ pub fn gcloud_dir() -> anyhow::Result<PathBuf> {
     }
 }
 
+/// gcloud's application-default credentials file, which `touchgate setup adc` writes.
+pub fn gcloud_adc_path() -> anyhow::Result<PathBuf> {
+    Ok(gcloud_dir()?.join("application_default_credentials.json"))
+}
+
+/// The name of the gcloud configuration `touchgate setup gcloud` writes.
+pub const GCLOUD_CONFIG_NAME: &str = "touchgate";
+
+/// The file of the gcloud configuration `touchgate setup gcloud` writes.
+pub fn gcloud_config_path() -> anyhow::Result<PathBuf> {
+    Ok(gcloud_dir()?
+        .join("configurations")
+        .join(format!("config_{GCLOUD_CONFIG_NAME}")))
+}
+
 /// The profile setup configures: its name and project as the agent knows them
 /// (a named profile the agent does not know is an error; an unreachable agent is not).
 async fn resolve_profile(
@@ -223,9 +238,7 @@ async fn gcloud(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
         "\n[auth]\ncredential_file_override = {}\n",
         adc_path.display()
     ));
-    let conf = gcloud_dir()?
-        .join("configurations")
-        .join("config_touchgate");
+    let conf = gcloud_config_path()?;
     backup.write(&conf, text.as_bytes())?;
     println!(
         "wrote {}: gcloud configuration touchgate with{} auth/credential_file_override = {}",
@@ -245,7 +258,7 @@ async fn gcloud(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
 
 fn adc(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
     let adc = adc_file_text(args.profile.as_deref())?;
-    let path = gcloud_dir()?.join("application_default_credentials.json");
+    let path = gcloud_adc_path()?;
     let existed = path.exists();
     backup.write(&path, &adc)?;
     println!(

@@ -1,0 +1,319 @@
+//! `touchgate doctor`: one line per check, exit status 1 on a failure, a fix on
+//! every line that is not ok, and never a secret in its output.
+
+mod common;
+mod shim_common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use shim_common::*;
+
+const START: &str =
+    "start the agent: eval \"$(touchgate-agent)\" or systemctl --user start touchgate-agent.socket";
+
+/// A private HOME and gcloud config dir.
+struct UserDirs {
+    dir: tempfile::TempDir,
+}
+
+impl UserDirs {
+    fn new() -> UserDirs {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        std::fs::create_dir_all(dir.path().join("gcloud")).unwrap();
+        UserDirs { dir }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn adc(&self) -> PathBuf {
+        self.p("gcloud/application_default_credentials.json")
+    }
+}
+
+/// `touchgate ARGS` with the user dirs of `u`, the agent socket `env` and the
+/// shim address `shim`; nothing of the caller's environment leaks in.
+fn touchgate(env: &[(&'static str, PathBuf)], u: &UserDirs, shim: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("touchgate"));
+    c.args(args)
+        .envs(env.iter().cloned())
+        .env("HOME", u.p("home"))
+        .env("CLOUDSDK_CONFIG", u.p("gcloud"))
+        .env("TOUCHGATE_SHIM_ADDR", shim);
+    for k in [
+        "XDG_STATE_HOME",
+        "XDG_CONFIG_HOME",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "GCE_METADATA_ROOT",
+        "GCE_METADATA_HOST",
+        "GCE_METADATA_IP",
+        "CLOUDSDK_ACTIVE_CONFIG_NAME",
+    ] {
+        c.env_remove(k);
+    }
+    c
+}
+
+fn lines(o: &Output) -> Vec<String> {
+    stdout(o).lines().map(str::to_owned).collect()
+}
+
+fn assert_line(o: &Output, want: &str) {
+    assert!(
+        lines(o).iter().any(|l| l == want),
+        "no line {want:?} in:\n{}{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+fn agent_with_key(emu_url: &str, key: &str) -> AgentProc {
+    let agent = AgentProc::start(&config_text(emu_url, "auto", "every-token", ""));
+    agent.enrol_and_import(key);
+    agent
+}
+
+/// The `ok` lines of an agent that answers, is enrolled, holds "default" and is unlocked.
+fn agent_ok_lines(agent: &AgentProc, out: &[String]) {
+    let sock = agent.socket.display();
+    let want = [
+        format!(
+            "ok   agent socket {sock} (TOUCHGATE_SOCK): directory 0700, socket 0600, both yours"
+        ),
+        format!(
+            "ok   agent answers: touchgate-agent {}, protocol {}",
+            env!("CARGO_PKG_VERSION"),
+            touchgate::PROTOCOL_VERSION
+        ),
+    ];
+    assert_eq!(out[..2], want, "{out:#?}");
+    assert!(out[2].starts_with("ok   key enrolled: "), "{out:#?}");
+    assert_eq!(out[3], "ok   sealed credentials: default");
+}
+
+/// A 0700 `run/` directory in `u`; the socket path in it.
+fn private_run_dir(u: &UserDirs) -> PathBuf {
+    std::fs::create_dir(u.p("run")).unwrap();
+    std::fs::set_permissions(u.p("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    u.p("run/agent.sock")
+}
+
+/// `touchgate doctor` against the socket path `sock`, no shim.
+fn doctor_without_agent(u: &UserDirs, sock: &Path) -> Output {
+    touchgate(
+        &[("TOUCHGATE_SOCK", sock.to_owned())],
+        u,
+        "127.0.0.1:9",
+        &["doctor"],
+    )
+    .output()
+    .unwrap()
+}
+
+#[test]
+fn no_agent_fails_the_socket_line_with_the_start_hint() {
+    let u = UserDirs::new();
+    let sock = private_run_dir(&u);
+    let o = doctor_without_agent(&u, &sock);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        lines(&o)[0],
+        format!(
+            "FAIL agent socket {} (TOUCHGATE_SOCK): no such file: no agent is running — {START}",
+            sock.display()
+        )
+    );
+    // Nothing points at the shim here: its absence is only a warning.
+    assert_line(
+        &o,
+        "warn shim at 127.0.0.1:9 (TOUCHGATE_SHIM_ADDR): nothing listens there; nothing set up here uses it (touchgate exec starts its own) — start it: touchgate-shim serve",
+    );
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_complete_setup_is_all_ok() {
+    let (emu, key) = emulator().await;
+    let agent = agent_with_key(&emu.base_url(), &key);
+    let shim = ShimProc::start(&agent.socket, &[]);
+    let u = UserDirs::new();
+    let env = agent.env();
+    for target in ["gcloud", "adc"] {
+        let o = run(touchgate(
+            &env,
+            &u,
+            &shim.addr,
+            &["setup", target, "--profile", "inference"],
+        ))
+        .await;
+        assert!(o.status.success(), "setup {target}: {}", stderr(&o));
+    }
+    // What `gcloud config configurations activate touchgate` writes.
+    std::fs::write(u.p("gcloud/active_config"), "touchgate").unwrap();
+
+    let o = run(touchgate(&env, &u, &shim.addr, &["doctor"])).await;
+    let out = lines(&o);
+    println!("{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    agent_ok_lines(&agent, &out);
+    let addr = &shim.addr.clone();
+    let cred = u.p("home/.config/touchgate/adc-inference.json");
+    let want = [
+        "ok   agent unlocked".to_owned(),
+        "ok   profile inference (default): credential default, project touchgate-test".to_owned(),
+        format!("ok   shim at {addr} (TOUCHGATE_SHIM_ADDR) answers: project touchgate-test"),
+        format!(
+            "ok   gcloud configuration credential file {}: the shim's external_account credential (profile inference, shim {addr})",
+            cred.display()
+        ),
+        format!(
+            "ok   gcloud configuration touchgate ({}): active",
+            u.p("gcloud/configurations/config_touchgate").display()
+        ),
+        format!(
+            "ok   ADC file {}: the shim's external_account credential (profile inference, shim {addr})",
+            u.adc().display()
+        ),
+        "ok   GOOGLE_APPLICATION_CREDENTIALS not set (the ADC file is used)".to_owned(),
+        "ok   GCE_METADATA_ROOT/HOST/IP not set (metadata route unused; touchgate exec sets them per command)".to_owned(),
+    ];
+    assert_eq!(out[4..], want, "{out:#?}");
+
+    // The same files with the shim stopped: they rely on it, so that is a failure.
+    drop(shim);
+    let o = run(touchgate(&env, &u, addr, &["doctor"])).await;
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_line(
+        &o,
+        &format!(
+            "FAIL shim at {addr} (TOUCHGATE_SHIM_ADDR): nothing listens there — start it: touchgate-shim serve"
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plaintext_key_is_named_and_never_printed() {
+    let (emu, key) = emulator().await;
+    let agent = agent_with_key(&emu.base_url(), &key);
+    let u = UserDirs::new();
+    std::fs::write(u.adc(), &key).unwrap();
+    let other = u.p("home/sa-key.json");
+    std::fs::write(&other, &key).unwrap();
+    let private_key: serde_json::Value = serde_json::from_str(&key).unwrap();
+    let private_key = private_key["private_key"].as_str().unwrap().to_owned();
+
+    let mut cmd = touchgate(&agent.env(), &u, "127.0.0.1:9", &["doctor"]);
+    cmd.env("GOOGLE_APPLICATION_CREDENTIALS", &other);
+    let o = run(cmd).await;
+    println!("{}", stdout(&o));
+    for (what, file) in [
+        ("ADC file", u.adc()),
+        ("GOOGLE_APPLICATION_CREDENTIALS", other.clone()),
+    ] {
+        assert_line(
+            &o,
+            &format!(
+                "warn {what} {f}: a service_account credential: a long-lived secret in plain text — touchgate import {f}, then touchgate setup adc",
+                f = file.display()
+            ),
+        );
+    }
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    for secret in private_key.lines().filter(|l| l.len() > 20) {
+        assert!(!all.contains(secret), "the private key leaked:\n{all}");
+    }
+    assert!(!all.contains("PRIVATE KEY"), "{all}");
+    // Warnings and a shim nobody relies on: no failure.
+    assert_eq!(o.status.code(), Some(0), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_locked_agent_is_a_warning_with_the_unlock_hint() {
+    let (emu, key) = emulator().await;
+    let agent = agent_with_key(&emu.base_url(), &key);
+    agent.ok(&["lock"]);
+    let u = UserDirs::new();
+    let o = run(touchgate(&agent.env(), &u, "127.0.0.1:9", &["doctor"])).await;
+    agent_ok_lines(&agent, &lines(&o));
+    assert_eq!(
+        lines(&o)[4],
+        "warn agent locked: locked by touchgate lock — touchgate unlock"
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_socket_directory_others_can_enter_fails_with_chmod() {
+    let (emu, key) = emulator().await;
+    let agent = agent_with_key(&emu.base_url(), &key);
+    let dir: &Path = agent.socket.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let u = UserDirs::new();
+    let o = run(touchgate(&agent.env(), &u, "127.0.0.1:9", &["doctor"])).await;
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        lines(&o)[0],
+        format!(
+            "FAIL agent socket directory {d}: mode 0755, should be 0700 (other users can reach the socket) — chmod 700 {d}",
+            d = dir.display()
+        )
+    );
+    // The agent itself still answers.
+    assert!(
+        lines(&o)[1].starts_with("ok   agent answers: "),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_profile_fails() {
+    let (emu, key) = emulator().await;
+    let agent = agent_with_key(&emu.base_url(), &key);
+    let u = UserDirs::new();
+    let o = run(touchgate(
+        &agent.env(),
+        &u,
+        "127.0.0.1:9",
+        &["doctor", "--profile", "nope"],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        lines(&o)[5].starts_with(
+            "FAIL profile nope: the agent has no such profile — add [profiles.nope] to "
+        ),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_stale_socket_file_gets_its_own_line() {
+    let u = UserDirs::new();
+    let sock = private_run_dir(&u);
+    // A socket file nobody listens on any more (an agent that was killed).
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = doctor_without_agent(&u, &sock);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        lines(&o)[..2],
+        [
+            format!(
+                "ok   agent socket {} (TOUCHGATE_SOCK): directory 0700, socket 0600, both yours",
+                sock.display()
+            ),
+            format!(
+                "FAIL agent at {}: nothing listens on the socket (a stale file of an agent that stopped) — {START}",
+                sock.display()
+            ),
+        ]
+    );
+}
