@@ -185,6 +185,32 @@ async fn a_complete_setup_is_all_ok() {
     ];
     assert_eq!(out[4..], want, "{out:#?}");
 
+    // The metadata route for gcloud, and gcloud's remembered "not on GCE".
+    let gce = u.p("gcloud/gce");
+    for cached in [None, Some("False")] {
+        if let Some(text) = cached {
+            std::fs::write(&gce, text).unwrap();
+        }
+        let mut cmd = touchgate(&env, &u, &shim.addr, &["doctor"]);
+        cmd.env("GCE_METADATA_ROOT", &shim.addr);
+        let o = run(cmd).await;
+        assert_line(
+            &o,
+            &format!("ok   GCE_METADATA_ROOT={addr} points at the shim"),
+        );
+        let warned = format!(
+            "warn gcloud's on-GCE cache {}: it says \"not on GCE\", so gcloud skips the metadata server for up to 10 minutes — rm {}",
+            gce.display(),
+            gce.display()
+        );
+        assert_eq!(
+            lines(&o).contains(&warned),
+            cached.is_some(),
+            "{}",
+            stdout(&o)
+        );
+    }
+
     // The same files with the shim stopped: they rely on it, so that is a failure.
     drop(shim);
     let o = run(touchgate(&env, &u, addr, &["doctor"])).await;

@@ -1,0 +1,95 @@
+//! The shim: where it should listen and whether it answers.
+
+use super::*;
+
+/// Where the shim is expected: `$TOUCHGATE_SHIM_ADDR` or 127.0.0.1:8946.
+pub(super) fn addr() -> Result<SocketAddr, String> {
+    crate::exec::shared_shim_addr().ok_or_else(|| {
+        format!(
+            "{SHIM_ADDR_ENV}={} is not a loopback address",
+            std::env::var(SHIM_ADDR_ENV).unwrap_or_default()
+        )
+    })
+}
+
+pub(super) fn check(r: &mut Report, addr: Result<SocketAddr, String>, used: bool) {
+    let addr = match addr {
+        Ok(a) => a,
+        Err(why) => {
+            r.fail(
+                "shim address",
+                why,
+                format!("export {SHIM_ADDR_ENV}=127.0.0.1:8946 (or unset it)"),
+            );
+            return;
+        }
+    };
+    let from = if std::env::var_os(SHIM_ADDR_ENV).is_some_and(|v| !v.is_empty()) {
+        SHIM_ADDR_ENV
+    } else {
+        "default"
+    };
+    let what = format!("shim at {addr} ({from})");
+    let bad = |r: &mut Report, why: String| {
+        if used {
+            r.fail(&what, why, START_SHIM);
+        } else {
+            r.warn(
+                &what,
+                format!("{why}; nothing set up here uses it (touchgate exec starts its own)"),
+                START_SHIM,
+            );
+        }
+    };
+    match metadata_get(addr, "/computeMetadata/v1/project/project-id") {
+        Ok((200, true, body)) => r.ok(format!("{what} answers: project {}", printable(&body))),
+        Ok((404, true, _)) => r.warn(
+            &what,
+            "answers, but serves no project",
+            "set project in the profile, or touchgate-shim serve --project ID",
+        ),
+        Ok((status, true, _)) => bad(r, format!("answers the project-id with HTTP {status}")),
+        Ok((status, false, _)) => bad(
+            r,
+            format!("something else answers there (HTTP {status}, no Metadata-Flavor: Google)"),
+        ),
+        Err(e) => bad(r, e),
+    }
+}
+
+/// A metadata GET on loopback with 2 s time-outs: (status, Metadata-Flavor: Google, body).
+fn metadata_get(addr: SocketAddr, path: &str) -> Result<(u16, bool, String), String> {
+    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "nothing listens there".to_owned(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+            "no answer within 2 s".to_owned()
+        }
+        _ => format!("cannot connect: {e}"),
+    })?;
+    let io = |e: std::io::Error| format!("no usable answer: {e}");
+    s.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+    s.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut buf = Vec::new();
+    s.take(64 * 1024).read_to_end(&mut buf).map_err(io)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| "not an HTTP answer".to_owned())?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| "not an HTTP answer".to_owned())?;
+    let flavored = lines.any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("metadata-flavor") && v.trim() == "Google"
+        })
+    });
+    Ok((status, flavored, body.to_owned()))
+}
