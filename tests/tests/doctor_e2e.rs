@@ -210,6 +210,30 @@ async fn a_complete_setup_is_all_ok() {
             stdout(&o)
         );
     }
+    std::fs::remove_file(&gce).unwrap();
+
+    // A stored account in the active configuration wins over the metadata server.
+    let default = u.p("gcloud/configurations/config_default");
+    std::fs::write(&default, "[core]\naccount = someone@example.com\n").unwrap();
+    let mut cmd = touchgate(&env, &u, &shim.addr, &["doctor"]);
+    cmd.env("GCE_METADATA_ROOT", &shim.addr)
+        .env("CLOUDSDK_ACTIVE_CONFIG_NAME", "default");
+    let o = run(cmd).await;
+    assert_line(
+        &o,
+        &format!(
+            "warn gcloud configuration default ({}): its stored account someone@example.com is used before the metadata server — use the touchgate configuration (touchgate setup gcloud), or another CLOUDSDK_CONFIG for the metadata route",
+            default.display()
+        ),
+    );
+    let mut cmd = touchgate(&env, &u, &shim.addr, &["doctor"]);
+    cmd.env("GCE_METADATA_ROOT", &shim.addr);
+    let o = run(cmd).await;
+    assert!(
+        !stdout(&o).contains("stored account"),
+        "the active touchgate configuration has none: {}",
+        stdout(&o)
+    );
 
     // The same files with the shim stopped: they rely on it, so that is a failure.
     drop(shim);

@@ -128,15 +128,7 @@ pub(super) fn check(r: &mut Report, shim: Option<SocketAddr>) -> bool {
             match std::fs::read_to_string(&conf) {
                 Err(_) => r.warn(&what, "not set up", "touchgate setup gcloud"),
                 Ok(text) => {
-                    let active = match var("CLOUDSDK_ACTIVE_CONFIG_NAME") {
-                        Some(v) => v.to_string_lossy().into_owned(),
-                        None => conf
-                            .parent()
-                            .and_then(Path::parent)
-                            .and_then(|d| std::fs::read_to_string(d.join("active_config")).ok())
-                            .map(|s| s.trim().to_owned())
-                            .unwrap_or_else(|| "default".into()),
-                    };
+                    let active = active_gcloud_config();
                     let cred = text.lines().find_map(|l| {
                         let (k, v) = l.split_once('=')?;
                         (k.trim() == "credential_file_override").then(|| PathBuf::from(v.trim()))
@@ -227,6 +219,7 @@ pub(super) fn check(r: &mut Report, shim: Option<SocketAddr>) -> bool {
     }
     if metadata_at_shim {
         gce_cache(r);
+        stored_account(r);
     }
     uses_shim
 }
@@ -242,6 +235,52 @@ fn gce_cache(r: &mut Report) {
             format!("gcloud's on-GCE cache {}", file.display()),
             "it says \"not on GCE\", so gcloud skips the metadata server for up to 10 minutes",
             format!("rm {}", file.display()),
+        );
+    }
+}
+
+/// The name of gcloud's active configuration (`CLOUDSDK_ACTIVE_CONFIG_NAME`,
+/// else `$CLOUDSDK_CONFIG/active_config`, else `default`).
+fn active_gcloud_config() -> String {
+    if let Some(v) = std::env::var_os("CLOUDSDK_ACTIVE_CONFIG_NAME").filter(|v| !v.is_empty()) {
+        return v.to_string_lossy().into_owned();
+    }
+    setup::gcloud_dir()
+        .ok()
+        .and_then(|d| std::fs::read_to_string(d.join("active_config")).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// An account stored in the active gcloud configuration takes precedence over
+/// the metadata server: gcloud would not ask the shim.
+fn stored_account(r: &mut Report) {
+    let name = active_gcloud_config();
+    let Ok(file) =
+        setup::gcloud_dir().map(|d| d.join("configurations").join(format!("config_{name}")))
+    else {
+        return;
+    };
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let mut in_core = false;
+    let account = text.lines().find_map(|l| {
+        let l = l.trim();
+        if l.starts_with('[') {
+            in_core = l == "[core]";
+            return None;
+        }
+        let (k, v) = l.split_once('=')?;
+        (in_core && k.trim() == "account" && !v.trim().is_empty()).then(|| v.trim().to_owned())
+    });
+    if let Some(account) = account {
+        r.warn(
+            format!("gcloud configuration {} ({})", printable(&name), file.display()),
+            format!(
+                "its stored account {} is used before the metadata server",
+                printable(&account)
+            ),
+            "use the touchgate configuration (touchgate setup gcloud), or another CLOUDSDK_CONFIG for the metadata route",
         );
     }
 }
