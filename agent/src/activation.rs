@@ -186,7 +186,7 @@ fn sock_opt(fd: &impl AsRawFd, opt: libc::c_int) -> std::io::Result<libc::c_int>
     Ok(value)
 }
 
-/// The only unsafe code of the agent: the two system calls std has no safe
+/// Socket activation's unsafe code: the two system calls std has no safe
 /// wrapper for.
 #[allow(unsafe_code)]
 mod sys {
