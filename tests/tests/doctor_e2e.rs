@@ -367,3 +367,53 @@ fn a_stale_socket_file_gets_its_own_line() {
         ]
     );
 }
+
+/// An agent of another protocol version, and one that never says hello: each
+/// gets its own FAIL line with its fix, and doctor never hangs (2 s time box).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_of_another_version_or_a_silent_one_is_named() {
+    use touchgate::frame::{read_frame, write_frame};
+    use touchgate::{Hello, HelloReply, PROTOCOL_VERSION};
+
+    for newer in [true, false] {
+        let u = UserDirs::new();
+        let sock = private_run_dir(&u);
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let fake = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let _hello: Hello = read_frame(&mut s).await.unwrap();
+            if newer {
+                let reply = HelloReply::Hello(Hello {
+                    protocol: PROTOCOL_VERSION + 1,
+                    software: "touchgate-agent 9.9.9".into(),
+                });
+                write_frame(&mut s, &reply).await.unwrap();
+            }
+            // Silent: keep the connection open, answer nothing, until doctor is done.
+            let _ = read_frame::<_, Hello>(&mut s).await;
+        });
+        let o = run(touchgate(
+            &[("TOUCHGATE_SOCK", sock.clone())],
+            &u,
+            "127.0.0.1:9",
+            &["doctor"],
+        ))
+        .await;
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        let want = if newer {
+            format!(
+                "FAIL agent at {}: it speaks protocol {}, this touchgate speaks {PROTOCOL_VERSION} — install touchgate and touchgate-agent of the same release, then restart the agent",
+                sock.display(),
+                PROTOCOL_VERSION + 1
+            )
+        } else {
+            format!(
+                "FAIL agent at {}: no hello within 2 s (the agent hangs) — restart the agent (systemctl --user restart touchgate-agent, or kill it and eval \"$(touchgate-agent)\")",
+                sock.display()
+            )
+        };
+        assert_line(&o, &want);
+        fake.await.unwrap();
+    }
+}
