@@ -417,3 +417,37 @@ async fn an_agent_of_another_version_or_a_silent_one_is_named() {
         fake.await.unwrap();
     }
 }
+
+/// A socket and its directory owned by someone else (root chowns them to 65534):
+/// both named first, each with its fix.
+#[test]
+fn a_socket_of_another_user_is_named() {
+    assert_eq!(
+        touchgate::paths::current_uid(),
+        0,
+        "this test chowns files to uid 65534 and must run as root (as CI does)"
+    );
+    let u = UserDirs::new();
+    let sock = private_run_dir(&u);
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for p in [sock.as_path(), sock.parent().unwrap()] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    let o = doctor_without_agent(&u, &sock);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        lines(&o)[..2],
+        [
+            format!(
+                "FAIL agent socket directory {}: owned by uid 65534, not by you (uid 0) — set TOUCHGATE_SOCK to a path in a directory of your own and restart the agent",
+                sock.parent().unwrap().display()
+            ),
+            format!(
+                "FAIL agent socket {} (TOUCHGATE_SOCK): owned by uid 65534, not by you (uid 0) — set TOUCHGATE_SOCK to your own agent's socket",
+                sock.display()
+            ),
+        ]
+    );
+    drop(listener);
+}
