@@ -1,7 +1,8 @@
 //! Who is on the other end of the socket.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use touchgate::{process, CallerHint};
 
@@ -26,6 +27,19 @@ pub struct Caller {
 /// The executable name whose identity claims are believed.
 pub const SHIM_EXE: &str = "touchgate-shim";
 
+/// The one shim whose claims are believed: `touchgate-shim` installed beside
+/// this agent. A file of any other path that is merely named so (anyone can
+/// build one) speaks only for itself.
+pub fn trusted_shim() -> Option<&'static Path> {
+    static SHIM: OnceLock<Option<PathBuf>> = OnceLock::new();
+    SHIM.get_or_init(|| {
+        let exe = std::env::current_exe().ok()?;
+        let shim = exe.parent()?.join(SHIM_EXE);
+        Some(std::fs::canonicalize(&shim).unwrap_or(shim))
+    })
+    .as_deref()
+}
+
 impl Caller {
     pub fn from_peer(uid: u32, pid: Option<i32>) -> Caller {
         let pid = pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
@@ -49,7 +63,7 @@ impl Caller {
             pid: None,
             ..hint.clone()
         };
-        if hint.names_a_program() && self.program() == SHIM_EXE {
+        if hint.names_a_program() && self.is_trusted_shim() {
             c.on_behalf_of = Some(hint.clone());
         }
         c
@@ -64,6 +78,11 @@ impl Caller {
             }
         }
         self.exe.clone()
+    }
+
+    /// Whether the peer is the shim installed beside this agent.
+    fn is_trusted_shim(&self) -> bool {
+        matches!((&self.exe, trusted_shim()), (Some(exe), Some(shim)) if exe == shim)
     }
 
     /// Short program name of the peer, e.g. `touchgate`.
@@ -148,7 +167,7 @@ mod tests {
         let c = Caller {
             uid: 1000,
             pid: Some(10),
-            exe: Some("/usr/bin/touchgate-shim".into()),
+            exe: trusted_shim().map(Path::to_path_buf),
             ..Default::default()
         }
         .with_hint(&CallerHint {
@@ -160,5 +179,24 @@ mod tests {
             c.to_string(),
             "gcloud (pid 4242) via touchgate-shim (pid 10)"
         );
+    }
+
+    #[test]
+    fn a_program_merely_named_touchgate_shim_speaks_for_itself() {
+        let elsewhere = Path::new("/tmp/not-the-installed-one/touchgate-shim");
+        assert_ne!(trusted_shim(), Some(elsewhere));
+        let c = Caller {
+            uid: 1000,
+            pid: Some(10),
+            exe: Some(elsewhere.into()),
+            ..Default::default()
+        }
+        .with_hint(&CallerHint {
+            program: Some("gcloud".into()),
+            pid: Some(4242),
+            ..Default::default()
+        });
+        assert_eq!(c.on_behalf_of, None);
+        assert_eq!(c.to_string(), "touchgate-shim (pid 10)");
     }
 }

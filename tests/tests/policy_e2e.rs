@@ -116,3 +116,54 @@ async fn caller_rules_and_policy_check_agree() {
         .unwrap();
     assert!(stdout(&o).contains("per = \"caller\""), "{}", stdout(&o));
 }
+
+/// The shim speaks for the program that runs it — but only the shim installed
+/// beside the agent. A copy anywhere else (anyone can build a program named
+/// `touchgate-shim`) speaks only for itself and is held to the caller list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_installed_shim_may_speak_for_another_program() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A shell named gcloud runs the shim as its child.
+    let gcloud = dir.path().join("bin").join("gcloud");
+    std::fs::create_dir_all(gcloud.parent().unwrap()).unwrap();
+    std::fs::copy("/bin/sh", &gcloud).unwrap();
+    let fake = dir.path().join("elsewhere").join("touchgate-shim");
+    std::fs::create_dir_all(fake.parent().unwrap()).unwrap();
+    std::fs::copy(bin("touchgate-shim"), &fake).unwrap();
+    let cfg = config_text(&emu.base_url(), "auto", "every-token", "")
+        + &format!(
+            "\n[profiles.train]\nservice_account = \"{INFERENCE}\"\ntouch = \"every-token\"\ncallers = [\"*/bin/gcloud\"]\n"
+        );
+    let agent = AgentProc::start(&cfg);
+    agent.enrol_and_import(&key_json);
+
+    for (shim, believed) in [(bin("touchgate-shim"), true), (fake, false)] {
+        // `; exit $?` keeps the shell from replacing itself with the shim.
+        let o = Command::new(&gcloud)
+            .args([
+                "-c",
+                &format!("'{}' token --profile train; exit $?", shim.display()),
+            ])
+            .envs(agent.env())
+            .output()
+            .unwrap();
+        if believed {
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert!(stdout(&o).trim().starts_with("ya29."), "{}", stdout(&o));
+            assert!(
+                agent.stderr().contains("gcloud (pid"),
+                "the installed shim named its parent: {}",
+                agent.stderr()
+            );
+        } else {
+            assert!(!o.status.success(), "a copy of the shim was believed");
+            assert!(stdout(&o).trim().is_empty());
+            assert!(
+                stderr(&o).contains("profiles.train.callers"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
+}
