@@ -382,58 +382,70 @@ pub fn keys_of(vault: &crate::vault::VaultFile) -> HashMap<String, Vec<u8>> {
         .collect()
 }
 
+/// A log at `dir/audit.jsonl`: an enrolment and two touches (profiles
+/// "inference" and "train", asked by `caller` at `time`) by a new software key
+/// at `dir/k.json`. For tests and the fuzz seeds; panics on any failure.
+#[doc(hidden)]
+pub fn sample_log(dir: &Path, caller: &str, time: u64) -> PathBuf {
+    use crate::key::soft::{AutoTouch, SoftKey};
+    use crate::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
+
+    let key = SoftKey::open(&dir.join("k.json"), std::sync::Arc::new(AutoTouch))
+        .expect("a software key in the sample dir");
+    let att = key
+        .make_credential(&MakeCredentialRequest {
+            rp_id: RP_ID.into(),
+            challenge: [1; 32],
+            user_id: vec![1],
+            user_name: "u".into(),
+            hmac_secret: true,
+            uv: false,
+            pin: None,
+            exclude: vec![],
+        })
+        .expect("the software key enrols");
+    let path = dir.join("audit.jsonl");
+    let log = AuditLog::open(&path).expect("the sample log opens");
+    log.append(Record {
+        time,
+        event: "enrolled".into(),
+        credential: Some(hex::encode(&att.credential_id)),
+        public_key: Some(hex::encode(&att.public_key_sec1)),
+        ..Default::default()
+    });
+    for profile in ["inference", "train"] {
+        let c = ChallengeInputs::fresh("get-token", &[caller, profile], time);
+        let a = key
+            .get_assertion(&GetAssertionRequest {
+                rp_id: RP_ID.into(),
+                challenge: c.challenge(),
+                allow: vec![att.credential_id.clone()],
+                hmac_salt: None,
+                uv: false,
+                pin: None,
+                up: true,
+            })
+            .expect("the software key signs");
+        log.append(Record {
+            time,
+            event: "issued".into(),
+            profile: Some(profile.into()),
+            token: Some("sha256:0011223344556677".into()),
+            touch: Some(TouchEvidence::new(&a, c)),
+            ..Default::default()
+        });
+    }
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::soft::{AutoTouch, SoftKey};
-    use crate::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
-    use std::sync::Arc;
 
     /// A log with an enrolment and two touches by a real soft key.
     fn sample() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let key = SoftKey::open(&dir.path().join("k.json"), Arc::new(AutoTouch)).unwrap();
-        let att = key
-            .make_credential(&MakeCredentialRequest {
-                rp_id: RP_ID.into(),
-                challenge: [1; 32],
-                user_id: vec![1],
-                user_name: "u".into(),
-                hmac_secret: true,
-                uv: false,
-                pin: None,
-                exclude: vec![],
-            })
-            .unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
-        log.append(Record {
-            event: "enrolled".into(),
-            credential: Some(hex::encode(&att.credential_id)),
-            public_key: Some(hex::encode(&att.public_key_sec1)),
-            ..Default::default()
-        });
-        for profile in ["inference", "train"] {
-            let c = ChallengeInputs::fresh("get-token", &["curl (pid 1)", profile], 5);
-            let a = key
-                .get_assertion(&GetAssertionRequest {
-                    rp_id: RP_ID.into(),
-                    challenge: c.challenge(),
-                    allow: vec![att.credential_id.clone()],
-                    hmac_salt: None,
-                    uv: false,
-                    pin: None,
-                    up: true,
-                })
-                .unwrap();
-            log.append(Record {
-                event: "issued".into(),
-                profile: Some(profile.into()),
-                token: Some("sha256:0011223344556677".into()),
-                touch: Some(TouchEvidence::new(&a, c)),
-                ..Default::default()
-            });
-        }
+        let path = sample_log(dir.path(), "curl (pid 1)", 5);
         (dir, path)
     }
 

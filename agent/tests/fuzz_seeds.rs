@@ -146,57 +146,10 @@ fn every_glob_seed_gives_its_outcome() {
 /// do. With TOUCHGATE_WRITE_SEEDS=1 they also replace the seeds.
 #[test]
 fn fresh_signed_audit_logs_verify_like_the_seeds() {
-    use std::sync::Arc;
-    use touchgate_agent::audit::{AuditLog, Record, TouchEvidence};
-    use touchgate_agent::ceremony::ChallengeInputs;
-    use touchgate_agent::key::soft::{AutoTouch, SoftKey};
-    use touchgate_agent::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
+    use touchgate_agent::audit::Record;
 
     let dir = tempfile::tempdir().unwrap();
-    let key = SoftKey::open(&dir.path().join("k.json"), Arc::new(AutoTouch)).unwrap();
-    let att = key
-        .make_credential(&MakeCredentialRequest {
-            rp_id: RP_ID.into(),
-            challenge: [1; 32],
-            user_id: vec![1],
-            user_name: "u".into(),
-            hmac_secret: true,
-            uv: false,
-            pin: None,
-            exclude: vec![],
-        })
-        .unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let log = AuditLog::open(&path).unwrap();
-    log.append(Record {
-        time: 1_800_000_000,
-        event: "enrolled".into(),
-        credential: Some(hex::encode(&att.credential_id)),
-        public_key: Some(hex::encode(&att.public_key_sec1)),
-        ..Default::default()
-    });
-    for profile in ["inference", "train"] {
-        let c = ChallengeInputs::fresh("get-token", &["gcloud (pid 1)", profile], 1_800_000_000);
-        let a = key
-            .get_assertion(&GetAssertionRequest {
-                rp_id: RP_ID.into(),
-                challenge: c.challenge(),
-                allow: vec![att.credential_id.clone()],
-                hmac_salt: None,
-                uv: false,
-                pin: None,
-                up: true,
-            })
-            .unwrap();
-        log.append(Record {
-            time: 1_800_000_000,
-            event: "issued".into(),
-            profile: Some(profile.into()),
-            token: Some("sha256:0011223344556677".into()),
-            touch: Some(TouchEvidence::new(&a, c)),
-            ..Default::default()
-        });
-    }
+    let path = touchgate_agent::audit::sample_log(dir.path(), "gcloud (pid 1)", 1_800_000_000);
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let write_seeds = std::env::var("TOUCHGATE_WRITE_SEEDS").is_ok_and(|v| v == "1");
