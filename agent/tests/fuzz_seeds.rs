@@ -3,7 +3,6 @@
 //! outcome each seed is kept for. Runs in the normal `cargo test`; the fuzz
 //! targets themselves need nightly (see fuzz/README.md).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use touchgate_agent::config::TouchRule;
@@ -18,28 +17,7 @@ mod glob_body {
     include!("../../fuzz/bodies/glob.rs");
 }
 
-fn seed_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus-seed")
-        .join(target)
-}
-
-fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-    let mut all: Vec<_> = std::fs::read_dir(seed_dir(target))
-        .unwrap_or_else(|e| panic!("fuzz/corpus-seed/{target}: {e}"))
-        .map(|e| {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    all.sort();
-    assert!(
-        all.len() >= 4,
-        "seeds missing from fuzz/corpus-seed/{target}"
-    );
-    all
-}
+include!("../../fuzz/bodies/seeds.rs");
 
 fn no_expectation(target: &str, name: &str) -> ! {
     panic!(

@@ -2,8 +2,6 @@
 //! the target's own body, with the outcome each seed is kept for. Runs in the
 //! normal `cargo test`; the fuzz target itself needs nightly (see fuzz/README.md).
 
-use std::path::PathBuf;
-
 use touchgate::frame::{FrameError, MAX_FRAME};
 use touchgate::{
     CallerHint, ErrorCode, ErrorReply, Hello, HelloReply, ProfileInfo, Request, Response, Secret,
@@ -15,22 +13,7 @@ mod body {
     include!("../../fuzz/bodies/frame.rs");
 }
 
-fn seed_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus-seed/frame")
-}
-
-fn seeds() -> Vec<(String, Vec<u8>)> {
-    let mut all: Vec<_> = std::fs::read_dir(seed_dir())
-        .expect("fuzz/corpus-seed/frame exists")
-        .map(|e| {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    all.sort();
-    all
-}
+include!("../../fuzz/bodies/seeds.rs");
 
 fn hello() -> Hello {
     Hello::ours("touchgate 0.1.0")
@@ -138,11 +121,11 @@ fn ended_closed(run: &body::FrameRun) -> bool {
 
 #[test]
 fn every_frame_seed_gives_its_outcome() {
-    let all = seeds();
+    let all = seeds("frame");
     assert!(
         all.len() >= 6,
         "seeds missing from {}",
-        seed_dir().display()
+        seed_dir("frame").display()
     );
     for (name, data) in all {
         let run = body::run(&data);
@@ -227,7 +210,7 @@ fn every_frame_seed_gives_its_outcome() {
 /// protocol change, TOUCHGATE_WRITE_SEEDS=1 rewrites them.
 #[test]
 fn frame_seeds_are_current() {
-    let dir = seed_dir();
+    let dir = seed_dir("frame");
     let write = std::env::var("TOUCHGATE_WRITE_SEEDS").is_ok_and(|v| v == "1");
     let w = |n: &str, b: &[u8]| {
         if write {

@@ -37,17 +37,12 @@ fn which(name: &str) -> Option<String> {
 }
 
 async fn configure(config: &Path, emu_url: &str) {
-    let o = run(gcloud(
+    config_set(
         config,
-        &[
-            "config",
-            "set",
-            "api_endpoint_overrides/aiplatform",
-            &format!("{emu_url}/"),
-        ],
-    ))
+        "api_endpoint_overrides/aiplatform",
+        &format!("{emu_url}/"),
+    )
     .await;
-    assert!(o.status.success(), "gcloud config set: {}", stderr(&o));
     // That run found no metadata server and cached "not on GCE" for 10 minutes.
     let _ = std::fs::remove_file(config.join("gce"));
 }
@@ -61,17 +56,22 @@ async fn configured(emu: &EmulatorHandle) -> tempfile::TempDir {
 
 /// `gcloud config set auth/credential_file_override ADC`: no login needed.
 async fn override_credential_file(config: &Path, adc: &Path) {
-    let o = run(gcloud(
+    config_set(
         config,
-        &[
-            "config",
-            "set",
-            "auth/credential_file_override",
-            adc.to_str().unwrap(),
-        ],
-    ))
+        "auth/credential_file_override",
+        adc.to_str().unwrap(),
+    )
     .await;
-    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `gcloud config set KEY VALUE` in `config`.
+async fn config_set(config: &Path, key: &str, value: &str) {
+    let o = run(gcloud(config, &["config", "set", key, value])).await;
+    assert!(
+        o.status.success(),
+        "gcloud config set {key}: {}",
+        stderr(&o)
+    );
 }
 
 fn models_list(config: &Path) -> Command {
