@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc::UnboundedSender;
 use touchgate::{
-    EnrolledReply, ErrorCode, ErrorReply, ProfileInfo, Request, Response, StatusReply,
+    EnrolledReply, ErrorCode, ErrorReply, ProfileInfo, Request, Response, SecurityWarning,
+    StatusReply,
 };
 
 use crate::audit::AuditLog;
@@ -289,7 +290,24 @@ impl Agent {
             touches: self.touches.load(Ordering::Relaxed),
             mints: self.mints.load(Ordering::Relaxed),
             locked,
+            warnings: self.security_warnings(),
         }
+    }
+
+    /// What in this agent's set-up weakens touchgate's promises (logged at
+    /// start, shown by `touchgate status` and `touchgate doctor`).
+    pub fn security_warnings(&self) -> Vec<SecurityWarning> {
+        let mut w = Vec::new();
+        if let Some(state_file) = self.key.plaintext_secret() {
+            w.push(SecurityWarning::SoftKey {
+                state_file: state_file.display().to_string(),
+            });
+        }
+        let key = &self.config().key;
+        if !key.allowed_aaguids.is_empty() && key.attestation_roots.is_empty() {
+            w.push(SecurityWarning::UnattestedAaguids);
+        }
+        w
     }
 
     /// Lock: drop every cached token, approval window and unsealed credential,

@@ -11,8 +11,8 @@
 //! lock_on_session_lock = true # lock when a session of this user locks (logind)
 //!
 //! [key]
-//! backend = "soft"          # the software key; hardware comes with the next release
-//! touch = "prompt"          # soft key only: prompt (Enter), auto, deny, never
+//! backend = "hid"           # a USB security key (the default); "soft" only for demos and tests
+//! # touch = "prompt"        # soft key only: prompt (Enter), auto, deny, never
 //!
 //! [notify]                  # desktop notifications over D-Bus (never delay a token)
 //! enabled = true
@@ -147,7 +147,8 @@ pub struct KeySettings {
 impl Default for KeySettings {
     fn default() -> Self {
         KeySettings {
-            backend: KeyBackend::Soft,
+            // Safe by default: the software key keeps its secret in plain text.
+            backend: KeyBackend::Hid,
             touch: "prompt".into(),
             soft_key_state: None,
             devices: vec![],
@@ -162,7 +163,8 @@ impl Default for KeySettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyBackend {
-    /// The software key (demo and tests).
+    /// The software key (demo and tests): its secret lies in plain text in the
+    /// state dir, so it is used only when asked for by name, with a warning.
     Soft,
     /// USB security keys through ctap-hid-fido2.
     Hid,

@@ -147,6 +147,14 @@ fn main() -> ExitCode {
             Ok(a) => a,
             Err(e) => return fail(&args, &format!("{e:#}")),
         };
+        // Every start says what weakens the set-up (the software key above all);
+        // a daemonising start passes it to the terminal that ran us.
+        for w in agent.security_warnings() {
+            tracing::warn!("{w}");
+            if args.daemon_child {
+                println!("WARN {w}");
+            }
+        }
         let listener = match activation {
             Activation::Socket(passed) => match server::Listener::activated(passed) {
                 Ok(l) => {
@@ -266,8 +274,16 @@ fn daemonise(settings: &Settings) -> ExitCode {
         }
     };
     let mut line = String::new();
-    let out = child.stdout.take().expect("piped");
-    let _ = BufReader::new(out).read_line(&mut line);
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    // Warnings first (to the terminal, never to the eval'd stdout), then READY or ERROR.
+    loop {
+        line.clear();
+        let _ = out.read_line(&mut line);
+        match line.trim_end().strip_prefix("WARN ") {
+            Some(w) => eprintln!("touchgate-agent: warning: {w}"),
+            None => break,
+        }
+    }
     match line.trim_end() {
         "READY" => {
             println!("{}", export_line(settings));

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 /// Version of this protocol. A peer with another version is refused with an error naming both.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// First frame, both ways.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +192,40 @@ pub struct StatusReply {
     pub mints: u64,
     /// Why the agent is locked, when it is.
     pub locked: Option<String>,
+    /// What in this agent's set-up weakens touchgate's promises (empty on a safe set-up).
+    pub warnings: Vec<SecurityWarning>,
+}
+
+/// Something in an agent's set-up that weakens what touchgate promises. The
+/// agent logs each at start; `touchgate status` prints them and `touchgate
+/// doctor` fails on [`SecurityWarning::SoftKey`] and warns on the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecurityWarning {
+    /// `backend = "soft"`: the software key keeps its secret in plain text in
+    /// this file, so a copy of the state dir opens the vault without a touch.
+    SoftKey { state_file: String },
+    /// `allowed_aaguids` without `attestation_roots`: a key's model (AAGUID) is
+    /// only what the key says of itself, so any key can claim a listed model.
+    UnattestedAaguids,
+}
+
+impl std::fmt::Display for SecurityWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecurityWarning::SoftKey { state_file } => write!(
+                f,
+                "the software key (backend = \"soft\") keeps its secret in plain text in {state_file}: \
+                 anyone with a copy of that file and the vault can mint tokens without a touch; \
+                 for real use set backend = \"hid\" in [key] and enrol a security key"
+            ),
+            SecurityWarning::UnattestedAaguids => write!(
+                f,
+                "key.allowed_aaguids is set without key.attestation_roots: a key's model is only what \
+                 the key says of itself, so any key can claim a listed AAGUID; add the vendor's root \
+                 certificate to attestation_roots to enforce the list"
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -407,6 +441,12 @@ mod tests {
                 touches: 3,
                 mints: 4,
                 locked: Some("idle for 30m".into()),
+                warnings: vec![
+                    SecurityWarning::SoftKey {
+                        state_file: "/s/soft-key.json".into(),
+                    },
+                    SecurityWarning::UnattestedAaguids,
+                ],
             }),
             Response::Locked { dropped_tokens: 5 },
             Response::Profiles(vec![profile()]),

@@ -75,6 +75,7 @@ fn status() -> Response {
         touches: 2,
         mints: 3,
         locked: None,
+        warnings: vec![],
     })
 }
 

@@ -239,6 +239,84 @@ fn daemon_mode_prints_the_export_line() {
     assert!(log.contains("shutting down"), "{log}");
 }
 
+/// `eval "$(touchgate-agent)"` with `config`'s text (None: no config file at all)
+/// in `dir`; returns the daemon's pid and its start's stderr.
+fn daemon(dir: &std::path::Path, config: Option<&str>) -> (u32, String) {
+    if let Some(text) = config {
+        std::fs::write(dir.join("config.toml"), text).unwrap();
+    }
+    let o = Command::new(bin("touchgate-agent"))
+        .env("TOUCHGATE_SOCK", dir.join("run/agent.sock"))
+        .env("TOUCHGATE_CONFIG", dir.join("config.toml"))
+        .env("TOUCHGATE_STATE_DIR", dir.join("state"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pid = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("echo Agent pid "))
+        .and_then(|l| l.trim_end_matches(';').parse().ok())
+        .unwrap();
+    (pid, stderr(&o))
+}
+
+fn cli_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin("touchgate"))
+        .args(args)
+        .env("TOUCHGATE_SOCK", dir.join("run/agent.sock"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_default_install_uses_the_security_key_and_says_when_there_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pid, start) = daemon(dir.path(), None);
+    assert!(start.is_empty(), "a safe default warns of nothing: {start}");
+    let st = cli_in(dir.path(), &["status"]);
+    assert!(st.status.success(), "{}", stderr(&st));
+    assert!(stdout(&st).contains("key backend: hid"), "{}", stdout(&st));
+    assert!(!stdout(&st).contains("WARNING"), "{}", stdout(&st));
+    // No key plugged in (no hidraw device here): one line naming what to do.
+    let o = cli_in(dir.path(), &["enroll"]);
+    let err = assert_one_line_error(&o, "no security key found");
+    assert!(err.contains("plug in"), "{err}");
+    assert!(err.contains("udev"), "{err}");
+    assert!(!err.contains("touch was refused"), "{err}");
+    sigterm(pid);
+    assert!(
+        !dir.path().join("state/soft-key.json").exists(),
+        "a default install created a software key"
+    );
+}
+
+#[test]
+fn the_software_key_is_named_and_warned_about_at_start_and_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[key]\nbackend = \"soft\"\ntouch = \"auto\"\n";
+    let (pid, start) = daemon(dir.path(), Some(config));
+    let soft_key = dir.path().join("state/soft-key.json");
+    let want = format!(
+        "touchgate-agent: warning: the software key (backend = \"soft\") keeps its secret in plain text in {}",
+        soft_key.display()
+    );
+    assert!(start.starts_with(&want), "{start}");
+    assert_eq!(start.lines().count(), 1, "{start}");
+    let st = cli_in(dir.path(), &["status"]);
+    assert!(
+        stdout(&st).contains(&format!(
+            "WARNING: the software key (backend = \"soft\") keeps its secret in plain text in {}",
+            soft_key.display()
+        )),
+        "{}",
+        stdout(&st)
+    );
+    sigterm(pid);
+    let log = std::fs::read_to_string(dir.path().join("state/agent.log")).unwrap();
+    assert!(log.contains("keeps its secret in plain text"), "{log}");
+}
+
 #[test]
 fn demo_auto_touch_passes() {
     let o = Command::new(bin("touchgate"))

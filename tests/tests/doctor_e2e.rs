@@ -72,10 +72,29 @@ fn assert_line(o: &Output, want: &str) {
     );
 }
 
-fn agent_with_key(emu_url: &str, key: &str) -> AgentProc {
-    let agent = AgentProc::start(&config_text(emu_url, "auto", "every-token", ""));
-    agent.enrol_and_import(key);
-    agent
+/// An agent over an emulated USB security key (doctor FAILs on the software
+/// key), enrolled and holding `key` as "default".
+struct KeyedAgent {
+    agent: AgentProc,
+    _key: hid::EmuKey,
+    _key_dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for KeyedAgent {
+    type Target = AgentProc;
+    fn deref(&self) -> &AgentProc {
+        &self.agent
+    }
+}
+
+fn agent_with_key(emu_url: &str, key: &str) -> KeyedAgent {
+    let key_dir = tempfile::tempdir().unwrap();
+    let (emu_key, agent) = hid::enrolled_hid_agent(emu_url, key, key_dir.path(), "every-token");
+    KeyedAgent {
+        agent,
+        _key: emu_key,
+        _key_dir: key_dir,
+    }
 }
 
 /// The `ok` lines of an agent that answers, is enrolled, holds "default" and is unlocked.
@@ -92,8 +111,12 @@ fn agent_ok_lines(agent: &AgentProc, out: &[String]) {
         ),
     ];
     assert_eq!(out[..2], want, "{out:#?}");
-    assert!(out[2].starts_with("ok   key enrolled: "), "{out:#?}");
-    assert_eq!(out[3], "ok   sealed credentials: default");
+    assert_eq!(
+        out[2], "ok   key backend hid: the secret never leaves the key",
+        "{out:#?}"
+    );
+    assert!(out[3].starts_with("ok   key enrolled: "), "{out:#?}");
+    assert_eq!(out[4], "ok   sealed credentials: default");
 }
 
 /// A 0700 `run/` directory in `u`; the socket path in it.
@@ -183,7 +206,7 @@ async fn a_complete_setup_is_all_ok() {
         "ok   GOOGLE_APPLICATION_CREDENTIALS not set (the ADC file is used)".to_owned(),
         "ok   GCE_METADATA_ROOT/HOST/IP not set (metadata route unused; touchgate exec sets them per command)".to_owned(),
     ];
-    assert_eq!(out[4..], want, "{out:#?}");
+    assert_eq!(out[5..], want, "{out:#?}");
 
     // The metadata route for gcloud, and gcloud's remembered "not on GCE".
     let gce = u.p("gcloud/gce");
@@ -284,6 +307,52 @@ async fn a_plaintext_key_is_named_and_never_printed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_software_key_fails_and_an_unattested_aaguid_list_warns() {
+    let (emu, key) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "every-token", ""));
+    agent.enrol_and_import(&key);
+    let u = UserDirs::new();
+    let o = run(touchgate(&agent.env(), &u, "127.0.0.1:9", &["doctor"])).await;
+    let soft_key = agent.dir.path().join("state/soft-key.json");
+    let fix = format!(
+        "set backend = \"hid\" in [key] of {}, restart the agent, touchgate enroll",
+        agent.dir.path().join("config.toml").display()
+    );
+    assert_eq!(
+        lines(&o)[2],
+        format!(
+            "FAIL key backend soft: the software key's secret lies in plain text in {}: a copy of the state dir mints tokens without a touch — {fix}",
+            soft_key.display()
+        ),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+
+    // An AAGUID allow-list without attestation roots trusts what the key says of itself.
+    let key_dir = tempfile::tempdir().unwrap();
+    let emu_key = hid::EmuKey::start(
+        key_dir.path(),
+        "k1",
+        std::sync::Arc::new(touchgate_agent::key::soft::AutoTouch),
+        Default::default(),
+    );
+    let agent = hid::start_hid_agent(&hid::hid_config(
+        &emu.base_url(),
+        &[emu_key.path()],
+        "every-token",
+        "10s",
+        "allowed_aaguids = [\"00000000-0000-0000-0000-000000000000\"]",
+    ));
+    let o = run(touchgate(&agent.env(), &u, "127.0.0.1:9", &["doctor"])).await;
+    assert_line(
+        &o,
+        "warn key.allowed_aaguids: set without key.attestation_roots: a key's model is only what the key says of itself — add the vendor's attestation root to key.attestation_roots",
+    );
+    assert_line(&o, "ok   key backend hid: the secret never leaves the key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_locked_agent_is_a_warning_with_the_unlock_hint() {
     let (emu, key) = emulator().await;
     let agent = agent_with_key(&emu.base_url(), &key);
@@ -292,7 +361,7 @@ async fn a_locked_agent_is_a_warning_with_the_unlock_hint() {
     let o = run(touchgate(&agent.env(), &u, "127.0.0.1:9", &["doctor"])).await;
     agent_ok_lines(&agent, &lines(&o));
     assert_eq!(
-        lines(&o)[4],
+        lines(&o)[5],
         "warn agent locked: locked by touchgate lock — touchgate unlock"
     );
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
@@ -336,7 +405,7 @@ async fn an_unknown_profile_fails() {
     .await;
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(
-        lines(&o)[5].starts_with(
+        lines(&o)[6].starts_with(
             "FAIL profile nope: the agent has no such profile — add [profiles.nope] to "
         ),
         "{}",

@@ -63,9 +63,7 @@ impl HidKey {
             self.paths.clone()
         };
         if paths.is_empty() {
-            return Err(KeyError::Device(
-                "no FIDO2 security key found: plug one in (on Linux, check that your user may open /dev/hidraw*; see the README)".into(),
-            ));
+            return Err(KeyError::NotFound);
         }
         Ok(paths)
     }
@@ -74,10 +72,22 @@ impl HidKey {
         FidoKeyHid::new(&[HidParam::Path(path.to_owned())], &lib_cfg())
             .map(|k| Arc::new(k.with_pin_protocol_version(self.pin_protocol)))
             .map_err(|e| {
-                KeyError::Device(format!(
-                    "cannot open the security key {path}: {}",
-                    one_line(&e)
-                ))
+                // hidapi lists devices the user may not open: say which rule is missing.
+                let denied = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+                if denied {
+                    KeyError::NoAccess {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    KeyError::Device(format!(
+                        "cannot open the security key {path}: {}",
+                        one_line(&e)
+                    ))
+                }
             })
     }
 

@@ -139,6 +139,10 @@ pub enum KeyError {
     PinBlocked,
     #[error("the security key {key} does not support {what}")]
     Unsupported { key: String, what: String },
+    #[error("no security key found: plug in a FIDO2 security key; if one is plugged in, your user may not open it: add the udev rule from the README (KERNEL==\"hidraw*\", TAG+=\"uaccess\") and plug it in again")]
+    NotFound,
+    #[error("your user may not open the security key {path}: add the udev rule from the README (KERNEL==\"hidraw*\", TAG+=\"uaccess\") and plug it in again, or check `ls -l {path}`")]
+    NoAccess { path: String },
     #[error("security key error: {0}")]
     Device(String),
 }
@@ -158,6 +162,11 @@ pub trait SecurityKey: Send + Sync {
     /// Whether a key is plugged in, when the backend can tell (cheaply, without
     /// talking to it); `None` when it cannot.
     fn present(&self) -> Option<bool> {
+        None
+    }
+    /// The file holding this key's secret in plain text, for a key that has
+    /// one (the software key); `None` for a real security key.
+    fn plaintext_secret(&self) -> Option<std::path::PathBuf> {
         None
     }
 }

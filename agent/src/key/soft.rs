@@ -997,6 +997,10 @@ impl SecurityKey for SoftKey {
         "soft"
     }
 
+    fn plaintext_secret(&self) -> Option<PathBuf> {
+        Some(self.path.clone())
+    }
+
     /// makeCredential with packed self-attestation. Always needs a touch.
     fn make_credential(&self, req: &MakeCredentialRequest) -> Result<Attestation, KeyError> {
         let mut session = self.session();

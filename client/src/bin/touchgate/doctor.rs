@@ -18,7 +18,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use touchgate::{paths, Client, ClientError, StatusReply, PROTOCOL_VERSION};
+use touchgate::{paths, Client, ClientError, SecurityWarning, StatusReply, PROTOCOL_VERSION};
 
 use crate::exec::SHIM_ADDR_ENV;
 use crate::setup;

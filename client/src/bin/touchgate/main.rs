@@ -222,6 +222,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             if let Some(why) = &s.locked {
                 println!("locked: {why} (run touchgate unlock)");
             }
+            for w in &s.warnings {
+                println!("WARNING: {w}");
+            }
             print_profiles(&s.profiles);
         }
         Command::Keys { command } => keys(command).await?,

@@ -140,6 +140,33 @@ pub(super) async fn socket_and_hello(r: &mut Report) -> Option<Client> {
 }
 
 pub(super) fn state(r: &mut Report, s: &StatusReply, profile: Option<&str>) {
+    let mut soft = false;
+    for w in &s.warnings {
+        match w {
+            SecurityWarning::SoftKey { state_file } => {
+                soft = true;
+                r.fail(
+                    "key backend soft",
+                    format!("the software key's secret lies in plain text in {state_file}: a copy of the state dir mints tokens without a touch"),
+                    format!(
+                        "set backend = \"hid\" in [key] of {}, restart the agent, touchgate enroll",
+                        paths::config_path().display()
+                    ),
+                );
+            }
+            SecurityWarning::UnattestedAaguids => r.warn(
+                "key.allowed_aaguids",
+                "set without key.attestation_roots: a key's model is only what the key says of itself",
+                "add the vendor's attestation root to key.attestation_roots",
+            ),
+        }
+    }
+    if !soft {
+        r.ok(format!(
+            "key backend {}: the secret never leaves the key",
+            s.key_backend
+        ));
+    }
     match &s.enrolled {
         Some(e) => r.ok(format!(
             "key enrolled: {} credential {}",
