@@ -202,6 +202,7 @@ async fn a_hundred_processes_during_one_pending_touch_all_get_the_token() {
             .await
             .unwrap();
     assert!(asked, "no touch was asked for; shim: {}", shim.stderr());
+    // Nothing announces a new connection to the shim: the kernel's table is polled.
     let deadline = Instant::now() + Duration::from_secs(60);
     while established_to(port) < CALLERS {
         assert!(
