@@ -5,7 +5,8 @@
 //!
 //! [agent]
 //! touch_timeout = "30s"     # how long a touch may take before every waiter gets an error
-//! max_connections = 64      # concurrent client connections
+//! max_connections = 64      # concurrent client connections (one process: at most half)
+//! idle_connection_timeout = "60s" # a connection waiting for its next request is closed after this
 //! expiry_margin = "60s"     # never hand out a token with less than this left
 //! lock_on_sleep = true      # lock when the machine goes to sleep (logind)
 //! lock_on_session_lock = true # lock when a session of this user locks (logind)
@@ -97,6 +98,9 @@ pub struct AgentSettings {
     #[serde(deserialize_with = "de_duration")]
     pub touch_timeout: Duration,
     pub max_connections: usize,
+    /// A connection with no request in progress is closed after this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_connection_timeout: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub expiry_margin: Duration,
     /// Lock after this long without a token request (unset: never).
@@ -115,6 +119,7 @@ impl Default for AgentSettings {
         AgentSettings {
             touch_timeout: Duration::from_secs(30),
             max_connections: 64,
+            idle_connection_timeout: Duration::from_secs(60),
             expiry_margin: Duration::from_secs(60),
             idle_lock: None,
             lock_on_key_removal: true,
@@ -438,6 +443,13 @@ impl Config {
                 path.display()
             )));
         }
+        let idle = cfg.agent.idle_connection_timeout;
+        if !(Duration::from_secs(1)..=Duration::from_secs(86400)).contains(&idle) {
+            return Err(ConfigError(format!(
+                "config {}: agent.idle_connection_timeout must be between \"1s\" and \"24h\", not {idle:?}",
+                path.display()
+            )));
+        }
         Ok(cfg)
     }
 
@@ -579,6 +591,23 @@ lifetime = "5m"
             .unwrap_err()
             .0;
         assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn the_idle_connection_timeout_is_range_checked() {
+        assert_eq!(
+            parse("").unwrap().agent.idle_connection_timeout,
+            Duration::from_secs(60)
+        );
+        let c = parse("[agent]\nidle_connection_timeout = \"2s\"\n").unwrap();
+        assert_eq!(c.agent.idle_connection_timeout, Duration::from_secs(2));
+        for bad in ["0s", "500ms", "2d"] {
+            let e = parse(&format!("[agent]\nidle_connection_timeout = \"{bad}\"\n"))
+                .unwrap_err()
+                .0;
+            assert!(e.contains("idle_connection_timeout must be between"), "{e}");
+            assert!(!e.contains('\n'));
+        }
     }
 
     #[test]

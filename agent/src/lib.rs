@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod activation;
+pub mod admission;
 pub mod agent;
 pub mod attestation;
 pub mod audit;

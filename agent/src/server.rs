@@ -1,5 +1,6 @@
-//! The Unix socket: bind safely, accept with a connection cap, check the peer,
-//! speak the protocol, shut down cleanly.
+//! The Unix socket: bind safely, check the peer's uid at accept, admit our
+//! own user's connections within the caps of [`crate::admission`], close idle
+//! ones, speak the protocol, shut down cleanly.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -7,15 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use touchgate::frame::{read_frame, write_frame, FrameError};
 use touchgate::{ErrorCode, ErrorReply, Hello, HelloReply, Request, Response, PROTOCOL_VERSION};
 
+use touchgate::refusals::RefusalLog;
+
+use crate::admission::Admission;
 use crate::agent::Agent;
 use crate::caller::Caller;
 
-/// How long a client may take to say hello.
+/// How long a client may take to say hello (at most the idle timeout).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the first refusal of a uid, one log line per this long.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -102,15 +108,23 @@ pub async fn bind(path: &Path) -> Result<Listener, BindError> {
 
 /// Serve until `shutdown` resolves; then stop accepting, cancel any pending
 /// touch, and remove the socket (unless systemd passed it).
+///
+/// Another user's connection is refused from its credentials at accept,
+/// before it takes a connection slot; our own user's are admitted by
+/// [`Admission`] (see there); a connection with no request in progress is
+/// closed after `agent.idle_connection_timeout`.
 pub async fn serve(
     agent: Arc<Agent>,
     listener: Listener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(agent.config().agent.max_connections));
+    let settings = agent.config().agent.clone();
+    let admission = Admission::new(settings.max_connections);
+    let idle = settings.idle_connection_timeout;
+    let refusals = RefusalLog::new(REFUSAL_LOG_EVERY);
     let watch = agent.spawn_watch();
     let me = touchgate::paths::current_uid();
-    tracing::info!(socket = %listener.path.display(), max_connections = agent.config().agent.max_connections, "listening");
+    tracing::info!(socket = %listener.path.display(), max_connections = settings.max_connections, idle_connection_timeout = ?idle, "listening");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -123,19 +137,39 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let agent = agent.clone();
-                match permits.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                let cred = match stream.peer_cred() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("cannot read the peer's credentials, closing: {e}");
+                        continue;
+                    }
+                };
+                if cred.uid() != me {
+                    if let Some(n) = refusals.note(cred.uid()) {
+                        tracing::warn!(peer_uid = cred.uid(), peer_pid = ?cred.pid(), refused_since_last_line = n, "refused a connection from another user");
+                    }
+                    let reply = ErrorReply::new(
+                        ErrorCode::PeerRefused,
+                        format!(
+                            "this touchgate agent serves uid {me} only, and you are uid {}: start your own agent",
+                            cred.uid()
+                        ),
+                    );
+                    refuse_bounded(&admission, stream, reply);
+                    continue;
+                }
+                match admission.admit(cred.pid()) {
+                    Ok(ticket) => {
+                        let caller = Caller::from_peer(cred.uid(), cred.pid());
+                        let agent = agent.clone();
                         tokio::spawn(async move {
-                            connection(agent, stream, me).await;
-                            drop(permit);
+                            connection(agent, stream, caller, idle).await;
+                            drop(ticket);
                         });
                     }
-                    Err(_) => {
-                        tokio::spawn(refuse(stream, ErrorReply::new(
-                            ErrorCode::Busy,
-                            "the agent is serving its maximum number of connections: retry in a moment (or raise agent.max_connections)",
-                        )));
+                    Err(why) => {
+                        tracing::warn!(peer_pid = ?cred.pid(), "refused a connection: {why}");
+                        refuse_bounded(&admission, stream, ErrorReply::new(ErrorCode::Busy, why));
                     }
                 }
             }
@@ -145,6 +179,16 @@ pub async fn serve(
     watch.abort();
     tracing::info!(socket = %listener.path.display(), "shutting down");
     drop(listener);
+}
+
+/// Answer a refused connection if a refusal slot is free; else just close it.
+fn refuse_bounded(admission: &Admission, stream: UnixStream, e: ErrorReply) {
+    if let Some(slot) = admission.refusal_slot() {
+        tokio::spawn(async move {
+            refuse(stream, e).await;
+            drop(slot);
+        });
+    }
 }
 
 /// Answer a connection's hello with an error and close. The client's hello is
@@ -165,32 +209,12 @@ async fn refuse_now(mut stream: UnixStream, e: ErrorReply) {
     .await;
 }
 
-async fn connection(agent: Arc<Agent>, mut stream: UnixStream, me: u32) {
-    let cred = match stream.peer_cred() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("cannot read the peer's credentials, closing: {e}");
-            return;
-        }
-    };
-    let caller = Caller::from_peer(cred.uid(), cred.pid());
-    if cred.uid() != me {
-        tracing::warn!(peer_uid = cred.uid(), peer_pid = ?cred.pid(), "refused a connection from another user");
-        refuse(
-            stream,
-            ErrorReply::new(
-                ErrorCode::PeerRefused,
-                format!(
-                    "this touchgate agent serves uid {me} only, and you are uid {}: start your own agent",
-                    cred.uid()
-                ),
-            ),
-        )
-        .await;
-        return;
-    }
+/// One admitted connection of our own user. Waiting for a request (and for
+/// the hello) is bounded by `idle`; handling one (e.g. waiting for a touch)
+/// is not; a client that does not read its answers within `idle` is dropped.
+async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, idle: Duration) {
     let hello: Result<Hello, FrameError> =
-        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut stream)).await {
+        match tokio::time::timeout(HELLO_TIMEOUT.min(idle), read_frame(&mut stream)).await {
             Ok(r) => r,
             Err(_) => return,
         };
@@ -222,16 +246,20 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, me: u32) {
         "touchgate-agent ",
         env!("CARGO_PKG_VERSION")
     )));
-    if write_frame(&mut stream, &reply).await.is_err() {
+    if !send(&mut stream, &reply, idle).await {
         return;
     }
     loop {
-        let req: Request = match read_frame(&mut stream).await {
-            Ok(r) => r,
-            Err(FrameError::Closed) => return,
-            Err(e) => {
+        let req: Request = match tokio::time::timeout(idle, read_frame(&mut stream)).await {
+            Err(_) => {
+                tracing::debug!(%caller, "closing an idle connection (no request for {idle:?})");
+                return;
+            }
+            Ok(Ok(r)) => r,
+            Ok(Err(FrameError::Closed)) => return,
+            Ok(Err(e)) => {
                 tracing::warn!(%caller, "bad frame, closing the connection: {e}");
-                let _ = write_frame(&mut stream, &Response::Error(bad_frame(&e))).await;
+                send(&mut stream, &Response::Error(bad_frame(&e)), idle).await;
                 return;
             }
         };
@@ -242,17 +270,25 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, me: u32) {
             tokio::select! {
                 r = &mut work => break r,
                 Some(prompt) = rx.recv() => {
-                    if write_frame(&mut stream, &Response::TouchNeeded { prompt }).await.is_err() {
+                    if !send(&mut stream, &Response::TouchNeeded { prompt }, idle).await {
                         return;
                     }
                 }
             }
         };
-        if let Err(e) = write_frame(&mut stream, &resp).await {
-            tracing::debug!(%caller, "client left before its answer: {e}");
+        if !send(&mut stream, &resp, idle).await {
+            tracing::debug!(%caller, "client left before its answer");
             return;
         }
     }
+}
+
+/// Write one frame within `within`; false when the client is gone or does not read.
+async fn send<T: serde::Serialize>(stream: &mut UnixStream, msg: &T, within: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(within, write_frame(stream, msg)).await,
+        Ok(Ok(()))
+    )
 }
 
 fn bad_frame(e: &FrameError) -> ErrorReply {

@@ -15,6 +15,7 @@ pub mod frame;
 pub mod paths;
 pub mod process;
 pub mod protocol;
+pub mod refusals;
 pub mod secret;
 
 pub use client::{Client, ClientError, HelloReply};

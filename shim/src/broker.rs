@@ -18,6 +18,15 @@
 //!   refused touch are answered so that google-auth and gcloud do not retry
 //!   at all; see `metadata::agent_error`.)
 //!
+//! - at most [`AGENT_CONNECTIONS`] asks are at the agent at once (each is a
+//!   connection, and the agent serves one process only half of its
+//!   `max_connections`); the others queue, in order, for a free connection.
+//!   Asks for the same profile and scopes that reach the agent together share
+//!   one touch there; during a pending touch the queue waits behind it, and
+//!   inside an approval window it then drains from the agent's cache. With
+//!   `every-token`, a queued ask that reaches the agent after the touch asks
+//!   for its own touch: every token minted is touched for.
+//!
 //! Flights are per process on purpose: the agent applies its policy (allowed
 //! callers, per-caller touch rules) to the program the shim names, so two
 //! programs must never share a shim-side flight. Across processes the agent's
@@ -29,12 +38,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use touchgate::{CallerHint, Client, ProfileInfo, Secret};
 
 pub const UNCLAIMED_HOLD: Duration = Duration::from_secs(60);
 pub const ERROR_HOLD: Duration = Duration::from_secs(5);
 pub const PROFILES_TTL: Duration = Duration::from_secs(30);
+/// Connections to the agent open at once (its default `max_connections` is 64,
+/// and one process may hold half).
+pub const AGENT_CONNECTIONS: usize = 16;
 
 /// A token as the shim hands it out.
 #[derive(Clone)]
@@ -97,6 +109,14 @@ pub struct Broker {
     socket: Option<PathBuf>,
     state: Mutex<State>,
     profiles: Mutex<Option<(Instant, Vec<ProfileInfo>)>>,
+    /// One permit per connection to the agent; waiting for one is the queue.
+    connections: Arc<Semaphore>,
+}
+
+/// A connection to the agent, holding its place among [`AGENT_CONNECTIONS`].
+struct AgentConn {
+    client: Client,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Broker {
@@ -106,24 +126,35 @@ impl Broker {
             socket,
             state: Mutex::new(State::default()),
             profiles: Mutex::new(None),
+            connections: Arc::new(Semaphore::new(AGENT_CONNECTIONS)),
         })
     }
 
-    async fn connect(&self) -> Result<Client, AskError> {
+    /// A connection to the agent, once one of ours is free (fair: first come, first served).
+    async fn connect(&self) -> Result<AgentConn, AskError> {
+        let slot = self
+            .connections
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AskError {
+                code: None,
+                message: "touchgate-shim: shutting down".into(),
+            })?;
         let r = match &self.socket {
             Some(p) => Client::connect(p).await,
             None => Client::connect_default().await,
         };
-        r.map_err(ask_error)
+        Ok(AgentConn {
+            client: r.map_err(ask_error)?,
+            _slot: slot,
+        })
     }
 
     /// The agent's profile `name` (its default profile for `None`). The list is
     /// cached for [`PROFILES_TTL`], so a reloaded agent config shows soon.
     pub async fn profile(&self, name: Option<&str>) -> Result<ProfileInfo, AskError> {
-        let cached = self
-            .profiles
-            .lock()
-            .unwrap()
+        let cached = lock(&self.profiles)
             .clone()
             .filter(|(at, _)| at.elapsed() < PROFILES_TTL);
         let all = match cached {
@@ -132,10 +163,11 @@ impl Broker {
                 let p = self
                     .connect()
                     .await?
+                    .client
                     .list_profiles()
                     .await
                     .map_err(ask_error)?;
-                *self.profiles.lock().unwrap() = Some((Instant::now(), p.clone()));
+                *lock(&self.profiles) = Some((Instant::now(), p.clone()));
                 p
             }
         };
@@ -165,7 +197,7 @@ impl Broker {
     ) -> Outcome {
         let key = FlightKey::new(hint.pid, profile, scopes);
         let mut rx = {
-            let mut st = self.state.lock().unwrap();
+            let mut st = lock(&self.state);
             let now = Instant::now();
             st.held.retain(|_, h| h.until > now);
             if let Some(h) = st.held.get(&key) {
@@ -205,7 +237,7 @@ impl Broker {
     /// One ask to the agent; hands the outcome to every waiter, holds it when nobody waits.
     async fn fly(self: Arc<Self>, key: FlightKey, hint: CallerHint) {
         let out = self.ask(&key, hint).await;
-        let mut st = self.state.lock().unwrap();
+        let mut st = lock(&self.state);
         let Some(tx) = st.pending.remove(&key) else {
             return;
         };
@@ -229,8 +261,10 @@ impl Broker {
 
     async fn ask(&self, key: &FlightKey, hint: CallerHint) -> Outcome {
         let mut c = self.connect().await?;
-        c.on_touch_needed(|p| eprintln!("touchgate-shim: {p}"));
+        c.client
+            .on_touch_needed(|p| eprintln!("touchgate-shim: {p}"));
         let t = c
+            .client
             .get_token(key.profile.as_deref(), &key.scopes, hint)
             .await
             .map_err(ask_error)?;
@@ -257,6 +291,11 @@ pub fn effective_scopes(requested: &[String], profile: &[String]) -> Vec<String>
     } else {
         common
     }
+}
+
+/// A poisoned lock still holds usable caches (no invariant spans a panic).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn names(all: &[ProfileInfo]) -> String {

@@ -14,6 +14,7 @@
 //! It talks to the agent only through the client library (`TOUCHGATE_SOCK`).
 #![deny(unsafe_code)]
 
+mod accept;
 mod broker;
 mod config;
 mod docker;
@@ -69,6 +70,18 @@ enum Cmd {
         /// How callers are told apart: proc (Linux /proc/net/tcp), lsof (macOS), or auto.
         #[arg(long, value_name = "proc|lsof|auto")]
         callers_from: Option<String>,
+        /// Also answer to Host metadata.google.internal, metadata and 169.254.169.254
+        /// (for /etc/hosts set-ups); unsafe: a web page under such a name reaches the shim.
+        #[arg(long)]
+        allow_metadata_hostnames: bool,
+        /// Connections this user may hold open at once.
+        #[arg(long, value_name = "N", default_value_t = accept::DEFAULT_MAX_CONNECTIONS,
+              value_parser = clap::value_parser!(u32).range(1..=65536))]
+        max_connections: u32,
+        /// Seconds a client may take to send a request's headers (also the idle time of a kept-alive connection).
+        #[arg(long, value_name = "SECONDS", default_value_t = accept::DEFAULT_HEADER_TIMEOUT_SECS,
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        header_timeout: u64,
     },
     /// Print an `external_account` credential file (ADC) that gets tokens from a running shim.
     AdcFile {
@@ -128,6 +141,9 @@ fn main() -> ExitCode {
             project,
             project_number,
             callers_from,
+            allow_metadata_hostnames,
+            max_connections,
+            header_timeout,
         } => {
             let addr = match config::listen_addr(listen.as_deref()) {
                 Ok(a) => a,
@@ -142,6 +158,11 @@ fn main() -> ExitCode {
                 project,
                 project_number,
                 finder,
+                allow_metadata_hostnames,
+            };
+            let limits = accept::Limits {
+                max_connections: max_connections as usize,
+                header_timeout: std::time::Duration::from_secs(header_timeout),
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -151,7 +172,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start: {e}")),
             };
-            match rt.block_on(serve(addr, opts)) {
+            match rt.block_on(serve(addr, opts, limits)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -178,7 +199,11 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn serve(addr: SocketAddr, opts: server::Options) -> Result<(), String> {
+async fn serve(
+    addr: SocketAddr,
+    opts: server::Options,
+    limits: accept::Limits,
+) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -191,17 +216,19 @@ async fn serve(addr: SocketAddr, opts: server::Options) -> Result<(), String> {
     if let Err(e) = broker.profile(opts.profile.as_deref()).await {
         eprintln!("touchgate-shim: warning: {}", e.message);
     }
+    if opts.allow_metadata_hostnames {
+        eprintln!(
+            "touchgate-shim: warning: --allow-metadata-hostnames: answering to Host metadata.google.internal, metadata and 169.254.169.254; unless /etc/hosts maps them to 127.0.0.1, a web page whose DNS answers for those names can reach this shim (DNS rebinding)"
+        );
+    }
     let shim = server::Shim::new(broker, opts, local);
-    let app = server::router(shim).into_make_service_with_connect_info::<server::Conn>();
-    let listener = server::NoDelayListener(listener);
+    let app = server::router(shim.clone());
     println!("touchgate-shim listening on http://{local}");
     eprintln!(
         "touchgate-shim: metadata route: export GCE_METADATA_ROOT={local} GCE_METADATA_HOST={local} GCE_METADATA_IP={local}"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| format!("server stopped: {e}"))
+    accept::serve(listener, shim, app, limits, shutdown()).await;
+    Ok(())
 }
 
 async fn shutdown() {

@@ -7,6 +7,7 @@
 //! and whose remote address is our listening address. Its inode names the
 //! process: the one with a `/proc/PID/fd/N` link to `socket:[INODE]`.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -94,17 +95,29 @@ pub fn canon(a: SocketAddr) -> SocketAddr {
 }
 
 /// The row of the client end: local = `peer`, remote = `server`.
+#[cfg(test)]
 pub fn find_row(rows: &[TcpRow], peer: SocketAddr, server: SocketAddr) -> Option<&TcpRow> {
     let (peer, server) = (canon(peer), canon(server));
     rows.iter()
         .find(|r| r.local == peer && r.remote == server && r.inode != 0)
 }
 
-/// The first process under `proc_root` owned by `uid` holding `socket:[inode]`.
-pub fn find_pid(proc_root: &Path, uid: u32, inode: u64) -> Option<u32> {
+/// The processes under `proc_root` owned by `uid` holding each of `inodes`
+/// (`socket:[INODE]`), by inode: one walk of `/proc/*/fd` for all of them.
+pub fn find_pids(proc_root: &Path, uid: u32, inodes: &[u64]) -> HashMap<u64, u32> {
     use std::os::unix::fs::MetadataExt;
-    let want = format!("socket:[{inode}]");
-    for e in std::fs::read_dir(proc_root).ok()?.flatten() {
+    let mut found = HashMap::new();
+    if inodes.is_empty() {
+        return found;
+    }
+    let wanted: HashMap<String, u64> = inodes
+        .iter()
+        .map(|i| (format!("socket:[{i}]"), *i))
+        .collect();
+    let Ok(procs) = std::fs::read_dir(proc_root) else {
+        return found;
+    };
+    for e in procs.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
@@ -117,26 +130,45 @@ pub fn find_pid(proc_root: &Path, uid: u32, inode: u64) -> Option<u32> {
             continue;
         };
         for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
-                return Some(pid);
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if let Some(inode) = link.to_str().and_then(|l| wanted.get(l)) {
+                // The first process found keeps it.
+                found.entry(*inode).or_insert(pid);
             }
         }
+        if found.len() == wanted.len() {
+            break;
+        }
     }
-    None
+    found
 }
 
-/// The row of the client end in the socket table at `path`, read only as far
-/// as that row: every `read` of these files costs the kernel a walk of the
-/// connection hash (about 2 ms on a large machine, however few sockets there
-/// are), and a read may stop short of the end.
-fn find_in_table(path: &Path, peer: SocketAddr, server: SocketAddr) -> Option<TcpRow> {
+/// The rows of the client ends `peers` → `server` in the socket table at
+/// `path`, by client address. The table is read only as far as the last of
+/// them: every `read` of these files costs the kernel a walk of the connection
+/// hash (milliseconds on a large machine, however few sockets are wanted), so
+/// one read serves every connection waiting to be looked up.
+fn find_in_table(
+    path: &Path,
+    peers: &[SocketAddr],
+    server: SocketAddr,
+) -> HashMap<SocketAddr, TcpRow> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
+    let mut found = HashMap::new();
+    let wanted: std::collections::HashSet<SocketAddr> = peers.iter().map(|p| canon(*p)).collect();
+    let server = canon(server);
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return found;
+    };
     let mut chunk = vec![0u8; 1 << 20];
     let mut pending: Vec<u8> = Vec::new();
     let mut header = true;
     loop {
-        let n = f.read(&mut chunk).ok()?;
+        let Ok(n) = f.read(&mut chunk) else {
+            return found;
+        };
         pending.extend_from_slice(&chunk[..n]);
         // Whole lines only; at the end of the file, whatever is left.
         let end = match (n, pending.iter().rposition(|b| *b == b'\n')) {
@@ -149,40 +181,62 @@ fn find_in_table(path: &Path, peer: SocketAddr, server: SocketAddr) -> Option<Tc
             if std::mem::take(&mut header) {
                 continue;
             }
-            if let Some(row) = parse_row(line) {
-                if find_row(std::slice::from_ref(&row), peer, server).is_some() {
-                    return Some(row);
-                }
+            let Some(row) = parse_row(line) else {
+                continue;
+            };
+            if row.remote == server && row.inode != 0 && wanted.contains(&row.local) {
+                found.insert(row.local, row);
             }
         }
-        if n == 0 {
-            return None;
+        if n == 0 || found.len() == wanted.len() {
+            return found;
         }
     }
 }
 
-/// Who holds the client end of the connection `peer` → `server`, from
-/// `proc_root` (`/proc`). `None` when no such socket is listed (the client
-/// already hung up, or no `/proc`). The process is searched for only when the
-/// socket's uid is `pid_if_uid` (another user's processes need not be read).
+/// Who holds the client end of each connection `peers[i]` → `server`, from
+/// `proc_root` (`/proc`). `None` where no such socket is listed (the client
+/// already hung up, or no `/proc`). Processes are searched for only for
+/// sockets whose uid is `pid_if_uid` (another user's need not be read).
 pub fn lookup_in(
     proc_root: &Path,
-    peer: SocketAddr,
+    peers: &[SocketAddr],
     server: SocketAddr,
     pid_if_uid: Option<u32>,
-) -> Option<Peer> {
+) -> Vec<Option<Peer>> {
     // An IPv4 client is in `tcp`; `tcp6` (IPv6, or IPv4-mapped sockets) only
-    // when it is not there.
-    let row = ["tcp", "tcp6"]
+    // for those not there.
+    let net = proc_root.join("net");
+    let mut rows = find_in_table(&net.join("tcp"), peers, server);
+    let missing: Vec<SocketAddr> = peers
         .iter()
-        .find_map(|t| find_in_table(&proc_root.join("net").join(t), peer, server))?;
-    let row = &row;
-    let pid = if pid_if_uid == Some(row.uid) {
-        find_pid(proc_root, row.uid, row.inode)
-    } else {
-        None
+        .filter(|p| !rows.contains_key(&canon(**p)))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        rows.extend(find_in_table(&net.join("tcp6"), &missing, server));
+    }
+    let pids = match pid_if_uid {
+        Some(uid) => {
+            let inodes: Vec<u64> = rows
+                .values()
+                .filter(|r| r.uid == uid)
+                .map(|r| r.inode)
+                .collect();
+            find_pids(proc_root, uid, &inodes)
+        }
+        None => HashMap::new(),
     };
-    Some(Peer { uid: row.uid, pid })
+    peers
+        .iter()
+        .map(|p| {
+            let row = rows.get(&canon(*p))?;
+            Some(Peer {
+                uid: row.uid,
+                pid: pids.get(&row.inode).copied(),
+            })
+        })
+        .collect()
 }
 
 /// A process's program for a touch prompt: the executable's name, and for an
@@ -240,12 +294,21 @@ impl Finder {
         }
     }
 
-    /// Who holds the client end of `peer` → `server`; its process is looked for
-    /// when the uid is `my_uid` (another uid is refused anyway).
-    pub fn owner(&self, peer: SocketAddr, server: SocketAddr, my_uid: u32) -> Option<Peer> {
+    /// Who holds the client end of each connection `peers[i]` → `server`; a
+    /// process is looked for when the uid is `my_uid` (another uid is refused
+    /// anyway). With `/proc`, one read of the socket table serves them all.
+    pub fn owners(
+        &self,
+        peers: &[SocketAddr],
+        server: SocketAddr,
+        my_uid: u32,
+    ) -> Vec<Option<Peer>> {
         match self {
-            Finder::Proc(root) => lookup_in(root, peer, server, Some(my_uid)),
-            Finder::Lsof(lsof) => crate::lsof::lookup(lsof, peer, server),
+            Finder::Proc(root) => lookup_in(root, peers, server, Some(my_uid)),
+            Finder::Lsof(lsof) => peers
+                .iter()
+                .map(|p| crate::lsof::lookup(lsof, *p, server))
+                .collect(),
         }
     }
 
@@ -345,7 +408,11 @@ mod tests {
         let (_conn, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         let me = touchgate::paths::current_uid();
-        let p = lookup_in(Path::new("/proc"), peer, server, Some(me))
+        let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let found = lookup_in(Path::new("/proc"), &[gone, peer], server, Some(me));
+        assert_eq!(found[0], None, "a connection that is not there");
+        let p = found[1]
+            .clone()
             .expect("the connection is in /proc/net/tcp");
         let me = std::fs::metadata("/proc/self").unwrap();
         assert_eq!(p.uid, std::os::unix::fs::MetadataExt::uid(&me));

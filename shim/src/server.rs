@@ -1,17 +1,18 @@
-//! The loopback HTTP server: who may call, and what every response carries.
+//! The loopback HTTP server's rules for every request: no proxies, no
+//! ambiguous or foreign `Host`, the caller named; and what every response
+//! carries. Who may hold a connection at all is decided at accept
+//! ([`crate::accept`]): a request reaches these rules only from our own user.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::{IncomingStream, Listener};
-use axum::Router;
+use axum::{Extension, Router};
 use touchgate::CallerHint;
 
 use crate::broker::Broker;
@@ -24,6 +25,9 @@ pub struct Options {
     pub project_number: Option<u64>,
     /// How callers are told apart.
     pub finder: peer::Finder,
+    /// Also answer to `Host: metadata.google.internal`, `metadata` and
+    /// `169.254.169.254` (for set-ups that point those names at the shim).
+    pub allow_metadata_hostnames: bool,
 }
 
 /// Shared state of the server.
@@ -36,7 +40,7 @@ pub struct Shim {
     pub subject: String,
     /// Tokens issued through `/sts/token`, by fingerprint: (expires_at, profile) — for `/token_info`.
     pub issued: Mutex<HashMap<String, (u64, Option<String>)>>,
-    my_uid: u32,
+    pub(crate) my_uid: u32,
     /// Log one line per request (`TOUCHGATE_SHIM_LOG=requests`).
     log_requests: bool,
 }
@@ -55,48 +59,6 @@ impl Shim {
     }
 }
 
-/// Who holds a connection's client end: its uid and process, the program's
-/// name and where its user sits. `None`: it could not be found.
-type Owner = Option<(peer::Peer, Option<String>, CallerHint)>;
-
-/// One accepted connection: the peer address, and its owner once looked up.
-#[derive(Clone, Debug)]
-pub struct Conn {
-    pub peer: SocketAddr,
-    owner: Arc<tokio::sync::OnceCell<Owner>>,
-}
-
-/// The shim's listener: TCP, with TCP_NODELAY on every accepted connection so
-/// answers go out at once (a response written in two segments would otherwise
-/// wait for the client's delayed ACK, ~40 ms on Linux).
-pub struct NoDelayListener(pub tokio::net::TcpListener);
-
-impl Listener for NoDelayListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (tcp, addr) = Listener::accept(&mut self.0).await;
-        if let Err(e) = tcp.set_nodelay(true) {
-            eprintln!("touchgate-shim: warning: cannot set TCP_NODELAY: {e}");
-        }
-        (tcp, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
-impl Connected<IncomingStream<'_, NoDelayListener>> for Conn {
-    fn connect_info(stream: IncomingStream<'_, NoDelayListener>) -> Conn {
-        Conn {
-            peer: *stream.remote_addr(),
-            owner: Arc::default(),
-        }
-    }
-}
-
 /// The caller of one request, as its connection's owner was found.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
@@ -107,6 +69,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller holding a connection of ours: its program's name and where
+    /// its user sits (blocking: reads `/proc`).
+    pub fn of(p: &peer::Peer) -> Caller {
+        Caller {
+            pid: p.pid,
+            program: p.pid.and_then(peer::program_name),
+            env: p.pid.map(caller_env).unwrap_or_else(CallerHint::from_env),
+        }
+    }
+
     pub fn hint(&self) -> CallerHint {
         CallerHint {
             program: self.program.clone(),
@@ -132,32 +104,32 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Every request: loopback Host only (no DNS rebinding), no proxies, the
-/// caller must be our own user; every response says `Metadata-Flavor: Google`.
+/// Every request: no proxy headers, one loopback `Host` (no DNS rebinding);
+/// every response says `Metadata-Flavor: Google`.
 async fn guard(
     State(shim): State<Arc<Shim>>,
-    ConnectInfo(conn): ConnectInfo<Conn>,
-    mut req: Request,
+    Extension(caller): Extension<Caller>,
+    req: Request,
     next: Next,
 ) -> Response {
     // Path only in the log (never a query or a body).
     let mut log = RequestLog {
         on: shim.log_requests,
         line: format!("{} {}", req.method(), req.uri().path()),
-        who: "refused caller".into(),
+        who: format!(
+            "{} (pid {})",
+            caller.program.as_deref().unwrap_or("unknown program"),
+            caller.pid.map_or("?".into(), |p| p.to_string())
+        ),
         status: None,
     };
-    let mut resp = match check(&shim, &conn, req.headers()).await {
-        Ok(caller) => {
-            log.who = format!(
-                "{} (pid {})",
-                caller.program.as_deref().unwrap_or("unknown program"),
-                caller.pid.map_or("?".into(), |p| p.to_string())
-            );
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Err(resp) => resp,
+    let hosts = HostRules {
+        port: shim.server.port(),
+        metadata_names: shim.opts.allow_metadata_hostnames,
+    };
+    let mut resp = match hosts.check(req.uri(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(why) => json_error(StatusCode::FORBIDDEN, &why),
     };
     log.status = Some(resp.status().as_u16());
     resp.headers_mut()
@@ -191,88 +163,92 @@ impl Drop for RequestLog {
     }
 }
 
-async fn check(shim: &Shim, conn: &Conn, headers: &HeaderMap) -> Result<Caller, Response> {
-    if headers.contains_key("x-forwarded-for") {
-        return Err(json_error(
-            StatusCode::FORBIDDEN,
-            "touchgate-shim: request carries X-Forwarded-For; proxied requests are refused",
-        ));
-    }
-    if let Some(host) = headers.get(header::HOST) {
-        if !host_is_local(host.to_str().unwrap_or("")) {
-            return Err(json_error(
-                StatusCode::FORBIDDEN,
-                "touchgate-shim: Host is not a loopback name; use http://127.0.0.1:PORT",
+/// Headers a proxy adds (`X-Forwarded-For` and the rest): a request carrying
+/// one came through a proxy, or pretends to.
+const PROXY_HEADERS: [&str; 6] = [
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Real-IP",
+    "Via",
+];
+
+/// The metadata server's names, answered to only when asked for by name.
+const METADATA_NAMES: [&str; 3] = ["metadata.google.internal", "metadata", "169.254.169.254"];
+
+/// Echoed input is cut to this many characters.
+const ECHO_MAX: usize = 64;
+
+/// Which `Host` (and request-line host) values a request may carry.
+struct HostRules {
+    /// Our port, for the fix in an error.
+    port: u16,
+    /// `--allow-metadata-hostnames`.
+    metadata_names: bool,
+}
+
+impl HostRules {
+    /// `Err`: the one-line reason the request is refused.
+    fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), String> {
+        let port = self.port;
+        if let Some(h) = PROXY_HEADERS.iter().find(|h| headers.contains_key(**h)) {
+            return Err(format!(
+                "touchgate-shim: request carries {h}; proxied requests are refused: call http://127.0.0.1:{port} directly (add 127.0.0.1 to NO_PROXY)"
             ));
         }
-    }
-    let my_uid = shim.my_uid;
-    let source = shim.opts.finder.source();
-    // Once per connection: its owner cannot change while it is open, and
-    // clients that keep connections alive should not pay for the search again.
-    let found = conn
-        .owner
-        .get_or_init(|| {
-            let finder = shim.opts.finder.clone();
-            let (peer_addr, server) = (conn.peer, shim.server);
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    // The process is only searched for when the uid is ours.
-                    let p = finder.owner(peer_addr, server, my_uid)?;
-                    if p.uid != my_uid {
-                        return Some((p, None, CallerHint::default()));
-                    }
-                    let program = p.pid.and_then(peer::program_name);
-                    let env = p.pid.map(caller_env).unwrap_or_else(CallerHint::from_env);
-                    Some((p, program, env))
-                })
-                .await
-                .ok()
-                .flatten()
-            }
-        })
-        .await
-        .clone();
-    match found {
-        None => Err(json_error(
-            StatusCode::FORBIDDEN,
-            &format!("touchgate-shim: cannot tell which user is calling ({source})"),
-        )),
-        Some((p, _, _)) if p.uid != my_uid => {
-            eprintln!("touchgate-shim: refused a request from uid {} (this shim serves uid {my_uid} only)", p.uid);
-            Err(json_error(
-                StatusCode::FORBIDDEN,
-                &format!(
-                    "touchgate-shim: uid {} may not use this shim; it serves uid {my_uid} only",
-                    p.uid
-                ),
-            ))
+        let mut hosts = headers.get_all(header::HOST).iter();
+        let host = hosts.next();
+        if hosts.next().is_some() {
+            return Err(
+                "touchgate-shim: request has two Host headers; an ambiguous request is refused"
+                    .into(),
+            );
         }
-        Some((p, program, env)) => Ok(Caller {
-            pid: p.pid,
-            program,
-            env,
-        }),
+        if let Some(a) = uri.authority() {
+            self.check_name(a.as_str(), "request line names host")?;
+        }
+        if let Some(h) = host {
+            self.check_name(&String::from_utf8_lossy(h.as_bytes()), "Host")?;
+        }
+        Ok(())
+    }
+
+    fn check_name(&self, host: &str, what: &str) -> Result<(), String> {
+        let port = self.port;
+        let name = host_name(host).to_ascii_lowercase();
+        if matches!(name.as_str(), "127.0.0.1" | "localhost" | "::1") {
+            return Ok(());
+        }
+        let shown = echo(host);
+        if METADATA_NAMES.contains(&name.as_str()) {
+            if self.metadata_names {
+                return Ok(());
+            }
+            return Err(format!(
+                "touchgate-shim: {what} {shown} is the metadata server's name, answered to only when the shim runs with --allow-metadata-hostnames; use http://127.0.0.1:{port}"
+            ));
+        }
+        Err(format!(
+            "touchgate-shim: {what} {shown} is not a loopback name; use http://127.0.0.1:{port}"
+        ))
     }
 }
 
-/// `127.0.0.1[:P]`, `localhost[:P]`, `[::1][:P]`, or the names GCE clients use
-/// (`metadata.google.internal`, `169.254.169.254`) when the user points them here.
-fn host_is_local(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
+/// The name in a `Host` value: `[::1]:80` → `::1`, `localhost:80` → `localhost`.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    matches!(
-        name.to_ascii_lowercase().as_str(),
-        "127.0.0.1"
-            | "localhost"
-            | "::1"
-            | "metadata.google.internal"
-            | "metadata"
-            | "169.254.169.254"
-    )
+    }
+}
+
+/// Input quoted for an error: escaped, and cut to [`ECHO_MAX`] characters.
+fn echo(s: &str) -> String {
+    let cut: String = s.chars().take(ECHO_MAX).collect();
+    let more = if cut.len() < s.len() { "…" } else { "" };
+    format!("\"{}{more}\"", cut.escape_debug())
 }
 
 /// The caller's DISPLAY, WAYLAND_DISPLAY, TERM and terminal, for a PIN dialog
@@ -318,20 +294,66 @@ fn random_hex(n: usize) -> String {
 mod tests {
     use super::*;
 
+    fn rules(metadata_names: bool) -> HostRules {
+        HostRules {
+            port: 8946,
+            metadata_names,
+        }
+    }
+
+    fn host(h: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::HOST, HeaderValue::from_str(h).unwrap());
+        m
+    }
+
     #[test]
-    fn only_loopback_hosts() {
-        for h in [
-            "127.0.0.1:8946",
-            "localhost",
-            "[::1]:80",
-            "metadata.google.internal",
-            "169.254.169.254",
-        ] {
-            assert!(host_is_local(h), "{h}");
+    fn only_loopback_hosts_unless_metadata_names_are_asked_for() {
+        let uri = Uri::from_static("/");
+        for h in ["127.0.0.1:8946", "localhost", "LOCALHOST:1", "[::1]:80"] {
+            assert!(rules(false).check(&uri, &host(h)).is_ok(), "{h}");
+        }
+        for h in ["metadata.google.internal", "metadata:80", "169.254.169.254"] {
+            let e = rules(false).check(&uri, &host(h)).unwrap_err();
+            assert!(e.contains("--allow-metadata-hostnames"), "{e}");
+            assert!(rules(true).check(&uri, &host(h)).is_ok(), "{h}");
         }
         for h in ["evil.example:8946", "10.0.0.1", "127.0.0.1.nip.io:8946"] {
-            assert!(!host_is_local(h), "{h}");
+            let e = rules(true).check(&uri, &host(h)).unwrap_err();
+            assert!(e.contains("not a loopback name"), "{e}");
         }
+        assert!(rules(false).check(&uri, &HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn proxied_and_ambiguous_requests_are_refused() {
+        let uri = Uri::from_static("/");
+        for h in PROXY_HEADERS {
+            let mut m = host("127.0.0.1:8946");
+            m.insert(h, HeaderValue::from_static("x"));
+            let e = rules(true).check(&uri, &m).unwrap_err();
+            assert!(e.contains(h) && e.contains("NO_PROXY"), "{e}");
+        }
+        let mut m = host("127.0.0.1:8946");
+        m.append(header::HOST, HeaderValue::from_static("127.0.0.1:8946"));
+        let e = rules(true).check(&uri, &m).unwrap_err();
+        assert!(e.contains("two Host headers"), "{e}");
+        let uri = Uri::from_static("http://evil.example/x");
+        let e = rules(true).check(&uri, &host("127.0.0.1")).unwrap_err();
+        assert!(
+            e.contains("request line names host \"evil.example\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn echoed_hosts_are_cut_and_escaped() {
+        let long = "a".repeat(10_000);
+        let e = rules(false)
+            .check(&Uri::from_static("/"), &host(&long))
+            .unwrap_err();
+        assert!(e.len() < 300, "{}", e.len());
+        assert_eq!(echo("a\"b"), "\"a\\\"b\"");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
+use common::other_uid::{Holder, Mode, Target};
 use common::*;
 
 fn key_file(dir: &std::path::Path, json: &str) -> String {
@@ -164,6 +165,17 @@ fn a_second_agent_on_the_same_socket_is_refused() {
     );
 }
 
+/// Loosen everything on the way to the socket so only SO_PEERCRED stands in the way.
+fn open_to_everyone(agent: &AgentProc) {
+    for p in [
+        agent.dir.path(),
+        agent.socket.parent().unwrap(),
+        agent.socket.as_path(),
+    ] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+}
+
 #[test]
 fn another_uid_is_refused_even_with_loose_permissions() {
     let agent = AgentProc::start(&config_text(
@@ -172,14 +184,7 @@ fn another_uid_is_refused_even_with_loose_permissions() {
         "every-token",
         "",
     ));
-    // Loosen everything on the way to the socket so only SO_PEERCRED stands in the way.
-    for p in [
-        agent.dir.path(),
-        agent.socket.parent().unwrap(),
-        agent.socket.as_path(),
-    ] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    open_to_everyone(&agent);
     let o = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(bin("touchgate"))
@@ -191,6 +196,77 @@ fn another_uid_is_refused_even_with_loose_permissions() {
     assert!(agent
         .stderr()
         .contains("refused a connection from another user"));
+}
+
+#[test]
+fn another_uids_connection_flood_does_not_keep_the_owner_out() {
+    let agent = AgentProc::start(&config_text(
+        "http://127.0.0.1:9",
+        "auto",
+        "every-token",
+        "max_connections = 4",
+    ));
+    open_to_everyone(&agent);
+    // Another user keeps 50 connections open, opening a new one for each the agent closes.
+    let holder = Holder::start_as_nobody(Target::Unix(&agent.socket), 50, b"", Mode::Flood);
+    holder.wait_open(50);
+    for _ in 0..5 {
+        let o = agent.cli(&["status"]);
+        assert!(
+            o.status.success(),
+            "the owner is kept out by another user's connections: {}",
+            stderr(&o)
+        );
+    }
+    assert!(agent
+        .stderr()
+        .contains("refused a connection from another user"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_one_process_cannot_hold_them_all() {
+    use touchgate::frame::{read_frame, write_frame};
+    use touchgate::{ErrorCode, Hello, HelloReply};
+    let agent = AgentProc::start(&config_text(
+        "http://127.0.0.1:9",
+        "auto",
+        "every-token",
+        "max_connections = 4\nidle_connection_timeout = \"1s\"",
+    ));
+    // This process says hello on four connections, then sits idle.
+    let mut idle = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::UnixStream::connect(&agent.socket)
+            .await
+            .unwrap();
+        write_frame(&mut s, &Hello::ours("idle")).await.unwrap();
+        match read_frame::<_, HelloReply>(&mut s).await.unwrap() {
+            HelloReply::Hello(_) => idle.push(s),
+            HelloReply::Error(e) => refused.push(e),
+        }
+    }
+    let opened = std::time::Instant::now();
+    assert_eq!(idle.len(), 2, "one process holds at most half: {refused:?}");
+    for e in &refused {
+        assert_eq!(e.code, ErrorCode::Busy, "{e:?}");
+        assert!(e.message.contains("half"), "{}", e.message);
+    }
+    // Another process still gets in.
+    let o = agent.cli(&["status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The idle connections are closed after the timeout.
+    for s in &mut idle {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            read_frame::<_, touchgate::Response>(s),
+        )
+        .await
+        .expect("an idle connection is closed within 15 s");
+        assert!(r.is_err(), "closed, not answered: {r:?}");
+    }
+    assert!(opened.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(agent.stderr().contains("idle"), "{}", agent.stderr());
 }
 
 #[test]

@@ -26,7 +26,8 @@ async fn hundred_concurrent_cold_asks_share_one_touch_and_one_mint() {
         &emu.base_url(),
         "auto",
         "every-token",
-        "max_connections = 128",
+        // 100 connections from this one process: within its half of the cap.
+        "max_connections = 256",
     );
     let agent = InProcess::start(&cfg, touch.clone()).await;
     {

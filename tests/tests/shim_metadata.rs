@@ -219,6 +219,132 @@ async fn requests_without_the_flavor_header_proxied_or_for_a_foreign_host_are_re
     );
 }
 
+/// Send `request` as written on a new connection (it should say
+/// `Connection: close`); the answer's status code and body.
+async fn raw_request(addr: &str, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {out:?}"));
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
+}
+
+/// A GET of `target` with `headers` (and the flavor header) on its own connection.
+fn get_with(target: &str, headers: &[&str]) -> String {
+    let mut req = format!("GET {target} HTTP/1.1\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req + "Metadata-Flavor: Google\r\nConnection: close\r\n\r\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxied_ambiguous_or_metadata_named_requests_are_refused() {
+    let (emu, key_json) = emulator().await;
+    let agent = shim_common::enrolled_agent(&emu, &key_json, "auto", "every-token");
+    let shim = ShimProc::start(&agent.socket, &[]);
+    let port = shim.addr.rsplit_once(':').unwrap().1.to_owned();
+    let project = format!("{MD}/project/project-id");
+    let token = format!("{MD}/instance/service-accounts/default/token");
+    let ours = format!("Host: {}", shim.addr);
+
+    // What the real clients send with GCE_METADATA_HOST=127.0.0.1:PORT (and the
+    // other loopback spellings) is served.
+    for host in [
+        ours.clone(),
+        format!("Host: localhost:{port}"),
+        format!("Host: [::1]:{port}"),
+        "Host: localhost".to_owned(),
+    ] {
+        let (status, body) = raw_request(&shim.addr, &get_with(&project, &[&host])).await;
+        assert_eq!((status, body.as_str()), (200, PROJECT), "{host}");
+    }
+
+    // Proxied, ambiguous, or named as the real metadata server: refused, with
+    // a line naming what was wrong, before anything is asked of the agent.
+    let refused: &[(&[&str], &str)] = &[
+        (&[&ours, "Forwarded: for=10.0.0.7;proto=http"], "Forwarded"),
+        (&[&ours, "X-Real-IP: 10.0.0.7"], "X-Real-IP"),
+        (
+            &[&ours, "X-Forwarded-Host: attacker.example"],
+            "X-Forwarded-Host",
+        ),
+        (&[&ours, "Via: 1.1 proxy.example"], "Via"),
+        (&[&ours, "Host: attacker.example"], "two Host headers"),
+        (&["Host: attacker.example", &ours], "two Host headers"),
+        (
+            &["Host: metadata.google.internal"],
+            "--allow-metadata-hostnames",
+        ),
+        (&["Host: metadata"], "--allow-metadata-hostnames"),
+        (&["Host: 169.254.169.254"], "--allow-metadata-hostnames"),
+        (
+            &["Host: metadata.google.internal:80"],
+            "--allow-metadata-hostnames",
+        ),
+    ];
+    for (headers, needle) in refused {
+        for target in [&project, &token] {
+            let (status, body) = raw_request(&shim.addr, &get_with(target, headers)).await;
+            assert_eq!(status, 403, "{headers:?} {target}: {body}");
+            let e: Value = serde_json::from_str(&body).unwrap();
+            let e = e["error"].as_str().unwrap();
+            assert!(e.contains(needle), "{headers:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
+    // A proxy's absolute-form request line naming another host.
+    let (status, body) = raw_request(
+        &shim.addr,
+        &get_with(&format!("http://attacker.example{token}"), &[&ours]),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("attacker.example"), "{body}");
+    assert_eq!(
+        emu.state().count(CallKind::GenerateAccessToken),
+        0,
+        "nothing was minted for a refused request"
+    );
+
+    // Asked for by name (for /etc/hosts set-ups), the metadata names are
+    // served, with a warning at start.
+    let named = ShimProc::start(&agent.socket, &["--allow-metadata-hostnames"]);
+    for host in [
+        "Host: metadata.google.internal",
+        "Host: metadata",
+        "Host: 169.254.169.254",
+    ] {
+        let (status, body) = raw_request(&named.addr, &get_with(&project, &[host])).await;
+        assert_eq!((status, body.as_str()), (200, PROJECT), "{host}");
+    }
+    let (status, _) = raw_request(
+        &named.addr,
+        &get_with(&project, &["Host: metadata", "Forwarded: for=10.0.0.7"]),
+    )
+    .await;
+    assert_eq!(status, 403, "the flag lets only the names in");
+    assert!(
+        named
+            .stderr()
+            .contains("warning: --allow-metadata-hostnames"),
+        "{}",
+        named.stderr()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_uid_is_refused() {
     another_uid_is_refused_when_callers_come_from(&[]).await;

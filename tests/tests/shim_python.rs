@@ -9,14 +9,11 @@ mod shim_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 use shim_common::*;
-use touchgate::{CallerHint, Secret};
-use touchgate_agent::key::soft::ScriptedTouch;
 use touchgate_tests::emulator::CallKind;
 
 fn workspace() -> PathBuf {
@@ -133,23 +130,10 @@ async fn python_lists_and_predicts_via_the_adc_file_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_touch_given_8s_late_still_serves_the_metadata_client() {
     let (emu, key_json) = emulator().await;
-    let touch = Arc::new(ScriptedTouch::new());
     // The agent waits 30 s for a touch: the client's patience is under test, not the agent's.
     let cfg = config_text(&emu.base_url(), "auto", "every-token", "")
         .replace("touch_timeout = \"10s\"", "touch_timeout = \"30s\"");
-    let agent = InProcess::start(&cfg, touch.clone()).await;
-    {
-        let mut c = agent.client().await;
-        let enrol = tokio::spawn(async move {
-            c.enroll(false, false, CallerHint::default()).await.unwrap();
-            c.import("default", Secret::new(key_json), CallerHint::default())
-                .await
-                .unwrap();
-        });
-        touch.approve();
-        touch.approve();
-        enrol.await.unwrap();
-    }
+    let (agent, touch) = enrolled_in_process(&cfg, &key_json).await;
     let before = touch.requested();
     let shim = ShimProc::start(&agent.socket, &[]);
     let home = tempfile::tempdir().unwrap();

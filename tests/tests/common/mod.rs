@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod hid;
+pub mod other_uid;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

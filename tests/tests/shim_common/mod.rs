@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use touchgate::{CallerHint, Secret};
+use touchgate_agent::key::soft::ScriptedTouch;
 use touchgate_tests::emulator::{CallKind, CallRecord, EmulatorHandle};
 
 use crate::common::{self, AgentProc, INFERENCE};
@@ -25,10 +27,25 @@ pub struct ShimProc {
 impl ShimProc {
     /// Start the shim against the agent socket `socket`, waiting for its ready line.
     pub fn start(socket: &Path, extra: &[&str]) -> ShimProc {
+        ShimProc::start_wrapped(&[], socket, extra)
+    }
+
+    /// [`ShimProc::start`], run through `wrapper` (a program that execs the
+    /// rest of its arguments, e.g. `prlimit --nofile=1024:1024 --`).
+    pub fn start_wrapped(wrapper: &[&str], socket: &Path, extra: &[&str]) -> ShimProc {
         let dir = tempfile::tempdir().unwrap();
         let stderr_path = dir.path().join("shim.stderr");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(common::bin("touchgate-shim"))
+        let shim = common::bin("touchgate-shim");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&shim);
+                c
+            }
+            None => Command::new(&shim),
+        };
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("TOUCHGATE_SOCK", socket)
@@ -107,6 +124,29 @@ pub fn enrolled_agent(emu: &EmulatorHandle, key_json: &str, touch: &str, rule: &
         agent.child = Some(agent.spawn_agent("info"));
     }
     agent
+}
+
+/// An agent in this process whose touches the test gives (`config` names
+/// the soft key), enrolled and with the runner key imported (two touches
+/// given); the touches asked for so far are `touch.requested()`.
+pub async fn enrolled_in_process(
+    config: &str,
+    key_json: &str,
+) -> (common::InProcess, std::sync::Arc<ScriptedTouch>) {
+    let touch = std::sync::Arc::new(ScriptedTouch::new());
+    let agent = common::InProcess::start(config, touch.clone()).await;
+    let mut c = agent.client().await;
+    let key_json = key_json.to_owned();
+    let enrol = tokio::spawn(async move {
+        c.enroll(false, false, CallerHint::default()).await.unwrap();
+        c.import("default", Secret::new(key_json), CallerHint::default())
+            .await
+            .unwrap();
+    });
+    touch.approve();
+    touch.approve();
+    enrol.await.unwrap();
+    (agent, touch)
 }
 
 /// Run a command off the async runtime (the emulator serves on it meanwhile).
