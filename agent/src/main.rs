@@ -147,6 +147,12 @@ fn main() -> ExitCode {
             Ok(a) => a,
             Err(e) => return fail(&args, &format!("{e:#}")),
         };
+        // The default socket fell back to the shared temp dir: say so.
+        if args.socket.is_none() && !activated {
+            if let (_, Some(note)) = touchgate::paths::socket_choice() {
+                tracing::warn!("{note}");
+            }
+        }
         let listener = match activation {
             Activation::Socket(passed) => match server::Listener::activated(passed) {
                 Ok(l) => {

@@ -23,6 +23,8 @@ pub enum BindError {
     AlreadyRunning(PathBuf),
     #[error("socket directory {dir} is owned by uid {owner}, not by you (uid {me}): remove it or set TOUCHGATE_SOCK elsewhere")]
     ForeignDir { dir: PathBuf, owner: u32, me: u32 },
+    #[error("socket directory {dir} has mode {mode:04o}, so other users could reach the socket: chmod 700 {dir}, or set TOUCHGATE_SOCK to a path in a private directory")]
+    LooseDir { dir: PathBuf, mode: u32 },
     #[error("cannot prepare the agent socket {path}: {source}")]
     Io {
         path: PathBuf,
@@ -62,13 +64,15 @@ impl Drop for Listener {
 }
 
 /// Bind the socket at `path`: its directory 0700 and ours, the socket 0600, and
-/// no second agent on the same path (a stale socket file is replaced).
+/// no second agent on the same path (a stale socket file is replaced). A
+/// directory open to others is refused, not fixed: it may be a shared one
+/// (`/tmp`), and clients refuse such a socket anyway.
 pub async fn bind(path: &Path) -> Result<Listener, BindError> {
     let io = |source| BindError::Io {
         path: path.to_owned(),
         source,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = touchgate::agent_socket::socket_dir(path);
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -83,6 +87,12 @@ pub async fn bind(path: &Path) -> Result<Listener, BindError> {
             dir: dir.to_owned(),
             owner: meta.uid(),
             me,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(BindError::LooseDir {
+            dir: dir.to_owned(),
+            mode: meta.mode() & 0o7777,
         });
     }
     if path.exists() {

@@ -10,6 +10,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod agent_socket;
 pub mod client;
 pub mod frame;
 pub mod paths;

@@ -7,19 +7,9 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use common::*;
-
-const NOBODY: u32 = 65534;
-
-/// `program args…` as uid/gid 65534 (setpriv execs it: the pid is the program's).
-fn as_nobody(program: &Path) -> Command {
-    let mut c = Command::new("setpriv");
-    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(program);
-    c
-}
 
 struct Killed(Child);
 
@@ -28,18 +18,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn require_root_and_setpriv() {
-    assert!(
-        Command::new("setpriv").arg("--version").output().is_ok(),
-        "setpriv is missing: install util-linux"
-    );
-    assert_eq!(
-        std::fs::metadata("/proc/self").unwrap().uid(),
-        0,
-        "this test runs processes as uid 65534 with setpriv and must run as root (as CI does)"
-    );
 }
 
 #[test]
