@@ -258,11 +258,30 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, me: u32) {
                 }
             }
         };
-        if let Err(e) = write_frame(&mut stream, &resp).await {
+        // An answer over the frame cap is not sent (nothing of it is written):
+        // the client gets an error saying so instead of a silent hang-up.
+        let sent = match write_frame(&mut stream, &resp).await {
+            Err(FrameError::TooLarge(n)) => {
+                tracing::warn!(%caller, bytes = n, "an answer over the frame cap was replaced by an error");
+                write_frame(&mut stream, &Response::Error(too_large(n))).await
+            }
+            r => r,
+        };
+        if let Err(e) = sent {
             tracing::debug!(%caller, "client left before its answer: {e}");
             return;
         }
     }
+}
+
+fn too_large(bytes: usize) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::Internal,
+        format!(
+            "the answer is {bytes} bytes, over the {}-byte frame cap, and was not sent; this is a bug, please report it",
+            touchgate::frame::MAX_FRAME
+        ),
+    )
 }
 
 fn bad_frame(e: &FrameError) -> ErrorReply {

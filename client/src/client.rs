@@ -40,6 +40,8 @@ pub enum ClientError {
     Agent(ErrorReply),
     #[error("the agent closed the connection unexpectedly: {0}")]
     Frame(FrameError),
+    #[error("this request is {0} bytes, over the {max}-byte cap of the agent protocol, and was not sent: pass a shorter name, fewer scopes or a smaller credential file", max = crate::frame::MAX_FRAME)]
+    RequestTooLarge(usize),
     #[error("the agent answered with {got} to a {asked} request; this is a bug, please report it")]
     Unexpected {
         asked: &'static str,
@@ -131,7 +133,10 @@ impl Client {
 
     /// Send one request and wait for its response. An agent error becomes `Err(Agent)`.
     pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
-        write_frame(&mut self.stream, req).await?;
+        match write_frame(&mut self.stream, req).await {
+            Err(FrameError::TooLarge(n)) => return Err(ClientError::RequestTooLarge(n)),
+            r => r?,
+        }
         loop {
             match read_frame(&mut self.stream).await? {
                 Response::TouchNeeded { prompt } => {

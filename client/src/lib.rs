@@ -16,8 +16,10 @@ pub mod frame;
 pub mod paths;
 pub mod process;
 pub mod protocol;
+pub mod quote;
 pub mod secret;
 
 pub use client::{Client, ClientError, HelloReply};
 pub use protocol::*;
+pub use quote::quote;
 pub use secret::Secret;

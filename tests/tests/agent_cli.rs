@@ -439,3 +439,28 @@ fn without_a_journal_the_agent_logs_to_stderr_even_under_journal_stream() {
     assert!(agent.cli(&["status"]).status.success());
     assert!(agent.stderr().contains("listening"), "{}", agent.stderr());
 }
+
+/// Client input is quoted short in errors: a 64 KiB import name (or one that
+/// doubles when escaped) still gets a one-line answer, never a silent hang-up.
+#[test]
+fn a_64_kib_import_name_gets_a_one_line_error() {
+    let agent = AgentProc::start(&config_text(
+        "http://127.0.0.1:9",
+        "auto",
+        "every-token",
+        "",
+    ));
+    let key = r#"{"type":"service_account"}"#;
+    // Fits in a request, but escaped it is twice the frame cap.
+    let quotes = "\"".repeat(32 * 1024);
+    let o = agent.cli_stdin(&["import", "-", "--name", &quotes], Some(key));
+    let line = assert_one_line_error(&o, "is not allowed: use up to 64 letters");
+    assert!(line.len() < 400, "the name is quoted short: {line}");
+    assert!(line.contains('…'), "{line}");
+    // Over the frame cap by itself: refused before it is sent, saying why.
+    let big = "x".repeat(64 * 1024);
+    let o = agent.cli_stdin(&["import", "-", "--name", &big], Some(key));
+    let line = assert_one_line_error(&o, "over the 65536-byte cap");
+    assert!(line.len() < 400, "{line}");
+    agent.ok(&["status"]);
+}
