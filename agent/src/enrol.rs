@@ -637,15 +637,15 @@ fn find_key(vault: &VaultFile, prefix: &str) -> Result<Vec<u8>, ErrorReply> {
         [] => Err(ErrorReply::new(
             ErrorCode::Key,
             format!(
-                "no enrolled key has a credential id starting with \"{}\": see touchgate keys list",
-                prefix.escape_default()
+                "no enrolled key has a credential id starting with {}: see touchgate keys list",
+                touchgate::quote(prefix)
             ),
         )),
         _ => Err(ErrorReply::new(
             ErrorCode::Key,
             format!(
-                "\"{}\" matches several enrolled keys: give more of the credential id",
-                prefix.escape_default()
+                "{} matches several enrolled keys: give more of the credential id",
+                touchgate::quote(prefix)
             ),
         )),
     }
@@ -662,7 +662,10 @@ fn valid_name(name: &str) -> Result<(), ErrorReply> {
     } else {
         Err(ErrorReply::new(
             ErrorCode::BadCredential,
-            format!("credential name \"{}\" is not allowed: use up to 64 letters, digits, '-', '_' or '.'", name.escape_default()),
+            format!(
+                "credential name {} is not allowed: use up to 64 letters, digits, '-', '_' or '.'",
+                touchgate::quote(name)
+            ),
         ))
     }
 }

@@ -120,7 +120,8 @@ impl Agent {
             None => Err(ErrorReply::new(
                 ErrorCode::UnknownProfile,
                 format!(
-                    "unknown profile \"{name}\": use one of {} (see touchgate profiles)",
+                    "unknown profile {}: use one of {} (see touchgate profiles)",
+                    touchgate::quote(&name),
                     names()
                 ),
             )),

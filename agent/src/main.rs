@@ -155,6 +155,12 @@ fn main() -> ExitCode {
                 println!("WARN {w}");
             }
         }
+        // The default socket fell back to the shared temp dir: say so.
+        if args.socket.is_none() && !activated {
+            if let (_, Some(note)) = touchgate::paths::socket_choice() {
+                tracing::warn!("{note}");
+            }
+        }
         let listener = match activation {
             Activation::Socket(passed) => match server::Listener::activated(passed) {
                 Ok(l) => {

@@ -40,7 +40,8 @@ pub fn decide(name: &str, profile: &Profile, exe: Option<&Path>, scopes: &[Strin
             return Decision::Refuse {
                 rule: format!("profiles.{name}.allowed_scopes"),
                 reason: format!(
-                    "scope {bad} is not allowed for profile \"{name}\" (allowed: {}): ask for fewer scopes or widen profiles.{name}.allowed_scopes",
+                    "scope {} is not allowed for profile \"{name}\" (allowed: {}): ask for fewer scopes or widen profiles.{name}.allowed_scopes",
+                    touchgate::quote(bad),
                     profile.allowed_scopes.join(", ")
                 ),
             };

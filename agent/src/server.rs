@@ -29,6 +29,8 @@ pub enum BindError {
     AlreadyRunning(PathBuf),
     #[error("socket directory {dir} is owned by uid {owner}, not by you (uid {me}): remove it or set TOUCHGATE_SOCK elsewhere")]
     ForeignDir { dir: PathBuf, owner: u32, me: u32 },
+    #[error("socket directory {dir} has mode {mode:04o}, so other users could reach the socket: chmod 700 {dir}, or set TOUCHGATE_SOCK to a path in a private directory")]
+    LooseDir { dir: PathBuf, mode: u32 },
     #[error("cannot prepare the agent socket {path}: {source}")]
     Io {
         path: PathBuf,
@@ -68,13 +70,15 @@ impl Drop for Listener {
 }
 
 /// Bind the socket at `path`: its directory 0700 and ours, the socket 0600, and
-/// no second agent on the same path (a stale socket file is replaced).
+/// no second agent on the same path (a stale socket file is replaced). A
+/// directory open to others is refused, not fixed: it may be a shared one
+/// (`/tmp`), and clients refuse such a socket anyway.
 pub async fn bind(path: &Path) -> Result<Listener, BindError> {
     let io = |source| BindError::Io {
         path: path.to_owned(),
         source,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = touchgate::agent_socket::socket_dir(path);
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -89,6 +93,12 @@ pub async fn bind(path: &Path) -> Result<Listener, BindError> {
             dir: dir.to_owned(),
             owner: meta.uid(),
             me,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(BindError::LooseDir {
+            dir: dir.to_owned(),
+            mode: meta.mode() & 0o7777,
         });
     }
     if path.exists() {
@@ -246,7 +256,7 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
         "touchgate-agent ",
         env!("CARGO_PKG_VERSION")
     )));
-    if !send(&mut stream, &reply, idle).await {
+    if send(&mut stream, &reply, idle).await.is_err() {
         return;
     }
     loop {
@@ -259,7 +269,7 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
             Ok(Err(FrameError::Closed)) => return,
             Ok(Err(e)) => {
                 tracing::warn!(%caller, "bad frame, closing the connection: {e}");
-                send(&mut stream, &Response::Error(bad_frame(&e)), idle).await;
+                let _ = send(&mut stream, &Response::Error(bad_frame(&e)), idle).await;
                 return;
             }
         };
@@ -270,24 +280,47 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
             tokio::select! {
                 r = &mut work => break r,
                 Some(prompt) = rx.recv() => {
-                    if !send(&mut stream, &Response::TouchNeeded { prompt }, idle).await {
+                    if send(&mut stream, &Response::TouchNeeded { prompt }, idle).await.is_err() {
                         return;
                     }
                 }
             }
         };
-        if !send(&mut stream, &resp, idle).await {
+        // An answer over the frame cap is not sent (nothing of it is written):
+        // the client gets an error saying so instead of a silent hang-up.
+        let mut sent = send(&mut stream, &resp, idle).await;
+        if let Err(Some(n)) = sent {
+            tracing::warn!(%caller, bytes = n, "an answer over the frame cap was replaced by an error");
+            sent = send(&mut stream, &Response::Error(too_large(n)), idle).await;
+        }
+        if sent.is_err() {
             tracing::debug!(%caller, "client left before its answer");
             return;
         }
     }
 }
 
-/// Write one frame within `within`; false when the client is gone or does not read.
-async fn send<T: serde::Serialize>(stream: &mut UnixStream, msg: &T, within: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(within, write_frame(stream, msg)).await,
-        Ok(Ok(()))
+/// Write one frame within `within`. `Err(Some(n))`: the frame of `n` bytes is over
+/// the cap and nothing was written; `Err(None)`: the client is gone or does not read.
+async fn send<T: serde::Serialize>(
+    stream: &mut UnixStream,
+    msg: &T,
+    within: Duration,
+) -> Result<(), Option<usize>> {
+    match tokio::time::timeout(within, write_frame(stream, msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(FrameError::TooLarge(n))) => Err(Some(n)),
+        _ => Err(None),
+    }
+}
+
+fn too_large(bytes: usize) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::Internal,
+        format!(
+            "the answer is {bytes} bytes, over the {}-byte frame cap, and was not sent; this is a bug, please report it",
+            touchgate::frame::MAX_FRAME
+        ),
     )
 }
 

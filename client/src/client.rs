@@ -19,12 +19,29 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("refusing the agent socket {path}: its directory {dir} is owned by uid {owner}, not by you (uid {me}), so another user may be listening there: set TOUCHGATE_SOCK to your own agent's socket")]
+    ForeignDir {
+        path: PathBuf,
+        dir: PathBuf,
+        owner: u32,
+        me: u32,
+    },
+    #[error("refusing the agent socket {path}: its directory {dir} has mode {mode:04o}, so other users can reach it: chmod 700 {dir}")]
+    LooseDir {
+        path: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+    },
+    #[error("refusing the agent socket {path}: it is served by uid {owner}, not by you (uid {me}): set TOUCHGATE_SOCK to your own agent's socket")]
+    ForeignPeer { path: PathBuf, owner: u32, me: u32 },
     #[error("the agent speaks protocol version {agent} and this client speaks {client}: run a touchgate and touchgate-agent of the same release")]
     VersionMismatch { agent: u32, client: u32 },
     #[error("{0}")]
     Agent(ErrorReply),
     #[error("the agent closed the connection unexpectedly: {0}")]
     Frame(FrameError),
+    #[error("this request is {0} bytes, over the {max}-byte cap of the agent protocol, and was not sent: pass a shorter name, fewer scopes or a smaller credential file", max = crate::frame::MAX_FRAME)]
+    RequestTooLarge(usize),
     #[error("the agent answered with {got} to a {asked} request; this is a bug, please report it")]
     Unexpected {
         asked: &'static str,
@@ -64,7 +81,10 @@ impl Client {
         Client::connect(&crate::paths::socket_path()).await
     }
 
+    /// Connect and say hello. Before a byte is sent the socket's directory must
+    /// be ours and 0700, and its listener ours ([`crate::agent_socket`]).
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        crate::agent_socket::check_dir(path)?;
         let mut stream = match UnixStream::connect(path).await {
             Ok(s) => s,
             Err(e)
@@ -84,6 +104,7 @@ impl Client {
                 })
             }
         };
+        crate::agent_socket::check_peer(&stream, path)?;
         write_frame(
             &mut stream,
             &Hello::ours(concat!("touchgate ", env!("CARGO_PKG_VERSION"))),
@@ -112,7 +133,10 @@ impl Client {
 
     /// Send one request and wait for its response. An agent error becomes `Err(Agent)`.
     pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
-        write_frame(&mut self.stream, req).await?;
+        match write_frame(&mut self.stream, req).await {
+            Err(FrameError::TooLarge(n)) => return Err(ClientError::RequestTooLarge(n)),
+            r => r?,
+        }
         loop {
             match read_frame(&mut self.stream).await? {
                 Response::TouchNeeded { prompt } => {

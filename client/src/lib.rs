@@ -10,14 +10,19 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod agent_socket;
 pub mod client;
 pub mod frame;
+pub mod lsof;
 pub mod paths;
 pub mod process;
 pub mod protocol;
+pub mod quote;
 pub mod refusals;
 pub mod secret;
+pub mod tcp_owner;
 
 pub use client::{Client, ClientError, HelloReply};
 pub use protocol::*;
+pub use quote::quote;
 pub use secret::Secret;

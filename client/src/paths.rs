@@ -4,6 +4,7 @@
 //! | what   | override              | default (Linux)                              |
 //! |--------|-----------------------|----------------------------------------------|
 //! | socket | `TOUCHGATE_SOCK`      | `$XDG_RUNTIME_DIR/touchgate/agent.sock`      |
+//! |        |                       | else `STATE/run/agent.sock` (see below)      |
 //! | config | `TOUCHGATE_CONFIG`    | `~/.config/touchgate/config.toml`            |
 //! | state  | `TOUCHGATE_STATE_DIR` | `~/.local/state/touchgate/`                  |
 
@@ -19,19 +20,42 @@ fn env_path(var: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// The agent socket: `TOUCHGATE_SOCK`, else the runtime dir, else a per-user dir under the temp dir.
+/// The longest socket path every platform binds: macOS's `sun_path` holds 104
+/// bytes with the final NUL (Linux's 108).
+pub const MAX_SOCKET_PATH: usize = 103;
+
+/// The agent socket: `TOUCHGATE_SOCK`, else the runtime dir, else
+/// `STATE/run/agent.sock` ([`socket_choice`]).
 pub fn socket_path() -> PathBuf {
+    socket_choice().0
+}
+
+/// The agent socket, and a note to log when it had to fall back to the shared
+/// temp dir. Without a runtime dir (macOS, ssh without pam_systemd, su, cron,
+/// containers) the socket lives in a private directory under the state dir,
+/// where no other user can create it first; only when that path is too long
+/// for a socket does it fall back to `$TMPDIR/touchgate-<uid>/agent.sock`,
+/// which the client refuses if another user owns it (see [`crate::agent_socket`]).
+pub fn socket_choice() -> (PathBuf, Option<String>) {
     if let Some(p) = env_path("TOUCHGATE_SOCK") {
-        return p;
+        return (p, None);
     }
     if let Some(d) = project().and_then(|p| p.runtime_dir().map(|d| d.to_path_buf())) {
-        return d.join("agent.sock");
+        return (d.join("agent.sock"), None);
     }
-    // No runtime dir (macOS, minimal containers): a 0700 dir of our own under the temp dir.
-    let uid = current_uid();
-    std::env::temp_dir()
-        .join(format!("touchgate-{uid}"))
-        .join("agent.sock")
+    let private = state_dir().join("run").join("agent.sock");
+    if private.as_os_str().len() <= MAX_SOCKET_PATH {
+        return (private, None);
+    }
+    let shared = std::env::temp_dir()
+        .join(format!("touchgate-{}", current_uid()))
+        .join("agent.sock");
+    let note = format!(
+        "the socket path {} is over the {MAX_SOCKET_PATH} bytes a socket path may have: using {} in the shared temp dir instead (clients refuse it if another user got there first); set TOUCHGATE_SOCK to choose",
+        private.display(),
+        shared.display()
+    );
+    (shared, Some(note))
 }
 
 pub fn config_path() -> PathBuf {

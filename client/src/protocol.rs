@@ -258,12 +258,24 @@ pub struct ErrorReply {
     pub message: String,
 }
 
+/// The longest error message sent, in bytes: far under the frame cap, so an
+/// error reply always fits in a frame whatever it quotes.
+pub const MAX_ERROR_MESSAGE: usize = 4096;
+
 impl ErrorReply {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let mut message: String = message.into();
         // One line, always.
         if message.contains('\n') {
             message = message.lines().collect::<Vec<_>>().join("; ");
+        }
+        if message.len() > MAX_ERROR_MESSAGE {
+            let mut end = MAX_ERROR_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
         }
         ErrorReply { code, message }
     }
@@ -514,6 +526,15 @@ mod tests {
             round_trip(&c);
             assert!(names.insert(c.as_str()), "duplicate name {}", c.as_str());
         }
+    }
+
+    #[test]
+    fn error_messages_always_fit_in_a_frame() {
+        let e = ErrorReply::new(ErrorCode::Internal, "é".repeat(crate::frame::MAX_FRAME));
+        assert!(e.message.len() <= MAX_ERROR_MESSAGE + '…'.len_utf8());
+        assert!(e.message.ends_with('…'));
+        let b = postcard::to_stdvec(&Response::Error(e)).unwrap();
+        assert!(b.len() < crate::frame::MAX_FRAME);
     }
 
     #[test]

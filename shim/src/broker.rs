@@ -336,12 +336,17 @@ mod tests {
 
     fn fake_agent() -> FakeAgent {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tg-shim-broker-{}-{}.sock",
+        // A private directory: the client refuses a socket others could reach.
+        let dir = std::env::temp_dir().join(format!(
+            "tg-shim-broker-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         ));
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&dir)
+            .unwrap();
+        let path = dir.join("agent.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let asks = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(tokio::sync::Semaphore::new(0));

@@ -19,7 +19,6 @@ mod broker;
 mod config;
 mod docker;
 mod kube;
-mod lsof;
 mod metadata;
 mod oneshot;
 mod peer;

@@ -1,106 +1,17 @@
-//! Who is on the other end of a loopback TCP connection: Linux `/proc` here,
-//! `lsof` in [`crate::lsof`], one [`Finder`] to choose between them.
-//!
-//! The kernel lists every TCP socket of this network namespace in
-//! `/proc/net/tcp` and `/proc/net/tcp6` with its owner's uid and inode. The
-//! client's socket is the one whose local address is the peer address we see
-//! and whose remote address is our listening address. Its inode names the
-//! process: the one with a `/proc/PID/fd/N` link to `socket:[INODE]`.
+//! Who is on the other end of a loopback TCP connection: the socket tables
+//! (`/proc/net/tcp{,6}`, or `lsof`) are parsed by [`touchgate::tcp_owner`] and
+//! [`touchgate::lsof`]; here one [`Finder`] chooses between them, many waiting
+//! connections are looked up with one read of the table, and the process is
+//! named. A client socket's inode names its process: the one with a
+//! `/proc/PID/fd/N` link to `socket:[INODE]`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use touchgate::process;
-
-/// The owner of a TCP peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub uid: u32,
-    /// The process holding the socket, when it could be found (another
-    /// user's processes are not readable unless we are root).
-    pub pid: Option<u32>,
-}
-
-/// One row of `/proc/net/tcp{,6}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpRow {
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub uid: u32,
-    pub inode: u64,
-}
-
-/// Parse an address column: `0100007F:1F90` (IPv4) or 32 hex digits `:PORT` (IPv6).
-/// Each 32-bit word is printed in host byte order, the port in plain hex.
-fn parse_addr(s: &str) -> Option<SocketAddr> {
-    let (ip, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let words = |hex: &str| -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(hex.len() / 2);
-        for i in (0..hex.len()).step_by(8) {
-            let w = u32::from_str_radix(hex.get(i..i + 8)?, 16).ok()?;
-            out.extend_from_slice(&w.to_ne_bytes());
-        }
-        Some(out)
-    };
-    let ip = match ip.len() {
-        8 => {
-            let b: [u8; 4] = words(ip)?.try_into().ok()?;
-            IpAddr::V4(Ipv4Addr::from(b))
-        }
-        32 => {
-            let b: [u8; 16] = words(ip)?.try_into().ok()?;
-            let v6 = Ipv6Addr::from(b);
-            match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(v6),
-            }
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-/// Parse one row of `/proc/net/tcp` or `/proc/net/tcp6`.
-fn parse_row(line: &str) -> Option<TcpRow> {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    // sl local rem st tx:rx tr:when retrnsmt uid timeout inode …
-    if f.len() < 10 {
-        return None;
-    }
-    Some(TcpRow {
-        local: parse_addr(f[1])?,
-        remote: parse_addr(f[2])?,
-        uid: f[7].parse().ok()?,
-        inode: f[9].parse().ok()?,
-    })
-}
-
-/// Parse the text of `/proc/net/tcp` or `/proc/net/tcp6` (header line skipped).
-#[cfg(test)]
-pub fn parse_table(text: &str) -> Vec<TcpRow> {
-    text.lines().skip(1).filter_map(parse_row).collect()
-}
-
-/// Normalise IPv4-mapped IPv6 addresses so both tables compare alike.
-pub fn canon(a: SocketAddr) -> SocketAddr {
-    match a.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
-            None => a,
-        },
-        IpAddr::V4(_) => a,
-    }
-}
-
-/// The row of the client end: local = `peer`, remote = `server`.
-#[cfg(test)]
-pub fn find_row(rows: &[TcpRow], peer: SocketAddr, server: SocketAddr) -> Option<&TcpRow> {
-    let (peer, server) = (canon(peer), canon(server));
-    rows.iter()
-        .find(|r| r.local == peer && r.remote == server && r.inode != 0)
-}
+pub use touchgate::tcp_owner::Peer;
+use touchgate::tcp_owner::{canon, parse_row, TcpRow};
 
 /// The processes under `proc_root` owned by `uid` holding each of `inodes`
 /// (`socket:[INODE]`), by inode: one walk of `/proc/*/fd` for all of them.
@@ -275,7 +186,7 @@ impl Finder {
         let proc_root = PathBuf::from("/proc");
         let has_proc = proc_root.join("net/tcp").is_file();
         let lsof = || {
-            crate::lsof::find().ok_or_else(|| {
+            touchgate::lsof::find().ok_or_else(|| {
                 "cannot tell callers apart: lsof not found on PATH or in /usr/sbin; install lsof".to_owned()
             })
         };
@@ -307,7 +218,7 @@ impl Finder {
             Finder::Proc(root) => lookup_in(root, peers, server, Some(my_uid)),
             Finder::Lsof(lsof) => peers
                 .iter()
-                .map(|p| crate::lsof::lookup(lsof, *p, server))
+                .map(|p| touchgate::lsof::lookup(lsof, *p, server))
                 .collect(),
         }
     }
@@ -345,48 +256,6 @@ fn script_of(args: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:22F2 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:A1B2 0100007F:22F2 01 00000000:00000000 00:00000000 00000000  1000        0 2002 1 0000000000000000 20 4 30 10 -1
-   2: 0100007F:22F2 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 3003 1 0000000000000000 20 4 30 10 -1
-";
-
-    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000001000000:C350 00000000000000000000000001000000:22F2 01 00000000:00000000 00:00000000 00000000 65534        0 4004 1 0000000000000000 20 4 0 10 -1
-   1: 0000000000000000FFFF00000100007F:C351 0000000000000000FFFF00000100007F:22F2 01 00000000:00000000 00:00000000 00000000 65534        0 5005 1 0000000000000000 20 4 0 10 -1
-";
-
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn parses_ipv4_rows_and_finds_the_client_end() {
-        let rows = parse_table(TCP);
-        assert_eq!(rows.len(), 3);
-        assert_eq!(rows[0].local, sa("127.0.0.1:8946"));
-        let r = find_row(&rows, sa("127.0.0.1:41394"), sa("127.0.0.1:8946")).unwrap();
-        assert_eq!((r.uid, r.inode), (1000, 2002), "the client end, not ours");
-        assert!(find_row(&rows, sa("127.0.0.1:1"), sa("127.0.0.1:8946")).is_none());
-    }
-
-    #[cfg(target_endian = "little")]
-    #[test]
-    fn parses_ipv6_rows_and_mapped_ipv4() {
-        let rows = parse_table(TCP6);
-        assert_eq!(rows[0].local, sa("[::1]:50000"));
-        assert_eq!(rows[1].local, sa("127.0.0.1:50001"), "v4-mapped becomes v4");
-        let r = find_row(&rows, sa("[::ffff:127.0.0.1]:50001"), sa("127.0.0.1:8946")).unwrap();
-        assert_eq!(r.uid, 65534);
-        let r = find_row(&rows, sa("[::1]:50000"), sa("[::1]:8946")).unwrap();
-        assert_eq!(r.inode, 4004);
-    }
-
-    #[test]
-    fn junk_lines_are_skipped() {
-        assert!(parse_table("header\nnot a row\n 0: zz:zz 00:00 01").is_empty());
-    }
 
     #[test]
     fn interpreters_are_named_by_their_script() {

@@ -184,18 +184,189 @@ fn another_uid_is_refused_even_with_loose_permissions() {
         "every-token",
         "",
     ));
+    // Loosen everything on the way to the socket so only SO_PEERCRED stands in the way.
     open_to_everyone(&agent);
-    let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin("touchgate"))
-        .arg("status")
-        .env("TOUCHGATE_SOCK", &agent.socket)
+    // A client without the library's checks: the agent itself refuses.
+    require_root_and_setpriv();
+    let o = as_nobody(&bin("touchgate-impostor"))
+        .arg("client")
+        .arg(&agent.socket)
         .output()
-        .expect("setpriv is needed for this test: apt-get install util-linux");
-    assert_one_line_error(&o, "serves uid 0 only");
+        .unwrap();
+    assert!(
+        stdout(&o).contains("refused: this touchgate agent serves uid 0 only"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     assert!(agent
         .stderr()
         .contains("refused a connection from another user"));
+    // The real client of that user does not even try a directory that is not its own.
+    let o = as_nobody(&bin("touchgate"))
+        .arg("status")
+        .env("TOUCHGATE_SOCK", &agent.socket)
+        .output()
+        .unwrap();
+    assert_one_line_error(&o, "is owned by uid 0, not by you (uid 65534)");
+}
+
+/// A credential that must never reach another user.
+const MARK: &str = "impostor-must-never-see-this";
+
+/// `touchgate import -` of a credential carrying [`MARK`], with no runtime dir,
+/// the shared temp dir `tmp`, a private HOME and state dir, and `sock` if given.
+fn import_marked(
+    tmp: &std::path::Path,
+    home: &std::path::Path,
+    sock: Option<&std::path::Path>,
+) -> std::process::Output {
+    let mut c = Command::new(bin("touchgate"));
+    c.args(["import", "-"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("TOUCHGATE_SOCK")
+        .env("TMPDIR", tmp)
+        .env("HOME", home)
+        .env("TOUCHGATE_STATE_DIR", home.join("state"))
+        .env("TOUCHGATE_CONFIG", home.join("config.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(s) = sock {
+        c.env("TOUCHGATE_SOCK", s);
+    }
+    let mut child = c.spawn().unwrap();
+    let json = format!(
+        r#"{{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_key":"{MARK}"}}"#
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A shared temp dir like /tmp (1777), where any user may create a directory first.
+fn shared_tmp() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    t
+}
+
+/// Nothing the impostor read: not a byte, let alone the credential.
+fn assert_nothing_reached(imp: Impostor) {
+    let got = imp.finish();
+    assert!(
+        !got.iter().any(|l| l.contains(MARK)),
+        "the credential reached another user: {got:?}"
+    );
+    assert!(got.is_empty(), "bytes reached another user: {got:?}");
+}
+
+/// ssh without pam_systemd, su, cron: no XDG_RUNTIME_DIR. Another user who
+/// creates the old fallback `$TMPDIR/touchgate-<uid>/agent.sock` first gets nothing:
+/// the default is now a private directory under the state dir.
+#[test]
+fn without_a_runtime_dir_a_squatted_temp_dir_gets_nothing() {
+    let tmp = shared_tmp();
+    let home = tempfile::tempdir().unwrap();
+    let me = touchgate::paths::current_uid();
+    let squatted = tmp
+        .path()
+        .join(format!("touchgate-{me}"))
+        .join("agent.sock");
+    let imp = Impostor::start("agent", squatted.to_str().unwrap());
+    let o = import_marked(tmp.path(), home.path(), None);
+    assert_nothing_reached(imp);
+    let line = assert_one_line_error(&o, "no touchgate agent is listening at");
+    assert!(
+        line.contains(&home.path().join("state").display().to_string()),
+        "the default socket is under the state dir: {line}"
+    );
+
+    // A state dir too deep for a socket path: the shared temp dir it is, and the
+    // impostor's directory there is refused.
+    let imp = Impostor::start("agent", squatted.to_str().unwrap());
+    let deep = home
+        .path()
+        .join("d".repeat(touchgate::paths::MAX_SOCKET_PATH));
+    let o = import_marked(tmp.path(), &deep, None);
+    assert_nothing_reached(imp);
+    let line = assert_one_line_error(&o, "is owned by uid 65534, not by you (uid 0)");
+    assert!(line.contains(&squatted.display().to_string()), "{line}");
+}
+
+/// TOUCHGATE_SOCK names a socket in another user's directory: refused before connecting.
+#[test]
+fn a_socket_in_another_users_directory_is_refused_before_a_byte_is_sent() {
+    let tmp = shared_tmp();
+    let home = tempfile::tempdir().unwrap();
+    let squatted = tmp.path().join("touchgate-x").join("agent.sock");
+    let imp = Impostor::start("agent", squatted.to_str().unwrap());
+    let o = import_marked(tmp.path(), home.path(), Some(&squatted));
+    assert_nothing_reached(imp);
+    let line = assert_one_line_error(&o, "is owned by uid 65534, not by you (uid 0)");
+    assert!(line.contains(&squatted.display().to_string()), "{line}");
+}
+
+/// Our own 0700 directory, but another user listens on the socket in it (it
+/// got in while the directory was open): SO_PEERCRED names it, nothing is sent.
+#[test]
+fn a_socket_served_by_another_user_is_refused_before_a_byte_is_sent() {
+    let tmp = shared_tmp();
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = dir.path().join("agent.sock");
+    let imp = Impostor::start("agent", sock.to_str().unwrap());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = import_marked(tmp.path(), home.path(), Some(&sock));
+    assert_nothing_reached(imp);
+    let line = assert_one_line_error(&o, "is served by uid 65534, not by you (uid 0)");
+    assert!(line.contains(&sock.display().to_string()), "{line}");
+}
+
+/// Our own agent, but its directory is open to others: the client refuses until
+/// it is 0700 again, and the agent will not bind in such a directory.
+#[test]
+fn a_socket_directory_others_can_enter_is_refused_by_client_and_agent() {
+    let agent = AgentProc::start(&config_text(
+        "http://127.0.0.1:9",
+        "auto",
+        "every-token",
+        "",
+    ));
+    let dir = agent.socket.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let line = assert_one_line_error(&agent.cli(&["status"]), "has mode 0755");
+    assert!(
+        line.contains(&format!("chmod 700 {}", dir.display())),
+        "{line}"
+    );
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    agent.ok(&["status"]);
+
+    let loose = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(loose.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(loose.path().join("config.toml"), "").unwrap();
+    let o = Command::new(bin("touchgate-agent"))
+        .arg("--foreground")
+        .env("TOUCHGATE_SOCK", loose.path().join("a.sock"))
+        .env("TOUCHGATE_CONFIG", loose.path().join("config.toml"))
+        .env("TOUCHGATE_STATE_DIR", loose.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{} has mode 0755", loose.path().display())),
+        "{err}"
+    );
+    assert!(!loose.path().join("a.sock").exists());
 }
 
 #[test]
@@ -271,7 +442,7 @@ async fn idle_connections_are_closed_and_one_process_cannot_hold_them_all() {
 
 #[test]
 fn daemon_mode_prints_the_export_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let sock = dir.path().join("a.sock");
     std::fs::write(dir.path().join("config.toml"), "").unwrap();
     let o = Command::new(bin("touchgate-agent"))
@@ -422,4 +593,29 @@ fn without_a_journal_the_agent_logs_to_stderr_even_under_journal_stream() {
     );
     assert!(agent.cli(&["status"]).status.success());
     assert!(agent.stderr().contains("listening"), "{}", agent.stderr());
+}
+
+/// Client input is quoted short in errors: a 64 KiB import name (or one that
+/// doubles when escaped) still gets a one-line answer, never a silent hang-up.
+#[test]
+fn a_64_kib_import_name_gets_a_one_line_error() {
+    let agent = AgentProc::start(&config_text(
+        "http://127.0.0.1:9",
+        "auto",
+        "every-token",
+        "",
+    ));
+    let key = r#"{"type":"service_account"}"#;
+    // Fits in a request, but escaped it is twice the frame cap.
+    let quotes = "\"".repeat(32 * 1024);
+    let o = agent.cli_stdin(&["import", "-", "--name", &quotes], Some(key));
+    let line = assert_one_line_error(&o, "is not allowed: use up to 64 letters");
+    assert!(line.len() < 400, "the name is quoted short: {line}");
+    assert!(line.contains('…'), "{line}");
+    // Over the frame cap by itself: refused before it is sent, saying why.
+    let big = "x".repeat(64 * 1024);
+    let o = agent.cli_stdin(&["import", "-", "--name", &big], Some(key));
+    let line = assert_one_line_error(&o, "over the 65536-byte cap");
+    assert!(line.len() < 400, "{line}");
+    agent.ok(&["status"]);
 }

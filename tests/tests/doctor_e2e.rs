@@ -383,11 +383,13 @@ async fn a_socket_directory_others_can_enter_fails_with_chmod() {
             d = dir.display()
         )
     );
-    // The agent itself still answers.
-    assert!(
-        lines(&o)[1].starts_with("ok   agent answers: "),
-        "{}",
-        stdout(&o)
+    // Nothing is sent to a socket others could have put there.
+    assert_eq!(
+        lines(&o)[1],
+        format!(
+            "FAIL agent at {}: not asked: its directory is not yours alone (above) — fix the directory as said above",
+            agent.socket.display()
+        )
     );
 }
 

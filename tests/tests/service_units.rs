@@ -12,7 +12,10 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{all_files, assert_one_line_error, bin, sigterm, stderr, stdout, AgentProc};
+use common::{
+    all_files, as_nobody, assert_one_line_error, bin, require_root_and_setpriv, sigterm, stderr,
+    stdout, AgentProc,
+};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -73,6 +76,10 @@ struct Activator {
 
 impl Activator {
     fn start(dir: &Path, sock: &Path, extra: &[&str], program: &[&dyn AsRef<OsStr>]) -> Activator {
+        // The socket's directory is private, as the unit's DirectoryMode=0700 makes it.
+        let parent = sock.parent().unwrap();
+        std::fs::create_dir_all(parent).unwrap();
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).unwrap();
         let mut child = Command::new(tool("systemd-socket-activate", "systemd"))
             .arg("-l")
             .arg(sock)
@@ -187,14 +194,21 @@ fn socket_activation_serves_the_passed_socket_and_leaves_it() {
     for p in [dir.path(), sock.parent().unwrap(), sock.as_path()] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let o = Command::new(tool("setpriv", "util-linux"))
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin("touchgate"))
-        .arg("status")
-        .env("TOUCHGATE_SOCK", &sock)
+    // A client without the library's checks, so the agent's own refusal shows.
+    require_root_and_setpriv();
+    let o = as_nobody(&bin("touchgate-impostor"))
+        .arg("client")
+        .arg(&sock)
         .output()
         .unwrap();
-    assert_one_line_error(&o, &format!("serves uid {me} only"));
+    assert!(
+        stdout(&o).contains(&format!(
+            "refused: this touchgate agent serves uid {me} only"
+        )),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     act.log_with("refused a connection from another user");
 
     sigterm(pid);

@@ -542,3 +542,65 @@ async fn gcloud_under_exec_and_after_setup_gcloud_calls_vertex_with_the_agents_t
         calls_summary(&emu)
     );
 }
+
+/// Another user listens on the shared shim address first (the default port,
+/// here a free one named by TOUCHGATE_SHIM_ADDR): `exec` does not use it but
+/// starts a private shim, `setup adc|gcloud` refuse to point files at it, and
+/// not a byte reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shim_port_another_user_holds_is_never_used() {
+    let (emu, key_json) = emulator().await;
+    let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
+    let u = UserDirs::new();
+    let imp = Impostor::start("shim", "127.0.0.1:0");
+
+    let mut c = exec_cmd(
+        &agent,
+        &u,
+        &[
+            "--",
+            "sh",
+            "-c",
+            "echo $GCE_METADATA_HOST; curl -sf -H 'Metadata-Flavor: Google' http://$GCE_METADATA_HOST/computeMetadata/v1/instance/service-accounts/default/token",
+        ],
+    );
+    c.env("TOUCHGATE_SHIM_ADDR", &imp.at);
+    let o = run(c).await;
+    let out = ok(&o, "exec");
+    let (host, body) = out.split_once('\n').unwrap();
+    assert_ne!(
+        host, imp.at,
+        "the child was pointed at the other user's port"
+    );
+    assert!(!body.contains("impostor"), "{body}");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    let fp = touchgate::secret::fingerprint(body["access_token"].as_str().unwrap().as_bytes());
+    assert!(
+        emu.state()
+            .calls()
+            .iter()
+            .any(|c| c.kind == CallKind::GenerateAccessToken
+                && c.issued_fingerprint.as_deref() == Some(fp.as_str())),
+        "the token is one the agent minted"
+    );
+    assert!(
+        stderr(&o).contains(&format!("{} is held by uid 65534", imp.at)),
+        "{}",
+        stderr(&o)
+    );
+
+    let before = u.snapshot();
+    for target in ["adc", "gcloud"] {
+        let mut c = touchgate(&agent, &u, &["setup", target]);
+        c.env("TOUCHGATE_SHIM_ADDR", &imp.at);
+        let o = run(c).await;
+        let line = assert_one_line_error(&o, &format!("{} is held by uid 65534", imp.at));
+        assert!(line.contains("not by you (uid 0)"), "{line}");
+    }
+    assert_eq!(u.snapshot(), before, "setup wrote nothing");
+    let got = imp.finish();
+    assert!(
+        got.is_empty(),
+        "bytes reached the other user's port: {got:?}"
+    );
+}

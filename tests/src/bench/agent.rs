@@ -88,7 +88,7 @@ pub async fn run(emu: &EmulatorHandle, acc: &Accounts, rounds: usize) -> anyhow:
         clock,
         StatePaths::in_dir(dir.path()),
     )?;
-    let socket = dir.path().join("agent.sock");
+    let socket = dir.path().join("run").join("agent.sock");
     let listener = touchgate_agent::server::bind(&socket).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(touchgate_agent::server::serve(agent, listener, async {

@@ -6,6 +6,8 @@ pub mod bus;
 pub mod hid;
 pub mod other_uid;
 
+pub use other_uid::{as_nobody, require_root_and_setpriv};
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -364,4 +366,62 @@ pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 pub fn contains(hay: &[u8], needle: &str) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// A temp dir closed to other users (0700), as an agent socket's directory must be.
+pub fn private_tempdir() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+/// A `touchgate-impostor` server run as uid 65534: a fake agent or shim of another user.
+/// Everything it read is in [`Impostor::finish`].
+pub struct Impostor {
+    child: Child,
+    /// Where it listens: a socket path or `127.0.0.1:PORT`.
+    pub at: String,
+    lines: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Impostor {
+    /// `touchgate-impostor agent PATH` or `touchgate-impostor shim ADDR`, once it listens.
+    pub fn start(mode: &str, at: &str) -> Impostor {
+        require_root_and_setpriv();
+        let mut child = as_nobody(&bin("touchgate-impostor"))
+            .args([mode, at])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let at = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("touchgate-impostor did not start: {line:?}"))
+            .to_owned();
+        let lines = std::thread::spawn(move || out.lines().map_while(Result::ok).collect());
+        Impostor {
+            child,
+            at,
+            lines: Some(lines),
+        }
+    }
+
+    /// Stop it; every `received N bytes: …` line it printed.
+    pub fn finish(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.lines.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -90,7 +90,8 @@ pub async fn run(auto_touch: bool) -> anyhow::Result<()> {
     );
     let config = dir.path().join("config.toml");
     std::fs::write(&config, demo_config(&base, auto_touch))?;
-    let sock = dir.path().join("agent.sock");
+    // In a directory of its own: the agent makes it 0700, as clients require.
+    let sock = dir.path().join("run").join("agent.sock");
     let agent = start_agent(dir.path(), &config, &sock, auto_touch)?;
     println!("      TOUCHGATE_SOCK={}", sock.display());
 

@@ -2,16 +2,20 @@
 //! GCE metadata variables pointed at a touchgate shim — the shared one
 //! (`$TOUCHGATE_SHIM_ADDR`, default 127.0.0.1:8946) when it answers and serves
 //! the profile, else a private `touchgate-shim serve` child stopped afterwards.
+//! The shared shim is used only when its listener is ours
+//! ([`touchgate::tcp_owner::connect_own`]): another user holding the address
+//! gets nothing, not even the probe, and a private shim serves instead.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use tokio::signal::unix::{signal, SignalKind};
+use touchgate::tcp_owner::{connect_own, OwnerError};
 use touchgate::ProfileInfo;
 
 pub const SHIM_ADDR_ENV: &str = "TOUCHGATE_SHIM_ADDR";
@@ -37,7 +41,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| profile.as_ref().and_then(|p| p.project.clone()));
 
-    let shared = shared_shim_addr();
+    let shared = shared_shim_addr().filter(|a| shared_is_ours(*a));
     let use_shared = shared.is_some_and(|a| shim_serves(a, args.profile.as_deref(), &profile));
     let mut private = None;
     let addr = match (use_shared, shared) {
@@ -101,6 +105,20 @@ fn parse_loopback(text: &str) -> Option<SocketAddr> {
     addr.ip().is_loopback().then_some(addr)
 }
 
+/// Whether the listener at `addr` is ours; another user's is named in a warning.
+fn shared_is_ours(addr: SocketAddr) -> bool {
+    match connect_own(addr, PROBE_TIMEOUT) {
+        Ok(_) => true,
+        Err(e @ (OwnerError::Foreign { .. } | OwnerError::Unknown { .. })) => {
+            eprintln!("touchgate: warning: {e}: not using it, starting a private shim");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Whether a shim answers at `addr` and serves the wanted profile.
 fn shim_serves(addr: SocketAddr, wanted: Option<&str>, profile: &Option<ProfileInfo>) -> bool {
     let Some((true, _)) = metadata_get(addr, "/") else {
@@ -127,7 +145,7 @@ fn metadata_get(addr: SocketAddr, path: &str) -> Option<(bool, String)> {
     if !addr.ip().is_loopback() {
         return None;
     }
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    let mut s = connect_own(addr, PROBE_TIMEOUT).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(3))).ok()?;
     write!(

@@ -62,6 +62,9 @@ pub async fn run(args: SetupArgs) -> anyhow::Result<()> {
     if args.undo {
         return undo(args.target, &dir);
     }
+    if matches!(args.target, Target::Gcloud | Target::Adc) {
+        check_shim_addr()?;
+    }
     let mut backup = Backup::open(&dir)?;
     match args.target {
         Target::Gcloud => gcloud(&args, &mut backup).await,
@@ -201,6 +204,22 @@ fn adc_file_text(profile: Option<&str>) -> anyhow::Result<Vec<u8>> {
     serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .context("touchgate-shim adc-file printed no JSON")?;
     Ok(out.stdout)
+}
+
+/// The files `setup gcloud|adc` write send tokens requests to the shared shim
+/// address: refuse when another user listens there (nothing listening is fine:
+/// the user's own shim may start later).
+fn check_shim_addr() -> anyhow::Result<()> {
+    use touchgate::tcp_owner::{connect_own, OwnerError};
+    let Some(addr) = crate::exec::shared_shim_addr() else {
+        return Ok(());
+    };
+    match connect_own(addr, std::time::Duration::from_secs(2)) {
+        Ok(_) | Err(OwnerError::NothingListens { .. }) => Ok(()),
+        Err(e) => bail!(
+            "{e}: refusing to point credential files at it; stop that listener, or run touchgate-shim serve --listen 127.0.0.1:PORT and export TOUCHGATE_SHIM_ADDR=127.0.0.1:PORT"
+        ),
+    }
 }
 
 fn shim_note() -> String {

@@ -124,6 +124,22 @@ pub(super) async fn socket_and_hello(r: &mut Report) -> Option<Client> {
             );
             None
         }
+        Ok(Err(ClientError::ForeignDir { .. } | ClientError::LooseDir { .. })) => {
+            r.fail(
+                &what,
+                "not asked: its directory is not yours alone (above)",
+                "fix the directory as said above",
+            );
+            None
+        }
+        Ok(Err(ClientError::ForeignPeer { owner, me, .. })) => {
+            r.fail(
+                &what,
+                format!("not asked: uid {owner} listens on it, not you (uid {me})"),
+                "set TOUCHGATE_SOCK to your own agent's socket",
+            );
+            None
+        }
         Ok(Err(e)) => {
             r.fail(&what, e, START_AGENT);
             None

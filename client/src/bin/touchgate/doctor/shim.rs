@@ -59,12 +59,20 @@ pub(super) fn check(r: &mut Report, addr: Result<SocketAddr, String>, used: bool
 
 /// A metadata GET on loopback with 2 s time-outs: (status, Metadata-Flavor: Google, body).
 fn metadata_get(addr: SocketAddr, path: &str) -> Result<(u16, bool, String), String> {
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "nothing listens there".to_owned(),
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+    use touchgate::tcp_owner::{connect_own, OwnerError};
+    // Only our own listener is asked anything (another user's gets no request).
+    let mut s = connect_own(addr, TIMEOUT).map_err(|e| match e {
+        OwnerError::NothingListens { .. } => "nothing listens there".to_owned(),
+        OwnerError::Connect { source, .. }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
             "no answer within 2 s".to_owned()
         }
-        _ => format!("cannot connect: {e}"),
+        OwnerError::Connect { source, .. } => format!("cannot connect: {source}"),
+        e => format!("{e}; stop that listener or point {SHIM_ADDR_ENV} at your own shim"),
     })?;
     let io = |e: std::io::Error| format!("no usable answer: {e}");
     s.set_read_timeout(Some(TIMEOUT)).map_err(io)?;

@@ -8,15 +8,15 @@
 //! our listening address (our own accepted socket is the mirror image).
 //!
 //! Run by an ordinary user, macOS `lsof` sees only that user's processes: a
-//! connection from another user is simply not found, and the shim refuses what it
-//! cannot name. The same code runs on Linux when asked (`--callers-from lsof`),
+//! connection from another user is simply not found, and the shim (or a client
+//! checking the shim) refuses what it cannot name. The same code runs on Linux when asked (`--callers-from lsof`),
 //! which is how the tests exercise it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::peer::{canon, Peer};
+use crate::tcp_owner::{canon, Peer};
 
 /// Where lsof is: on `PATH`, else macOS's `/usr/sbin/lsof`.
 pub fn find() -> Option<PathBuf> {
@@ -164,7 +164,7 @@ mod tests {
         let (_conn, peer) = listener.accept().unwrap();
         let p = lookup(&lsof, peer, server).expect("lsof lists our connection");
         assert_eq!(p.pid, Some(std::process::id()));
-        assert_eq!(p.uid, touchgate::paths::current_uid());
+        assert_eq!(p.uid, crate::paths::current_uid());
         drop(client);
     }
 }
