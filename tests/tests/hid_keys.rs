@@ -139,6 +139,57 @@ async fn built_in_user_verification_needs_no_pinentry() {
     assert!(agent.ok(&["token"]).starts_with("ya29."));
 }
 
+/// The credential ids enrolled in the agent's vault.
+fn enrolled_ids(agent: &AgentProc) -> Vec<Vec<u8>> {
+    let vault =
+        touchgate_agent::vault::VaultFile::load(&agent.state_dir().join("vault.json")).unwrap();
+    vault
+        .enrolments
+        .iter()
+        .map(|e| e.credential_id.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_uv_enrolment_makes_a_credential_the_key_opens_only_with_uv() {
+    use touchgate_agent::key::{GetAssertionRequest, KeyError, SecurityKey, RP_ID};
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            built_in_uv: true,
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&hid_config(&emu.base_url(), &[key.path()], ""));
+    agent.ok(&["enroll", "--uv"]);
+    agent.import(&key_json);
+    assert!(agent.ok(&["token"]).starts_with("ya29."));
+
+    // Another process of this user that can open the key asks for the
+    // hmac-secret with our credential id, without user verification.
+    let ids = enrolled_ids(&agent);
+    let ask = |uv: bool| {
+        key.auth.key().get_assertion(&GetAssertionRequest {
+            rp_id: RP_ID.into(),
+            challenge: [7; 32],
+            allow: ids.clone(),
+            hmac_salt: Some([9; 32]),
+            uv,
+            pin: None,
+            up: true,
+        })
+    };
+    assert_eq!(
+        ask(false).map(|_| ()),
+        Err(KeyError::NoCredentials),
+        "credProtect userVerificationRequired: no answer without UV"
+    );
+    assert!(ask(true).is_ok(), "with UV the key answers");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_suspect_key_stays_refused_until_trusted() {
     let (emu, key_json) = emulator().await;

@@ -113,12 +113,18 @@ impl HidKey {
     }
 
     /// The first key (by path) that holds one of `allow`, found without a touch.
+    /// A credential made with credProtect userVerificationRequired does not show
+    /// to that silent probe: with `uv`, a single plugged-in key that shows none
+    /// is the one to ask (the real request verifies the user); with several,
+    /// which one holds it cannot be told.
     fn locate(
         &self,
         rp_id: &str,
         allow: &[Vec<u8>],
+        uv: bool,
     ) -> Result<(String, Arc<FidoKeyHid>), KeyError> {
         let mut last = KeyError::NoCredentials;
+        let mut silent = vec![];
         for path in self.device_paths()? {
             let dev = match self.open(&path) {
                 Ok(d) => d,
@@ -129,11 +135,19 @@ impl HidKey {
             };
             match self.holds(&path, &dev, rp_id, allow) {
                 Ok(true) => return Ok((path, dev)),
-                Ok(false) => {}
+                Ok(false) => silent.push((path, dev)),
                 Err(e) => last = e,
             }
         }
-        Err(last)
+        match silent.len() {
+            1 if uv => Ok(silent.pop().expect("one")),
+            n if uv && n > 1 => Err(KeyError::Device(format!(
+                "{n} security keys are plugged in, and a key enrolled with --uv shows its \
+                 credential only after user verification: leave only the enrolled key plugged \
+                 in, or name it in [key] devices"
+            ))),
+            _ => Err(last),
+        }
     }
 }
 
@@ -191,9 +205,8 @@ impl SecurityKey for HidKey {
                 what: "the hmac-secret extension".into(),
             });
         }
-        let mut exts = vec![CredentialExtension::CredProtect(Some(
-            CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList,
-        ))];
+        let level = cred_protect(req.uv, &info.extensions, &info.options);
+        let mut exts = vec![CredentialExtension::CredProtect(Some(level))];
         if req.hmac_secret {
             exts.push(CredentialExtension::HmacSecret(Some(true)));
         }
@@ -235,7 +248,7 @@ impl SecurityKey for HidKey {
 
     fn get_assertion(&self, req: &GetAssertionRequest) -> Result<Assertion, KeyError> {
         let _op = self.op.lock().unwrap();
-        let (path, dev) = self.locate(&req.rp_id, &req.allow)?;
+        let (path, dev) = self.locate(&req.rp_id, &req.allow, req.uv)?;
         let pin = req
             .pin
             .as_ref()
@@ -290,6 +303,26 @@ impl SecurityKey for HidKey {
     }
 }
 
+/// The credProtect level of a new credential: userVerificationRequired (3)
+/// when the user is verified at every use (`enroll --uv`) and the key offers
+/// credProtect and a way to verify (a PIN or built-in UV), so no process that
+/// merely can open the key gets the hmac-secret without the PIN or finger;
+/// else userVerificationOptionalWithCredentialIdList (2).
+/// `extensions` and `options` are the key's getInfo.
+fn cred_protect(
+    uv: bool,
+    extensions: &[String],
+    options: &[(String, bool)],
+) -> CredentialProtectionPolicy {
+    let offers = |name: &str| extensions.iter().any(|x| x == name);
+    let option = |name: &str| options.iter().any(|(k, v)| k == name && *v);
+    if uv && offers("credProtect") && (option("clientPin") || option("uv")) {
+        CredentialProtectionPolicy::UserVerificationRequired
+    } else {
+        CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList
+    }
+}
+
 fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").lines().collect::<Vec<_>>().join("; ")
 }
@@ -330,5 +363,32 @@ fn map_error(path: &str, e: &anyhow::Error, dev: &FidoKeyHid) -> KeyError {
         ))
     } else {
         KeyError::Device(format!("security key {path}: {msg}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The level `cred_protect` picks, as its CTAP number.
+    fn level(uv: bool, extensions: &[&str], options: &[(&str, bool)]) -> u8 {
+        let ext: Vec<String> = extensions.iter().map(|s| s.to_string()).collect();
+        let opt: Vec<(String, bool)> = options.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        match cred_protect(uv, &ext, &opt) {
+            CredentialProtectionPolicy::UserVerificationRequired => 3,
+            CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList => 2,
+            _ => 1,
+        }
+    }
+
+    #[test]
+    fn uv_enrolments_on_keys_that_can_verify_get_cred_protect_3() {
+        let both = ["hmac-secret", "credProtect"];
+        assert_eq!(level(true, &both, &[("clientPin", true)]), 3);
+        assert_eq!(level(true, &both, &[("uv", true)]), 3);
+        assert_eq!(level(false, &both, &[("clientPin", true)]), 2);
+        // No way to verify the user, or no credProtect: level 2.
+        assert_eq!(level(true, &both, &[("clientPin", false)]), 2);
+        assert_eq!(level(true, &["hmac-secret"], &[("clientPin", true)]), 2);
     }
 }
