@@ -2,12 +2,14 @@
 //! backups) is private whatever the umask: made at start before anything is
 //! written to it.
 //!
-//! Invariants after [`prepare`]: the directory exists with mode 0700; every
-//! regular file directly in it has mode 0600 (a looser one is tightened and the
-//! change is reported, so the log says a copy may have been readable); temp
-//! files left by an interrupted atomic write (`.NAME.tmp-PID-HEX`, see
-//! `vault::write_private_atomic`) whose writer is gone are removed. Symlinks
-//! are never followed, and files of other owners are left alone (reported).
+//! Invariants after [`prepare`]: the directory exists with mode 0700; each of
+//! the agent's files in it ([`OWN_FILES`], vault backups) has mode 0600 (a
+//! looser one is tightened and the change is reported, so the log says a copy
+//! may have been readable); temp files left by an interrupted atomic write
+//! (`.NAME.tmp-PID-HEX`, see `vault::write_private_atomic`) whose writer is
+//! gone are removed. Other files are not ours to change (the state directory
+//! may be set to a shared one); symlinks are never followed, and files of
+//! other owners are left alone (reported).
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io;
@@ -19,6 +21,8 @@ use std::time::{Duration, SystemTime};
 pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file in it.
 pub const FILE_MODE: u32 = 0o600;
+/// The agent's files in the state directory (besides `vault.json.bak-*`).
+pub const OWN_FILES: &[&str] = &["vault.json", "soft-key.json", "audit.jsonl", "agent.log"];
 /// A temp file this old is stale even where the writer's pid cannot be checked.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 
@@ -53,7 +57,8 @@ pub fn prepare(dir: &Path) -> io::Result<Prepared> {
         if !meta.file_type().is_file() {
             continue;
         }
-        if is_stale_temp(&entry.file_name().to_string_lossy(), &meta) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_stale_temp(&name, &meta) {
             match fs::remove_file(&path) {
                 Ok(()) => out.notes.push(format!(
                     "removed {}, left by an interrupted write",
@@ -66,7 +71,7 @@ pub fn prepare(dir: &Path) -> io::Result<Prepared> {
             continue;
         }
         let mode = meta.permissions().mode() & 0o777;
-        if mode & !FILE_MODE == 0 {
+        if mode & !FILE_MODE == 0 || !is_own(&name) {
             continue;
         }
         if meta.uid() != me {
@@ -113,6 +118,10 @@ pub fn open_private_append(path: &Path) -> io::Result<fs::File> {
         .mode(FILE_MODE)
         .open(path)
         .map_err(|e| with_path(e, path))
+}
+
+fn is_own(name: &str) -> bool {
+    OWN_FILES.contains(&name) || name.starts_with("vault.json.bak-")
 }
 
 /// `.NAME.tmp-PID-HEX` whose writer is gone (or, where that cannot be told, old).
@@ -186,9 +195,18 @@ mod tests {
         fs::write(&ours, "{").unwrap();
         fs::set_permissions(&ours, fs::Permissions::from_mode(0o600)).unwrap();
 
+        let backup = dir.join("vault.json.bak-1800000000");
+        fs::write(&backup, "{}").unwrap();
+        fs::set_permissions(&backup, fs::Permissions::from_mode(0o640)).unwrap();
+        let script = dir.join("notes.sh");
+        fs::write(&script, "").unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+
         let p = prepare(&dir).unwrap();
         assert_eq!(mode(&dir), DIR_MODE);
         assert_eq!(mode(&log), FILE_MODE);
+        assert_eq!(mode(&backup), FILE_MODE);
+        assert_eq!(mode(&script), 0o755, "not ours: left alone");
         assert!(!stale.exists());
         assert!(ours.exists(), "a live writer's temp file stays");
         let text = p.notes.join("\n");

@@ -1,5 +1,6 @@
 //! The audit log of a real run: every decision recorded, the chain and every
-//! touch signature verify, tampering is found and named, and no secret is in it.
+//! touch signature verify, tampering is found and named, and no secret is in it,
+//! not even when a token endpoint quotes back what it was sent.
 
 mod common;
 

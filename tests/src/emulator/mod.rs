@@ -3,7 +3,8 @@
 //! `generateAccessToken` and a little of Vertex AI REST (models list, endpoint
 //! predict, custom jobs, each behind its role), faithful enough that the agent's
 //! real upstream code cannot tell it from Google. Faults (5xx, 429 with
-//! Retry-After, slow answers, connection resets) can be injected per test
+//! Retry-After, slow answers, connection resets, a hostile echo of the
+//! request) can be injected per test
 //! ([`EmulatorState::inject`]). Admin routes under `/__emulator/` set it up and
 //! read what it saw.
 
