@@ -377,3 +377,37 @@ async fn enrol_force_needs_the_enrolled_key_and_keeps_the_old_vault() {
     assert_eq!(format!("{mode:o}"), "600");
     assert_ne!(std::fs::read(&vault).unwrap(), before, "a new vault");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_uv_vault_takes_a_backup_key_though_its_credentials_hide_from_the_probe() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let uv = AuthenticatorOptions {
+        built_in_uv: true,
+        ..Default::default()
+    };
+    let (p1, p2) = (dir.path().join("k1.hidraw"), dir.path().join("k2.hidraw"));
+    let k1 = emu_key(dir.path(), "k1", uv.clone());
+    let mut agent = start_agent(&hid_config(&emu.base_url(), &[p1, p2], ""));
+    agent.ok(&["enroll", "--uv"]);
+    agent.import(&key_json);
+    // Both plugged in: the agent knows which one it enrolled.
+    let k2 = emu_key(dir.path(), "k2", uv);
+    agent.ok(&["keys", "add"]);
+    assert_eq!(listed(&agent).len(), 2);
+    assert!(agent.ok(&["token"]).starts_with("ya29."));
+
+    // A new agent has not seen either answer: with both in, it cannot tell.
+    agent.stop();
+    agent.child = Some(agent.spawn_agent("debug"));
+    assert_one_line_error(
+        &agent.cli(&["token"]),
+        "leave only the enrolled key plugged in",
+    );
+    k1.device.unplug();
+    assert!(
+        agent.ok(&["token"]).starts_with("ya29."),
+        "the backup alone"
+    );
+    drop(k2);
+}

@@ -30,6 +30,10 @@ pub struct HidKey {
     current: Mutex<Option<Arc<FidoKeyHid>>>,
     /// One operation at a time.
     op: Mutex<()>,
+    /// The device that last made or answered for a touchgate credential: where
+    /// a credential that credProtect 3 hides from the silent probe is looked for
+    /// when several keys are plugged in (the agent's own memory, not persisted).
+    last_used: Mutex<Option<String>>,
 }
 
 fn lib_cfg() -> LibCfg {
@@ -47,6 +51,7 @@ impl HidKey {
             pin_protocol,
             current: Mutex::new(None),
             op: Mutex::new(()),
+            last_used: Mutex::new(None),
         }
     }
 
@@ -79,6 +84,17 @@ impl HidKey {
                     one_line(&e)
                 ))
             })
+    }
+
+    fn last_used(&self) -> Option<String> {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn remember(&self, path: &str) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_owned());
     }
 
     /// Run `f` on `dev` with it registered for `cancel`.
@@ -116,7 +132,8 @@ impl HidKey {
     /// A credential made with credProtect userVerificationRequired does not show
     /// to that silent probe: with `uv`, a single plugged-in key that shows none
     /// is the one to ask (the real request verifies the user); with several,
-    /// which one holds it cannot be told.
+    /// the one that last made or answered for a credential, else which one
+    /// holds it cannot be told.
     fn locate(
         &self,
         rp_id: &str,
@@ -139,8 +156,13 @@ impl HidKey {
                 Err(e) => last = e,
             }
         }
+        let used = self.last_used();
         match silent.len() {
             1 if uv => Ok(silent.pop().expect("one")),
+            n if uv && n > 1 && silent.iter().any(|(p, _)| Some(p) == used.as_ref()) => Ok(silent
+                .into_iter()
+                .find(|(p, _)| Some(p) == used.as_ref())
+                .expect("found")),
             n if uv && n > 1 => Err(KeyError::Device(format!(
                 "{n} security keys are plugged in, and a key enrolled with --uv shows its \
                  credential only after user verification: leave only the enrolled key plugged \
@@ -184,6 +206,12 @@ impl SecurityKey for HidKey {
             } else {
                 excluded = true;
             }
+        }
+        // A key enrolled with credProtect 3 hides from the probe above: with
+        // credentials to exclude, the key that last answered for one is not the new one.
+        let last = self.last_used();
+        if candidates.len() > 1 && !req.exclude.is_empty() {
+            candidates.retain(|(p, _)| Some(p) != last.as_ref());
         }
         let (path, dev) = match candidates.len() {
             0 if excluded => return Err(KeyError::Excluded),
@@ -233,6 +261,7 @@ impl SecurityKey for HidKey {
             .extensions
             .iter()
             .any(|e| matches!(e, CredentialExtension::HmacSecret(Some(true))));
+        self.remember(path);
         Ok(Attestation {
             credential_id: att.credential_descriptor.id.clone(),
             public_key_sec1: att.credential_publickey.der.clone(),
@@ -275,6 +304,7 @@ impl SecurityKey for HidKey {
             return Err(KeyError::NoCredentials);
         }
         let a = all.swap_remove(0);
+        self.remember(&path);
         let hmac_secret = a.extensions.iter().find_map(|e| match e {
             Gext::HmacSecret(Some(out)) => Some(Zeroizing::new(*out)),
             _ => None,
