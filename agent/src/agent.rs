@@ -262,12 +262,18 @@ impl Agent {
                 .add_key(caller, &hint, progress)
                 .await
                 .map(Response::Enrolled),
-            Request::RemoveKey { credential } => self
-                .remove_key(caller, &credential)
+            Request::RemoveKey {
+                credential,
+                caller: hint,
+            } => self
+                .remove_key(caller, &credential, &hint, progress)
                 .await
                 .map(|credential| Response::KeyRemoved { credential }),
-            Request::TrustKey { credential } => self
-                .trust_key(caller, &credential)
+            Request::TrustKey {
+                credential,
+                caller: hint,
+            } => self
+                .trust_key(caller, &credential, &hint, progress)
                 .await
                 .map(|credential| Response::KeyTrusted { credential }),
         };
@@ -421,6 +427,7 @@ pub(crate) fn enrolled_reply(e: &crate::vault::Enrolment) -> EnrolledReply {
         credential: short_id(&e.credential_id),
         aaguid: format_aaguid(&e.aaguid),
         key_name: e.key_name.clone(),
+        backup: None,
     }
 }
 

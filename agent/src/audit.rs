@@ -150,7 +150,7 @@ impl AuditLog {
         };
         let res = (|| -> std::io::Result<()> {
             if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
+                crate::state_dir::create(dir)?;
             }
             let mut f = OpenOptions::new()
                 .create(true)

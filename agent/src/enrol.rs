@@ -194,29 +194,59 @@ impl Agent {
         hint: &CallerHint,
         progress: Progress,
     ) -> Result<EnrolledReply, ErrorReply> {
+        let notify = notify(progress);
         let mut vault = self.vault.lock().await;
-        if let (Some(e), false) = (vault.enrolment(), force) {
-            return Err(ErrorReply::new(
-                ErrorCode::AlreadyEnrolled,
-                format!(
-                    "a key is already enrolled (credential {}): add a backup with touchgate keys add, or run touchgate enroll --force to start over (credentials sealed under it become unreadable)",
-                    enrolled_reply(e).credential
-                ),
-            ));
+        let mut approval = None;
+        if let Some(e) = vault.enrolment() {
+            if !force {
+                return Err(ErrorReply::new(
+                    ErrorCode::AlreadyEnrolled,
+                    format!(
+                        "a key is already enrolled (credential {}): add a backup with touchgate keys add, or run touchgate enroll --force to start over (with a touch on an enrolled key; the old vault is kept as a backup file)",
+                        enrolled_reply(e).credential
+                    ),
+                ));
+            }
+            // Replacing the vault is for its owner: a verified touch on an enrolled, trusted key.
+            let (dek, _used, evidence) = self
+                .assert_and_unlock(
+                    &mut vault,
+                    &[&caller.to_string(), "replace-vault"],
+                    "replace-vault",
+                    hint,
+                    format!("touch an ENROLLED security key to approve starting over with a new vault ({caller} asks)"),
+                    &notify,
+                )
+                .await?;
+            drop(dek);
+            approval = Some(evidence);
         }
         let att = self
-            .new_credential(caller, hint, uv, vec![], &notify(progress))
+            .new_credential(caller, hint, uv, vec![], &notify)
             .await?;
         let mut salt = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
-        // A new enrolment starts a new vault: old sealed entries could never be opened again.
+        // A new enrolment starts a new vault: old sealed entries could never be opened again,
+        // so the old file is kept (0600) beside it first.
+        let backup = match approval {
+            Some(_) => self.backup_vault().map_err(vault_error)?,
+            None => None,
+        };
         let mut next = VaultFile::default();
         next.enrolments.push(self.enrolment_from(&att, salt, uv));
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
         self.sessions.lock().unwrap().lock();
-        let reply = enrolled_reply(vault.enrolment().expect("just enrolled"));
-        tracing::info!(%caller, credential = %reply.credential, key = %reply.key_name, uv, "enrolled a security key");
+        let mut reply = enrolled_reply(vault.enrolment().expect("just enrolled"));
+        reply.backup = backup.map(|p| p.display().to_string());
+        match &reply.backup {
+            Some(b) => {
+                tracing::warn!(%caller, credential = %reply.credential, key = %reply.key_name, uv, backup = %b, "enrolled a security key in a new vault; the old vault is kept in the backup")
+            }
+            None => {
+                tracing::info!(%caller, credential = %reply.credential, key = %reply.key_name, uv, "enrolled a security key")
+            }
+        }
         let e = vault.enrolment().expect("just enrolled");
         self.audit.append(Record {
             time: self.clock.unix_now(),
@@ -224,9 +254,34 @@ impl Agent {
             caller: Some(caller.into()),
             credential: Some(hex::encode(&e.credential_id)),
             public_key: Some(hex::encode(&e.public_key_sec1)),
+            touch: approval,
             ..Default::default()
         });
         Ok(reply)
+    }
+
+    /// Copy the vault file to `vault.json.bak-UNIXTIME[-N]` beside it (0600,
+    /// atomically); its path, or `None` when there is no vault file.
+    fn backup_vault(&self) -> std::io::Result<Option<std::path::PathBuf>> {
+        let path = &self.paths.vault;
+        let bytes = match std::fs::read(path) {
+            Ok(b) => Zeroizing::new(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "vault.json".into());
+        let stem = format!("{name}.bak-{}", self.clock.unix_now());
+        let mut backup = path.with_file_name(&stem);
+        let mut n = 1;
+        while backup.exists() {
+            n += 1;
+            backup = path.with_file_name(format!("{stem}-{n}"));
+        }
+        crate::vault::write_private_atomic(&backup, &bytes)?;
+        Ok(Some(backup))
     }
 
     /// Enrol another key: unlock with an enrolled key, then create a credential on
@@ -356,8 +411,15 @@ impl Agent {
             .collect()
     }
 
-    /// Forget an enrolled key (never the last one).
-    pub async fn remove_key(&self, caller: &Caller, prefix: &str) -> Result<String, ErrorReply> {
+    /// Forget an enrolled key (never the last one), after a verified touch on an
+    /// enrolled, trusted key.
+    pub async fn remove_key(
+        &self,
+        caller: &Caller,
+        prefix: &str,
+        hint: &CallerHint,
+        progress: Progress,
+    ) -> Result<String, ErrorReply> {
         let mut vault = self.vault.lock().await;
         let id = find_key(&vault, prefix)?;
         if vault.enrolments.len() == 1 {
@@ -366,37 +428,78 @@ impl Agent {
                 "this is the last enrolled key, and removing it would lock the sealed credentials away for good: add another key first (touchgate keys add)",
             ));
         }
+        let short = short_id(&id);
+        let (dek, used, evidence) = self
+            .assert_and_unlock(
+                &mut vault,
+                &[&caller.to_string(), "remove-key", &hex::encode(&id)],
+                "remove-key",
+                hint,
+                format!("touch an ENROLLED security key to approve removing key {short} ({caller} asks)"),
+                &notify(progress),
+            )
+            .await?;
+        drop(dek);
         let mut next = vault.clone();
+        replace_enrolment(&mut next, used);
         next.remove_key(&id);
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
-        let short = short_id(&id);
         tracing::info!(%caller, credential = %short, "removed a security key");
         self.audit.append(Record {
             time: self.clock.unix_now(),
             event: "key-removed".into(),
             caller: Some(caller.into()),
             credential: Some(hex::encode(&id)),
+            touch: Some(evidence),
             ..Default::default()
         });
         Ok(short)
     }
 
-    /// Trust a suspect key again.
-    pub async fn trust_key(&self, caller: &Caller, prefix: &str) -> Result<String, ErrorReply> {
+    /// Trust a suspect key again, after a verified touch on another enrolled,
+    /// trusted key (a suspect key never approves its own trust).
+    pub async fn trust_key(
+        &self,
+        caller: &Caller,
+        prefix: &str,
+        hint: &CallerHint,
+        progress: Progress,
+    ) -> Result<String, ErrorReply> {
         let mut vault = self.vault.lock().await;
         let id = find_key(&vault, prefix)?;
+        let short = short_id(&id);
+        if vault
+            .enrolment_for(&id)
+            .is_some_and(|e| e.suspect.is_none())
+        {
+            return Ok(short);
+        }
+        let (dek, used, evidence) = self
+            .assert_and_unlock(
+                &mut vault,
+                &[&caller.to_string(), "trust-key", &hex::encode(&id)],
+                "trust-key",
+                hint,
+                format!("touch a TRUSTED enrolled security key to approve trusting key {short} again ({caller} asks)"),
+                &notify(progress),
+            )
+            .await?;
+        drop(dek);
         let mut next = vault.clone();
-        next.enrolment_for_mut(&id).expect("found").suspect = None;
+        replace_enrolment(&mut next, used);
+        if let Some(e) = next.enrolment_for_mut(&id) {
+            e.suspect = None;
+        }
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
-        let short = short_id(&id);
         tracing::warn!(%caller, credential = %short, "a suspect security key was trusted again by the user");
         self.audit.append(Record {
             time: self.clock.unix_now(),
             event: "key-trusted".into(),
             caller: Some(caller.into()),
             credential: Some(hex::encode(&id)),
+            touch: Some(evidence),
             ..Default::default()
         });
         Ok(short)
@@ -518,7 +621,10 @@ impl Agent {
         if allow.is_empty() {
             return Err(ErrorReply::new(
                 ErrorCode::KeyVerification,
-                "every enrolled key is marked suspect (a possible clone): if you are sure a key is yours, run touchgate keys trust ID (see touchgate keys list)",
+                format!(
+                    "every enrolled key is marked suspect (a possible clone), so none can approve anything: if you are sure the keys are yours, stop the agent, move {} aside, enrol again and import your credentials again",
+                    self.paths.vault.display()
+                ),
             ));
         }
         let inputs = ChallengeInputs::fresh(purpose, parts, self.clock.unix_now());
@@ -546,6 +652,17 @@ impl Agent {
                     "the security key answered with a credential that is not enrolled: refused",
                 )
             })?;
+        // Left off the allow-list, yet it answered: a key that does that is not to be believed.
+        if let Some(why) = &enrolment.suspect {
+            let short = short_id(&enrolment.credential_id);
+            tracing::error!(alert = "suspect-key-answered", credential = %short, key = %enrolment.key_name, "ALERT: a key marked suspect answered although it was not asked: refused");
+            return Err(ErrorReply::new(
+                ErrorCode::KeyVerification,
+                format!(
+                    "the security key answered with credential {short}, which is marked suspect ({why}): refused; see touchgate keys list"
+                ),
+            ));
+        }
         let verified = match verify::verify_assertion(&expected(&enrolment), &cdh, &assertion) {
             Ok(v) => v,
             Err(e @ VerifyError::CounterNotIncreased { .. }) => {

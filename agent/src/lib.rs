@@ -23,6 +23,7 @@ pub mod run;
 pub mod server;
 pub mod session;
 pub mod session_lock;
+pub mod state_dir;
 pub mod upstream;
 pub mod vault;
 pub mod verify;

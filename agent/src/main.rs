@@ -238,25 +238,16 @@ fn daemonise(settings: &Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&settings.state_dir) {
-        eprintln!(
-            "touchgate-agent: cannot create {}: {e}",
-            settings.state_dir.display()
-        );
+    // 0700 and 0600 whatever the umask; the child tightens what predates us and says so.
+    if let Err(e) = touchgate_agent::state_dir::create(&settings.state_dir) {
+        eprintln!("touchgate-agent: cannot create the state directory {e}");
         return ExitCode::FAILURE;
     }
     let log_path = settings.state_dir.join("agent.log");
-    let log = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-    {
+    let log = match touchgate_agent::state_dir::open_private_append(&log_path) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!(
-                "touchgate-agent: cannot open log {}: {e}",
-                log_path.display()
-            );
+            eprintln!("touchgate-agent: cannot open the log {e}");
             return ExitCode::FAILURE;
         }
     };

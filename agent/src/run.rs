@@ -33,6 +33,12 @@ impl Settings {
 /// Build the agent described by `settings` (config errors are one line).
 pub fn build(settings: &Settings) -> anyhow::Result<Arc<Agent>> {
     let config = Config::load(&settings.config_path)?;
+    // Private before anything is written to it, whatever the umask.
+    let prepared = crate::state_dir::prepare(&settings.state_dir)
+        .map_err(|e| anyhow::anyhow!("cannot prepare the state directory: {e}"))?;
+    for note in &prepared.notes {
+        tracing::warn!("{note}");
+    }
     let key: Arc<dyn SecurityKey> = match config.key.backend {
         KeyBackend::Soft => {
             let mode: TouchMode = config.key.touch.parse().map_err(|e| {

@@ -236,9 +236,15 @@ impl Client {
         }
     }
 
-    pub async fn remove_key(&mut self, credential: &str) -> Result<String, ClientError> {
+    /// Forget an enrolled key (the agent asks for a touch on an enrolled key).
+    pub async fn remove_key(
+        &mut self,
+        credential: &str,
+        caller: CallerHint,
+    ) -> Result<String, ClientError> {
         let req = Request::RemoveKey {
             credential: credential.to_owned(),
+            caller,
         };
         match self.request(&req).await? {
             Response::KeyRemoved { credential } => Ok(credential),
@@ -246,9 +252,15 @@ impl Client {
         }
     }
 
-    pub async fn trust_key(&mut self, credential: &str) -> Result<String, ClientError> {
+    /// Trust a suspect key again (the agent asks for a touch on a trusted key).
+    pub async fn trust_key(
+        &mut self,
+        credential: &str,
+        caller: CallerHint,
+    ) -> Result<String, ClientError> {
         let req = Request::TrustKey {
             credential: credential.to_owned(),
+            caller,
         };
         match self.request(&req).await? {
             Response::KeyTrusted { credential } => Ok(credential),

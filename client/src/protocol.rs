@@ -83,7 +83,9 @@ pub enum Request {
     Lock,
     ListProfiles,
     /// Create a credential on the security key (needs a touch). `uv`: every later
-    /// unseal needs user verification (PIN or built-in) too.
+    /// unseal needs user verification (PIN or built-in) too. `force` replaces an
+    /// existing vault: first a touch on an enrolled, trusted key; the old vault
+    /// is kept as a backup file.
     Enroll {
         force: bool,
         uv: bool,
@@ -102,14 +104,17 @@ pub enum Request {
     AddKey {
         caller: CallerHint,
     },
-    /// Forget an enrolled key, named by a prefix of its credential id (hex). The last
-    /// key cannot be removed.
+    /// Forget an enrolled key, named by a prefix of its credential id (hex), after a
+    /// touch on an enrolled, trusted key. The last key cannot be removed.
     RemoveKey {
         credential: String,
+        caller: CallerHint,
     },
-    /// Trust a key marked suspect again (e.g. after a counter went back).
+    /// Trust a key marked suspect again (e.g. after a counter went back), after a
+    /// touch on another enrolled, trusted key.
     TrustKey {
         credential: String,
+        caller: CallerHint,
     },
     /// Unlock a locked agent (needs a touch on an enrolled key).
     Unlock {
@@ -234,6 +239,8 @@ pub struct EnrolledReply {
     pub credential: String,
     pub aaguid: String,
     pub key_name: String,
+    /// `enroll --force`: the file (0600) that keeps the vault it replaced.
+    pub backup: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -372,6 +379,7 @@ mod tests {
             credential: "0011223344556677".into(),
             aaguid: "00000000-0000-0000-0000-000000000000".into(),
             key_name: "soft".into(),
+            backup: Some("/s/vault.json.bak-1800000000".into()),
         }
     }
 
@@ -419,9 +427,11 @@ mod tests {
             },
             Request::RemoveKey {
                 credential: "0011".into(),
+                caller: CallerHint::default(),
             },
             Request::TrustKey {
                 credential: "0011".into(),
+                caller: CallerHint::default(),
             },
             Request::Unlock {
                 caller: CallerHint::default(),

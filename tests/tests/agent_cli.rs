@@ -619,3 +619,98 @@ fn a_64_kib_import_name_gets_a_one_line_error() {
     assert!(line.len() < 400, "{line}");
     agent.ok(&["status"]);
 }
+
+/// `touchgate-agent` (daemonising) started under `umask 022` on `dir`'s config
+/// and `dir/state`; returns its pid.
+fn start_daemon_with_umask_022(dir: &std::path::Path) -> u32 {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("umask 022; exec \"$0\"")
+        .arg(bin("touchgate-agent"))
+        .env("TOUCHGATE_SOCK", dir.join("a.sock"))
+        .env("TOUCHGATE_CONFIG", dir.join("config.toml"))
+        .env("TOUCHGATE_STATE_DIR", dir.join("state"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("echo Agent pid "))
+        .and_then(|l| l.trim_end_matches(';').parse().ok())
+        .expect("the agent's pid")
+}
+
+fn stop_daemon(pid: u32) {
+    sigterm(pid);
+    let waited = Command::new("timeout")
+        .args(["10", "tail", &format!("--pid={pid}"), "-f", "/dev/null"])
+        .status()
+        .unwrap();
+    assert!(
+        waited.success(),
+        "agent did not exit within 10 s of SIGTERM"
+    );
+}
+
+/// The permission bits of `p`, in octal (`"600"`).
+fn mode_of(p: &std::path::Path) -> String {
+    let m = std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode();
+    format!("{:o}", m & 0o777)
+}
+
+#[test]
+fn the_state_dir_is_private_whatever_the_umask_and_stale_temp_files_go() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        config_text("http://127.0.0.1:9", "auto", "every-token", ""),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let cli = |args: &[&str]| {
+        Command::new(bin("touchgate"))
+            .args(args)
+            .env("TOUCHGATE_SOCK", dir.path().join("a.sock"))
+            .output()
+            .unwrap()
+    };
+
+    // A fresh start under umask 022: directory and every file private.
+    let pid = start_daemon_with_umask_022(dir.path());
+    let o = cli(&["enroll"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stop_daemon(pid);
+    assert_eq!(mode_of(&state), "700", "state dir");
+    for f in ["vault.json", "soft-key.json", "audit.jsonl", "agent.log"] {
+        assert_eq!(mode_of(&state.join(f)), "600", "{f}");
+    }
+
+    // A loose state dir from before, and a temp file a kill -9 left behind.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["vault.json", "agent.log"] {
+        std::fs::set_permissions(state.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = state.join(format!(".vault.json.tmp-{dead_pid}-00112233"));
+    std::fs::write(&stale, "{\"half\":").unwrap();
+
+    let pid = start_daemon_with_umask_022(dir.path());
+    assert!(cli(&["status"]).status.success());
+    stop_daemon(pid);
+    assert_eq!(mode_of(&state), "700", "state dir tightened");
+    for f in ["vault.json", "agent.log"] {
+        assert_eq!(mode_of(&state.join(f)), "600", "{f} tightened");
+    }
+    assert!(!stale.exists(), "stale temp file removed");
+    let log = std::fs::read_to_string(state.join("agent.log")).unwrap();
+    assert!(
+        log.contains("was mode 755: tightened to 700"),
+        "the log says the state dir was tightened: {log}"
+    );
+    assert!(log.contains("interrupted write"), "{log}");
+}

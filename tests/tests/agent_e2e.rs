@@ -221,3 +221,129 @@ async fn a_touch_timeout_fails_every_waiter_and_the_agent_goes_on() {
     assert!(ask.await.unwrap().is_ok());
     agent.shutdown().await;
 }
+
+/// A key that answers with credentials the agent did not ask for: it makes a
+/// second credential although asked to exclude the first, and answers with
+/// `answer_with` (when set) whatever the allow-list says.
+struct Misbehaving {
+    soft: Arc<touchgate_agent::key::soft::SoftKey>,
+    answer_with: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl touchgate_agent::key::SecurityKey for Misbehaving {
+    fn name(&self) -> String {
+        "misbehaving key".into()
+    }
+    fn backend(&self) -> &'static str {
+        "soft"
+    }
+    fn make_credential(
+        &self,
+        req: &touchgate_agent::key::MakeCredentialRequest,
+    ) -> Result<touchgate_agent::key::Attestation, touchgate_agent::key::KeyError> {
+        self.soft
+            .make_credential(&touchgate_agent::key::MakeCredentialRequest {
+                rp_id: req.rp_id.clone(),
+                challenge: req.challenge,
+                user_id: req.user_id.clone(),
+                user_name: req.user_name.clone(),
+                hmac_secret: req.hmac_secret,
+                uv: req.uv,
+                pin: req.pin.clone(),
+                exclude: vec![],
+            })
+    }
+    fn get_assertion(
+        &self,
+        req: &touchgate_agent::key::GetAssertionRequest,
+    ) -> Result<touchgate_agent::key::Assertion, touchgate_agent::key::KeyError> {
+        let forced = self.answer_with.lock().unwrap().clone();
+        self.soft
+            .get_assertion(&touchgate_agent::key::GetAssertionRequest {
+                rp_id: req.rp_id.clone(),
+                challenge: req.challenge,
+                allow: forced
+                    .map(|id| vec![id])
+                    .unwrap_or_else(|| req.allow.clone()),
+                hmac_salt: req.hmac_salt,
+                uv: req.uv,
+                pin: req.pin.clone(),
+                up: req.up,
+            })
+    }
+    fn cancel(&self) {
+        self.soft.cancel()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspect_credential_that_answers_anyway_is_refused() {
+    let (emu, key_json) = emulator().await;
+    let cfg = config_text(&emu.base_url(), "auto", "every-token", "");
+    let mut soft = None;
+    let misbehaving = std::sync::OnceLock::<Arc<Misbehaving>>::new();
+    let agent = InProcess::start_with(
+        &cfg,
+        Arc::new(AutoTouch),
+        Arc::new(touchgate_agent::clock::SystemClock),
+        |k| {
+            soft = Some(k.clone());
+            let m = Arc::new(Misbehaving {
+                soft: k,
+                answer_with: std::sync::Mutex::new(None),
+            });
+            let _ = misbehaving.set(m.clone());
+            m
+        },
+    )
+    .await;
+    let (soft, key) = (soft.unwrap(), misbehaving.get().unwrap().clone());
+    let mut c = agent.client().await;
+    enrol_and_import(&mut c, &key_json).await;
+    c.add_key(CallerHint::default()).await.unwrap();
+    let keys = c.list_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+
+    // The first credential's counter goes back: it is marked suspect.
+    soft.set_sign_count(1).unwrap();
+    let e = c
+        .get_token(None, &[], CallerHint::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("marked suspect"), "{e}");
+    let keys = c.list_keys().await.unwrap();
+    let suspect = keys
+        .iter()
+        .find(|k| k.suspect.is_some())
+        .expect("a suspect key");
+    soft.set_sign_count(1000).unwrap();
+
+    // It is left off the allow-list, but answers anyway.
+    let vault =
+        touchgate_agent::vault::VaultFile::load(&agent.dir.path().join("vault.json")).unwrap();
+    let id = vault
+        .enrolments
+        .iter()
+        .find(|e| hex::encode(&e.credential_id).starts_with(&suspect.credential))
+        .unwrap()
+        .credential_id
+        .clone();
+    *key.answer_with.lock().unwrap() = Some(id);
+    let e = c
+        .get_token(None, &[], CallerHint::default())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("marked suspect"),
+        "a suspect credential's answer is refused: {e}"
+    );
+    assert_eq!(
+        emu.state()
+            .calls()
+            .iter()
+            .filter(|c| c.kind == CallKind::Token)
+            .count(),
+        0,
+        "nothing minted"
+    );
+}

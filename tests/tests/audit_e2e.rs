@@ -1,5 +1,6 @@
 //! The audit log of a real run: every decision recorded, the chain and every
-//! touch signature verify, tampering is found and named, and no secret is in it.
+//! touch signature verify, tampering is found and named, and no secret is in it,
+//! not even when a token endpoint quotes back what it was sent.
 
 mod common;
 
@@ -94,4 +95,124 @@ async fn a_real_run_verifies_and_tampering_is_named() {
     tamper(moved, 3, "reordered lines");
     std::fs::write(&path, orig.join("\n") + "\n").unwrap();
     assert!(audit(&agent, &["verify"]).status.success());
+}
+
+/// The ways a hostile endpoint may quote `secret` back: as sent in a form
+/// (URL-encoded), raw, JSON-escaped with `\/`, and its longest run without
+/// characters any of those encodings change.
+fn encodings(secret: &str) -> Vec<String> {
+    let form: String = secret
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let json = secret.replace('/', "\\/");
+    let run = secret
+        .split(|c: char| !(c.is_ascii_alphanumeric() || "-._".contains(c)))
+        .max_by_key(|s| s.len())
+        .unwrap_or("")
+        .to_owned();
+    assert!(run.len() >= 16, "a secret this short proves nothing: {run}");
+    vec![secret.to_owned(), form, json, run]
+}
+
+/// No encoding of any of `secrets` in `what`.
+fn assert_no_secret(what: &str, text: &str, secrets: &[(&str, &str)]) {
+    for (name, s) in secrets {
+        for e in encodings(s) {
+            assert!(!text.contains(&e), "{name} ({e}) in {what}: {text}");
+        }
+    }
+    for marker in ["eyJ", "PRIVATE KEY", "ya29."] {
+        assert!(!text.contains(marker), "{marker} in {what}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_endpoint_that_echoes_the_request_gets_no_secret_into_errors_logs_or_audit() {
+    use touchgate_tests::emulator::{Fault, FaultRule};
+    use touchgate_tests::CallKind;
+
+    let (emu, key_json) = emulator().await;
+    let user_json = emu.state().add_authorized_user("ml-engineer@example.com");
+    let user: serde_json::Value = serde_json::from_str(&user_json).unwrap();
+    let key: serde_json::Value = serde_json::from_str(&key_json).unwrap();
+    let pem_line = key["private_key"].as_str().unwrap().lines().nth(3).unwrap();
+    let secrets = [
+        ("refresh token", user["refresh_token"].as_str().unwrap()),
+        ("client secret", user["client_secret"].as_str().unwrap()),
+        ("private key", pem_line),
+    ];
+    let base = emu.base_url();
+    let profiles = "\n[profiles.user]\ncredential = \"user\"\ntouch = \"every-token\"\n";
+    // The emulator named in [google]: trusted as Google, its text shown, scrubbed.
+    let configured = config_text(&base, "auto", "every-token", "").replace(
+        "[google]\n",
+        &format!("[google]\ntoken_uri = \"{base}/token\"\n"),
+    ) + profiles;
+    // Only the credential files name it (as localhost, another origin than the
+    // configured iam_credentials): not a Google host, its text never shown.
+    let from_files = config_text(&base, "auto", "every-token", "") + profiles;
+    let elsewhere = |json: &str| json.replace("http://127.0.0.1:", "http://localhost:");
+
+    for (config, google) in [(configured, true), (from_files, false)] {
+        let agent = AgentProc::start(&config);
+        let (key_json, user_json) = match google {
+            true => (key_json.clone(), user_json.clone()),
+            false => (elsewhere(&key_json), elsewhere(&user_json)),
+        };
+        agent.enrol_and_import(&key_json);
+        let o = agent.cli_stdin(&["import", "-", "--name", "user"], Some(&user_json));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut errors = vec![];
+        let mut cases = vec![
+            (CallKind::Token, "user", true, "token endpoint"),
+            (CallKind::Token, "user", false, "token endpoint"),
+            (CallKind::Token, "inference", true, "token endpoint"),
+        ];
+        if google {
+            // IAM (the configured one) echoes the base token (ya29.) sent in
+            // its Authorization header.
+            cases.push((
+                CallKind::GenerateAccessToken,
+                "inference",
+                false,
+                "impersonating",
+            ));
+        }
+        let failures = cases.len();
+        for (endpoint, profile, json, needle) in cases {
+            emu.state().inject(FaultRule {
+                endpoint,
+                fault: Fault::Echo { status: 400, json },
+                times: 1,
+            });
+            let o = agent.cli(&["token", "--profile", profile]);
+            let line = assert_one_line_error(&o, needle);
+            assert_no_secret("the client's error", &line, &secrets);
+            assert_eq!(
+                line.contains("ECHO"),
+                google,
+                "free text of a Google host (only) is shown: {line}"
+            );
+            errors.push(line);
+        }
+        assert_no_secret("the agent's log", &agent.stderr(), &secrets);
+        let audit = std::fs::read_to_string(agent.state_dir().join("audit.jsonl")).unwrap();
+        assert_no_secret("the audit log", &audit, &secrets);
+        assert_eq!(audit.matches("\"failed\"").count(), failures, "{audit}");
+        if !google {
+            assert!(!audit.contains("ECHO"), "no free text of {base}: {audit}");
+            assert!(
+                errors[0].contains("not a Google host"),
+                "says why the text is not shown: {}",
+                errors[0]
+            );
+        }
+    }
 }

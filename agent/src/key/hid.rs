@@ -30,6 +30,10 @@ pub struct HidKey {
     current: Mutex<Option<Arc<FidoKeyHid>>>,
     /// One operation at a time.
     op: Mutex<()>,
+    /// The device that last made or answered for a touchgate credential: where
+    /// a credential that credProtect 3 hides from the silent probe is looked for
+    /// when several keys are plugged in (the agent's own memory, not persisted).
+    last_used: Mutex<Option<String>>,
 }
 
 fn lib_cfg() -> LibCfg {
@@ -47,6 +51,7 @@ impl HidKey {
             pin_protocol,
             current: Mutex::new(None),
             op: Mutex::new(()),
+            last_used: Mutex::new(None),
         }
     }
 
@@ -91,6 +96,17 @@ impl HidKey {
             })
     }
 
+    fn last_used(&self) -> Option<String> {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn remember(&self, path: &str) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_owned());
+    }
+
     /// Run `f` on `dev` with it registered for `cancel`.
     fn with_current<T>(&self, dev: &Arc<FidoKeyHid>, f: impl FnOnce(&FidoKeyHid) -> T) -> T {
         *self.current.lock().unwrap() = Some(dev.clone());
@@ -123,12 +139,19 @@ impl HidKey {
     }
 
     /// The first key (by path) that holds one of `allow`, found without a touch.
+    /// A credential made with credProtect userVerificationRequired does not show
+    /// to that silent probe: with `uv`, a single plugged-in key that shows none
+    /// is the one to ask (the real request verifies the user); with several,
+    /// the one that last made or answered for a credential, else which one
+    /// holds it cannot be told.
     fn locate(
         &self,
         rp_id: &str,
         allow: &[Vec<u8>],
+        uv: bool,
     ) -> Result<(String, Arc<FidoKeyHid>), KeyError> {
         let mut last = KeyError::NoCredentials;
+        let mut silent = vec![];
         for path in self.device_paths()? {
             let dev = match self.open(&path) {
                 Ok(d) => d,
@@ -139,11 +162,24 @@ impl HidKey {
             };
             match self.holds(&path, &dev, rp_id, allow) {
                 Ok(true) => return Ok((path, dev)),
-                Ok(false) => {}
+                Ok(false) => silent.push((path, dev)),
                 Err(e) => last = e,
             }
         }
-        Err(last)
+        let used = self.last_used();
+        match silent.len() {
+            1 if uv => Ok(silent.pop().expect("one")),
+            n if uv && n > 1 && silent.iter().any(|(p, _)| Some(p) == used.as_ref()) => Ok(silent
+                .into_iter()
+                .find(|(p, _)| Some(p) == used.as_ref())
+                .expect("found")),
+            n if uv && n > 1 => Err(KeyError::Device(format!(
+                "{n} security keys are plugged in, and a key enrolled with --uv shows its \
+                 credential only after user verification: leave only the enrolled key plugged \
+                 in, or name it in [key] devices"
+            ))),
+            _ => Err(last),
+        }
     }
 }
 
@@ -181,6 +217,12 @@ impl SecurityKey for HidKey {
                 excluded = true;
             }
         }
+        // A key enrolled with credProtect 3 hides from the probe above: with
+        // credentials to exclude, the key that last answered for one is not the new one.
+        let last = self.last_used();
+        if candidates.len() > 1 && !req.exclude.is_empty() {
+            candidates.retain(|(p, _)| Some(p) != last.as_ref());
+        }
         let (path, dev) = match candidates.len() {
             0 if excluded => return Err(KeyError::Excluded),
             0 => return Err(unopened.unwrap_or(KeyError::NoCredentials)),
@@ -201,9 +243,8 @@ impl SecurityKey for HidKey {
                 what: "the hmac-secret extension".into(),
             });
         }
-        let mut exts = vec![CredentialExtension::CredProtect(Some(
-            CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList,
-        ))];
+        let level = cred_protect(req.uv, &info.extensions, &info.options);
+        let mut exts = vec![CredentialExtension::CredProtect(Some(level))];
         if req.hmac_secret {
             exts.push(CredentialExtension::HmacSecret(Some(true)));
         }
@@ -230,6 +271,7 @@ impl SecurityKey for HidKey {
             .extensions
             .iter()
             .any(|e| matches!(e, CredentialExtension::HmacSecret(Some(true))));
+        self.remember(path);
         Ok(Attestation {
             credential_id: att.credential_descriptor.id.clone(),
             public_key_sec1: att.credential_publickey.der.clone(),
@@ -245,7 +287,7 @@ impl SecurityKey for HidKey {
 
     fn get_assertion(&self, req: &GetAssertionRequest) -> Result<Assertion, KeyError> {
         let _op = self.op.lock().unwrap();
-        let (path, dev) = self.locate(&req.rp_id, &req.allow)?;
+        let (path, dev) = self.locate(&req.rp_id, &req.allow, req.uv)?;
         let pin = req
             .pin
             .as_ref()
@@ -272,6 +314,7 @@ impl SecurityKey for HidKey {
             return Err(KeyError::NoCredentials);
         }
         let a = all.swap_remove(0);
+        self.remember(&path);
         let hmac_secret = a.extensions.iter().find_map(|e| match e {
             Gext::HmacSecret(Some(out)) => Some(Zeroizing::new(*out)),
             _ => None,
@@ -297,6 +340,26 @@ impl SecurityKey for HidKey {
         if let Some(d) = dev {
             let _ = d.cancel_selection();
         }
+    }
+}
+
+/// The credProtect level of a new credential: userVerificationRequired (3)
+/// when the user is verified at every use (`enroll --uv`) and the key offers
+/// credProtect and a way to verify (a PIN or built-in UV), so no process that
+/// merely can open the key gets the hmac-secret without the PIN or finger;
+/// else userVerificationOptionalWithCredentialIdList (2).
+/// `extensions` and `options` are the key's getInfo.
+fn cred_protect(
+    uv: bool,
+    extensions: &[String],
+    options: &[(String, bool)],
+) -> CredentialProtectionPolicy {
+    let offers = |name: &str| extensions.iter().any(|x| x == name);
+    let option = |name: &str| options.iter().any(|(k, v)| k == name && *v);
+    if uv && offers("credProtect") && (option("clientPin") || option("uv")) {
+        CredentialProtectionPolicy::UserVerificationRequired
+    } else {
+        CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList
     }
 }
 
@@ -340,5 +403,32 @@ fn map_error(path: &str, e: &anyhow::Error, dev: &FidoKeyHid) -> KeyError {
         ))
     } else {
         KeyError::Device(format!("security key {path}: {msg}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The level `cred_protect` picks, as its CTAP number.
+    fn level(uv: bool, extensions: &[&str], options: &[(&str, bool)]) -> u8 {
+        let ext: Vec<String> = extensions.iter().map(|s| s.to_string()).collect();
+        let opt: Vec<(String, bool)> = options.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        match cred_protect(uv, &ext, &opt) {
+            CredentialProtectionPolicy::UserVerificationRequired => 3,
+            CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIdList => 2,
+            _ => 1,
+        }
+    }
+
+    #[test]
+    fn uv_enrolments_on_keys_that_can_verify_get_cred_protect_3() {
+        let both = ["hmac-secret", "credProtect"];
+        assert_eq!(level(true, &both, &[("clientPin", true)]), 3);
+        assert_eq!(level(true, &both, &[("uv", true)]), 3);
+        assert_eq!(level(false, &both, &[("clientPin", true)]), 2);
+        // No way to verify the user, or no credProtect: level 2.
+        assert_eq!(level(true, &both, &[("clientPin", false)]), 2);
+        assert_eq!(level(true, &["hmac-secret"], &[("clientPin", true)]), 2);
     }
 }

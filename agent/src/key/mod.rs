@@ -2,9 +2,10 @@
 //!
 //! [`SecurityKey`] is shaped after ctap-hid-fido2: every call is blocking (the
 //! agent runs it on a blocking thread), may wait for a touch, may need a PIN,
-//! and can be cancelled from another thread with [`SecurityKey::cancel`]. The
-//! software key in [`soft`] follows CTAP2 for real; the hardware backend comes
-//! later behind the same trait.
+//! and can be cancelled from another thread with [`SecurityKey::cancel`]. USB
+//! security keys are [`hid`] (ctap-hid-fido2; the default backend); the
+//! software key in [`soft`] follows CTAP2 for real and serves the demo and the
+//! tests (its secret lies in plain text, so it is used only when named).
 
 use secrecy::SecretString;
 use zeroize::Zeroizing;

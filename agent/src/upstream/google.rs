@@ -14,7 +14,11 @@
 //! Transient failures (network, HTTP 5xx, 429) are retried with exponential
 //! backoff and full jitter, `Retry-After` honoured, under one deadline per mint
 //! ([`Retry`]). Errors are one line, say what to do, and never carry a token, an
-//! assertion, a secret or a success body.
+//! assertion, a secret or a success body. The text of an error reply is quoted
+//! only from a Google host ([`Endpoints::is_google`]), scrubbed of what was sent
+//! in every encoding ([`touchgate::secret::scrub`]); from any other host only
+//! its error code and status, so a hostile endpoint cannot write into the
+//! client's error or the audit log.
 
 use std::fmt;
 use std::sync::Arc;
@@ -303,7 +307,15 @@ impl GoogleUpstream {
             .call(Api::Token, url, budget, |http| http.post(url).form(form))
             .await?;
         if !reply.status.is_success() {
-            return Err(token_error(url, reply.status, &reply.body, &who, secrets));
+            let shown = Shown::for_url(&self.endpoints, url);
+            return Err(token_error(
+                url,
+                reply.status,
+                &reply.body,
+                &who,
+                secrets,
+                &shown,
+            ));
         }
         parse_token_reply(url, reply.status, &reply.body, sent_at)
     }
@@ -349,6 +361,7 @@ impl GoogleUpstream {
                 status,
                 &reply.body,
                 &[base_token.as_str()],
+                &Shown::for_url(&self.endpoints, url),
             ));
         }
         let target = &plan.target;
@@ -764,8 +777,61 @@ fn parse_error_body(body: &[u8]) -> Option<ErrorBody> {
     }
 }
 
-/// `status: text` of an error reply, in one clean line without secrets.
-fn error_detail(status: StatusCode, body: &[u8], secrets: &[&str]) -> String {
+/// Whether the text of an error reply may be shown (and audited).
+enum Shown {
+    /// A Google host ([`Endpoints::is_google`]): shown, without the secrets sent.
+    Scrubbed,
+    /// Another host (named here): only its error code and status.
+    Not(String),
+}
+
+impl Shown {
+    fn for_url(endpoints: &Endpoints, url: &str) -> Shown {
+        if endpoints.is_google(url) {
+            return Shown::Scrubbed;
+        }
+        let host = Url::parse(url)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.to_owned();
+                Some(match u.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                })
+            })
+            .unwrap_or_else(|| "the endpoint".to_owned());
+        Shown::Not(one_line(&host, 100))
+    }
+}
+
+/// An error code or status name (`invalid_grant`, `PERMISSION_DENIED`): the
+/// only words of another host's reply that are shown.
+fn code_word(s: &str) -> Option<&str> {
+    let ok =
+        !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    ok.then_some(s)
+}
+
+/// `status: text` of an error reply, in one clean line without secrets; only
+/// the error code and status when the reply is not from a Google host.
+fn error_detail(status: StatusCode, body: &[u8], secrets: &[&str], shown: &Shown) -> String {
+    if let Shown::Not(host) = shown {
+        let code = match parse_error_body(body) {
+            Some(ErrorBody::OAuth { error, .. }) => code_word(&error).map(str::to_owned),
+            Some(ErrorBody::Api {
+                code, status: s, ..
+            }) => {
+                let code = code.unwrap_or(u64::from(status.as_u16()));
+                Some(match s.as_deref().and_then(code_word) {
+                    Some(s) => format!("{code} {s}"),
+                    None => code.to_string(),
+                })
+            }
+            None => None,
+        };
+        let code = code.unwrap_or_else(|| status.to_string());
+        return format!("{code} (the reply's text is not shown: {host} is not a Google host)");
+    }
     let raw = match parse_error_body(body) {
         Some(ErrorBody::OAuth { error, description }) => match description {
             Some(d) if !d.is_empty() => format!("{error}: {d}"),
@@ -793,7 +859,7 @@ fn error_detail(status: StatusCode, body: &[u8], secrets: &[&str]) -> String {
             }
         }
     };
-    one_line(&scrub(&raw, secrets), MAX_MESSAGE_CHARS)
+    one_line(&touchgate::secret::scrub(&raw, secrets), MAX_MESSAGE_CHARS)
 }
 
 fn token_error(
@@ -802,8 +868,9 @@ fn token_error(
     body: &[u8],
     who: &Who<'_>,
     secrets: &[&str],
+    shown: &Shown,
 ) -> UpstreamError {
-    let detail = error_detail(status, body, secrets);
+    let detail = error_detail(status, body, secrets, shown);
     let (oauth_error, description) = match parse_error_body(body) {
         Some(ErrorBody::OAuth { error, description }) => (error, description.unwrap_or_default()),
         _ => (String::new(), String::new()),
@@ -880,8 +947,9 @@ fn impersonation_error(
     status: StatusCode,
     body: &[u8],
     secrets: &[&str],
+    shown: &Shown,
 ) -> UpstreamError {
-    let detail = error_detail(status, body, secrets);
+    let detail = error_detail(status, body, secrets, shown);
     let principal = caller_name(source);
     let target = &plan.target;
     let delegates = &plan.delegates;
@@ -1022,17 +1090,6 @@ fn check_account(account: &str, what: &str) -> Result<(), UpstreamError> {
     }
 }
 
-/// Removes any of `secrets` from `text` (a server may echo what it was sent).
-fn scrub(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_owned();
-    for s in secrets.iter().filter(|s| s.len() >= 4) {
-        if out.contains(*s) {
-            out = out.replace(*s, "[REDACTED]");
-        }
-    }
-    out
-}
-
 /// One printable line of at most `max` characters.
 fn one_line(s: &str, max: usize) -> String {
     let collapsed = s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -1059,10 +1116,36 @@ mod tests {
     }
 
     #[test]
-    fn scrub_removes_secrets() {
+    fn text_of_other_hosts_is_not_shown() {
+        let oauth = br#"{"error":"invalid_grant","error_description":"you sent 1%2F%2Fabc"}"#;
+        let theirs = Shown::Not("evil.example:8443".into());
         assert_eq!(
-            scrub("bad token ya29.abc here", &["ya29.abc"]),
-            "bad token [REDACTED] here"
+            error_detail(StatusCode::BAD_REQUEST, oauth, &[], &theirs),
+            "invalid_grant (the reply's text is not shown: evil.example:8443 is not a Google host)"
+        );
+        let api = br#"{"error":{"code":403,"message":"secret here","status":"PERMISSION_DENIED"}}"#;
+        assert_eq!(
+            error_detail(StatusCode::FORBIDDEN, api, &[], &theirs),
+            "403 PERMISSION_DENIED (the reply's text is not shown: evil.example:8443 is not a \
+             Google host)"
+        );
+        let odd = br#"{"error":"<b>sent you: x</b>"}"#;
+        assert_eq!(
+            error_detail(StatusCode::BAD_REQUEST, odd, &[], &theirs),
+            "400 Bad Request (the reply's text is not shown: evil.example:8443 is not a Google \
+             host)"
+        );
+        // A Google host's text is shown, without the secrets sent to it.
+        let echo =
+            br#"{"error":"invalid_request","error_description":"got refresh_token=1%2F%2Fabcdef"}"#;
+        assert_eq!(
+            error_detail(
+                StatusCode::BAD_REQUEST,
+                echo,
+                &["1//abcdef"],
+                &Shown::Scrubbed
+            ),
+            "invalid_request: got refresh_token=[REDACTED]"
         );
     }
 
@@ -1163,16 +1246,21 @@ mod tests {
         let s = StatusCode::BAD_REQUEST;
         let oauth = br#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#;
         assert_eq!(
-            error_detail(s, oauth, &[]),
+            error_detail(s, oauth, &[], &Shown::Scrubbed),
             "invalid_grant: Token has been expired or revoked."
         );
         let api = br#"{"error":{"code":403,"message":"denied\nnow","status":"PERMISSION_DENIED"}}"#;
         assert_eq!(
-            error_detail(StatusCode::FORBIDDEN, api, &[]),
+            error_detail(StatusCode::FORBIDDEN, api, &[], &Shown::Scrubbed),
             "403 PERMISSION_DENIED: denied now"
         );
         assert_eq!(
-            error_detail(StatusCode::BAD_GATEWAY, b"<html>\n<b>oops</b></html>", &[]),
+            error_detail(
+                StatusCode::BAD_GATEWAY,
+                b"<html>\n<b>oops</b></html>",
+                &[],
+                &Shown::Scrubbed
+            ),
             "502 Bad Gateway: <html> <b>oops</b></html>"
         );
     }

@@ -129,6 +129,27 @@ impl Endpoints {
         }
     }
 
+    /// Whether `url` is Google's, so that the text of its error replies may be
+    /// shown and written to the audit log (scrubbed): an https host in the
+    /// universe (`*.googleapis.com` by default), or the origin of an endpoint
+    /// named in `[google]` (`token_uri`, `iam_credentials`; an emulator in
+    /// tests). An endpoint that only a credential file names is not.
+    pub fn is_google(&self, url: &str) -> bool {
+        let Ok(u) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        let configured = [&self.token_uri, &self.iam_credentials]
+            .into_iter()
+            .flatten()
+            .any(|c| reqwest::Url::parse(c).is_ok_and(|c| c.origin() == u.origin()));
+        if configured {
+            return true;
+        }
+        let universe = self.universe().to_ascii_lowercase();
+        let host = u.host_str().unwrap_or("").to_ascii_lowercase();
+        u.scheme() == "https" && (host == universe || host.ends_with(&format!(".{universe}")))
+    }
+
     fn universe(&self) -> &str {
         let u = self.universe_domain.trim().trim_matches('.');
         if u.is_empty() {
@@ -311,6 +332,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a domain"));
+    }
+
+    #[test]
+    fn google_hosts_are_the_universe_and_what_the_config_names() {
+        let d = Endpoints::default();
+        assert!(d.is_google("https://oauth2.googleapis.com/token"));
+        assert!(d.is_google("https://iamcredentials.googleapis.com/v1/x"));
+        assert!(!d.is_google("http://oauth2.googleapis.com/token"));
+        assert!(!d.is_google("https://oauth2.googleapis.com.evil.example/token"));
+        assert!(!d.is_google("https://evilgoogleapis.com/token"));
+        assert!(
+            !d.is_google("http://127.0.0.1:8080/token"),
+            "named only by a file"
+        );
+        assert!(!d.is_google("not a url"));
+        let emu = Endpoints::at("http://127.0.0.1:8080/");
+        assert!(emu.is_google("http://127.0.0.1:8080/token"));
+        assert!(emu.is_google("http://127.0.0.1:8080/v1/projects/-/x"));
+        assert!(!emu.is_google("http://127.0.0.1:8081/token"));
+        let eu = parse("[google]\nuniverse_domain = \"cloud.example.eu\"\n").unwrap();
+        assert!(eu.is_google("https://oauth2.cloud.example.eu/token"));
+        assert!(!eu.is_google("https://oauth2.googleapis.com/token"));
     }
 
     #[test]

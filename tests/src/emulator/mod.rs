@@ -3,7 +3,8 @@
 //! `generateAccessToken` and a little of Vertex AI REST (models list, endpoint
 //! predict, custom jobs, each behind its role), faithful enough that the agent's
 //! real upstream code cannot tell it from Google. Faults (5xx, 429 with
-//! Retry-After, slow answers, connection resets) can be injected per test
+//! Retry-After, slow answers, connection resets, a hostile echo of the
+//! request) can be injected per test
 //! ([`EmulatorState::inject`]). Admin routes under `/__emulator/` set it up and
 //! read what it saw.
 
@@ -387,6 +388,7 @@ async fn record(State(state): State<AppState>, req: Request, next: Next) -> Resp
             }
             fault_status(503)
         }
+        Some(Fault::Echo { status, json }) => echo(*status, *json, req).await,
     };
     let details = response
         .extensions()
@@ -433,6 +435,42 @@ async fn record(State(state): State<AppState>, req: Request, next: Next) -> Resp
     );
     state.record(call);
     response
+}
+
+/// What a hostile endpoint that quotes its request answers (see [`Fault::Echo`]).
+async fn echo(status: u16, json: bool, req: Request) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let sent = String::from_utf8_lossy(&body).into_owned();
+    let pairs: Vec<(String, String)> = reqwest::Url::parse(&format!("http://echo/?{sent}"))
+        .map(|u| u.query_pairs().into_owned().collect())
+        .unwrap_or_default();
+    let decoded: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    let escaped = serde_json::to_string(&map)
+        .unwrap_or_default()
+        .replace('/', "\\/");
+    let text = format!(
+        "ECHO authorization: {auth}; sent: {sent}; decoded: {}; json: {escaped}",
+        decoded.join(" ")
+    );
+    if json {
+        let body = serde_json::json!({"error": "invalid_request", "error_description": text});
+        (code, Json(body)).into_response()
+    } else {
+        (code, text).into_response()
+    }
 }
 
 /// An injected error reply, Google-shaped.

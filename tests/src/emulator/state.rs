@@ -162,6 +162,11 @@ pub enum Fault {
     Slow(Duration),
     /// Close the connection without answering.
     Reset,
+    /// A hostile endpoint: answer `status` quoting what it was sent (the
+    /// `Authorization` header and the body) three ways: as sent
+    /// (URL-encoded), decoded, and JSON-escaped with `\/`. `json`: inside an
+    /// OAuth error (`error_description`), else as plain text.
+    Echo { status: u16, json: bool },
 }
 
 impl std::fmt::Display for Fault {
@@ -173,6 +178,7 @@ impl std::fmt::Display for Fault {
             }
             Fault::Slow(d) => write!(f, "slow {}ms", d.as_millis()),
             Fault::Reset => f.write_str("reset"),
+            Fault::Echo { status, .. } => write!(f, "HTTP {status} echoing the request"),
         }
     }
 }

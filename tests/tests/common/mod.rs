@@ -17,6 +17,7 @@ use tempfile::TempDir;
 use touchgate_agent::clock::SystemClock;
 use touchgate_agent::config::Config;
 use touchgate_agent::key::soft::{SoftKey, TouchSource};
+use touchgate_agent::key::SecurityKey;
 use touchgate_agent::upstream::google::GoogleUpstream;
 use touchgate_agent::{Agent, StatePaths};
 use touchgate_tests::emulator::{Emulator, EmulatorHandle};
@@ -98,6 +99,16 @@ impl InProcess {
         touch: Arc<dyn TouchSource>,
         clock: Arc<dyn touchgate_agent::clock::Clock>,
     ) -> InProcess {
+        InProcess::start_with(config, touch, clock, |k| k).await
+    }
+
+    /// The agent sees the soft key through `wrap` (e.g. a key that misbehaves).
+    pub async fn start_with(
+        config: &str,
+        touch: Arc<dyn TouchSource>,
+        clock: Arc<dyn touchgate_agent::clock::Clock>,
+        wrap: impl FnOnce(Arc<SoftKey>) -> Arc<dyn SecurityKey>,
+    ) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(config, &dir.path().join("config.toml")).unwrap();
         let key = Arc::new(SoftKey::open(&dir.path().join("soft-key.json"), touch).unwrap());
@@ -107,7 +118,7 @@ impl InProcess {
         ));
         let agent = Agent::new(
             config,
-            key.clone(),
+            wrap(key.clone()),
             upstream,
             clock,
             StatePaths::in_dir(dir.path()),

@@ -32,7 +32,8 @@ enum Command {
     Status,
     /// Create a credential on the security key (touch it when asked).
     Enroll {
-        /// Replace an existing enrolment (credentials sealed under it become unreadable).
+        /// Start over with a new vault: touch an enrolled key first; the old vault (and the
+        /// credentials sealed in it) is kept as a backup file.
         #[arg(long)]
         force: bool,
         /// Require user verification (the key's PIN or fingerprint) on every later touch too.
@@ -155,12 +156,13 @@ enum KeysCommand {
     List,
     /// Enrol another key (a backup): touch an enrolled key, then the new one twice.
     Add,
-    /// Forget an enrolled key (the last one cannot be removed).
+    /// Forget an enrolled key after a touch on an enrolled key (the last one cannot be removed).
     Remove {
         /// The key's credential id, or a unique prefix of it (see `touchgate keys list`).
         credential: String,
     },
-    /// Trust a key that was marked suspect (for example after its counter went back).
+    /// Trust a key that was marked suspect (for example after its counter went back), after a
+    /// touch on another, trusted enrolled key.
     Trust { credential: String },
 }
 
@@ -237,6 +239,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 "enrolled {} credential {} (aaguid {})",
                 e.key_name, e.credential, e.aaguid
             );
+            if let Some(backup) = &e.backup {
+                println!("the vault it replaced is kept in {backup}");
+            }
         }
         Command::Login {
             no_browser,
@@ -350,11 +355,11 @@ async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::Remove { credential } => {
-            let id = c.remove_key(&credential).await?;
+            let id = c.remove_key(&credential, CallerHint::from_env()).await?;
             println!("removed key {id}");
         }
         KeysCommand::Trust { credential } => {
-            let id = c.trust_key(&credential).await?;
+            let id = c.trust_key(&credential, CallerHint::from_env()).await?;
             println!("key {id} is trusted again");
         }
     }

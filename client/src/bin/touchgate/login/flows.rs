@@ -98,6 +98,15 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string().replace('\n', " ")
 }
 
+/// Form fields that carry secrets, scrubbed from what the server answers.
+const SECRET_FIELDS: &[&str] = &[
+    "client_secret",
+    "code",
+    "code_verifier",
+    "device_code",
+    "refresh_token",
+];
+
 /// POSTs a form; `Ok(Ok(reply))` on 2xx, `Ok(Err(oauth error))` on an OAuth
 /// error reply, `Err` when there was no OAuth answer at all.
 async fn post_form<T: DeserializeOwned>(
@@ -151,9 +160,16 @@ async fn post_form<T: DeserializeOwned>(
     }
     if let Ok(e) = serde_json::from_slice::<ErrorBody>(&body) {
         if let Some(error) = e.error.as_str() {
+            // A server may quote what it was sent.
+            let secrets: Vec<&str> = form
+                .iter()
+                .filter(|(k, _)| SECRET_FIELDS.contains(k))
+                .map(|(_, v)| *v)
+                .collect();
+            let description = e.error_description.as_deref().unwrap_or("");
             return Ok(Err(OAuthError {
                 error: error.to_owned(),
-                description: one_line(e.error_description.as_deref().unwrap_or("")),
+                description: one_line(&touchgate::secret::scrub(description, &secrets)),
             }));
         }
     }
