@@ -22,6 +22,7 @@ pub mod run;
 pub mod server;
 pub mod session;
 pub mod session_lock;
+pub mod subject;
 pub mod upstream;
 pub mod vault;
 pub mod verify;
