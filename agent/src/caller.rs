@@ -6,6 +6,8 @@ use std::sync::OnceLock;
 
 use touchgate::{process, CallerHint};
 
+use crate::subject::Subject;
+
 /// The peer of a connection, from the socket's peer credentials and the
 /// kernel's process table (`touchgate::process`), plus what a front end
 /// (the shim) says about the program it asks for.
@@ -69,15 +71,20 @@ impl Caller {
         c
     }
 
-    /// The executable whose policy applies: the program the shim asks for (when it
-    /// could tell), else the peer itself.
-    pub fn policy_exe(&self) -> Option<PathBuf> {
+    /// The program whose policy applies: the program the shim asks for (when it
+    /// could tell), else the peer itself — each with the script it runs, if it
+    /// is an interpreter.
+    pub fn policy_subject(&self) -> Subject {
         if let Some(pid) = self.on_behalf_of.as_ref().and_then(|h| h.pid) {
-            if let Some(p) = process::exe_of(pid) {
-                return Some(p);
+            let s = Subject::of_process(pid);
+            if s.exe.is_some() {
+                return s;
             }
         }
-        self.exe.clone()
+        Subject {
+            exe: self.exe.clone(),
+            script: self.pid.and_then(process::script_of),
+        }
     }
 
     /// Whether the peer is the shim installed beside this agent.

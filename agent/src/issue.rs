@@ -47,8 +47,7 @@ impl Agent {
         } else {
             scopes
         };
-        let window = match policy::decide(&name, &profile, caller.policy_exe().as_deref(), &scopes)
-        {
+        let window = match policy::decide(&name, &profile, &caller.policy_subject(), &scopes) {
             Decision::Allow { window, .. } => window,
             Decision::Refuse { rule, reason } => {
                 tracing::warn!(%caller, profile = %name, %rule, "refused by policy");

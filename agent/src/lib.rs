@@ -24,6 +24,7 @@ pub mod server;
 pub mod session;
 pub mod session_lock;
 pub mod state_dir;
+pub mod subject;
 pub mod upstream;
 pub mod vault;
 pub mod verify;

@@ -62,9 +62,16 @@ enum PolicyCommand {
     Check {
         #[arg(long)]
         profile: Option<String>,
-        /// The asking program's executable path.
+        /// The asking program's file. A `#!` script is taken as the kernel runs it:
+        /// its interpreter running it.
+        #[arg(long, required_unless_present = "pid", conflicts_with = "pid")]
+        exe: Option<PathBuf>,
+        /// With --exe of an interpreter: the script it runs.
+        #[arg(long, requires = "exe")]
+        script: Option<PathBuf>,
+        /// A running process, seen exactly as the agent sees a caller.
         #[arg(long)]
-        exe: PathBuf,
+        pid: Option<u32>,
         /// Scopes, comma separated (default: the profile's).
         #[arg(long, value_delimiter = ',')]
         scopes: Vec<String>,
@@ -337,9 +344,12 @@ fn audit_command(settings: &Settings, cmd: &AuditCommand) -> ExitCode {
 fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
     use touchgate_agent::config::Config;
     use touchgate_agent::policy::{decide, Decision};
+    use touchgate_agent::subject::Subject;
     let PolicyCommand::Check {
         profile,
         exe,
+        script,
+        pid,
         scopes,
     } = cmd;
     let config = match Config::load(&settings.config_path) {
@@ -371,12 +381,36 @@ fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
     } else {
         scopes.clone()
     };
-    match decide(&name, p, Some(exe), &scopes) {
+    let (who, launcher) = match (exe, script, pid) {
+        (_, _, Some(pid)) => {
+            let who = Subject::of_process(*pid);
+            if who.exe.is_none() {
+                eprintln!("touchgate-agent: cannot read process {pid}: it is gone or another user's; pass the pid of one of your running programs");
+                return ExitCode::FAILURE;
+            }
+            (who, None)
+        }
+        (Some(exe), Some(script), None) => match Subject::of_exe_and_script(exe, script) {
+            Ok(who) => (who, None),
+            Err(e) => {
+                eprintln!("touchgate-agent: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (Some(exe), None, None) => {
+            let (who, launcher) = Subject::of_file(exe);
+            (who, launcher.map(|l| l.note(exe)))
+        }
+        (None, _, None) => {
+            eprintln!("touchgate-agent: say which program: --exe PATH or --pid PID");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match decide(&name, p, &who, &scopes) {
         Decision::Allow { rule, window } => {
             let window = window.replace('\u{0}', " for ");
             println!(
-                "allow: profile {name} for {} (rule: {rule}; touch: {}; window: {window})",
-                exe.display(),
+                "allow: profile {name} for {who} (rule: {rule}; touch: {}; window: {window})",
                 p.touch
             );
             ExitCode::SUCCESS
@@ -385,7 +419,11 @@ fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
             println!("refuse: {reason} (rule: {rule})");
             ExitCode::FAILURE
         }
+    };
+    if let Some(note) = launcher {
+        eprintln!("{note}");
     }
+    code
 }
 
 /// Logs go to the systemd journal (structured fields) when systemd started us

@@ -2,11 +2,12 @@
 //!
 //! [`decide`] is the one place the rules live: the agent calls it for every
 //! GetToken, and `touchgate-agent policy check` prints its answer, so the two
-//! cannot disagree.
-
-use std::path::Path;
+//! cannot disagree. Both describe the asking program as a [`Subject`]: its
+//! executable and, behind an interpreter, its script; a `callers` glob
+//! matches either.
 
 use crate::config::{Per, Profile};
+use crate::subject::Subject;
 
 /// The outcome of the caller and scope rules for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,19 +18,22 @@ pub enum Decision {
     Refuse { rule: String, reason: String },
 }
 
-/// Apply profile `name`'s rules to a request from `exe` for `scopes`.
-pub fn decide(name: &str, profile: &Profile, exe: Option<&Path>, scopes: &[String]) -> Decision {
-    let exe_str = exe.map(|p| p.display().to_string());
+/// Apply profile `name`'s rules to a request from program `who` for `scopes`.
+pub fn decide(name: &str, profile: &Profile, who: &Subject, scopes: &[String]) -> Decision {
     if !profile.callers.is_empty() {
-        let matched = exe_str
-            .as_deref()
-            .and_then(|e| profile.callers.iter().find(|g| glob_match(g, e)));
-        if matched.is_none() {
+        let matched = who.paths().any(|p| {
+            let p = p.display().to_string();
+            profile.callers.iter().any(|g| glob_match(g, &p))
+        });
+        if !matched {
+            let fix = match who.suggestion() {
+                Some(s) => format!("add \"{s}\" to profiles.{name}.callers if it should"),
+                None => "add its path there if it should".to_owned(),
+            };
             return Decision::Refuse {
                 rule: format!("profiles.{name}.callers"),
                 reason: format!(
-                    "{} may not use profile \"{name}\": it is not in profiles.{name}.callers ({}); add its path there if it should",
-                    exe_str.as_deref().unwrap_or("an unknown program"),
+                    "{who} may not use profile \"{name}\": it is not in profiles.{name}.callers ({}); {fix}",
                     profile.callers.join(", ")
                 ),
             };
@@ -58,7 +62,7 @@ pub fn decide(name: &str, profile: &Profile, exe: Option<&Path>, scopes: &[Strin
         ),
         Per::Caller => (
             format!("profiles.{name}: per = \"caller\""),
-            format!("{name}\u{0}{}", exe_str.as_deref().unwrap_or("?")),
+            format!("{name}\u{0}{who}"),
         ),
     };
     Decision::Allow { rule, window }
@@ -95,7 +99,13 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+
+    fn exe(path: &str) -> Subject {
+        Subject {
+            exe: Some(path.into()),
+            script: None,
+        }
+    }
 
     #[test]
     fn globs() {
@@ -136,39 +146,81 @@ mod tests {
     #[test]
     fn callers_outside_the_list_are_refused_with_the_rule() {
         let p = profile(&["/usr/bin/gcloud"], Per::Profile, &[]);
-        let gcloud = PathBuf::from("/usr/bin/gcloud");
         assert!(matches!(
-            decide("train", &p, Some(&gcloud), &[]),
+            decide("train", &p, &exe("/usr/bin/gcloud"), &[]),
             Decision::Allow { .. }
         ));
-        match decide("train", &p, Some(Path::new("/usr/bin/python3")), &[]) {
+        match decide("train", &p, &exe("/usr/bin/python3"), &[]) {
             Decision::Refuse { rule, reason } => {
                 assert_eq!(rule, "profiles.train.callers");
                 assert!(
-                    reason.contains("/usr/bin/python3 may not use profile \"train\""),
+                    reason.contains("/usr/bin/python3 may not use profile \"train\"")
+                        && reason.ends_with(
+                            "add \"/usr/bin/python3\" to profiles.train.callers if it should"
+                        ),
                     "{reason}"
                 );
             }
             d => panic!("{d:?}"),
         }
         assert!(matches!(
-            decide("train", &p, None, &[]),
+            decide("train", &p, &Subject::default(), &[]),
             Decision::Refuse { .. }
         ));
     }
 
     #[test]
+    fn a_glob_matches_the_executable_or_the_script() {
+        let gcloud = Subject {
+            exe: Some("/usr/lib/google-cloud-sdk/platform/bundledpythonunix/bin/python3".into()),
+            script: Some("/usr/lib/google-cloud-sdk/lib/gcloud.py".into()),
+        };
+        let by_script = profile(&["*/google-cloud-sdk/lib/gcloud.py"], Per::Profile, &[]);
+        assert!(matches!(
+            decide("p", &by_script, &gcloud, &[]),
+            Decision::Allow { .. }
+        ));
+        let by_interpreter = profile(&["*/bundledpythonunix/bin/python3"], Per::Profile, &[]);
+        assert!(matches!(
+            decide("p", &by_interpreter, &gcloud, &[]),
+            Decision::Allow { .. }
+        ));
+        // The launcher's path is neither: the refusal names both and what to write.
+        let by_launcher = profile(&["/usr/bin/gcloud"], Per::Profile, &[]);
+        match decide("p", &by_launcher, &gcloud, &[]) {
+            Decision::Refuse { reason, .. } => assert_eq!(
+                reason,
+                "/usr/lib/google-cloud-sdk/platform/bundledpythonunix/bin/python3 running /usr/lib/google-cloud-sdk/lib/gcloud.py \
+                 may not use profile \"p\": it is not in profiles.p.callers (/usr/bin/gcloud); \
+                 add \"*/google-cloud-sdk/lib/gcloud.py\" to profiles.p.callers if it should"
+            ),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
     fn per_caller_windows_differ_by_program() {
         let p = profile(&[], Per::Caller, &[]);
-        let w = |exe: &str| match decide("inf", &p, Some(Path::new(exe)), &[]) {
+        let w = |path: &str| match decide("inf", &p, &exe(path), &[]) {
             Decision::Allow { window, .. } => window,
             d => panic!("{d:?}"),
         };
         assert_ne!(w("/usr/bin/gcloud"), w("/usr/bin/python3"));
         assert_eq!(w("/usr/bin/gcloud"), w("/usr/bin/gcloud"));
+        // One interpreter, two scripts: two programs, two windows.
+        let run = |script: &str| Subject {
+            exe: Some("/usr/bin/python3".into()),
+            script: Some(script.into()),
+        };
+        let w2 = |s: &Subject| match decide("inf", &p, s, &[]) {
+            Decision::Allow { window, .. } => window,
+            d => panic!("{d:?}"),
+        };
+        assert_ne!(w2(&run("/a/gcloud.py")), w2(&run("/a/train.py")));
+        assert_ne!(w2(&run("/a/gcloud.py")), w("/usr/bin/python3"));
         let shared = profile(&[], Per::Profile, &[]);
         assert!(
-            matches!(decide("inf", &shared, Some(Path::new("/x")), &[]), Decision::Allow { window, .. } if window == "inf")
+            matches!(decide("inf", &shared, &exe("/x"), &[]), Decision::Allow { window, .. } if window == "inf")
         );
     }
 
@@ -176,11 +228,11 @@ mod tests {
     fn scopes_outside_allowed_scopes_are_refused() {
         let p = profile(&[], Per::Profile, &["s1", "s2"]);
         assert!(matches!(
-            decide("p", &p, None, &["s1".into()]),
+            decide("p", &p, &Subject::default(), &["s1".into()]),
             Decision::Allow { .. }
         ));
         assert!(
-            matches!(decide("p", &p, None, &["s3".into()]), Decision::Refuse { rule, .. } if rule == "profiles.p.allowed_scopes")
+            matches!(decide("p", &p, &Subject::default(), &["s3".into()]), Decision::Refuse { rule, .. } if rule == "profiles.p.allowed_scopes")
         );
     }
 }

@@ -6,12 +6,30 @@
 //! `sysctl(KERN_PROCARGS2)`. Every function answers `None` for a process that is
 //! gone or not ours to read, never an error: a caller without a name is still a
 //! caller (its uid was already checked by the kernel).
+//!
+//! [`script_of`] names the script behind an interpreter (see [`script_in`]).
 
 use std::path::PathBuf;
+
+mod script;
+pub use script::{script_in, Interpreter};
 
 /// The executable of `pid`.
 pub fn exe_of(pid: u32) -> Option<PathBuf> {
     sys::exe_of(pid)
+}
+
+/// The current directory of `pid`.
+pub fn cwd_of(pid: u32) -> Option<PathBuf> {
+    sys::cwd_of(pid)
+}
+
+/// The script `pid` runs when its executable is an interpreter (`python3
+/// …/gcloud.py`): see [`script_in`] for which argument that is.
+pub fn script_of(pid: u32) -> Option<PathBuf> {
+    let exe = exe_of(pid)?;
+    Interpreter::of(&exe)?;
+    script_in(&exe, &args_of(pid)?, cwd_of(pid).as_deref())
 }
 
 /// The parent process id of `pid` (`None` for init/launchd and the unreadable).
@@ -83,6 +101,10 @@ mod sys {
         std::fs::read_link(format!("/proc/{pid}/exe")).ok()
     }
 
+    pub fn cwd_of(pid: u32) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
+    }
+
     pub fn parent_of(pid: u32) -> Option<u32> {
         super::ppid_from_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
     }
@@ -112,6 +134,36 @@ mod sys {
             unsafe { libc::proc_pidpath(pid, buf.as_mut_ptr().cast::<c_void>(), buf.len() as u32) };
         let n = usize::try_from(n).ok().filter(|n| *n > 0)?;
         Some(PathBuf::from(OsStr::from_bytes(&buf[..n.min(buf.len())])))
+    }
+
+    pub fn cwd_of(pid: u32) -> Option<PathBuf> {
+        let pid = c_int::try_from(pid).ok()?;
+        let size = std::mem::size_of::<libc::proc_vnodepathinfo>();
+        // SAFETY: proc_vnodepathinfo is plain old data; all-zero is a valid value.
+        let mut info: libc::proc_vnodepathinfo = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is writable for `size` bytes, the size we pass.
+        let n = unsafe {
+            libc::proc_pidinfo(
+                pid,
+                libc::PROC_PIDVNODEPATHINFO,
+                0,
+                (&mut info as *mut libc::proc_vnodepathinfo).cast::<c_void>(),
+                c_int::try_from(size).ok()?,
+            )
+        };
+        if usize::try_from(n).ok()? != size {
+            return None;
+        }
+        // The path is a NUL-terminated C string in a fixed MAXPATHLEN buffer.
+        let bytes: Vec<u8> = info
+            .pvi_cdir
+            .vip_path
+            .iter()
+            .flatten()
+            .map(|c| c.to_ne_bytes()[0])
+            .take_while(|b| *b != 0)
+            .collect();
+        (!bytes.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(&bytes)))
     }
 
     pub fn parent_of(pid: u32) -> Option<u32> {
@@ -186,9 +238,29 @@ mod tests {
         assert_eq!(args, std::env::args().collect::<Vec<_>>());
         // The parent the kernel reports matches the one std asks for.
         assert_eq!(parent_of(me), Some(std::os::unix::process::parent_id()));
+        assert_eq!(cwd_of(me), Some(std::env::current_dir().unwrap()));
+        assert_eq!(script_of(me), None, "a test binary is no interpreter");
         let env = env_of(me).expect("our own environment");
         let path = std::env::var("PATH").unwrap();
         assert!(env.contains(&format!("PATH={path}")), "{env:?}");
+    }
+
+    #[test]
+    fn the_script_a_running_shell_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("wait.sh"), "read line\n").unwrap();
+        // `spawn` returns once the exec is done: the child is the shell by then.
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-e", "wait.sh"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let script = script_of(child.id());
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        let want = std::fs::canonicalize(dir.path().join("wait.sh")).unwrap();
+        assert_eq!(script, Some(want));
     }
 
     #[test]
@@ -198,6 +270,8 @@ mod tests {
         assert_eq!(exe_of(gone), None);
         assert_eq!(parent_of(gone), None);
         assert_eq!(args_of(gone), None);
+        assert_eq!(cwd_of(gone), None);
+        assert_eq!(script_of(gone), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 use touchgate::CallerHint;
@@ -34,19 +34,6 @@ fn assert_about(secs: u64, want: u64) {
 
 fn with_lifetime(base: &str, lifetime: &str) -> String {
     base.replace("lifetime = \"15m\"", &format!("lifetime = \"{lifetime}\""))
-}
-
-/// Wait until the agent's log has `needle` `times` times (each reload logs one line).
-async fn wait_log(agent: &AgentProc, needle: &str, times: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while agent.stderr().matches(needle).count() < times {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} (x{times}) in the agent log: {}",
-            agent.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn sighup(pid: u32) {
@@ -98,12 +85,12 @@ async fn reload_applies_a_good_config_and_keeps_the_last_good_one() {
     // SIGHUP does the same: a bad file is logged and the config stays ...
     let pid = agent.child.as_ref().unwrap().id();
     sighup(pid);
-    wait_log(&agent, "reload refused", 2).await;
+    agent.wait_log("reload refused", 2).await;
     assert_about(lifetime(&agent).await, 5 * 60);
     // ... a good one is applied.
     write(&cfg, &with_lifetime(&base, "10m"));
     sighup(pid);
-    wait_log(&agent, "config reloaded", 2).await;
+    agent.wait_log("config reloaded", 2).await;
     assert_about(lifetime(&agent).await, 10 * 60);
     assert!(agent.cli(&["status"]).status.success());
 }

@@ -1,5 +1,6 @@
 //! The real gcloud (528) gets touch-gated tokens from the shim, by the
-//! metadata route and by the ADC-file route, and calls (emulated) Vertex AI.
+//! metadata route and by the ADC-file route, and calls (emulated) Vertex AI;
+//! caller rules name it by its script, and `policy check` agrees with the agent.
 
 mod common;
 mod shim_common;
@@ -13,16 +14,20 @@ use touchgate_tests::EmulatorHandle;
 
 const GCLOUD: &str = "/usr/bin/gcloud";
 
-/// A gcloud with a private config dir, Vertex pointed at the emulator, no prompts.
-fn gcloud(config: &Path, args: &[&str]) -> Command {
-    let path = if Path::new(GCLOUD).exists() {
+/// The gcloud launcher: /usr/bin/gcloud, else the one on PATH.
+fn gcloud_path() -> String {
+    if Path::new(GCLOUD).exists() {
         GCLOUD.to_owned()
     } else {
         which("gcloud").unwrap_or_else(|| {
             panic!("gcloud is missing: install the Google Cloud CLI (gcloud 528 was measured; https://cloud.google.com/sdk/docs/install)")
         })
-    };
-    let mut c = Command::new(path);
+    }
+}
+
+/// A gcloud with a private config dir, Vertex pointed at the emulator, no prompts.
+fn gcloud(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(gcloud_path());
     touchgate_tests::gcloud::isolate(c.args(args)).env("CLOUDSDK_CONFIG", config);
     c
 }
@@ -207,4 +212,124 @@ async fn a_denied_touch_fails_gcloud_with_our_message() {
     let o = run(models_list(config.path())).await;
     assert_touch_refused(&o);
     assert!(vertex_calls_with_agent_token(&emu).is_empty());
+}
+
+/// `touchgate-agent policy check ARGS` against `agent`'s config.
+fn policy_check(agent: &AgentProc, args: &[&str]) -> Output {
+    Command::new(bin("touchgate-agent"))
+        .args(["policy", "check"])
+        .args(args)
+        .envs(agent.env())
+        .output()
+        .unwrap()
+}
+
+/// Give profile `inference` the caller list `callers` (TOML) and add a profile
+/// `train` that allows only "/usr/bin/gcloud"; the running agent reloads it.
+fn set_callers(agent: &AgentProc, emu: &EmulatorHandle, touch: &str, callers: &str) {
+    let cfg = config_text(&emu.base_url(), touch, "every-token", "")
+        + &format!("callers = {callers}\n\n[profiles.train]\nservice_account = \"{INFERENCE}\"\ntouch = \"every-token\"\ncallers = [\"/usr/bin/gcloud\"]\n");
+    std::fs::write(agent.dir.path().join("config.toml"), cfg).unwrap();
+    agent.ok(&["reload"]);
+}
+
+/// The real gcloud is python running `…/google-cloud-sdk/lib/gcloud.py`, started
+/// by the shell launcher /usr/bin/gcloud. A rule naming the launcher never
+/// matches it: the agent refuses, naming the script and the glob to write, and
+/// `policy check --exe /usr/bin/gcloud` says so too instead of "allow". The
+/// script glob lets gcloud through, and `policy check --pid` of a running gcloud
+/// agrees with the agent both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcloud_is_matched_by_its_script_and_policy_check_agrees() {
+    let (emu, key_json) = emulator().await;
+    let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
+    let shim = ShimProc::start(&agent.socket, &[]);
+    let config = configured(&emu).await;
+    let gcloud_py = "*/google-cloud-sdk/lib/gcloud.py";
+
+    // The README's old example: the launcher's path.
+    set_callers(&agent, &emu, "auto", "[\"/usr/bin/gcloud\"]");
+    let check = policy_check(&agent, &["--profile", "inference", "--exe", &gcloud_path()]);
+    let o = run(models_list_via_metadata(config.path(), &shim)).await;
+    assert!(!o.status.success(), "gcloud must be refused");
+    assert!(
+        !check.status.success(),
+        "policy check must agree with the agent and refuse: {}",
+        stdout(&check)
+    );
+    let said = stderr(&o);
+    assert!(
+        said.contains("lib/gcloud.py may not use profile \"inference\"")
+            && said.contains(&format!(
+                "add \"{gcloud_py}\" to profiles.inference.callers"
+            )),
+        "the refusal names gcloud's script and what to write: {said}\nagent: {}",
+        agent.stderr()
+    );
+    let out = stdout(&check) + &stderr(&check);
+    assert!(
+        out.contains("refuse:") && out.contains(gcloud_py) && out.contains("--pid"),
+        "policy check explains the launcher: {out}"
+    );
+    assert!(vertex_calls_with_agent_token(&emu).is_empty());
+
+    // The script glob: gcloud gets its token.
+    set_callers(&agent, &emu, "auto", &format!("[\"{gcloud_py}\"]"));
+    let o = run(models_list_via_metadata(config.path(), &shim)).await;
+    assert_ok(&o, "gcloud ai models list with a script glob", &shim);
+    assert!(!vertex_calls_with_agent_token(&emu).is_empty());
+
+    // A running gcloud, held in the agent by a touch that never comes: `--pid`
+    // sees what the agent sees. A fresh gcloud config: no token cached in it.
+    let config = configured(&emu).await;
+    let agent = enrolled_agent(&emu, &key_json, "never", "every-token");
+    set_callers(&agent, &emu, "never", &format!("[\"{gcloud_py}\"]"));
+    let shim = ShimProc::start(&agent.socket, &[]);
+    let mut held = models_list_via_metadata(config.path(), &shim)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = held.id().to_string();
+    agent
+        .wait_log(&format!("(pid {pid}) via touchgate-shim"), 1)
+        .await;
+    let allow = policy_check(&agent, &["--profile", "inference", "--pid", &pid]);
+    let refuse = policy_check(&agent, &["--profile", "train", "--pid", &pid]);
+    // The same interpreter and script given by hand.
+    let python = touchgate::process::exe_of(held.id()).expect("gcloud's interpreter");
+    let launcher = std::fs::canonicalize(gcloud_path()).unwrap();
+    let script = launcher.parent().unwrap().join("../lib/gcloud.py");
+    let script = std::fs::canonicalize(script).unwrap();
+    let by_hand = policy_check(
+        &agent,
+        &[
+            "--profile",
+            "inference",
+            "--exe",
+            python.to_str().unwrap(),
+            "--script",
+            script.to_str().unwrap(),
+        ],
+    );
+    held.kill().unwrap();
+    held.wait().unwrap();
+    let script = script.display();
+    assert!(
+        allow.status.success() && stdout(&allow).contains(&format!("running {script}")),
+        "{}",
+        stdout(&allow) + &stderr(&allow)
+    );
+    assert!(!refuse.status.success(), "{}", stdout(&refuse));
+    assert!(
+        stdout(&refuse).contains(&format!("running {script} may not use profile \"train\"")),
+        "{}",
+        stdout(&refuse)
+    );
+    assert!(
+        by_hand.status.success(),
+        "{}",
+        stdout(&by_hand) + &stderr(&by_hand)
+    );
 }

@@ -251,6 +251,19 @@ impl AgentProc {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Wait (30 s at most) until the agent's log has `needle` `times` times.
+    pub async fn wait_log(&self, needle: &str, times: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.stderr().matches(needle).count() < times {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} (x{times}) in the agent log: {}",
+                self.stderr()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Run the CLI, assert it succeeded (showing its and the agent's stderr if not); its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.cli(args);

@@ -97,7 +97,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Ask the policy what it would decide: `check --profile P --exe PATH` (runs touchgate-agent policy).
+    /// Ask the policy what it would decide: `check --profile P --exe PATH [--script S]` or `--pid PID`
+    /// (runs touchgate-agent policy).
     #[command(disable_help_flag = true)]
     Policy {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
