@@ -378,11 +378,20 @@ fn another_uids_connection_flood_does_not_keep_the_owner_out() {
         "max_connections = 4",
     ));
     open_to_everyone(&agent);
+    // Our own client refuses a socket in a directory others can enter: it
+    // reaches the same socket through a hard link in a private directory.
+    let private = private_tempdir();
+    let own_path = private.path().join("agent.sock");
+    std::fs::hard_link(&agent.socket, &own_path).unwrap();
     // Another user keeps 50 connections open, opening a new one for each the agent closes.
     let holder = Holder::start_as_nobody(Target::Unix(&agent.socket), 50, b"", Mode::Flood);
     holder.wait_open(50);
     for _ in 0..5 {
-        let o = agent.cli(&["status"]);
+        let o = Command::new(bin("touchgate"))
+            .arg("status")
+            .env("TOUCHGATE_SOCK", &own_path)
+            .output()
+            .unwrap();
         assert!(
             o.status.success(),
             "the owner is kept out by another user's connections: {}",
@@ -627,7 +636,7 @@ fn start_daemon_with_umask_022(dir: &std::path::Path) -> u32 {
         .arg("-c")
         .arg("umask 022; exec \"$0\"")
         .arg(bin("touchgate-agent"))
-        .env("TOUCHGATE_SOCK", dir.join("a.sock"))
+        .env("TOUCHGATE_SOCK", dir.join("run/a.sock"))
         .env("TOUCHGATE_CONFIG", dir.join("config.toml"))
         .env("TOUCHGATE_STATE_DIR", dir.join("state"))
         .output()
@@ -673,7 +682,7 @@ fn the_state_dir_is_private_whatever_the_umask_and_stale_temp_files_go() {
     let cli = |args: &[&str]| {
         Command::new(bin("touchgate"))
             .args(args)
-            .env("TOUCHGATE_SOCK", dir.path().join("a.sock"))
+            .env("TOUCHGATE_SOCK", dir.path().join("run/a.sock"))
             .output()
             .unwrap()
     };
