@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc::UnboundedSender;
+use touchgate::sync::{MutexExt, RwLockExt};
 use touchgate::{
     EnrolledReply, ErrorCode, ErrorReply, ProfileInfo, Request, Response, StatusReply,
 };
@@ -125,12 +126,12 @@ impl Agent {
 
     /// The config in force (a snapshot: a reload does not change it under the caller).
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap().clone()
+        self.config.read_locked().clone()
     }
 
     /// The file `reload` re-reads.
     pub fn set_config_path(&self, path: PathBuf) {
-        *self.config_path.lock().unwrap() = Some(path);
+        *self.config_path.locked() = Some(path);
     }
 
     /// Re-read the config file. A file that does not parse is a one-line error
@@ -139,7 +140,7 @@ impl Agent {
     /// Changed profiles drop cached tokens and approval windows (a tighter rule
     /// must not be bypassed by a window the old one opened).
     pub fn reload(&self) -> Result<Vec<String>, ErrorReply> {
-        let path = self.config_path.lock().unwrap().clone().ok_or_else(|| {
+        let path = self.config_path.locked().clone().ok_or_else(|| {
             ErrorReply::new(
                 ErrorCode::Config,
                 "this agent was started without a config file path: nothing to reload",
@@ -179,7 +180,7 @@ impl Agent {
         }
         let profiles = new.profile_names();
         if new.profiles != old.profiles || new.default_profile != old.default_profile {
-            let n = self.sessions.lock().unwrap().lock();
+            let n = self.sessions.locked().lock();
             tracing::info!(
                 dropped_tokens = n,
                 "profiles changed: cached tokens and approval windows dropped"
@@ -189,19 +190,19 @@ impl Agent {
         // The key and upstream were built from the old settings: keep saying so.
         new.key = old.key.clone();
         new.google = old.google.clone();
-        *self.config.write().unwrap() = Arc::new(new);
+        *self.config.write_locked() = Arc::new(new);
         tracing::info!(config = %path.display(), profiles = %profiles.join(", "), "config reloaded");
         Ok(profiles)
     }
 
     /// Replace the notifier (tests: a recording one).
     pub fn set_notifier(&self, n: Arc<dyn Notifier>) {
-        *self.notifier.lock().unwrap() = n;
+        *self.notifier.locked() = n;
     }
 
     /// Queue a desktop notification; returns at once.
     pub(crate) fn notify(&self, n: &crate::notify::Notification) {
-        let notifier = self.notifier.lock().unwrap().clone();
+        let notifier = self.notifier.locked().clone();
         notifier.notify(n);
     }
 
@@ -276,7 +277,7 @@ impl Agent {
     pub async fn status(&self) -> StatusReply {
         self.check_idle();
         self.check_key();
-        let locked = self.locked.lock().unwrap().clone();
+        let locked = self.locked.locked().clone();
         let vault = self.vault.lock().await;
         StatusReply {
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -285,7 +286,7 @@ impl Agent {
             enrolled: vault.enrolment().map(enrolled_reply),
             credentials: vault.entry_names(),
             profiles: self.profiles(),
-            cached_tokens: self.sessions.lock().unwrap().cached_tokens(),
+            cached_tokens: self.sessions.locked().cached_tokens(),
             touches: self.touches.load(Ordering::Relaxed),
             mints: self.mints.load(Ordering::Relaxed),
             locked,
@@ -295,8 +296,8 @@ impl Agent {
     /// Lock: drop every cached token, approval window and unsealed credential,
     /// cancel a pending touch, and refuse tokens until `unlock` (a touch).
     pub fn lock(&self, caller: &Caller, why: &str) -> u32 {
-        *self.locked.lock().unwrap() = Some(why.to_owned());
-        let n = self.sessions.lock().unwrap().lock();
+        *self.locked.locked() = Some(why.to_owned());
+        let n = self.sessions.locked().lock();
         self.key.cancel();
         self.audit.append(crate::audit::Record {
             time: self.clock.unix_now(),
@@ -311,7 +312,7 @@ impl Agent {
 
     /// The error every token request gets while locked.
     pub(crate) fn check_unlocked(&self) -> Result<(), ErrorReply> {
-        match &*self.locked.lock().unwrap() {
+        match &*self.locked.locked() {
             None => Ok(()),
             Some(why) => Err(ErrorReply::new(
                 ErrorCode::Locked,
@@ -322,7 +323,7 @@ impl Agent {
 
     /// Note a token request (for the idle lock).
     pub(crate) fn touch_last_use(&self) {
-        *self.last_use.lock().unwrap() = self.clock.now();
+        *self.last_use.locked() = self.clock.now();
     }
 
     /// Lock if no token was asked for during `agent.idle_lock`.
@@ -330,10 +331,10 @@ impl Agent {
         let Some(idle) = self.config().agent.idle_lock else {
             return;
         };
-        if self.locked.lock().unwrap().is_some() {
+        if self.locked.locked().is_some() {
             return;
         }
-        let since = *self.last_use.lock().unwrap();
+        let since = *self.last_use.locked();
         if self.clock.now().duration_since(since).unwrap_or_default() >= idle {
             self.lock(
                 &Caller::default(),
@@ -351,7 +352,7 @@ impl Agent {
             return;
         };
         let before = self.key_was_present.swap(now, Ordering::SeqCst);
-        if before && !now && self.locked.lock().unwrap().is_none() {
+        if before && !now && self.locked.locked().is_none() {
             self.lock(&Caller::default(), "security key removed");
         }
     }

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use secrecy::SecretString;
+use touchgate::sync::MutexExt;
 use touchgate::{CallerHint, EnrolledReply, ErrorCode, ErrorReply, KeyInfo, Secret};
 use zeroize::Zeroizing;
 
@@ -214,7 +215,7 @@ impl Agent {
         next.enrolments.push(self.enrolment_from(&att, salt, uv));
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
-        self.sessions.lock().unwrap().lock();
+        self.sessions.locked().lock();
         let reply = enrolled_reply(vault.enrolment().expect("just enrolled"));
         tracing::info!(%caller, credential = %reply.credential, key = %reply.key_name, uv, "enrolled a security key");
         let e = vault.enrolment().expect("just enrolled");
@@ -314,7 +315,7 @@ impl Agent {
         hint: &CallerHint,
         progress: Progress,
     ) -> Result<(), ErrorReply> {
-        if self.locked.lock().unwrap().is_none() {
+        if self.locked.locked().is_none() {
             return Ok(());
         }
         let mut vault = self.vault.lock().await;
@@ -333,7 +334,7 @@ impl Agent {
         replace_enrolment(&mut next, used);
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
-        *self.locked.lock().unwrap() = None;
+        *self.locked.locked() = None;
         self.touch_last_use();
         tracing::info!(%caller, "unlocked");
         self.audit.append(Record {

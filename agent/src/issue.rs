@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use touchgate::sync::MutexExt;
 use touchgate::{ErrorCode, ErrorReply, Secret, TokenReply};
 
 use crate::agent::{Agent, Progress};
@@ -131,8 +132,7 @@ impl Agent {
         let now = self.clock.now();
         let t = self
             .sessions
-            .lock()
-            .unwrap()
+            .locked()
             .token(key, now, self.config().agent.expiry_margin)?;
         Some(TokenReply {
             access_token: t.token,
@@ -150,7 +150,7 @@ impl Agent {
         profile: &Profile,
         key: &CacheKey,
     ) -> Flight {
-        let mut inflight = self.inflight.lock().unwrap();
+        let mut inflight = self.inflight.locked();
         if let Some(f) = inflight.get(key) {
             return f.clone();
         }
@@ -173,7 +173,7 @@ impl Agent {
                 .await;
             this.notify_outcome(&caller, &name, &profile, &r, touch.is_some());
             this.audit_issuance(&caller, &name, &profile, &key, &r, touch);
-            this.inflight.lock().unwrap().remove(&key);
+            this.inflight.locked().remove(&key);
             let _ = result_tx.send(Some(r));
         });
         flight
@@ -194,15 +194,14 @@ impl Agent {
         let started = self.clock.now();
         let window = self
             .sessions
-            .lock()
-            .unwrap()
+            .locked()
             .window_credential(&key.window, started);
         let (credential, touched) = match window {
             Some(c) => (c, false),
             None => {
                 let purpose = [caller.to_string(), name.to_owned(), key.scopes.join(" ")];
                 let prompt = format!("touch your security key: {caller} asks for profile `{name}`");
-                let desktop = self.notifier.lock().unwrap().clone();
+                let desktop = self.notifier.locked().clone();
                 let note = Notification::touch_needed(caller, name, profile.project.as_deref());
                 let notify: crate::enrol::Notify = Arc::new(move |p| {
                     let _ = touch_prompt.send(Some(p));
@@ -226,7 +225,7 @@ impl Agent {
                 self.check_unlocked()?;
                 let cred = Arc::new(cred);
                 if let TouchRule::Window(w) = profile.touch {
-                    self.sessions.lock().unwrap().open_window(
+                    self.sessions.locked().open_window(
                         &key.window,
                         self.clock.now(),
                         w,
@@ -253,7 +252,10 @@ impl Agent {
         self.mints.fetch_add(1, Ordering::Relaxed);
         let now = self.clock.now();
         let margin = self.config().agent.expiry_margin;
-        if minted.expires_at <= now + margin {
+        if now
+            .checked_add(margin)
+            .is_none_or(|m| minted.expires_at <= m)
+        {
             return Err(ErrorReply::new(
                 ErrorCode::Upstream,
                 format!(
@@ -273,7 +275,7 @@ impl Agent {
             "issued token"
         );
         {
-            let mut sessions = self.sessions.lock().unwrap();
+            let mut sessions = self.sessions.locked();
             sessions.note_handed(&key.window);
             sessions.store_token(
                 key.clone(),

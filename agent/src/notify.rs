@@ -12,6 +12,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use touchgate::sync::MutexExt;
+
 use crate::caller::Caller;
 
 use crate::config::NotifySettings;
@@ -93,13 +95,13 @@ pub struct Recording(pub Mutex<Vec<Notification>>);
 
 impl Recording {
     pub fn taken(&self) -> Vec<Notification> {
-        self.0.lock().unwrap().clone()
+        self.0.locked().clone()
     }
 }
 
 impl Notifier for Recording {
     fn notify(&self, n: &Notification) {
-        self.0.lock().unwrap().push(n.clone());
+        self.0.locked().push(n.clone());
     }
 }
 

@@ -16,6 +16,7 @@ pub mod paths;
 pub mod process;
 pub mod protocol;
 pub mod secret;
+pub mod sync;
 
 pub use client::{Client, ClientError, HelloReply};
 pub use protocol::*;

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
+use touchgate::sync::MutexExt;
 use touchgate::{CallerHint, Client, ProfileInfo, Secret};
 
 pub const UNCLAIMED_HOLD: Duration = Duration::from_secs(60);
@@ -122,8 +123,7 @@ impl Broker {
     pub async fn profile(&self, name: Option<&str>) -> Result<ProfileInfo, AskError> {
         let cached = self
             .profiles
-            .lock()
-            .unwrap()
+            .locked()
             .clone()
             .filter(|(at, _)| at.elapsed() < PROFILES_TTL);
         let all = match cached {
@@ -135,7 +135,7 @@ impl Broker {
                     .list_profiles()
                     .await
                     .map_err(ask_error)?;
-                *self.profiles.lock().unwrap() = Some((Instant::now(), p.clone()));
+                *self.profiles.locked() = Some((Instant::now(), p.clone()));
                 p
             }
         };
@@ -165,7 +165,7 @@ impl Broker {
     ) -> Outcome {
         let key = FlightKey::new(hint.pid, profile, scopes);
         let mut rx = {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.locked();
             let now = Instant::now();
             st.held.retain(|_, h| h.until > now);
             if let Some(h) = st.held.get(&key) {
@@ -205,7 +205,7 @@ impl Broker {
     /// One ask to the agent; hands the outcome to every waiter, holds it when nobody waits.
     async fn fly(self: Arc<Self>, key: FlightKey, hint: CallerHint) {
         let out = self.ask(&key, hint).await;
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.locked();
         let Some(tx) = st.pending.remove(&key) else {
             return;
         };
