@@ -506,6 +506,28 @@ impl Config {
                 )));
             }
         }
+        for (name, p) in &cfg.profiles {
+            // The scopes a request without scopes gets must be within the ceiling
+            // (see policy::scope_ceiling), or such requests could never be served.
+            let name = name.escape_debug();
+            if p.scopes.is_empty() {
+                return Err(ConfigError(format!(
+                    "config {}: profiles.{name}.scopes is empty: list the scopes its tokens may carry",
+                    path.display()
+                )));
+            }
+            if let Some(s) = p
+                .scopes
+                .iter()
+                .find(|s| !p.allowed_scopes.is_empty() && !p.allowed_scopes.contains(s))
+            {
+                return Err(ConfigError(format!(
+                    "config {}: profiles.{name}.scopes has {}, which profiles.{name}.allowed_scopes does not allow: set scopes to some of allowed_scopes",
+                    path.display(),
+                    s.escape_debug()
+                )));
+            }
+        }
         if !matches!(cfg.key.pin_protocol, 1 | 2) {
             return Err(ConfigError(format!(
                 "config {}: key.pin_protocol must be 1 or 2, not {}",
@@ -749,6 +771,23 @@ lifetime = "5m"
         assert_eq!(
             c.profiles["p"].touch,
             TouchRule::Window(Duration::from_secs(86400))
+        );
+    }
+
+    #[test]
+    fn a_profile_scopes_must_fit_its_ceiling() {
+        let e = parse("[profiles.p]\nscopes = []\n").unwrap_err().0;
+        assert!(e.contains("profiles.p.scopes is empty"), "{e}");
+        // The default scope (cloud-platform) is not in allowed_scopes.
+        let e = parse("[profiles.p]\nallowed_scopes = [\"ro\"]\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("profiles.p.scopes has https://www.googleapis.com/auth/cloud-platform"),
+            "{e}"
+        );
+        assert!(
+            parse("[profiles.p]\nscopes = [\"ro\"]\nallowed_scopes = [\"ro\", \"rw\"]\n").is_ok()
         );
     }
 

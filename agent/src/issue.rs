@@ -18,7 +18,7 @@ use crate::clock::unix;
 use crate::config::UserVerification;
 use crate::config::{format_duration, Profile, TouchRule};
 use crate::notify::{Kind, Notification};
-use crate::policy::{self, Decision};
+use crate::policy::{self, Approval, Decision};
 use crate::session::{CacheKey, CachedToken};
 use crate::upstream::{MintRequest, UpstreamError};
 
@@ -200,9 +200,13 @@ impl Agent {
             Some(c) => (c, false),
             None => {
                 let purpose = [caller.to_string(), name.to_owned(), key.scopes.join(" ")];
-                let prompt = format!("touch your security key: {caller} asks for profile `{name}`");
+                let approval = Approval::new(name, profile, &key.scopes);
+                let prompt = format!(
+                    "touch your security key: {caller} asks for profile `{name}`: {approval}"
+                );
                 let desktop = self.notifier.locked().clone();
-                let note = Notification::touch_needed(caller, name, profile.project.as_deref());
+                let note =
+                    Notification::touch_needed(caller, &approval, profile.project.as_deref());
                 let notify: crate::enrol::Notify = Arc::new(move |p| {
                     let _ = touch_prompt.send(Some(p));
                     desktop.notify(&note);

@@ -244,8 +244,10 @@ impl Broker {
 /// The scopes to ask the agent for: the profile's scopes play the part of a
 /// GCE instance's access scopes. A client's own list narrows them (gcloud asks
 /// for seven scopes, google-auth for one); a list with nothing in common with
-/// the profile's gets the profile's. So a token never carries more than the
-/// profile allows, and every client shares one approval window per profile.
+/// the profile's gets the profile's. The agent enforces the ceiling (it refuses
+/// any scope outside the profile's); this only turns what metadata and STS
+/// clients ask for into a request the agent will grant, as GCE would, and lets
+/// every client share one approval window per profile.
 pub fn effective_scopes(requested: &[String], profile: &[String]) -> Vec<String> {
     let common: Vec<String> = profile
         .iter()
