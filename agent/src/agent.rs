@@ -62,6 +62,11 @@ pub struct Agent {
     pub(crate) audit: AuditLog,
     /// Why the agent is locked, when it is.
     pub(crate) locked: Mutex<Option<String>>,
+    /// How many times the agent was locked. An issuance notes it before its
+    /// touch and mint and hands out (or caches) nothing if it moved meanwhile,
+    /// even when the agent was unlocked again since; a lock also ends a pending
+    /// mint at once.
+    pub(crate) locks: tokio::sync::watch::Sender<u64>,
     /// When a client last asked for a token (for the idle lock).
     pub(crate) last_use: Mutex<std::time::SystemTime>,
     /// Whether the key was seen plugged in at the last check.
@@ -119,6 +124,7 @@ impl Agent {
             pin_entry,
             audit,
             locked: Mutex::new(None),
+            locks: tokio::sync::watch::Sender::new(0),
             last_use: Mutex::new(started),
             key_was_present: std::sync::atomic::AtomicBool::new(false),
         }))
@@ -297,6 +303,9 @@ impl Agent {
     /// cancel a pending touch, and refuse tokens until `unlock` (a touch).
     pub fn lock(&self, caller: &Caller, why: &str) -> u32 {
         *self.locked.locked() = Some(why.to_owned());
+        // After `locked` is set: an issuance that noted the old count before
+        // checking `locked` sees one or the other.
+        self.locks.send_modify(|n| *n += 1);
         let n = self.sessions.locked().lock();
         self.key.cancel();
         self.audit.append(crate::audit::Record {
@@ -319,6 +328,32 @@ impl Agent {
                 format!("the agent is locked ({why}): run touchgate unlock and touch your key"),
             )),
         }
+    }
+
+    /// The lock count, to hand to [`Agent::still_unlocked`] after a touch or a mint.
+    /// Noted before checking that the agent is unlocked.
+    pub(crate) fn lock_count(&self) -> Result<u64, ErrorReply> {
+        let n = *self.locks.borrow();
+        self.check_unlocked()?;
+        Ok(n)
+    }
+
+    /// Whether nothing locked the agent since [`Agent::lock_count`] said `since`.
+    pub(crate) fn still_unlocked(&self, since: u64) -> Result<(), ErrorReply> {
+        self.check_unlocked()?;
+        if *self.locks.borrow() != since {
+            return Err(locked_meanwhile());
+        }
+        Ok(())
+    }
+
+    /// Resolves once the agent is locked after [`Agent::lock_count`] said
+    /// `since`, with the error for the caller.
+    pub(crate) async fn locked_since(&self, since: u64) -> ErrorReply {
+        let mut rx = self.locks.subscribe();
+        // The sender lives as long as `self`: it cannot close while we borrow it.
+        let _ = rx.wait_for(|n| *n != since).await;
+        self.check_unlocked().err().unwrap_or_else(locked_meanwhile)
     }
 
     /// Note a token request (for the idle lock).
@@ -397,6 +432,13 @@ impl Agent {
     pub fn mints(&self) -> u64 {
         self.mints.load(Ordering::Relaxed)
     }
+}
+
+fn locked_meanwhile() -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::Locked,
+        "the agent was locked while this token was being made, so it was not handed out: run the command again",
+    )
 }
 
 pub(crate) fn enrolled_reply(e: &crate::vault::Enrolment) -> EnrolledReply {

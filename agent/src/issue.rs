@@ -188,6 +188,7 @@ impl Agent {
         touch_prompt: watch::Sender<Option<String>>,
         touch: &mut Option<TouchEvidence>,
     ) -> Result<TokenReply, ErrorReply> {
+        let locks = self.lock_count()?;
         if let Some(t) = self.cached(key) {
             return Ok(t);
         }
@@ -223,19 +224,22 @@ impl Agent {
                     )
                     .await
                     // Locked meanwhile (the lock cancelled the touch): say so.
-                    .map_err(|e| self.check_unlocked().err().unwrap_or(e))?;
+                    .map_err(|e| self.still_unlocked(locks).err().unwrap_or(e))?;
                 *touch = Some(evidence);
-                // Locked while the touch was pending: nothing is minted.
-                self.check_unlocked()?;
                 let cred = Arc::new(cred);
-                if let TouchRule::Window(w) = profile.touch {
-                    self.sessions.locked().open_window(
-                        &key.window,
-                        self.clock.now(),
-                        w,
-                        profile.max_tokens_per_window,
-                        cred.clone(),
-                    );
+                {
+                    // Locked while the touch was pending: no window, nothing minted.
+                    let mut sessions = self.sessions.locked();
+                    self.still_unlocked(locks)?;
+                    if let TouchRule::Window(w) = profile.touch {
+                        sessions.open_window(
+                            &key.window,
+                            self.clock.now(),
+                            w,
+                            profile.max_tokens_per_window,
+                            cred.clone(),
+                        );
+                    }
                 }
                 (cred, true)
             }
@@ -247,11 +251,11 @@ impl Agent {
             delegates: profile.delegates.clone(),
             quota_project: profile.quota_project.clone(),
         };
-        let minted = self
-            .upstream
-            .mint(&credential, &req)
-            .await
-            .map_err(upstream_error)?;
+        // A lock ends the mint at once; whatever it would have brought is dropped.
+        let minted = tokio::select! {
+            m = self.upstream.mint(&credential, &req) => m.map_err(upstream_error)?,
+            e = self.locked_since(locks) => return Err(e),
+        };
         drop(credential);
         self.mints.fetch_add(1, Ordering::Relaxed);
         let now = self.clock.now();
@@ -279,7 +283,10 @@ impl Agent {
             "issued token"
         );
         {
+            // Under the session lock, as `lock` drops windows and tokens under it:
+            // a lock from here on drops what is stored now, and one before is seen.
             let mut sessions = self.sessions.locked();
+            self.still_unlocked(locks)?;
             sessions.note_handed(&key.window);
             sessions.store_token(
                 key.clone(),
