@@ -55,7 +55,7 @@ pub struct Agent {
     /// The vault file as last saved. Held across a key ceremony so one touch runs at a time.
     pub(crate) vault: tokio::sync::Mutex<VaultFile>,
     pub(crate) sessions: Mutex<Sessions>,
-    pub(crate) inflight: Mutex<HashMap<CacheKey, Flight>>,
+    pub(crate) inflight: Mutex<HashMap<CacheKey, Arc<Flight>>>,
     pub(crate) touches: AtomicU64,
     pub(crate) mints: AtomicU64,
     pub(crate) pin_entry: Arc<dyn PinEntry>,

@@ -18,7 +18,7 @@ use crate::agent::{enrolled_reply, format_aaguid, short_id, Agent, Progress};
 use crate::attestation;
 use crate::audit::{Record, TouchEvidence};
 use crate::caller::Caller;
-use crate::ceremony::{self, ChallengeInputs};
+use crate::ceremony::{self, ChallengeInputs, Waiters};
 use crate::key::{
     Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
     RP_ID,
@@ -39,13 +39,19 @@ fn vault_error(e: impl std::fmt::Display) -> ErrorReply {
     ErrorReply::new(ErrorCode::Vault, e.to_string())
 }
 
-/// Tells the waiting caller(s) that the key wants a touch.
-pub(crate) type Notify = Arc<dyn Fn(String) + Send + Sync>;
-
-fn notify(progress: Progress) -> Notify {
-    Arc::new(move |p| {
-        let _ = progress.send(p);
-    })
+/// The connection that asked: told when the key wants a touch, gone when the
+/// client hangs up (the server then drops the receiving end of `progress`).
+fn notify(progress: Progress) -> Waiters {
+    let closed = progress.clone();
+    Waiters::new(
+        move |p| {
+            let _ = progress.send(p);
+        },
+        move || {
+            let closed = closed.clone();
+            Box::pin(async move { closed.closed().await })
+        },
+    )
 }
 
 /// A key operation that may be run twice (again with a PIN).
@@ -59,7 +65,7 @@ impl Agent {
         &self,
         hint: &CallerHint,
         prompt: &str,
-        notify: &Notify,
+        notify: &Waiters,
         op: KeyOp<T>,
     ) -> Result<T, ErrorReply> {
         let mut pin: Option<SecretString> = None;
@@ -70,8 +76,9 @@ impl Agent {
                 self.config().agent.touch_timeout,
                 move || {
                     tracing::info!("{pr}");
-                    tx(pr);
+                    tx.touch_needed(pr);
                 },
+                notify.gone(),
                 move |k| o(k, p),
             )
             .await?;
@@ -109,7 +116,7 @@ impl Agent {
         hint: &CallerHint,
         uv: bool,
         exclude: Vec<Vec<u8>>,
-        notify: &Notify,
+        notify: &Waiters,
     ) -> Result<Attestation, ErrorReply> {
         // Read the attestation roots first: a bad root file must not cost a touch.
         let roots = attestation::load_roots(&self.config().key.attestation_roots)
@@ -457,7 +464,7 @@ impl Agent {
         hint: &CallerHint,
         require_uv: bool,
         prompt: String,
-        notify: &Notify,
+        notify: &Waiters,
     ) -> Result<(UpstreamCredential, TouchEvidence), ErrorReply> {
         let mut vault = self.vault.lock().await;
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
@@ -507,7 +514,7 @@ impl Agent {
         purpose: &str,
         hint: &CallerHint,
         prompt: String,
-        notify: &Notify,
+        notify: &Waiters,
     ) -> Result<(Dek, Enrolment, TouchEvidence), ErrorReply> {
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
         let allow: Vec<Vec<u8>> = vault

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Semaphore};
 use touchgate::frame::{read_frame, write_frame, FrameError};
@@ -225,34 +226,68 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, me: u32) {
     if write_frame(&mut stream, &reply).await.is_err() {
         return;
     }
+    let (rd, mut wr) = stream.split();
+    // Buffered, so a pending request can watch for the client hanging up
+    // (`fill_buf` at EOF) without taking a byte of a next frame.
+    let mut rd = BufReader::new(rd);
     loop {
-        let req: Request = match read_frame(&mut stream).await {
+        let req: Request = match read_frame(&mut rd).await {
             Ok(r) => r,
             Err(FrameError::Closed) => return,
             Err(e) => {
                 tracing::warn!(%caller, "bad frame, closing the connection: {e}");
-                let _ = write_frame(&mut stream, &Response::Error(bad_frame(&e))).await;
+                let _ = write_frame(&mut wr, &Response::Error(bad_frame(&e))).await;
                 return;
             }
         };
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Dropped when the client hangs up: the request sees its `Progress`
+        // close, and a key operation it waits on is cancelled on the key. The
+        // request still runs to its end here, so the key is free when it returns.
+        let mut rx = Some(rx);
+        let mut watching = true;
         let work = agent.handle(&caller, req, tx);
         tokio::pin!(work);
         let resp = loop {
             tokio::select! {
                 r = &mut work => break r,
-                Some(prompt) = rx.recv() => {
-                    if write_frame(&mut stream, &Response::TouchNeeded { prompt }).await.is_err() {
-                        return;
+                Some(prompt) = next_prompt(&mut rx) => {
+                    if write_frame(&mut wr, &Response::TouchNeeded { prompt }).await.is_err() {
+                        rx = None;
+                    }
+                }
+                eof = hung_up(&mut rd), if watching => {
+                    // Data instead (a client sending ahead) is left for the next read.
+                    watching = false;
+                    if eof {
+                        tracing::info!(%caller, "the client hung up while its request was pending");
+                        rx = None;
                     }
                 }
             }
         };
-        if let Err(e) = write_frame(&mut stream, &resp).await {
+        if rx.is_none() {
+            return;
+        }
+        if let Err(e) = write_frame(&mut wr, &resp).await {
             tracing::debug!(%caller, "client left before its answer: {e}");
             return;
         }
     }
+}
+
+/// The next touch prompt of a pending request; never, once the client is gone.
+async fn next_prompt(rx: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the client sends something while its request is pending:
+/// true when that is the end of the stream (it hung up) or an error.
+async fn hung_up<R: AsyncBufRead + Unpin>(rd: &mut R) -> bool {
+    rd.fill_buf().await.map_or(true, |b| b.is_empty())
 }
 
 fn bad_frame(e: &FrameError) -> ErrorReply {
