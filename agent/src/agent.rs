@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc::UnboundedSender;
+use touchgate::sync::{MutexExt, RwLockExt};
 use touchgate::{
     EnrolledReply, ErrorCode, ErrorReply, ProfileInfo, Request, Response, SecurityWarning,
     StatusReply,
@@ -55,13 +56,18 @@ pub struct Agent {
     /// The vault file as last saved. Held across a key ceremony so one touch runs at a time.
     pub(crate) vault: tokio::sync::Mutex<VaultFile>,
     pub(crate) sessions: Mutex<Sessions>,
-    pub(crate) inflight: Mutex<HashMap<CacheKey, Flight>>,
+    pub(crate) inflight: Mutex<HashMap<CacheKey, Arc<Flight>>>,
     pub(crate) touches: AtomicU64,
     pub(crate) mints: AtomicU64,
     pub(crate) pin_entry: Arc<dyn PinEntry>,
     pub(crate) audit: AuditLog,
     /// Why the agent is locked, when it is.
     pub(crate) locked: Mutex<Option<String>>,
+    /// How many times the agent was locked. An issuance notes it before its
+    /// touch and mint and hands out (or caches) nothing if it moved meanwhile,
+    /// even when the agent was unlocked again since; a lock also ends a pending
+    /// mint at once.
+    pub(crate) locks: tokio::sync::watch::Sender<u64>,
     /// When a client last asked for a token (for the idle lock).
     pub(crate) last_use: Mutex<std::time::SystemTime>,
     /// Whether the key was seen plugged in at the last check.
@@ -119,6 +125,7 @@ impl Agent {
             pin_entry,
             audit,
             locked: Mutex::new(None),
+            locks: tokio::sync::watch::Sender::new(0),
             last_use: Mutex::new(started),
             key_was_present: std::sync::atomic::AtomicBool::new(false),
         }))
@@ -126,12 +133,12 @@ impl Agent {
 
     /// The config in force (a snapshot: a reload does not change it under the caller).
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap().clone()
+        self.config.read_locked().clone()
     }
 
     /// The file `reload` re-reads.
     pub fn set_config_path(&self, path: PathBuf) {
-        *self.config_path.lock().unwrap() = Some(path);
+        *self.config_path.locked() = Some(path);
     }
 
     /// Re-read the config file. A file that does not parse is a one-line error
@@ -140,7 +147,7 @@ impl Agent {
     /// Changed profiles drop cached tokens and approval windows (a tighter rule
     /// must not be bypassed by a window the old one opened).
     pub fn reload(&self) -> Result<Vec<String>, ErrorReply> {
-        let path = self.config_path.lock().unwrap().clone().ok_or_else(|| {
+        let path = self.config_path.locked().clone().ok_or_else(|| {
             ErrorReply::new(
                 ErrorCode::Config,
                 "this agent was started without a config file path: nothing to reload",
@@ -180,7 +187,7 @@ impl Agent {
         }
         let profiles = new.profile_names();
         if new.profiles != old.profiles || new.default_profile != old.default_profile {
-            let n = self.sessions.lock().unwrap().lock();
+            let n = self.sessions.locked().lock();
             tracing::info!(
                 dropped_tokens = n,
                 "profiles changed: cached tokens and approval windows dropped"
@@ -190,19 +197,19 @@ impl Agent {
         // The key and upstream were built from the old settings: keep saying so.
         new.key = old.key.clone();
         new.google = old.google.clone();
-        *self.config.write().unwrap() = Arc::new(new);
+        *self.config.write_locked() = Arc::new(new);
         tracing::info!(config = %path.display(), profiles = %profiles.join(", "), "config reloaded");
         Ok(profiles)
     }
 
     /// Replace the notifier (tests: a recording one).
     pub fn set_notifier(&self, n: Arc<dyn Notifier>) {
-        *self.notifier.lock().unwrap() = n;
+        *self.notifier.locked() = n;
     }
 
     /// Queue a desktop notification; returns at once.
     pub(crate) fn notify(&self, n: &crate::notify::Notification) {
-        let notifier = self.notifier.lock().unwrap().clone();
+        let notifier = self.notifier.locked().clone();
         notifier.notify(n);
     }
 
@@ -283,7 +290,7 @@ impl Agent {
     pub async fn status(&self) -> StatusReply {
         self.check_idle();
         self.check_key();
-        let locked = self.locked.lock().unwrap().clone();
+        let locked = self.locked.locked().clone();
         let vault = self.vault.lock().await;
         StatusReply {
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -292,7 +299,7 @@ impl Agent {
             enrolled: vault.enrolment().map(enrolled_reply),
             credentials: vault.entry_names(),
             profiles: self.profiles(),
-            cached_tokens: self.sessions.lock().unwrap().cached_tokens(),
+            cached_tokens: self.sessions.locked().cached_tokens(),
             touches: self.touches.load(Ordering::Relaxed),
             mints: self.mints.load(Ordering::Relaxed),
             locked,
@@ -319,8 +326,11 @@ impl Agent {
     /// Lock: drop every cached token, approval window and unsealed credential,
     /// cancel a pending touch, and refuse tokens until `unlock` (a touch).
     pub fn lock(&self, caller: &Caller, why: &str) -> u32 {
-        *self.locked.lock().unwrap() = Some(why.to_owned());
-        let n = self.sessions.lock().unwrap().lock();
+        *self.locked.locked() = Some(why.to_owned());
+        // After `locked` is set: an issuance that noted the old count before
+        // checking `locked` sees one or the other.
+        self.locks.send_modify(|n| *n += 1);
+        let n = self.sessions.locked().lock();
         self.key.cancel();
         self.audit.append(crate::audit::Record {
             time: self.clock.unix_now(),
@@ -335,7 +345,7 @@ impl Agent {
 
     /// The error every token request gets while locked.
     pub(crate) fn check_unlocked(&self) -> Result<(), ErrorReply> {
-        match &*self.locked.lock().unwrap() {
+        match &*self.locked.locked() {
             None => Ok(()),
             Some(why) => Err(ErrorReply::new(
                 ErrorCode::Locked,
@@ -344,9 +354,35 @@ impl Agent {
         }
     }
 
+    /// The lock count, to hand to [`Agent::still_unlocked`] after a touch or a mint.
+    /// Noted before checking that the agent is unlocked.
+    pub(crate) fn lock_count(&self) -> Result<u64, ErrorReply> {
+        let n = *self.locks.borrow();
+        self.check_unlocked()?;
+        Ok(n)
+    }
+
+    /// Whether nothing locked the agent since [`Agent::lock_count`] said `since`.
+    pub(crate) fn still_unlocked(&self, since: u64) -> Result<(), ErrorReply> {
+        self.check_unlocked()?;
+        if *self.locks.borrow() != since {
+            return Err(locked_meanwhile());
+        }
+        Ok(())
+    }
+
+    /// Resolves once the agent is locked after [`Agent::lock_count`] said
+    /// `since`, with the error for the caller.
+    pub(crate) async fn locked_since(&self, since: u64) -> ErrorReply {
+        let mut rx = self.locks.subscribe();
+        // The sender lives as long as `self`: it cannot close while we borrow it.
+        let _ = rx.wait_for(|n| *n != since).await;
+        self.check_unlocked().err().unwrap_or_else(locked_meanwhile)
+    }
+
     /// Note a token request (for the idle lock).
     pub(crate) fn touch_last_use(&self) {
-        *self.last_use.lock().unwrap() = self.clock.now();
+        *self.last_use.locked() = self.clock.now();
     }
 
     /// Lock if no token was asked for during `agent.idle_lock`.
@@ -354,10 +390,10 @@ impl Agent {
         let Some(idle) = self.config().agent.idle_lock else {
             return;
         };
-        if self.locked.lock().unwrap().is_some() {
+        if self.locked.locked().is_some() {
             return;
         }
-        let since = *self.last_use.lock().unwrap();
+        let since = *self.last_use.locked();
         if self.clock.now().duration_since(since).unwrap_or_default() >= idle {
             self.lock(
                 &Caller::default(),
@@ -375,7 +411,7 @@ impl Agent {
             return;
         };
         let before = self.key_was_present.swap(now, Ordering::SeqCst);
-        if before && !now && self.locked.lock().unwrap().is_none() {
+        if before && !now && self.locked.locked().is_none() {
             self.lock(&Caller::default(), "security key removed");
         }
     }
@@ -420,6 +456,13 @@ impl Agent {
     pub fn mints(&self) -> u64 {
         self.mints.load(Ordering::Relaxed)
     }
+}
+
+fn locked_meanwhile() -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::Locked,
+        "the agent was locked while this token was being made, so it was not handed out: run the command again",
+    )
 }
 
 pub(crate) fn enrolled_reply(e: &crate::vault::Enrolment) -> EnrolledReply {

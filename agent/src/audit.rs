@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use touchgate::sync::MutexExt;
 
 use crate::caller::Caller;
 use crate::ceremony::ChallengeInputs;
@@ -138,7 +139,7 @@ impl AuditLog {
     /// Append `r` (its `seq` and `prev` are filled in). Failures are logged, not fatal:
     /// a full disk must not stop the agent from refusing things.
     pub fn append(&self, mut r: Record) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.locked();
         r.seq = st.0;
         r.prev = st.1.clone();
         let line = match serde_json::to_string(&r) {

@@ -3,6 +3,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use touchgate::sync::MutexExt;
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> SystemTime;
 
@@ -35,11 +37,11 @@ impl TestClock {
     }
 
     pub fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
+        *self.0.locked() += by;
     }
 
     pub fn set(&self, to: SystemTime) {
-        *self.0.lock().unwrap() = to;
+        *self.0.locked() = to;
     }
 }
 
@@ -51,7 +53,7 @@ impl Default for TestClock {
 
 impl Clock for TestClock {
     fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap()
+        *self.0.locked()
     }
 }
 

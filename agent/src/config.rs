@@ -29,6 +29,9 @@
 //! lifetime = "15m"
 //! touch = "10m"             # or "every-token"
 //! ```
+//!
+//! Every duration has a range ([`DurationRange`]): a value outside it is a
+//! config error with file:line:col, so no setting can overflow the clock.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,7 +67,7 @@ pub struct Config {
 pub struct NotifySettings {
     pub enabled: bool,
     /// How long one notification may take to show; a token never waits for it.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_notify_timeout")]
     pub timeout: Duration,
 }
 
@@ -95,16 +98,16 @@ pub struct LoginSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentSettings {
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_touch_timeout")]
     pub touch_timeout: Duration,
     pub max_connections: usize,
     /// A connection with no request in progress is closed after this long.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_idle_connection_timeout")]
     pub idle_connection_timeout: Duration,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_expiry_margin")]
     pub expiry_margin: Duration,
     /// Lock after this long without a token request (unset: never).
-    #[serde(deserialize_with = "de_opt_duration")]
+    #[serde(deserialize_with = "de_idle_lock")]
     pub idle_lock: Option<Duration>,
     /// Lock when the security key is unplugged (hardware keys).
     pub lock_on_key_removal: bool,
@@ -188,7 +191,7 @@ pub struct Profile {
     pub project: Option<String>,
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
-    #[serde(default = "default_lifetime", deserialize_with = "de_duration")]
+    #[serde(default = "default_lifetime", deserialize_with = "de_lifetime")]
     pub lifetime: Duration,
     #[serde(default)]
     pub touch: TouchRule,
@@ -321,7 +324,10 @@ impl<'de> Deserialize<'de> for TouchRule {
             return Ok(TouchRule::EveryToken);
         }
         match parse_duration(&s) {
-            Ok(d) if !d.is_zero() => Ok(TouchRule::Window(d)),
+            Ok(d) => WINDOW
+                .check(&s, d)
+                .map(TouchRule::Window)
+                .map_err(serde::de::Error::custom),
             _ => Err(serde::de::Error::custom(format!(
                 "touch = \"{s}\" is not a touch rule: use \"every-token\" or a window such as \"10m\""
             ))),
@@ -329,13 +335,96 @@ impl<'de> Deserialize<'de> for TouchRule {
     }
 }
 
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    de_duration(d).map(Some)
+/// The range a duration setting may take. Every duration in the config has
+/// one: a value past it is refused where it is written (file:line:col), so no
+/// later `now + duration` can overflow and no setting can be made meaningless
+/// (a touch window of years, a zero touch timeout).
+#[derive(Debug, Clone, Copy)]
+pub struct DurationRange {
+    pub setting: &'static str,
+    pub min: Duration,
+    pub max: Duration,
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+impl DurationRange {
+    const fn new(setting: &'static str, min: Duration, max: Duration) -> DurationRange {
+        DurationRange { setting, min, max }
+    }
+
+    pub(crate) fn check(&self, text: &str, d: Duration) -> Result<Duration, String> {
+        if d < self.min || d > self.max {
+            return Err(format!(
+                "{} = \"{text}\" is out of range: use {} to {}",
+                self.setting,
+                format_duration(self.min),
+                format_duration(self.max)
+            ));
+        }
+        Ok(d)
+    }
+
+    fn parse(&self, text: &str) -> Result<Duration, String> {
+        self.check(text, parse_duration(text)?)
+    }
+}
+
+const fn mins(n: u64) -> Duration {
+    Duration::from_secs(n * 60)
+}
+
+const fn hours(n: u64) -> Duration {
+    Duration::from_secs(n * 3600)
+}
+
+/// A touch's time box: long enough to find the key, short enough that a
+/// forgotten prompt does not hold the key for long.
+pub const TOUCH_TIMEOUT: DurationRange =
+    DurationRange::new("agent.touch_timeout", Duration::from_secs(1), mins(10));
+pub const EXPIRY_MARGIN: DurationRange =
+    DurationRange::new("agent.expiry_margin", Duration::ZERO, hours(1));
+/// A connection waiting for its next request (not one waiting for a touch).
+pub const IDLE_CONNECTION: DurationRange = DurationRange::new(
+    "agent.idle_connection_timeout",
+    Duration::from_secs(1),
+    hours(24),
+);
+pub const IDLE_LOCK: DurationRange = DurationRange::new("agent.idle_lock", mins(1), hours(7 * 24));
+pub const NOTIFY_TIMEOUT: DurationRange =
+    DurationRange::new("notify.timeout", Duration::from_millis(10), mins(1));
+/// Google caps access-token lifetimes at 12 h (1 h unless the organisation allows more).
+pub const LIFETIME: DurationRange = DurationRange::new("lifetime", mins(1), hours(12));
+pub const GOOGLE_DEADLINE: DurationRange =
+    DurationRange::new("google.deadline", Duration::from_millis(100), mins(10));
+/// An approval window: at most a day, so one touch never approves for longer.
+pub const WINDOW: DurationRange = DurationRange::new("touch", Duration::from_secs(1), hours(24));
+
+fn de_in<'de, D: Deserializer<'de>>(d: D, range: DurationRange) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
+    range.parse(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_touch_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_in(d, TOUCH_TIMEOUT)
+}
+
+fn de_expiry_margin<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_in(d, EXPIRY_MARGIN)
+}
+
+fn de_idle_connection_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_in(d, IDLE_CONNECTION)
+}
+
+fn de_idle_lock<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_in(d, IDLE_LOCK).map(Some)
+}
+
+fn de_notify_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_in(d, NOTIFY_TIMEOUT)
+}
+
+fn de_lifetime<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_in(d, LIFETIME)
 }
 
 /// `90s`, `15m`, `1h`, `1h30m`, `500ms`.
@@ -380,7 +469,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 && s > 0 {
+    if d.subsec_nanos() != 0 {
+        format!("{}ms", d.as_millis())
+    } else if s % 86400 == 0 && s > 0 {
+        format!("{}d", s / 86400)
+    } else if s % 3600 == 0 && s > 0 {
         format!("{}h", s / 3600)
     } else if s % 60 == 0 && s > 0 {
         format!("{}m", s / 60)
@@ -430,6 +523,28 @@ impl Config {
                 )));
             }
         }
+        for (name, p) in &cfg.profiles {
+            // The scopes a request without scopes gets must be within the ceiling
+            // (see policy::scope_ceiling), or such requests could never be served.
+            let name = name.escape_debug();
+            if p.scopes.is_empty() {
+                return Err(ConfigError(format!(
+                    "config {}: profiles.{name}.scopes is empty: list the scopes its tokens may carry",
+                    path.display()
+                )));
+            }
+            if let Some(s) = p
+                .scopes
+                .iter()
+                .find(|s| !p.allowed_scopes.is_empty() && !p.allowed_scopes.contains(s))
+            {
+                return Err(ConfigError(format!(
+                    "config {}: profiles.{name}.scopes has {}, which profiles.{name}.allowed_scopes does not allow: set scopes to some of allowed_scopes",
+                    path.display(),
+                    s.escape_debug()
+                )));
+            }
+        }
         if !matches!(cfg.key.pin_protocol, 1 | 2) {
             return Err(ConfigError(format!(
                 "config {}: key.pin_protocol must be 1 or 2, not {}",
@@ -440,13 +555,6 @@ impl Config {
         if cfg.agent.max_connections == 0 {
             return Err(ConfigError(format!(
                 "config {}: agent.max_connections must be at least 1",
-                path.display()
-            )));
-        }
-        let idle = cfg.agent.idle_connection_timeout;
-        if !(Duration::from_secs(1)..=Duration::from_secs(86400)).contains(&idle) {
-            return Err(ConfigError(format!(
-                "config {}: agent.idle_connection_timeout must be between \"1s\" and \"24h\", not {idle:?}",
                 path.display()
             )));
         }
@@ -521,6 +629,8 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(600)), "10m");
         assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
         assert_eq!(format_duration(Duration::from_secs(61)), "61s");
+        assert_eq!(format_duration(Duration::from_secs(2 * 86400)), "2d");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]
@@ -605,7 +715,10 @@ lifetime = "5m"
             let e = parse(&format!("[agent]\nidle_connection_timeout = \"{bad}\"\n"))
                 .unwrap_err()
                 .0;
-            assert!(e.contains("idle_connection_timeout must be between"), "{e}");
+            assert!(
+                e.contains("agent.idle_connection_timeout = \"") && e.contains("use 1s to 1d"),
+                "{e}"
+            );
             assert!(!e.contains('\n'));
         }
     }
@@ -644,6 +757,75 @@ lifetime = "5m"
         let e = parse("[agent]\nlock_on_sleep = \"yes\"\n").unwrap_err().0;
         assert!(e.starts_with("config /c/config.toml:2:17:"), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn durations_out_of_range_are_refused_with_file_line_col_and_the_range() {
+        // Each setting, a value past its longest and one under its shortest.
+        let cases = [
+            (
+                "[agent]\ntouch_timeout = ",
+                "agent.touch_timeout",
+                "1s to 10m",
+            ),
+            (
+                "[agent]\nexpiry_margin = ",
+                "agent.expiry_margin",
+                "0s to 1h",
+            ),
+            ("[agent]\nidle_lock = ", "agent.idle_lock", "1m to 7d"),
+            ("[notify]\ntimeout = ", "notify.timeout", "10ms to 1m"),
+            ("[profiles.p]\nlifetime = ", "lifetime", "1m to 12h"),
+            ("[profiles.p]\ntouch = ", "touch", "1s to 1d"),
+            ("[google]\ndeadline = ", "google.deadline", "100ms to 10m"),
+        ];
+        for (prefix, setting, range) in cases {
+            for bad in ["200000000000000d", "8d"] {
+                let text = format!("{prefix}\"{bad}\"\n");
+                let col = prefix.rsplit('\n').next().unwrap().len() + 1;
+                let e = parse(&text).unwrap_err().0;
+                assert!(
+                    e.starts_with(&format!("config /c/config.toml:2:{col}:")),
+                    "{setting}: {e}"
+                );
+                assert!(e.contains(setting) && e.contains(range), "{e}");
+                assert!(!e.contains('\n'), "{e}");
+            }
+        }
+        let e = parse("[agent]\ntouch_timeout = \"500ms\"\n").unwrap_err().0;
+        assert!(
+            e.contains("agent.touch_timeout") && e.contains("1s to 10m"),
+            "{e}"
+        );
+        let e = parse("[profiles.p]\nlifetime = \"30s\"\n").unwrap_err().0;
+        assert!(e.contains("1m to 12h"), "{e}");
+        // The bounds themselves are allowed.
+        let c = parse(
+            "[agent]\ntouch_timeout = \"10m\"\nexpiry_margin = \"0s\"\nidle_lock = \"7d\"\n\
+             [notify]\ntimeout = \"10ms\"\n[profiles.p]\nlifetime = \"12h\"\ntouch = \"24h\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.profiles["p"].touch,
+            TouchRule::Window(Duration::from_secs(86400))
+        );
+    }
+
+    #[test]
+    fn a_profile_scopes_must_fit_its_ceiling() {
+        let e = parse("[profiles.p]\nscopes = []\n").unwrap_err().0;
+        assert!(e.contains("profiles.p.scopes is empty"), "{e}");
+        // The default scope (cloud-platform) is not in allowed_scopes.
+        let e = parse("[profiles.p]\nallowed_scopes = [\"ro\"]\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("profiles.p.scopes has https://www.googleapis.com/auth/cloud-platform"),
+            "{e}"
+        );
+        assert!(
+            parse("[profiles.p]\nscopes = [\"ro\"]\nallowed_scopes = [\"ro\", \"rw\"]\n").is_ok()
+        );
     }
 
     #[test]

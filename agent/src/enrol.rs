@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use secrecy::SecretString;
+use touchgate::sync::MutexExt;
 use touchgate::{CallerHint, EnrolledReply, ErrorCode, ErrorReply, KeyInfo, Secret};
 use zeroize::Zeroizing;
 
@@ -17,7 +18,7 @@ use crate::agent::{enrolled_reply, format_aaguid, short_id, Agent, Progress};
 use crate::attestation;
 use crate::audit::{Record, TouchEvidence};
 use crate::caller::Caller;
-use crate::ceremony::{self, ChallengeInputs};
+use crate::ceremony::{self, ChallengeInputs, Waiters};
 use crate::key::{
     Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
     RP_ID,
@@ -38,13 +39,19 @@ fn vault_error(e: impl std::fmt::Display) -> ErrorReply {
     ErrorReply::new(ErrorCode::Vault, e.to_string())
 }
 
-/// Tells the waiting caller(s) that the key wants a touch.
-pub(crate) type Notify = Arc<dyn Fn(String) + Send + Sync>;
-
-fn notify(progress: Progress) -> Notify {
-    Arc::new(move |p| {
-        let _ = progress.send(p);
-    })
+/// The connection that asked: told when the key wants a touch, gone when the
+/// client hangs up (the server then drops the receiving end of `progress`).
+fn notify(progress: Progress) -> Waiters {
+    let closed = progress.clone();
+    Waiters::new(
+        move |p| {
+            let _ = progress.send(p);
+        },
+        move || {
+            let closed = closed.clone();
+            Box::pin(async move { closed.closed().await })
+        },
+    )
 }
 
 /// A key operation that may be run twice (again with a PIN).
@@ -58,7 +65,7 @@ impl Agent {
         &self,
         hint: &CallerHint,
         prompt: &str,
-        notify: &Notify,
+        notify: &Waiters,
         op: KeyOp<T>,
     ) -> Result<T, ErrorReply> {
         let mut pin: Option<SecretString> = None;
@@ -69,8 +76,9 @@ impl Agent {
                 self.config().agent.touch_timeout,
                 move || {
                     tracing::info!("{pr}");
-                    tx(pr);
+                    tx.touch_needed(pr);
                 },
+                notify.gone(),
                 move |k| o(k, p),
             )
             .await?;
@@ -108,7 +116,7 @@ impl Agent {
         hint: &CallerHint,
         uv: bool,
         exclude: Vec<Vec<u8>>,
-        notify: &Notify,
+        notify: &Waiters,
     ) -> Result<Attestation, ErrorReply> {
         // Read the attestation roots first: a bad root file must not cost a touch.
         let roots = attestation::load_roots(&self.config().key.attestation_roots)
@@ -236,7 +244,7 @@ impl Agent {
         next.enrolments.push(self.enrolment_from(&att, salt, uv));
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
-        self.sessions.lock().unwrap().lock();
+        self.sessions.locked().lock();
         let mut reply = enrolled_reply(vault.enrolment().expect("just enrolled"));
         reply.backup = backup.map(|p| p.display().to_string());
         match &reply.backup {
@@ -369,7 +377,7 @@ impl Agent {
         hint: &CallerHint,
         progress: Progress,
     ) -> Result<(), ErrorReply> {
-        if self.locked.lock().unwrap().is_none() {
+        if self.locked.locked().is_none() {
             return Ok(());
         }
         let mut vault = self.vault.lock().await;
@@ -388,7 +396,7 @@ impl Agent {
         replace_enrolment(&mut next, used);
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
-        *self.locked.lock().unwrap() = None;
+        *self.locked.locked() = None;
         self.touch_last_use();
         tracing::info!(%caller, "unlocked");
         self.audit.append(Record {
@@ -559,7 +567,7 @@ impl Agent {
         hint: &CallerHint,
         require_uv: bool,
         prompt: String,
-        notify: &Notify,
+        notify: &Waiters,
     ) -> Result<(UpstreamCredential, TouchEvidence), ErrorReply> {
         let mut vault = self.vault.lock().await;
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
@@ -609,7 +617,7 @@ impl Agent {
         purpose: &str,
         hint: &CallerHint,
         prompt: String,
-        notify: &Notify,
+        notify: &Waiters,
     ) -> Result<(Dek, Enrolment, TouchEvidence), ErrorReply> {
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
         let allow: Vec<Vec<u8>> = vault

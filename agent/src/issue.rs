@@ -8,27 +8,45 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use touchgate::sync::MutexExt;
 use touchgate::{ErrorCode, ErrorReply, Secret, TokenReply};
 
 use crate::agent::{Agent, Progress};
 use crate::audit::{Record, TouchEvidence};
 use crate::caller::Caller;
+use crate::ceremony::Waiters;
 use crate::clock::unix;
 use crate::config::UserVerification;
 use crate::config::{format_duration, Profile, TouchRule};
 use crate::notify::{Kind, Notification};
-use crate::policy::{self, Decision};
+use crate::policy::{self, Approval, Decision};
 use crate::session::{CacheKey, CachedToken};
-use crate::upstream::{MintRequest, UpstreamError};
+use crate::upstream::{BoxFuture, MintRequest, UpstreamError};
 
 type Outcome = Option<Result<TokenReply, ErrorReply>>;
 
-/// One issuance in progress, shared by every caller that asks for the same thing meanwhile.
-#[derive(Clone)]
+/// One issuance in progress, shared by every caller that asks for the same
+/// thing meanwhile: each subscribes ([`Flight::join`]). Its touch is cancelled
+/// on the key once every one of them has hung up.
 pub struct Flight {
-    result: watch::Receiver<Outcome>,
+    result: watch::Sender<Outcome>,
     /// The touch prompt, once the key waits for a touch.
+    touch: watch::Sender<Option<String>>,
+}
+
+/// One caller's place in a [`Flight`]; dropping it is leaving.
+struct Joined {
+    result: watch::Receiver<Outcome>,
     touch: watch::Receiver<Option<String>>,
+}
+
+impl Flight {
+    fn join(&self) -> Joined {
+        Joined {
+            result: self.result.subscribe(),
+            touch: self.touch.subscribe(),
+        }
+    }
 }
 
 impl Agent {
@@ -98,6 +116,10 @@ impl Agent {
                     return Err(ErrorReply::new(ErrorCode::Internal, "token issuance stopped unexpectedly; see the agent's log"));
                 },
                 _ = flight.touch.changed(), if !told => {}
+                // The client hung up: leave the flight (the last to leave cancels its touch).
+                () = progress.closed() => {
+                    return Err(ErrorReply::new(ErrorCode::Key, "the client hung up before its token was issued"));
+                }
             }
         }
     }
@@ -131,8 +153,7 @@ impl Agent {
         let now = self.clock.now();
         let t = self
             .sessions
-            .lock()
-            .unwrap()
+            .locked()
             .token(key, now, self.config().agent.expiry_margin)?;
         Some(TokenReply {
             access_token: t.token,
@@ -149,14 +170,16 @@ impl Agent {
         name: &str,
         profile: &Profile,
         key: &CacheKey,
-    ) -> Flight {
-        let mut inflight = self.inflight.lock().unwrap();
+    ) -> Joined {
+        let mut inflight = self.inflight.locked();
         if let Some(f) = inflight.get(key) {
-            return f.clone();
+            return f.join();
         }
-        let (result_tx, result) = watch::channel(None);
-        let (touch_tx, touch) = watch::channel(None);
-        let flight = Flight { result, touch };
+        let flight = Arc::new(Flight {
+            result: watch::Sender::new(None),
+            touch: watch::Sender::new(None),
+        });
+        let joined = flight.join();
         inflight.insert(key.clone(), flight.clone());
         let this = self.clone();
         let (caller, name, profile, key) = (
@@ -169,45 +192,87 @@ impl Agent {
         tokio::spawn(async move {
             let mut touch = None;
             let r = this
-                .issue(&caller, &name, &profile, &key, touch_tx, &mut touch)
+                .issue(&caller, &name, &profile, &key, &flight, &mut touch)
                 .await;
             this.notify_outcome(&caller, &name, &profile, &r, touch.is_some());
             this.audit_issuance(&caller, &name, &profile, &key, &r, touch);
-            this.inflight.lock().unwrap().remove(&key);
-            let _ = result_tx.send(Some(r));
+            this.leave_inflight(&key, &flight);
+            flight.result.send_replace(Some(r));
         });
-        flight
+        joined
+    }
+
+    /// Take `flight` out of the in-flight map (if it is still there: a flight
+    /// everyone left is taken out early, and another may stand in its place).
+    fn leave_inflight(&self, key: &CacheKey, flight: &Arc<Flight>) {
+        let mut inflight = self.inflight.locked();
+        if inflight.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            inflight.remove(key);
+        }
+    }
+
+    /// Resolves once every caller has left `flight`; it is then out of the
+    /// in-flight map, so whoever asks next starts a flight (and a touch) of their own.
+    fn flight_abandoned(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        flight: &Arc<Flight>,
+    ) -> impl Fn() -> BoxFuture<'static, ()> + Send + Sync + 'static {
+        let (this, key, flight) = (self.clone(), key.clone(), flight.clone());
+        move || {
+            let (this, key, flight) = (this.clone(), key.clone(), flight.clone());
+            Box::pin(async move {
+                loop {
+                    flight.result.closed().await;
+                    // Callers join under the map's lock: count them under it too.
+                    let _inflight = this.inflight.locked();
+                    if flight.result.receiver_count() == 0 {
+                        drop(_inflight);
+                        this.leave_inflight(&key, &flight);
+                        return;
+                    }
+                }
+            })
+        }
     }
 
     async fn issue(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         name: &str,
         profile: &Profile,
         key: &CacheKey,
-        touch_prompt: watch::Sender<Option<String>>,
+        flight: &Arc<Flight>,
         touch: &mut Option<TouchEvidence>,
     ) -> Result<TokenReply, ErrorReply> {
+        let locks = self.lock_count()?;
         if let Some(t) = self.cached(key) {
             return Ok(t);
         }
         let started = self.clock.now();
         let window = self
             .sessions
-            .lock()
-            .unwrap()
+            .locked()
             .window_credential(&key.window, started);
         let (credential, touched) = match window {
             Some(c) => (c, false),
             None => {
                 let purpose = [caller.to_string(), name.to_owned(), key.scopes.join(" ")];
-                let prompt = format!("touch your security key: {caller} asks for profile `{name}`");
-                let desktop = self.notifier.lock().unwrap().clone();
-                let note = Notification::touch_needed(caller, name, profile.project.as_deref());
-                let notify: crate::enrol::Notify = Arc::new(move |p| {
-                    let _ = touch_prompt.send(Some(p));
-                    desktop.notify(&note);
-                });
+                let approval = Approval::new(name, profile, &key.scopes);
+                let prompt = format!(
+                    "touch your security key: {caller} asks for profile `{name}`: {approval}"
+                );
+                let desktop = self.notifier.locked().clone();
+                let note =
+                    Notification::touch_needed(caller, &approval, profile.project.as_deref());
+                let prompts = flight.clone();
+                let notify = Waiters::new(
+                    move |p| {
+                        prompts.touch.send_replace(Some(p));
+                        desktop.notify(&note);
+                    },
+                    self.flight_abandoned(key, flight),
+                );
                 let hint = caller.display.clone();
                 let (cred, evidence) = self
                     .approve_and_unseal(
@@ -220,19 +285,22 @@ impl Agent {
                     )
                     .await
                     // Locked meanwhile (the lock cancelled the touch): say so.
-                    .map_err(|e| self.check_unlocked().err().unwrap_or(e))?;
+                    .map_err(|e| self.still_unlocked(locks).err().unwrap_or(e))?;
                 *touch = Some(evidence);
-                // Locked while the touch was pending: nothing is minted.
-                self.check_unlocked()?;
                 let cred = Arc::new(cred);
-                if let TouchRule::Window(w) = profile.touch {
-                    self.sessions.lock().unwrap().open_window(
-                        &key.window,
-                        self.clock.now(),
-                        w,
-                        profile.max_tokens_per_window,
-                        cred.clone(),
-                    );
+                {
+                    // Locked while the touch was pending: no window, nothing minted.
+                    let mut sessions = self.sessions.locked();
+                    self.still_unlocked(locks)?;
+                    if let TouchRule::Window(w) = profile.touch {
+                        sessions.open_window(
+                            &key.window,
+                            self.clock.now(),
+                            w,
+                            profile.max_tokens_per_window,
+                            cred.clone(),
+                        );
+                    }
                 }
                 (cred, true)
             }
@@ -244,16 +312,19 @@ impl Agent {
             delegates: profile.delegates.clone(),
             quota_project: profile.quota_project.clone(),
         };
-        let minted = self
-            .upstream
-            .mint(&credential, &req)
-            .await
-            .map_err(upstream_error)?;
+        // A lock ends the mint at once; whatever it would have brought is dropped.
+        let minted = tokio::select! {
+            m = self.upstream.mint(&credential, &req) => m.map_err(upstream_error)?,
+            e = self.locked_since(locks) => return Err(e),
+        };
         drop(credential);
         self.mints.fetch_add(1, Ordering::Relaxed);
         let now = self.clock.now();
         let margin = self.config().agent.expiry_margin;
-        if minted.expires_at <= now + margin {
+        if now
+            .checked_add(margin)
+            .is_none_or(|m| minted.expires_at <= m)
+        {
             return Err(ErrorReply::new(
                 ErrorCode::Upstream,
                 format!(
@@ -273,7 +344,10 @@ impl Agent {
             "issued token"
         );
         {
-            let mut sessions = self.sessions.lock().unwrap();
+            // Under the session lock, as `lock` drops windows and tokens under it:
+            // a lock from here on drops what is stored now, and one before is seen.
+            let mut sessions = self.sessions.locked();
+            self.still_unlocked(locks)?;
             sessions.note_handed(&key.window);
             sessions.store_token(
                 key.clone(),

@@ -12,7 +12,10 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use touchgate::sync::MutexExt;
+
 use crate::caller::Caller;
+use crate::policy::Approval;
 
 use crate::config::NotifySettings;
 /// What a notification is about.
@@ -32,12 +35,21 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// The key waits for a touch: who asks, for which profile and project.
-    pub fn touch_needed(caller: &Caller, profile: &str, project: Option<&str>) -> Notification {
+    /// The key waits for a touch: who asks, for which profile and project, and
+    /// what the touch approves (service account, scopes, lifetime, window).
+    pub fn touch_needed(
+        caller: &Caller,
+        approval: &Approval,
+        project: Option<&str>,
+    ) -> Notification {
         Notification {
             kind: Kind::TouchNeeded,
             summary: "Touch your security key".into(),
-            body: format!("{caller} asks for `{profile}`{}", in_project(project)),
+            body: format!(
+                "{caller} asks for `{}`{}: {approval}",
+                approval.profile,
+                in_project(project)
+            ),
         }
     }
 
@@ -93,13 +105,13 @@ pub struct Recording(pub Mutex<Vec<Notification>>);
 
 impl Recording {
     pub fn taken(&self) -> Vec<Notification> {
-        self.0.lock().unwrap().clone()
+        self.0.locked().clone()
     }
 }
 
 impl Notifier for Recording {
     fn notify(&self, n: &Notification) {
-        self.0.lock().unwrap().push(n.clone());
+        self.0.locked().push(n.clone());
     }
 }
 
@@ -223,13 +235,25 @@ mod tests {
         }
     }
 
+    fn approval(name: &str) -> Approval {
+        let profile = crate::config::Profile {
+            service_account: Some("trainer@p.iam.gserviceaccount.com".into()),
+            lifetime: Duration::from_secs(300),
+            ..Default::default()
+        };
+        Approval::new(name, &profile, &profile.scopes)
+    }
+
     #[test]
     fn texts_name_the_caller_profile_and_project() {
-        let n = Notification::touch_needed(&caller(), "train", Some("p"));
+        let n = Notification::touch_needed(&caller(), &approval("train"), Some("p"));
         assert_eq!(n.summary, "Touch your security key");
         assert!(
-            n.body
-                .contains("python3 (pid 4242) asks for `train` in project p"),
+            n.body.contains(
+                "python3 (pid 4242) asks for `train` in project p: service account \
+                 trainer@p.iam.gserviceaccount.com, scopes cloud-platform, token lifetime 5m, \
+                 this token only"
+            ),
             "{}",
             n.body
         );
@@ -243,7 +267,7 @@ mod tests {
         // A notification thread stuck on a server that never answers: nothing reads the queue.
         let (tx, _stuck) = sync_channel(QUEUE);
         let d = Desktop { tx };
-        let n = Notification::touch_needed(&caller(), "p", None);
+        let n = Notification::touch_needed(&caller(), &approval("p"), None);
         let t = Instant::now();
         for _ in 0..(QUEUE * 4) {
             d.notify(&n);

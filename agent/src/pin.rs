@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use secrecy::SecretString;
+use touchgate::sync::MutexExt;
 use touchgate::CallerHint;
 
 /// Where the dialog should appear: the caller's display and terminal.
@@ -135,7 +136,7 @@ impl FixedPins {
 impl PinEntry for FixedPins {
     fn ask(&self, _: &str, _: Option<&str>, _: &PinContext) -> Result<SecretString, PinError> {
         self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        match self.answers.lock().unwrap().pop_front() {
+        match self.answers.locked().pop_front() {
             Some(Some(p)) => Ok(SecretString::from(p)),
             _ => Err(PinError::Cancelled),
         }

@@ -6,7 +6,9 @@
 //! executable and, behind an interpreter, its script; a `callers` glob
 //! matches either.
 
-use crate::config::{Per, Profile};
+use std::time::Duration;
+
+use crate::config::{format_duration, Per, Profile, TouchRule};
 use crate::subject::Subject;
 
 /// The outcome of the caller and scope rules for one request.
@@ -39,17 +41,16 @@ pub fn decide(name: &str, profile: &Profile, who: &Subject, scopes: &[String]) -
             };
         }
     }
-    if !profile.allowed_scopes.is_empty() {
-        if let Some(bad) = scopes.iter().find(|s| !profile.allowed_scopes.contains(s)) {
-            return Decision::Refuse {
-                rule: format!("profiles.{name}.allowed_scopes"),
-                reason: format!(
-                    "scope {} is not allowed for profile \"{name}\" (allowed: {}): ask for fewer scopes or widen profiles.{name}.allowed_scopes",
-                    touchgate::quote(bad),
-                    profile.allowed_scopes.join(", ")
-                ),
-            };
-        }
+    let (field, ceiling) = scope_ceiling(profile);
+    if let Some(bad) = scopes.iter().find(|s| !ceiling.contains(s)) {
+        return Decision::Refuse {
+            rule: format!("profiles.{name}.{field}"),
+            reason: format!(
+                "scope {} is outside profile \"{name}\"'s scopes ({}): ask for some of those (or none, for all of them), or widen profiles.{name}.{field}",
+                touchgate::quote(bad),
+                ceiling.join(", ")
+            ),
+        };
     }
     let (rule, window) = match profile.per {
         Per::Profile => (
@@ -67,6 +68,78 @@ pub fn decide(name: &str, profile: &Profile, who: &Subject, scopes: &[String]) -
     };
     Decision::Allow { rule, window }
 }
+
+/// The most a request for `profile` may ask for, and the setting that says so:
+/// its `allowed_scopes` if set, else its `scopes`. A request for more is refused
+/// (not narrowed), so nobody gets a narrower token than they believe they have.
+pub fn scope_ceiling(profile: &Profile) -> (&'static str, &[String]) {
+    if profile.allowed_scopes.is_empty() {
+        ("scopes", &profile.scopes)
+    } else {
+        ("allowed_scopes", &profile.allowed_scopes)
+    }
+}
+
+/// What one touch approves, as the touch prompt and the desktop notification
+/// say it: the service account, scopes, token lifetime and window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub profile: String,
+    pub service_account: Option<String>,
+    pub scopes: Vec<String>,
+    pub lifetime: Duration,
+    pub touch: TouchRule,
+    pub per: Per,
+}
+
+impl Approval {
+    /// What a touch for `scopes` of profile `name` approves.
+    pub fn new(name: &str, profile: &Profile, scopes: &[String]) -> Approval {
+        Approval {
+            profile: name.to_owned(),
+            service_account: profile.service_account.clone(),
+            scopes: scopes.to_vec(),
+            lifetime: profile.lifetime,
+            touch: profile.touch,
+            per: profile.per,
+        }
+    }
+}
+
+impl std::fmt::Display for Approval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scopes: Vec<&str> = self
+            .scopes
+            .iter()
+            .map(|s| s.strip_prefix(SCOPE_PREFIX).unwrap_or(s))
+            .collect();
+        match &self.service_account {
+            Some(sa) => write!(f, "service account {sa}")?,
+            None => f.write_str("the sealed credential's own account")?,
+        }
+        write!(
+            f,
+            ", scopes {}, token lifetime {}, ",
+            scopes.join(" "),
+            format_duration(self.lifetime)
+        )?;
+        match self.touch {
+            TouchRule::EveryToken => f.write_str("this token only"),
+            TouchRule::Window(w) => write!(
+                f,
+                "opens a {} window (no further touch for {} until it closes)",
+                format_duration(w),
+                match self.per {
+                    Per::Profile => "this profile",
+                    Per::Caller => "this program and profile",
+                }
+            ),
+        }
+    }
+}
+
+/// Google's scope URLs all start with this; prompts show the rest.
+const SCOPE_PREFIX: &str = "https://www.googleapis.com/auth/";
 
 /// Shell-style glob: `*` any run of characters (also `/`), `?` one character.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -222,6 +295,37 @@ mod tests {
         assert!(
             matches!(decide("inf", &shared, &exe("/x"), &[]), Decision::Allow { window, .. } if window == "inf")
         );
+    }
+
+    #[test]
+    fn the_profile_scopes_are_a_ceiling() {
+        let p = Profile {
+            scopes: vec!["ro".into(), "email".into()],
+            ..Profile::default()
+        };
+        for ok in [&[][..], &["ro".into()], &["email".into(), "ro".into()]] {
+            assert!(
+                matches!(
+                    decide("narrow", &p, &Subject::default(), ok),
+                    Decision::Allow { .. }
+                ),
+                "{ok:?}"
+            );
+        }
+        match decide(
+            "narrow",
+            &p,
+            &Subject::default(),
+            &["ro".into(), "wide\nscope".into()],
+        ) {
+            Decision::Refuse { rule, reason } => {
+                assert_eq!(rule, "profiles.narrow.scopes");
+                assert!(reason.contains("wide\\nscope"), "escaped: {reason}");
+                assert!(reason.contains("(ro, email)"), "{reason}");
+                assert!(!reason.contains('\n'), "{reason}");
+            }
+            d => panic!("a scope outside the profile's was allowed: {d:?}"),
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use touchgate::frame::{read_frame, write_frame, FrameError};
@@ -259,8 +260,12 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
     if send(&mut stream, &reply, idle).await.is_err() {
         return;
     }
+    let (rd, mut wr) = stream.split();
+    // Buffered, so a pending request can watch for the client hanging up
+    // (`fill_buf` at EOF) without taking a byte of a next frame.
+    let mut rd = BufReader::new(rd);
     loop {
-        let req: Request = match tokio::time::timeout(idle, read_frame(&mut stream)).await {
+        let req: Request = match tokio::time::timeout(idle, read_frame(&mut rd)).await {
             Err(_) => {
                 tracing::debug!(%caller, "closing an idle connection (no request for {idle:?})");
                 return;
@@ -269,29 +274,45 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
             Ok(Err(FrameError::Closed)) => return,
             Ok(Err(e)) => {
                 tracing::warn!(%caller, "bad frame, closing the connection: {e}");
-                let _ = send(&mut stream, &Response::Error(bad_frame(&e)), idle).await;
+                let _ = send(&mut wr, &Response::Error(bad_frame(&e)), idle).await;
                 return;
             }
         };
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Dropped when the client hangs up: the request sees its `Progress`
+        // close, and a key operation it waits on is cancelled on the key. The
+        // request still runs to its end here, so the key is free when it returns.
+        let mut rx = Some(rx);
+        let mut watching = true;
         let work = agent.handle(&caller, req, tx);
         tokio::pin!(work);
         let resp = loop {
             tokio::select! {
                 r = &mut work => break r,
-                Some(prompt) = rx.recv() => {
-                    if send(&mut stream, &Response::TouchNeeded { prompt }, idle).await.is_err() {
-                        return;
+                Some(prompt) = next_prompt(&mut rx) => {
+                    if send(&mut wr, &Response::TouchNeeded { prompt }, idle).await.is_err() {
+                        rx = None;
+                    }
+                }
+                eof = hung_up(&mut rd), if watching => {
+                    // Data instead (a client sending ahead) is left for the next read.
+                    watching = false;
+                    if eof {
+                        tracing::info!(%caller, "the client hung up while its request was pending");
+                        rx = None;
                     }
                 }
             }
         };
+        if rx.is_none() {
+            return;
+        }
         // An answer over the frame cap is not sent (nothing of it is written):
         // the client gets an error saying so instead of a silent hang-up.
-        let mut sent = send(&mut stream, &resp, idle).await;
+        let mut sent = send(&mut wr, &resp, idle).await;
         if let Err(Some(n)) = sent {
             tracing::warn!(%caller, bytes = n, "an answer over the frame cap was replaced by an error");
-            sent = send(&mut stream, &Response::Error(too_large(n)), idle).await;
+            sent = send(&mut wr, &Response::Error(too_large(n)), idle).await;
         }
         if sent.is_err() {
             tracing::debug!(%caller, "client left before its answer");
@@ -302,12 +323,12 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
 
 /// Write one frame within `within`. `Err(Some(n))`: the frame of `n` bytes is over
 /// the cap and nothing was written; `Err(None)`: the client is gone or does not read.
-async fn send<T: serde::Serialize>(
-    stream: &mut UnixStream,
+async fn send<W: tokio::io::AsyncWrite + Unpin, T: serde::Serialize>(
+    w: &mut W,
     msg: &T,
     within: Duration,
 ) -> Result<(), Option<usize>> {
-    match tokio::time::timeout(within, write_frame(stream, msg)).await {
+    match tokio::time::timeout(within, write_frame(w, msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(FrameError::TooLarge(n))) => Err(Some(n)),
         _ => Err(None),
@@ -322,6 +343,20 @@ fn too_large(bytes: usize) -> ErrorReply {
             touchgate::frame::MAX_FRAME
         ),
     )
+}
+
+/// The next touch prompt of a pending request; never, once the client is gone.
+async fn next_prompt(rx: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the client sends something while its request is pending:
+/// true when that is the end of the stream (it hung up) or an error.
+async fn hung_up<R: AsyncBufRead + Unpin>(rd: &mut R) -> bool {
+    rd.fill_buf().await.map_or(true, |b| b.is_empty())
 }
 
 fn bad_frame(e: &FrameError) -> ErrorReply {

@@ -82,10 +82,12 @@ impl Sessions {
         max_tokens: Option<u32>,
         credential: Arc<UpstreamCredential>,
     ) {
+        // A length past the end of the clock closes the window at once (fail closed);
+        // the config's ranges keep real lengths far from it.
         self.windows.insert(
             window.to_owned(),
             Window {
-                until: now + length,
+                until: now.checked_add(length).unwrap_or(now),
                 credential,
                 handed: 0,
                 max: max_tokens,
@@ -115,7 +117,7 @@ impl Sessions {
         let t = self
             .tokens
             .get(key)
-            .filter(|t| t.expires_at > now + margin)
+            .filter(|t| now.checked_add(margin).is_some_and(|m| t.expires_at > m))
             .cloned()?;
         self.note_handed(&key.window);
         Some(t)

@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod quote;
 pub mod refusals;
 pub mod secret;
+pub mod sync;
 pub mod tcp_owner;
 
 pub use client::{Client, ClientError, HelloReply};

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use touchgate::sync::MutexExt;
 use touchgate::{CallerHint, Client, ProfileInfo, Secret};
 
 pub const UNCLAIMED_HOLD: Duration = Duration::from_secs(60);
@@ -154,7 +155,9 @@ impl Broker {
     /// The agent's profile `name` (its default profile for `None`). The list is
     /// cached for [`PROFILES_TTL`], so a reloaded agent config shows soon.
     pub async fn profile(&self, name: Option<&str>) -> Result<ProfileInfo, AskError> {
-        let cached = lock(&self.profiles)
+        let cached = self
+            .profiles
+            .locked()
             .clone()
             .filter(|(at, _)| at.elapsed() < PROFILES_TTL);
         let all = match cached {
@@ -167,7 +170,7 @@ impl Broker {
                     .list_profiles()
                     .await
                     .map_err(ask_error)?;
-                *lock(&self.profiles) = Some((Instant::now(), p.clone()));
+                *self.profiles.locked() = Some((Instant::now(), p.clone()));
                 p
             }
         };
@@ -197,7 +200,7 @@ impl Broker {
     ) -> Outcome {
         let key = FlightKey::new(hint.pid, profile, scopes);
         let mut rx = {
-            let mut st = lock(&self.state);
+            let mut st = self.state.locked();
             let now = Instant::now();
             st.held.retain(|_, h| h.until > now);
             if let Some(h) = st.held.get(&key) {
@@ -237,7 +240,7 @@ impl Broker {
     /// One ask to the agent; hands the outcome to every waiter, holds it when nobody waits.
     async fn fly(self: Arc<Self>, key: FlightKey, hint: CallerHint) {
         let out = self.ask(&key, hint).await;
-        let mut st = lock(&self.state);
+        let mut st = self.state.locked();
         let Some(tx) = st.pending.remove(&key) else {
             return;
         };
@@ -278,8 +281,10 @@ impl Broker {
 /// The scopes to ask the agent for: the profile's scopes play the part of a
 /// GCE instance's access scopes. A client's own list narrows them (gcloud asks
 /// for seven scopes, google-auth for one); a list with nothing in common with
-/// the profile's gets the profile's. So a token never carries more than the
-/// profile allows, and every client shares one approval window per profile.
+/// the profile's gets the profile's. The agent enforces the ceiling (it refuses
+/// any scope outside the profile's); this only turns what metadata and STS
+/// clients ask for into a request the agent will grant, as GCE would, and lets
+/// every client share one approval window per profile.
 pub fn effective_scopes(requested: &[String], profile: &[String]) -> Vec<String> {
     let common: Vec<String> = profile
         .iter()
@@ -291,11 +296,6 @@ pub fn effective_scopes(requested: &[String], profile: &[String]) -> Vec<String>
     } else {
         common
     }
-}
-
-/// A poisoned lock still holds usable caches (no invariant spans a panic).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn names(all: &[ProfileInfo]) -> String {

@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form, Json};
+use touchgate::sync::MutexExt;
 use touchgate::ErrorCode;
 
 use crate::broker::{effective_scopes, unix_now, AskError};
@@ -143,13 +144,9 @@ pub async fn token(
         .await
     {
         Ok(t) => {
+            shim.issued.locked().retain(|_, (exp, _)| *exp > unix_now());
             shim.issued
-                .lock()
-                .unwrap()
-                .retain(|_, (exp, _)| *exp > unix_now());
-            shim.issued
-                .lock()
-                .unwrap()
+                .locked()
                 .insert(t.access_token.fingerprint(), (t.expires_at, profile));
             Json(serde_json::json!({
                 "access_token": t.access_token.expose(),
@@ -182,7 +179,7 @@ pub async fn token_info(
 ) -> Response {
     let token = form.get("token").map(String::as_str).unwrap_or("");
     let fp = touchgate::secret::fingerprint(token.as_bytes());
-    let found = shim.issued.lock().unwrap().get(&fp).cloned();
+    let found = shim.issued.locked().get(&fp).cloned();
     let Some((exp, profile)) = found.filter(|(exp, _)| *exp > unix_now()) else {
         return Json(serde_json::json!({"active": false})).into_response();
     };

@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use touchgate::{CallerHint, ErrorCode, Secret};
@@ -346,4 +347,158 @@ async fn a_suspect_credential_that_answers_anyway_is_refused() {
         0,
         "nothing minted"
     );
+}
+
+/// Config for the hang-up tests: a touch may take a minute, so an orphaned key
+/// operation would still be waiting when the next request comes.
+fn patient(base_url: &str) -> String {
+    config_text(base_url, "auto", "every-token", "")
+        .replace("touch_timeout = \"10s\"", "touch_timeout = \"60s\"")
+}
+
+/// Wait (on a blocking thread) until the key has been asked for `n` touches in
+/// all; else fail with `why` — after refusing whatever touch is pending, so the
+/// failing test ends instead of waiting on a key operation nobody cancels.
+async fn assert_asked(touch: &Arc<ScriptedTouch>, n: u64, why: &str) {
+    let t = touch.clone();
+    let asked = tokio::task::spawn_blocking(move || t.wait_requested(n, Duration::from_secs(20)))
+        .await
+        .unwrap();
+    if !asked {
+        for _ in 0..8 {
+            touch.deny();
+        }
+        panic!("{why}");
+    }
+}
+
+/// A client that hangs up while its unlock or import waits for a touch takes
+/// the key operation with it: the next request asks for its own touch at
+/// once (not after the orphan's minute), and one touch does it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_hangs_up_cancels_its_key_operation() {
+    let (emu, key_json) = emulator().await;
+    let touch = Arc::new(ScriptedTouch::new());
+    let agent = InProcess::start(&patient(&emu.base_url()), touch.clone()).await;
+    touch.approve();
+    touch.approve();
+    enrol_and_import(&mut agent.client().await, &key_json).await;
+    agent.client().await.lock().await.unwrap();
+
+    // Unlock, then hang up while it waits for the touch.
+    let asked = touch.requested();
+    let mut c = agent.client().await;
+    let gone = tokio::spawn(async move { c.unlock(CallerHint::default()).await });
+    assert_asked(&touch, asked + 1, "the key was not asked for a touch").await;
+    gone.abort();
+    let _ = gone.await;
+    let touches = agent.agent.touches();
+    let mut c = agent.client().await;
+    let next = tokio::spawn(async move { c.unlock(CallerHint::default()).await.map(|()| c) });
+    assert_asked(&touch, asked + 2, "the hung-up unlock still holds the key").await;
+    touch.approve();
+    let mut c = next.await.unwrap().unwrap();
+    assert_eq!(agent.agent.touches(), touches + 1, "one touch unlocked");
+    assert!(c.status().await.unwrap().locked.is_none());
+
+    // The same for an import.
+    let mut c2 = agent.client().await;
+    let json = key_json.clone();
+    let gone = tokio::spawn(async move {
+        c2.import("other", Secret::new(&json), CallerHint::default())
+            .await
+    });
+    assert_asked(&touch, asked + 3, "the key was not asked for a touch").await;
+    gone.abort();
+    let _ = gone.await;
+    let next = tokio::spawn(async move {
+        c.import("other", Secret::new(&key_json), CallerHint::default())
+            .await
+    });
+    assert_asked(&touch, asked + 4, "the hung-up import still holds the key").await;
+    touch.approve();
+    next.await.unwrap().unwrap();
+    agent.shutdown().await;
+}
+
+/// Callers waiting on one shared touch: the touch goes on while any of them
+/// waits, and is cancelled on the key once every one has hung up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_touch_is_cancelled_only_when_every_waiter_is_gone() {
+    use tokio::sync::mpsc::unbounded_channel;
+    use touchgate_agent::caller::Caller;
+    let (emu, key_json) = emulator().await;
+    let touch = Arc::new(ScriptedTouch::new());
+    let agent = InProcess::start(&patient(&emu.base_url()), touch.clone()).await;
+    touch.approve();
+    touch.approve();
+    enrol_and_import(&mut agent.client().await, &key_json).await;
+    // A GetToken as the server runs it; dropping the receiver is the client hanging up.
+    let ask = || {
+        let (tx, rx) = unbounded_channel();
+        let a = agent.agent.clone();
+        let t =
+            tokio::spawn(async move { a.get_token(&Caller::default(), None, vec![], tx).await });
+        (t, rx)
+    };
+    type Asked = tokio::task::JoinHandle<Result<touchgate::TokenReply, touchgate::ErrorReply>>;
+    let ended = |t: Asked| {
+        let touch = touch.clone();
+        async move {
+            match tokio::time::timeout(Duration::from_secs(20), t).await {
+                Ok(r) => r.unwrap(),
+                Err(_) => {
+                    for _ in 0..8 {
+                        touch.deny();
+                    }
+                    panic!("a caller that hung up is still waiting");
+                }
+            }
+        }
+    };
+
+    let asked = touch.requested();
+    let (a, a_rx) = ask();
+    let (b, _b_rx) = ask();
+    assert_asked(&touch, asked + 1, "the key was not asked for a touch").await;
+    drop(a_rx);
+    let _ = ended(a).await;
+    touch.approve();
+    assert!(ended(b).await.is_ok(), "b still waited and got the token");
+    assert_eq!(touch.requested(), asked + 1, "one touch for both");
+
+    let (c, c_rx) = ask();
+    let (d, d_rx) = ask();
+    assert_asked(&touch, asked + 2, "the key was not asked for a touch").await;
+    drop(c_rx);
+    drop(d_rx);
+    let _ = ended(c).await;
+    let _ = ended(d).await;
+    // Through the socket too: a client that hangs up.
+    let mut e = agent.client().await;
+    let e = tokio::spawn(async move { e.get_token(None, &[], CallerHint::default()).await });
+    assert_asked(
+        &touch,
+        asked + 3,
+        "the abandoned touch was not cancelled: a new ask joined it",
+    )
+    .await;
+    e.abort();
+    let _ = e.await;
+    let mut f = agent.client().await;
+    let f = tokio::spawn(async move { f.get_token(None, &[], CallerHint::default()).await });
+    assert_asked(
+        &touch,
+        asked + 4,
+        "the touch of a client that hung up was not cancelled",
+    )
+    .await;
+    touch.approve();
+    assert!(f.await.unwrap().is_ok());
+    assert_eq!(
+        agent.agent.mints(),
+        2,
+        "nothing was minted for those who left"
+    );
+    agent.shutdown().await;
 }

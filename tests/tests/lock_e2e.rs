@@ -79,6 +79,51 @@ async fn a_caller_waiting_for_a_touch_is_told_the_agent_locked() {
     agent.shutdown().await;
 }
 
+/// A lock while Google is still minting: the caller is told the agent locked,
+/// the token is neither handed out nor cached, and the window the touch opened
+/// is gone (the next token after unlock needs its own touch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_during_the_upstream_mint_delivers_nothing() {
+    use touchgate_tests::emulator::{CallKind, Fault, FaultRule};
+    let (emu, key_json) = emulator().await;
+    let cfg = config_text(&emu.base_url(), "auto", "10m", "");
+    let agent = InProcess::start(&cfg, Arc::new(AutoTouch)).await;
+    let _ = ready(&agent, &key_json).await;
+    emu.state().inject(FaultRule {
+        endpoint: CallKind::GenerateAccessToken,
+        // Within the mint's 20 s deadline: without the lock, the token would come.
+        fault: Fault::Slow(Duration::from_secs(5)),
+        times: 1,
+    });
+    let mut c = agent.client().await;
+    let waiting = tokio::spawn(async move { c.get_token(None, &[], CallerHint::default()).await });
+    // The slow call is in once its fault is used up.
+    while !emu.state().pending_faults().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let touches = agent.agent.touches();
+    agent.client().await.lock().await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the lock did not end the pending mint")
+        .unwrap();
+    let err = r.expect_err("a token minted across a lock was handed out");
+    assert_eq!(err.code(), Some(ErrorCode::Locked), "{err}");
+    assert_eq!(agent.agent.status().await.cached_tokens, 0);
+
+    let mut c = agent.client().await;
+    c.unlock(CallerHint::default()).await.unwrap();
+    assert_eq!(agent.agent.touches(), touches + 1, "unlock takes a touch");
+    let t = c.get_token(None, &[], CallerHint::default()).await.unwrap();
+    assert!(!t.from_cache);
+    assert_eq!(
+        agent.agent.touches(),
+        touches + 2,
+        "no window survived the lock: the token needs its own touch"
+    );
+    agent.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pulling_the_key_out_locks_and_plugging_it_back_unlocks_with_a_touch() {
     let (emu, key_json) = emulator().await;

@@ -145,10 +145,11 @@ async fn touch_notification_names_the_caller_and_the_outcome() {
     assert_eq!(touch.summary, "Touch your security key");
     assert!(
         touch.body.starts_with("touchgate (pid ")
-            && touch
-                .body
-                .ends_with("asks for `inference` in project touchgate-test"),
-        "the caller's name, profile and project: {}",
+            && touch.body.ends_with(&format!(
+                "asks for `inference` in project touchgate-test: service account {INFERENCE}, \
+                 scopes cloud-platform, token lifetime 15m, this token only"
+            )),
+        "the caller's name, profile and project, and what the touch approves: {}",
         touch.body
     );
     let done = next(&mut seen).await;

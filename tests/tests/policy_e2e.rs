@@ -167,3 +167,122 @@ async fn only_the_installed_shim_may_speak_for_another_program() {
         }
     }
 }
+
+const READ_ONLY: &str = "https://www.googleapis.com/auth/cloud-platform.read-only";
+const EMAIL: &str = "https://www.googleapis.com/auth/userinfo.email";
+const WIDE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// A profile's scopes are a ceiling at the agent: asking a read-only profile
+/// for cloud-platform is refused, naming the rule — before any touch, and also
+/// inside the window a touch opened; a subset gets just the subset. The touch
+/// prompt and the notification say what the touch approves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profile_scopes_are_a_ceiling_and_the_prompt_says_what_a_touch_approves() {
+    use std::sync::Arc;
+    use touchgate::{CallerHint, ErrorCode, Secret};
+    use touchgate_agent::key::soft::ScriptedTouch;
+    use touchgate_agent::notify::{Kind, Recording};
+
+    let (emu, key_json) = emulator().await;
+    let cfg = config_text(&emu.base_url(), "auto", "10m", "")
+        + &format!(
+            "\n[profiles.narrow]\nservice_account = \"{INFERENCE}\"\nscopes = [\"{READ_ONLY}\", \"{EMAIL}\"]\nlifetime = \"15m\"\ntouch = \"10m\"\n"
+        );
+    let touch = Arc::new(ScriptedTouch::new());
+    let agent = InProcess::start(&cfg, touch.clone()).await;
+    let notes = Arc::new(Recording::default());
+    agent.agent.set_notifier(notes.clone());
+    let mut c = agent.client().await;
+    touch.approve();
+    touch.approve();
+    c.enroll(false, false, CallerHint::default()).await.unwrap();
+    c.import("default", Secret::new(&key_json), CallerHint::default())
+        .await
+        .unwrap();
+    let scopes_of = |token: &Secret| {
+        let mut s = emu
+            .state()
+            .valid_access_token(token.expose())
+            .unwrap()
+            .scopes;
+        s.sort();
+        s
+    };
+    let refused = |r: Result<touchgate::TokenReply, touchgate::ClientError>| {
+        let e = r.expect_err("a scope outside the profile's was issued");
+        assert_eq!(e.code(), Some(ErrorCode::PolicyRefused), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("profiles.narrow.scopes") && msg.contains(WIDE),
+            "{msg}"
+        );
+    };
+
+    // Cold: refused before any touch.
+    let (asked, mints) = (touch.requested(), agent.agent.mints());
+    refused(
+        c.get_token(Some("narrow"), &[WIDE.into()], CallerHint::default())
+            .await,
+    );
+    assert_eq!((touch.requested(), agent.agent.mints()), (asked, mints));
+
+    // The touch that opens the window: the prompt names what it approves.
+    let (tx, mut prompts) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut c2 = agent.client().await;
+    c2.on_touch_needed(move |p| {
+        let _ = tx.send(p.to_owned());
+    });
+    let t = tokio::spawn(async move {
+        c2.get_token(Some("narrow"), &[], CallerHint::default())
+            .await
+    });
+    let prompt = prompts.recv().await.expect("a touch prompt");
+    touch.approve();
+    let t = t.await.unwrap().unwrap();
+    let mut want = vec![READ_ONLY.to_owned(), EMAIL.to_owned()];
+    want.sort();
+    assert_eq!(scopes_of(&t.access_token), want);
+    let note = notes
+        .taken()
+        .into_iter()
+        .find(|n| n.kind == Kind::TouchNeeded)
+        .expect("a touch notification");
+    for what in [
+        INFERENCE,
+        "cloud-platform.read-only",
+        "userinfo.email",
+        "token lifetime 15m",
+        "a 10m window",
+    ] {
+        assert!(prompt.contains(what), "the prompt names {what}: {prompt}");
+        assert!(
+            note.body.contains(what),
+            "the notification names {what}: {note:?}"
+        );
+    }
+
+    // Inside the open window: still refused, no mint.
+    let (asked, mints) = (touch.requested(), agent.agent.mints());
+    refused(
+        c.get_token(Some("narrow"), &[WIDE.into()], CallerHint::default())
+            .await,
+    );
+    refused(
+        c.get_token(
+            Some("narrow"),
+            &[READ_ONLY.into(), WIDE.into()],
+            CallerHint::default(),
+        )
+        .await,
+    );
+    assert_eq!((touch.requested(), agent.agent.mints()), (asked, mints));
+
+    // A subset is issued as asked, from the window (no touch).
+    let sub = c
+        .get_token(Some("narrow"), &[READ_ONLY.into()], CallerHint::default())
+        .await
+        .unwrap();
+    assert_eq!(scopes_of(&sub.access_token), vec![READ_ONLY.to_owned()]);
+    assert_eq!(touch.requested(), asked);
+    agent.shutdown().await;
+}

@@ -94,3 +94,51 @@ async fn reload_applies_a_good_config_and_keeps_the_last_good_one() {
     assert_about(lifetime(&agent).await, 10 * 60);
     assert!(agent.cli(&["status"]).status.success());
 }
+
+/// A duration past its range (here a window of 200000000000000 days, which once
+/// overflowed the clock while the session lock was held and took `status` and
+/// `lock` down with it) is refused on reload and at start, with file:line:col
+/// and the allowed range; the running agent keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn durations_out_of_range_are_refused_and_the_agent_keeps_serving() {
+    let (emu, key_json) = emulator().await;
+    let base = config_text(&emu.base_url(), "auto", "10m", "");
+    let agent = AgentProc::start(&base);
+    let cfg = agent.dir.path().join("config.toml");
+    agent.enrol_and_import(&key_json);
+
+    let huge = base.replace("touch = \"10m\"", "touch = \"200000000000000d\"");
+    let line = huge
+        .lines()
+        .position(|l| l.contains("200000000000000d"))
+        .unwrap()
+        + 1;
+    write(&cfg, &huge);
+    let err = assert_one_line_error(
+        &agent.cli(&["reload"]),
+        &format!("config {}:{line}:9:", cfg.display()),
+    );
+    assert!(err.contains("1s to 1d"), "names the allowed range: {err}");
+
+    // Still serving, with the old window: a token, status and lock all answer.
+    assert!(agent.ok(&["token"]).starts_with("ya29."));
+    assert!(agent.ok(&["status"]).contains("cached tokens: 1"));
+    agent.ok(&["lock"]);
+    assert!(agent
+        .ok(&["status"])
+        .contains("locked: locked by touchgate lock"));
+
+    // An agent started with that file refuses to start, saying the same.
+    let o = Command::new(bin("touchgate-agent"))
+        .args(["--foreground"])
+        .envs(agent.env())
+        .env("TOUCHGATE_SOCK", agent.dir.path().join("second.sock"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("config {}:{line}:9:", cfg.display())) && err.contains("1s to 1d"),
+        "{err}"
+    );
+}

@@ -472,6 +472,11 @@ async fn malformed_success_replies_name_the_field_not_the_body() {
             "access_token",
         ),
         ("<html>ya29.leak</html>", "access_token"),
+        // A lifetime past the end of the clock: an error, not an overflow panic.
+        (
+            r#"{"access_token":"ya29.leak","expires_in":18446744073709551615,"token_type":"Bearer"}"#,
+            "expires_in",
+        ),
     ] {
         let (url, task) = fake_token_endpoint(body).await;
         let upstream = with_token_uri(&e, url);

@@ -15,6 +15,7 @@ use ctap_hid_fido2::fidokey::{
 };
 use ctap_hid_fido2::{FidoKeyHid, HidParam, LibCfg};
 use secrecy::ExposeSecret;
+use touchgate::sync::MutexExt;
 use zeroize::Zeroizing;
 
 use super::{
@@ -109,9 +110,9 @@ impl HidKey {
 
     /// Run `f` on `dev` with it registered for `cancel`.
     fn with_current<T>(&self, dev: &Arc<FidoKeyHid>, f: impl FnOnce(&FidoKeyHid) -> T) -> T {
-        *self.current.lock().unwrap() = Some(dev.clone());
+        *self.current.locked() = Some(dev.clone());
         let r = f(dev);
-        *self.current.lock().unwrap() = None;
+        *self.current.locked() = None;
         r
     }
 
@@ -197,7 +198,7 @@ impl SecurityKey for HidKey {
     }
 
     fn make_credential(&self, req: &MakeCredentialRequest) -> Result<Attestation, KeyError> {
-        let _op = self.op.lock().unwrap();
+        let _op = self.op.locked();
         // The key to enrol is the one plugged-in key that holds none of the excluded credentials.
         let mut candidates = vec![];
         let mut unopened = None;
@@ -286,7 +287,7 @@ impl SecurityKey for HidKey {
     }
 
     fn get_assertion(&self, req: &GetAssertionRequest) -> Result<Assertion, KeyError> {
-        let _op = self.op.lock().unwrap();
+        let _op = self.op.locked();
         let (path, dev) = self.locate(&req.rp_id, &req.allow, req.uv)?;
         let pin = req
             .pin
@@ -336,7 +337,7 @@ impl SecurityKey for HidKey {
     }
 
     fn cancel(&self) {
-        let dev = self.current.lock().unwrap().clone();
+        let dev = self.current.locked().clone();
         if let Some(d) = dev {
             let _ = d.cancel_selection();
         }

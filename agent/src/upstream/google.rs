@@ -725,9 +725,17 @@ fn parse_token_reply(
             )))
         }
     }
+    let expires_at = sent_at
+        .checked_add(Duration::from_secs(expires_in))
+        .ok_or_else(|| {
+            UpstreamError::Protocol(format!(
+                "{what} at {url} answered with expires_in {expires_in}, past the end of the \
+                 clock: is this a Google endpoint?"
+            ))
+        })?;
     Ok(BaseToken {
         token: Zeroizing::new(token.expose().to_owned()),
-        expires_at: sent_at + Duration::from_secs(expires_in),
+        expires_at,
     })
 }
 

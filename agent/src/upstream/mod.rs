@@ -202,8 +202,8 @@ mod duration_text {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Text::deserialize(d)? {
-            Text::Secs(n) => Ok(Duration::from_secs(n)),
+        let (text, d) = match Text::deserialize(d)? {
+            Text::Secs(n) => (n.to_string(), Duration::from_secs(n)),
             Text::Str(s) => {
                 let t = s.trim();
                 let parsed = match t.strip_suffix("ms") {
@@ -213,14 +213,18 @@ mod duration_text {
                         .map_err(|_| String::new()),
                     None => crate::config::parse_duration(t),
                 };
-                parsed.map_err(|_| {
+                let d = parsed.map_err(|_| {
                     serde::de::Error::custom(format!(
                         "\"{}\" is not a duration: write it like \"20s\", \"500ms\" or \"1m\"",
                         t.chars().take(40).collect::<String>()
                     ))
-                })
+                })?;
+                (t.chars().take(40).collect(), d)
             }
-        }
+        };
+        crate::config::GOOGLE_DEADLINE
+            .check(&text, d)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -356,12 +356,18 @@ pub async fn device(http: &reqwest::Client, s: &LoginSettings) -> anyhow::Result
         );
     };
     let expires_in = d.expires_in.filter(|&e| e > 0).unwrap_or(1800);
+    let Some(deadline) = Instant::now().checked_add(Duration::from_secs(expires_in)) else {
+        anyhow::bail!(
+            "the device endpoint {} says its code lasts {expires_in}s, past the end of the clock: \
+             is it the right endpoint?",
+            s.device_auth_uri
+        );
+    };
     println!("Visit {url} and enter code {}", d.user_code);
     println!(
         "waiting for approval (the code expires in {} minutes) …",
         expires_in.div_ceil(60)
     );
-    let deadline = Instant::now() + Duration::from_secs(expires_in);
     let mut interval = d.interval.unwrap_or(5).max(1);
     let mut failures = 0;
     loop {
