@@ -34,17 +34,20 @@ pub struct Flight {
     touch: watch::Sender<Option<String>>,
 }
 
-/// One caller's place in a [`Flight`]; dropping it is leaving.
+/// One caller's place in a [`Flight`]; dropping it is leaving (see
+/// [`Agent::leave_flight`] for leaving early).
 struct Joined {
     result: watch::Receiver<Outcome>,
     touch: watch::Receiver<Option<String>>,
+    flight: Arc<Flight>,
 }
 
 impl Flight {
-    fn join(&self) -> Joined {
+    fn join(self: &Arc<Self>) -> Joined {
         Joined {
             result: self.result.subscribe(),
             touch: self.touch.subscribe(),
+            flight: self.clone(),
         }
     }
 }
@@ -118,6 +121,7 @@ impl Agent {
                 _ = flight.touch.changed(), if !told => {}
                 // The client hung up: leave the flight (the last to leave cancels its touch).
                 () = progress.closed() => {
+                    self.leave_flight(&key, flight);
                     return Err(ErrorReply::new(ErrorCode::Key, "the client hung up before its token was issued"));
                 }
             }
@@ -200,6 +204,21 @@ impl Agent {
             flight.result.send_replace(Some(r));
         });
         joined
+    }
+
+    /// A caller leaves its flight before the result: the last to leave takes the
+    /// flight out of the in-flight map at once, so whoever asks next starts a
+    /// flight (and a touch) of their own rather than joining one being cancelled.
+    fn leave_flight(&self, key: &CacheKey, joined: Joined) {
+        let flight = joined.flight.clone();
+        // Callers join under the map's lock: count them under it too.
+        let mut inflight = self.inflight.locked();
+        drop(joined);
+        if flight.result.receiver_count() == 0
+            && inflight.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight))
+        {
+            inflight.remove(key);
+        }
     }
 
     /// Take `flight` out of the in-flight map (if it is still there: a flight

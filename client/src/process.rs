@@ -248,14 +248,23 @@ mod tests {
     #[test]
     fn the_script_a_running_shell_runs() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("wait.sh"), "read line\n").unwrap();
-        // `spawn` returns once the exec is done: the child is the shell by then.
+        std::fs::write(dir.path().join("wait.sh"), "echo ready\nread line\n").unwrap();
         let mut child = std::process::Command::new("/bin/sh")
             .args(["-e", "wait.sh"])
             .current_dir(dir.path())
             .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        // `spawn` may return before the kernel has laid out the new program's
+        // arguments (a vfork parent resumes mid-exec): wait for the script to speak.
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready, "ready\n");
         let script = script_of(child.id());
         drop(child.stdin.take());
         child.wait().unwrap();

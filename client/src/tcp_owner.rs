@@ -16,6 +16,7 @@
 //! known to be us; not knowing is a refusal.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Duration;
 
@@ -74,7 +75,7 @@ fn parse_addr(s: &str) -> Option<SocketAddr> {
 }
 
 /// Parse one row of `/proc/net/tcp` or `/proc/net/tcp6`.
-pub fn parse_row(line: &str) -> Option<TcpRow> {
+fn parse_row(line: &str) -> Option<TcpRow> {
     let f: Vec<&str> = line.split_whitespace().collect();
     // sl local rem st tx:rx tr:when retrnsmt uid timeout inode …
     if f.len() < 10 {
@@ -113,18 +114,23 @@ pub fn find_row(rows: &[TcpRow], peer: SocketAddr, server: SocketAddr) -> Option
         .find(|r| r.local == peer && r.remote == server && r.inode != 0)
 }
 
-/// The first row of the socket table at `path` that `want` accepts, read only
-/// as far as that row: every `read` of these files costs the kernel a walk of the
-/// connection hash (about 2 ms on a large machine, however few sockets there
-/// are), and a read may stop short of the end.
-fn find_in_table(path: &Path, want: &dyn Fn(&TcpRow) -> bool) -> Option<TcpRow> {
+/// Every row of the socket table at `path`, in order, until `visit` says
+/// stop: the file is read only as far as that. Every `read` of these files
+/// costs the kernel a walk of the connection hash (about 2 ms on a large
+/// machine, however few sockets are wanted), so a caller that wants several
+/// rows asks for them in one scan. An unreadable table has no rows.
+pub fn scan_table(path: &Path, mut visit: impl FnMut(TcpRow) -> ControlFlow<()>) {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return;
+    };
     let mut chunk = vec![0u8; 1 << 20];
     let mut pending: Vec<u8> = Vec::new();
     let mut header = true;
     loop {
-        let n = f.read(&mut chunk).ok()?;
+        let Ok(n) = f.read(&mut chunk) else {
+            return;
+        };
         pending.extend_from_slice(&chunk[..n]);
         // Whole lines only; at the end of the file, whatever is left.
         let end = match (n, pending.iter().rposition(|b| *b == b'\n')) {
@@ -138,15 +144,29 @@ fn find_in_table(path: &Path, want: &dyn Fn(&TcpRow) -> bool) -> Option<TcpRow> 
                 continue;
             }
             if let Some(row) = parse_row(line) {
-                if want(&row) {
-                    return Some(row);
+                if visit(row).is_break() {
+                    return;
                 }
             }
         }
         if n == 0 {
-            return None;
+            return;
         }
     }
+}
+
+/// The first row of the socket table at `path` that `want` accepts.
+fn find_in_table(path: &Path, want: &dyn Fn(&TcpRow) -> bool) -> Option<TcpRow> {
+    let mut found = None;
+    scan_table(path, |row| {
+        if want(&row) {
+            found = Some(row);
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found
 }
 
 /// The row of the client end of `peer` → `server` under `proc_root` (`/proc`):

@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use touchgate::process;
 pub use touchgate::tcp_owner::Peer;
-use touchgate::tcp_owner::{canon, parse_row, TcpRow};
+use touchgate::tcp_owner::{canon, scan_table, TcpRow};
 
 /// The processes under `proc_root` owned by `uid` holding each of `inodes`
 /// (`socket:[INODE]`), by inode: one walk of `/proc/*/fd` for all of them.
@@ -66,43 +67,20 @@ fn find_in_table(
     peers: &[SocketAddr],
     server: SocketAddr,
 ) -> HashMap<SocketAddr, TcpRow> {
-    use std::io::Read;
     let mut found = HashMap::new();
     let wanted: std::collections::HashSet<SocketAddr> = peers.iter().map(|p| canon(*p)).collect();
     let server = canon(server);
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return found;
-    };
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut pending: Vec<u8> = Vec::new();
-    let mut header = true;
-    loop {
-        let Ok(n) = f.read(&mut chunk) else {
-            return found;
-        };
-        pending.extend_from_slice(&chunk[..n]);
-        // Whole lines only; at the end of the file, whatever is left.
-        let end = match (n, pending.iter().rposition(|b| *b == b'\n')) {
-            (0, _) => pending.len(),
-            (_, Some(i)) => i + 1,
-            (_, None) => continue,
-        };
-        let lines: Vec<u8> = pending.drain(..end).collect();
-        for line in String::from_utf8_lossy(&lines).lines() {
-            if std::mem::take(&mut header) {
-                continue;
-            }
-            let Some(row) = parse_row(line) else {
-                continue;
-            };
-            if row.remote == server && row.inode != 0 && wanted.contains(&row.local) {
-                found.insert(row.local, row);
-            }
+    scan_table(path, |row| {
+        if row.remote == server && row.inode != 0 && wanted.contains(&row.local) {
+            found.insert(row.local, row);
         }
-        if n == 0 || found.len() == wanted.len() {
-            return found;
+        if found.len() == wanted.len() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         }
-    }
+    });
+    found
 }
 
 /// Who holds the client end of each connection `peers[i]` → `server`, from
