@@ -548,6 +548,59 @@ fn a_default_install_uses_the_security_key_and_says_when_there_is_none() {
 }
 
 #[test]
+fn a_key_the_user_may_not_open_is_named_with_the_udev_rule() {
+    use common::other_uid::NOBODY;
+    require_root_and_setpriv();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    // A device node only root may open, as a hidraw node is without the udev rule.
+    let device = dir.path().join("hidraw0");
+    std::fs::write(&device, "").unwrap();
+    std::fs::set_permissions(&device, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[key]\ndevices = [\"{}\"]\n", device.display()),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&config, Some(NOBODY), Some(NOBODY)).unwrap();
+    let env = [
+        ("TOUCHGATE_SOCK", dir.path().join("run/agent.sock")),
+        ("TOUCHGATE_CONFIG", config),
+        ("TOUCHGATE_STATE_DIR", dir.path().join("state")),
+    ];
+    let mut agent = as_nobody(&bin("touchgate-agent"))
+        .args(["--foreground", "--print-sock"])
+        .envs(env.clone())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = first_line(&mut agent);
+    assert!(
+        line.starts_with("TOUCHGATE_SOCK="),
+        "agent did not start: {line:?}"
+    );
+    let o = as_nobody(&bin("touchgate"))
+        .arg("enroll")
+        .envs(env)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let err = assert_one_line_error(
+        &o,
+        &format!(
+            "your user may not open the security key {}",
+            device.display()
+        ),
+    );
+    assert!(err.contains("udev rule"), "{err}");
+}
+
+#[test]
 fn the_software_key_is_named_and_warned_about_at_start_and_in_status() {
     let dir = tempfile::tempdir().unwrap();
     let config = "[key]\nbackend = \"soft\"\ntouch = \"auto\"\n";
