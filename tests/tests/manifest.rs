@@ -1,0 +1,209 @@
+//! The workspace manifest tells the truth: its `rust-version` is at least what every locked
+//! dependency needs, there is a LICENSE for its `license`, and each published crate carries the
+//! metadata and versioned path dependencies that `cargo package` / `cargo install` need.
+//!
+//! Invariant: the locked dependencies are those cargo resolves from Cargo.lock (`--locked`) for
+//! the platforms touchgate supports (Linux and macOS); each one's `rust-version` is read from its
+//! own Cargo.toml in the cargo registry. Nothing is skipped: when a source is not in the registry
+//! the test fails and says to run `cargo fetch`.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The targets touchgate is built for (scripts/check-macos.sh covers the macOS ones).
+const SUPPORTED_TARGETS: &[&str] = &[
+    "x86_64-unknown-linux-gnu",
+    "aarch64-unknown-linux-gnu",
+    "x86_64-apple-darwin",
+    "aarch64-apple-darwin",
+];
+
+/// The crates users install; the tests crate is `publish = false`.
+const PUBLISHED: &[&str] = &["touchgate", "touchgate-agent", "touchgate-shim"];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `cargo metadata` for one target, from Cargo.lock as it is and without the network.
+fn metadata(target: Option<&str>) -> Value {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--locked",
+        "--offline",
+    ]);
+    match target {
+        Some(t) => cmd.args(["--filter-platform", t]),
+        None => cmd.arg("--no-deps"),
+    };
+    let out = cmd.output().expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata ({}) failed; the dependency sources must be in the cargo registry: \
+         run `cargo fetch` and try again:\n{}",
+        target.unwrap_or("workspace"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
+}
+
+/// "1.89" / "1.89.0" as a comparable (major, minor, patch).
+fn parse_version(v: &str) -> (u64, u64, u64) {
+    let mut parts = v.split('.').map(|p| {
+        p.parse::<u64>()
+            .unwrap_or_else(|_| panic!("rust-version {v:?} is not a version"))
+    });
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
+fn packages(meta: &Value) -> &Vec<Value> {
+    meta["packages"]
+        .as_array()
+        .expect("metadata lists packages")
+}
+
+fn str_field<'a>(pkg: &'a Value, field: &str) -> Option<&'a str> {
+    pkg[field].as_str()
+}
+
+/// The workspace's `rust-version`, the same on every member (they inherit it).
+fn workspace_rust_version(meta: &Value) -> String {
+    let members: Vec<(String, Option<String>)> = packages(meta)
+        .iter()
+        .filter(|p| p["source"].is_null())
+        .map(|p| {
+            (
+                str_field(p, "name").unwrap_or("?").to_string(),
+                str_field(p, "rust_version").map(str::to_string),
+            )
+        })
+        .collect();
+    assert!(
+        !members.is_empty(),
+        "no workspace members in cargo metadata"
+    );
+    let first = members[0].1.clone();
+    for (name, rv) in &members {
+        assert!(rv.is_some(), "{name} declares no rust-version");
+        assert_eq!(rv, &first, "{name} has a different rust-version");
+    }
+    first.expect("checked above")
+}
+
+#[test]
+fn rust_version_covers_every_locked_dependency() {
+    let workspace = metadata(None);
+    let ours = workspace_rust_version(&workspace);
+    let ours_v = parse_version(&ours);
+    let mut too_new = std::collections::BTreeSet::new();
+    let mut checked = 0;
+    for target in SUPPORTED_TARGETS {
+        let meta = metadata(Some(target));
+        for pkg in packages(&meta) {
+            let source = str_field(pkg, "source").unwrap_or("");
+            if !source.starts_with("registry+") {
+                continue; // a workspace member: its rust-version is the workspace's
+            }
+            let name = str_field(pkg, "name").unwrap_or("?");
+            let version = str_field(pkg, "version").unwrap_or("?");
+            let manifest = str_field(pkg, "manifest_path").unwrap_or("");
+            let text = std::fs::read_to_string(manifest).unwrap_or_else(|e| {
+                panic!(
+                    "{name} {version}: cannot read {manifest} ({e}): run `cargo fetch` to put \
+                     the locked dependency sources in the cargo registry"
+                )
+            });
+            let toml: Value = toml::from_str(&text)
+                .unwrap_or_else(|e| panic!("{name} {version}: {manifest} is not TOML: {e}"));
+            checked += 1;
+            if let Some(needs) = toml["package"]["rust-version"].as_str() {
+                if parse_version(needs) > ours_v {
+                    too_new.insert(format!("{name} {version} needs Rust {needs}"));
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} locked dependencies found");
+    assert!(
+        too_new.is_empty(),
+        "the workspace says rust-version = \"{ours}\" but locked dependencies need more; raise \
+         rust-version in Cargo.toml (or lock older versions):\n{}",
+        Vec::from_iter(too_new).join("\n")
+    );
+}
+
+#[test]
+fn license_file_matches_the_declared_license() {
+    let workspace = metadata(None);
+    for pkg in packages(&workspace) {
+        let name = str_field(pkg, "name").unwrap_or("?");
+        assert_eq!(
+            str_field(pkg, "license"),
+            Some("Apache-2.0"),
+            "{name}: license"
+        );
+    }
+    let path = workspace_root().join("LICENSE");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is missing ({e})", path.display()));
+    assert!(
+        text.contains("Apache License")
+            && text.contains("Version 2.0, January 2004")
+            && text.contains("END OF TERMS AND CONDITIONS"),
+        "{} is not the Apache License 2.0 text",
+        path.display()
+    );
+}
+
+#[test]
+fn published_crates_carry_package_metadata_and_versioned_path_dependencies() {
+    let workspace = metadata(None);
+    let mut problems = Vec::new();
+    for pkg in packages(&workspace) {
+        let name = str_field(pkg, "name").unwrap_or("?");
+        if !PUBLISHED.contains(&name) {
+            assert_eq!(
+                pkg["publish"],
+                serde_json::json!([]),
+                "{name} is not one of {PUBLISHED:?}, so it must say publish = false"
+            );
+            continue;
+        }
+        for field in ["description", "license", "readme", "rust_version"] {
+            if str_field(pkg, field).is_none() {
+                problems.push(format!("{name}: no {field}"));
+            }
+        }
+        if let Some(readme) = str_field(pkg, "readme") {
+            let dir = Path::new(str_field(pkg, "manifest_path").unwrap_or(""))
+                .parent()
+                .expect("a manifest is in a directory")
+                .to_path_buf();
+            if !dir.join(readme).is_file() {
+                problems.push(format!("{name}: readme {readme} does not exist"));
+            }
+        }
+        for dep in pkg["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = str_field(dep, "name").unwrap_or("?");
+            let is_dev = str_field(dep, "kind") == Some("dev");
+            if dep["path"].is_string() && !is_dev && str_field(dep, "req") == Some("*") {
+                problems.push(format!(
+                    "{name}: path dependency {dep_name} has no version (cargo package refuses it)"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
