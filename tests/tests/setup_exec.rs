@@ -5,6 +5,7 @@
 mod common;
 mod shim_common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
@@ -76,6 +77,11 @@ impl UserDirs {
     }
 }
 
+/// The shim beside `touchgate`, as setup names it (symlinks resolved).
+fn shim_path() -> PathBuf {
+    std::fs::canonicalize(bin("touchgate-shim")).unwrap()
+}
+
 /// `touchgate ARGS` against `agent`, with the user dirs of `u`.
 fn touchgate(agent: &AgentProc, u: &UserDirs, args: &[&str]) -> Command {
     let mut c = Command::new(bin("touchgate"));
@@ -84,6 +90,7 @@ fn touchgate(agent: &AgentProc, u: &UserDirs, args: &[&str]) -> Command {
         .envs(u.env())
         .env_remove("XDG_STATE_HOME")
         .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_BIN_HOME")
         // No shared shim here: port 9 (discard) has no listener.
         .env("TOUCHGATE_SHIM_ADDR", "127.0.0.1:9");
     c
@@ -174,7 +181,40 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
 
     // docker: credHelpers, other keys kept; run twice (the second keeps the original backup).
     let docker = u.p("docker/config.json");
-    touchgate_ok(&agent, &u, &["setup", "docker"], "setup docker").await;
+    let o = run(touchgate(&agent, &u, &["setup", "docker"])).await;
+    let out = ok(&o, "setup docker");
+    // The helper link: beside the user's other programs, to the shim beside touchgate.
+    let link = home.join(".local/bin/docker-credential-touchgate");
+    assert_eq!(
+        std::fs::read_link(&link).ok(),
+        Some(shim_path()),
+        "{} is a link to the shim",
+        link.display()
+    );
+    assert!(
+        out.contains(&link.display().to_string()),
+        "says where: {out}"
+    );
+    let warning = stderr(&o);
+    assert_eq!(warning.trim().lines().count(), 1, "one line: {warning}");
+    assert!(
+        warning.contains(&format!(
+            "{} is not on PATH",
+            home.join(".local/bin").display()
+        )),
+        "{warning}"
+    );
+    // Found on PATH the way docker looks helpers up, and it is the shim.
+    let o = run({
+        let mut c = Command::new("sh");
+        c.args(["-c", "docker-credential-touchgate version"]).env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", home.join(".local/bin").display()),
+        );
+        c
+    })
+    .await;
+    assert!(ok(&o, "docker-credential-touchgate version").contains("touchgate"));
     let out = touchgate_ok(
         &agent,
         &u,
@@ -224,7 +264,11 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
     })
     .await;
     let exec: serde_json::Value = serde_json::from_str(&ok(&o, "kubectl config view")).unwrap();
-    assert_eq!(exec["command"], "touchgate-shim");
+    assert_eq!(
+        exec["command"],
+        shim_path().display().to_string(),
+        "an absolute path: GUI apps run kubectl without the user's PATH"
+    );
     assert_eq!(
         exec["args"],
         serde_json::json!(["kubectl-credential", "--profile", "inference"])
@@ -265,6 +309,10 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
         "created dirs removed"
     );
     assert!(!backups.join("gcloud").exists(), "backup deleted");
+    assert!(
+        !home.join(".local/bin").exists(),
+        "the helper link and the directory setup made for it are gone"
+    );
 
     // A second undo has nothing to do.
     let out = touchgate_ok(&agent, &u, &["setup", "--undo", "docker"], "second undo").await;
@@ -276,9 +324,19 @@ async fn setup_on_an_empty_home_is_undone_to_empty() {
     let (emu, _key) = emulator().await;
     let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "every-token", ""));
     let u = UserDirs::empty();
+    let bin_dir = u.p("home/.local/bin");
     for t in ["gcloud", "adc", "docker", "kubectl"] {
-        touchgate_ok(&agent, &u, &["setup", t], t).await;
+        let mut c = touchgate(&agent, &u, &["setup", t]);
+        c.env("PATH", format!("/usr/bin:{}:/bin", bin_dir.display()));
+        let o = run(c).await;
+        ok(&o, t);
+        assert_eq!(
+            stderr(&o),
+            "",
+            "{t}: no warning with the link's directory on PATH"
+        );
     }
+    assert!(bin_dir.join("docker-credential-touchgate").is_symlink());
     assert!(u.p("docker/config.json").exists());
     assert!(u.p("kube/config").exists());
     assert!(u.p("gcloud/configurations/config_touchgate").exists());
@@ -290,9 +348,85 @@ async fn setup_on_an_empty_home_is_undone_to_empty() {
     assert_eq!(u.snapshot(), vec![], "every file setup made is gone");
     let backups = u.p("home/.local/state/touchgate/setup-backups");
     assert!(!backups.join("pending-dirs.json").exists());
-    for d in ["gcloud", "docker", "kube"] {
+    for d in ["gcloud", "docker", "kube", "home/.local/bin"] {
         assert!(!u.p(d).exists(), "{d} (created by setup) is gone");
     }
+}
+
+/// A `docker-credential-touchgate` setup did not make is never replaced, nor
+/// removed by `--undo`: a file there, or one put in place of setup's link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn setup_docker_leaves_a_helper_it_did_not_make() {
+    let (emu, _key) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "every-token", ""));
+    let u = UserDirs::new();
+    let link = u.p("home/.local/bin/docker-credential-touchgate");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::fs::write(&link, "#!/bin/sh\necho mine\n").unwrap();
+    let before = u.snapshot();
+    let o = run(touchgate(&agent, &u, &["setup", "docker"])).await;
+    let line = assert_one_line_error(&o, &link.display().to_string());
+    assert!(line.contains("not made by touchgate setup"), "{line}");
+    assert_eq!(u.snapshot(), before, "nothing changed");
+
+    // Setup's link, replaced by the user afterwards: undo keeps the user's.
+    std::fs::remove_file(&link).unwrap();
+    touchgate_ok(&agent, &u, &["setup", "docker"], "setup docker").await;
+    std::fs::remove_file(&link).unwrap();
+    std::fs::write(&link, "#!/bin/sh\necho mine\n").unwrap();
+    let out = touchgate_ok(&agent, &u, &["setup", "--undo", "docker"], "undo").await;
+    assert_eq!(std::fs::read(&link).unwrap(), b"#!/bin/sh\necho mine\n");
+    assert!(out.contains(&format!("kept {}", link.display())), "{out}");
+    assert_eq!(
+        std::fs::read(u.p("docker/config.json")).unwrap(),
+        before
+            .iter()
+            .find(|(p, _)| *p == u.p("docker/config.json"))
+            .unwrap()
+            .1,
+        "docker's config restored"
+    );
+
+    // A bin directory another user owns, or others may write to: refused
+    // (they could swap the helper docker hands registry tokens to).
+    let before = u.snapshot();
+    let theirs = u.p("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let shared = u.p("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (dir, why) in [
+        (theirs.join("bin"), "belongs to uid 65534, not you (uid 0)"),
+        (shared.clone(), "is writable by other users (mode 777)"),
+    ] {
+        let mut c = touchgate(&agent, &u, &["setup", "docker"]);
+        c.env("XDG_BIN_HOME", &dir);
+        let line = assert_one_line_error(&run(c).await, why);
+        assert!(line.contains("refusing"), "{line}");
+    }
+    assert!(!theirs.join("bin").exists() && std::fs::read_dir(&shared).unwrap().next().is_none());
+    assert_eq!(u.snapshot(), before, "nothing changed");
+
+    // A touchgate with no shim beside it names the missing file, links nothing.
+    std::fs::remove_file(&link).unwrap();
+    let before = u.snapshot();
+    let alone = tempfile::tempdir().unwrap();
+    let exe = alone.path().join("touchgate");
+    std::fs::copy(bin("touchgate"), &exe).unwrap();
+    for t in ["docker", "kubectl"] {
+        let mut c = Command::new(&exe);
+        c.args(["setup", t]).envs(agent.env()).envs(u.env());
+        let line = assert_one_line_error(
+            &run(c).await,
+            &format!(
+                "{} is missing",
+                alone.path().join("touchgate-shim").display()
+            ),
+        );
+        assert!(line.contains("install it there"), "{t}: {line}");
+    }
+    assert_eq!(u.snapshot(), before, "nothing changed");
 }
 
 fn exec_cmd(agent: &AgentProc, u: &UserDirs, args: &[&str]) -> Command {

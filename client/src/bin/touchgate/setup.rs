@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context};
 
 mod agent;
 mod backup;
+mod docker_link;
 
 use backup::Backup;
 
@@ -19,9 +20,11 @@ pub enum Target {
     Gcloud,
     /// gcloud's application-default credentials file (the shim's credential file).
     Adc,
-    /// docker `credHelpers` entries for gcr.io and Artifact Registry → docker-credential-touchgate.
+    /// docker `credHelpers` entries for gcr.io and Artifact Registry → docker-credential-touchgate,
+    /// and that helper: a link to touchgate-shim in ~/.local/bin (or $XDG_BIN_HOME).
     Docker,
-    /// A kubeconfig user `touchgate-PROFILE` using the `touchgate-shim kubectl-credential` exec plugin.
+    /// A kubeconfig user `touchgate-PROFILE` using the `touchgate-shim kubectl-credential` exec plugin
+    /// (the shim's absolute path: apps started without the user's PATH find it too).
     Kubectl,
     /// touchgate-agent as a service: systemd user units (socket activated) or a macOS LaunchAgent.
     Agent,
@@ -338,6 +341,7 @@ fn docker(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
             None => changes.push(format!("credHelpers[{h}] = {DOCKER_HELPER}")),
         }
     }
+    docker_link::ensure(backup)?;
     if changes.is_empty() {
         println!(
             "{}: credHelpers already name {DOCKER_HELPER} for {}; not changed",
@@ -350,7 +354,7 @@ fn docker(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
     text.push(b'\n');
     backup.write(&path, &text)?;
     println!("wrote {}: {}", path.display(), changes.join(", "));
-    println!("docker now runs docker-credential-{DOCKER_HELPER} for those registries (install it on PATH)");
+    println!("docker now runs docker-credential-{DOCKER_HELPER} for those registries");
     Ok(())
 }
 
@@ -370,6 +374,7 @@ async fn kubectl(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
     if let Some(n) = &name {
         plugin_args.extend(["--profile".to_owned(), n.clone()]);
     }
+    let shim = installed_shim()?;
     let kubectl = std::env::var_os("TOUCHGATE_KUBECTL").unwrap_or_else(|| "kubectl".into());
     // Check kubectl runs before touching anything.
     match Command::new(&kubectl)
@@ -392,7 +397,7 @@ async fn kubectl(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
     cmd.arg("config")
         .arg("set-credentials")
         .arg(&user)
-        .arg("--exec-command=touchgate-shim")
+        .arg(format!("--exec-command={}", shim.display()))
         .arg(format!("--exec-api-version={KUBE_EXEC_API}"))
         .arg("--exec-interactive-mode=Never");
     for a in &plugin_args {
@@ -408,14 +413,28 @@ async fn kubectl(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
         );
     }
     println!(
-        "wrote {}: user {user} with exec plugin touchgate-shim {} (apiVersion {KUBE_EXEC_API}, interactiveMode Never)",
+        "wrote {}: user {user} with exec plugin {} {} (apiVersion {KUBE_EXEC_API}, interactiveMode Never)",
         path.display(),
+        shim.display(),
         plugin_args.join(" ")
     );
     println!(
         "use it: kubectl config set-context --current --user={user} (or set-context NAME --cluster=… --user={user})"
     );
     Ok(())
+}
+
+/// The touchgate-shim installed beside touchgate, which must exist: setup
+/// names it by this absolute path.
+fn installed_shim() -> anyhow::Result<PathBuf> {
+    let shim = crate::exec::shim_exe()?;
+    if !shim.is_file() {
+        bail!(
+            "no touchgate-shim beside touchgate ({} is missing): install it there",
+            shim.display()
+        );
+    }
+    Ok(shim)
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {

@@ -1,7 +1,9 @@
 //! The backup of one setup target: `manifest.json` lists every file setup
 //! changed — its original bytes copied to `files/N` with its mode, or the fact
-//! that it did not exist — and the directories setup created. The first
-//! record of a path wins, so a second setup keeps the original.
+//! that it did not exist — the symlinks setup made (where a file did not
+//! exist), and the directories setup created. The first record of a path
+//! wins, so a second setup keeps the original. Undo removes a link only while
+//! it still points where setup pointed it: whatever the user put there since is kept.
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,15 @@ struct Manifest {
     files: Vec<Entry>,
     /// Directories setup created (outermost first), removed again if empty.
     created_dirs: Vec<PathBuf>,
+    /// Symlinks setup made where nothing was.
+    #[serde(default)]
+    links: Vec<Link>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Link {
+    path: PathBuf,
+    target: PathBuf,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,19 +61,7 @@ impl Backup {
         if self.manifest.files.iter().any(|e| e.path == path) {
             return Ok(());
         }
-        let mut missing: Vec<PathBuf> = path
-            .ancestors()
-            .skip(1)
-            .filter(|a| !a.as_os_str().is_empty())
-            .take_while(|a| !a.exists())
-            .map(Path::to_path_buf)
-            .collect();
-        missing.reverse();
-        for d in missing {
-            if !self.manifest.created_dirs.contains(&d) {
-                self.manifest.created_dirs.push(d);
-            }
-        }
+        self.record_missing_dirs(path);
         let files = self.dir.join("files");
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -90,6 +89,56 @@ impl Backup {
             Err(e) => return Err(anyhow!("cannot back up {}: {e}", path.display())),
         };
         self.manifest.files.push(entry);
+        self.save()
+    }
+
+    /// Make `path` a symlink to `target` where nothing is (creating its
+    /// directory), recorded so undo removes exactly that link.
+    pub fn link(&mut self, path: &Path, target: &Path) -> anyhow::Result<()> {
+        // Recorded first: an undo after a failure below finds no link and skips it.
+        self.record_missing_dirs(path);
+        if !self.manifest.links.iter().any(|l| l.path == path) {
+            self.manifest.links.push(Link {
+                path: path.to_path_buf(),
+                target: target.to_path_buf(),
+            });
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        self.save()?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::os::unix::fs::symlink(target, path)
+            .with_context(|| format!("cannot create the link {}", path.display()))
+    }
+
+    /// Whether setup made the link at `path`.
+    pub fn made_link(&self, path: &Path) -> bool {
+        self.manifest.links.iter().any(|l| l.path == path)
+    }
+
+    fn record_missing_dirs(&mut self, path: &Path) {
+        let mut missing: Vec<PathBuf> = path
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .take_while(|a| !a.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        for d in missing {
+            if !self.manifest.created_dirs.contains(&d) {
+                self.manifest.created_dirs.push(d);
+            }
+        }
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
         let text = serde_json::to_vec_pretty(&self.manifest)?;
         write_new(&self.dir.join(MANIFEST), &text, 0o600)
     }
@@ -131,6 +180,20 @@ impl Backup {
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                     Err(err) => return Err(anyhow!("cannot remove {}: {err}", e.path.display())),
                 },
+            }
+        }
+        for l in &self.manifest.links {
+            match std::fs::read_link(&l.path) {
+                Ok(t) if t == l.target => {
+                    std::fs::remove_file(&l.path)
+                        .with_context(|| format!("cannot remove {}", l.path.display()))?;
+                    done.push(format!("removed link {}", l.path.display()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                _ => done.push(format!(
+                    "kept {}: it is no longer the link setup made",
+                    l.path.display()
+                )),
             }
         }
         // Directories setup created that are not empty yet (another target's
