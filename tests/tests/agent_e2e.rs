@@ -349,11 +349,25 @@ async fn a_suspect_credential_that_answers_anyway_is_refused() {
     );
 }
 
-/// Config for the hang-up tests: a touch may take a minute, so an orphaned key
-/// operation would still be waiting when the next request comes.
-fn patient(base_url: &str) -> String {
-    config_text(base_url, "auto", "every-token", "")
-        .replace("touch_timeout = \"10s\"", "touch_timeout = \"60s\"")
+/// The hang-up tests' agent, enrolled and holding a key, on a scripted key whose
+/// touch may take a minute: an orphaned key operation would still be waiting
+/// when the next request comes.
+/// Also the emulator (keep it) and the sealed key's JSON.
+async fn patient_agent() -> (
+    touchgate_tests::emulator::EmulatorHandle,
+    String,
+    Arc<ScriptedTouch>,
+    InProcess,
+) {
+    let (emu, key_json) = emulator().await;
+    let config = config_text(&emu.base_url(), "auto", "every-token", "")
+        .replace("touch_timeout = \"10s\"", "touch_timeout = \"60s\"");
+    let touch = Arc::new(ScriptedTouch::new());
+    let agent = InProcess::start(&config, touch.clone()).await;
+    touch.approve();
+    touch.approve();
+    enrol_and_import(&mut agent.client().await, &key_json).await;
+    (emu, key_json, touch, agent)
 }
 
 /// Wait (on a blocking thread) until the key has been asked for `n` touches in
@@ -377,12 +391,7 @@ async fn assert_asked(touch: &Arc<ScriptedTouch>, n: u64, why: &str) {
 /// once (not after the orphan's minute), and one touch does it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_hangs_up_cancels_its_key_operation() {
-    let (emu, key_json) = emulator().await;
-    let touch = Arc::new(ScriptedTouch::new());
-    let agent = InProcess::start(&patient(&emu.base_url()), touch.clone()).await;
-    touch.approve();
-    touch.approve();
-    enrol_and_import(&mut agent.client().await, &key_json).await;
+    let (_emu, key_json, touch, agent) = patient_agent().await;
     agent.client().await.lock().await.unwrap();
 
     // Unlock, then hang up while it waits for the touch.
@@ -427,12 +436,7 @@ async fn a_client_that_hangs_up_cancels_its_key_operation() {
 async fn a_shared_touch_is_cancelled_only_when_every_waiter_is_gone() {
     use tokio::sync::mpsc::unbounded_channel;
     use touchgate_agent::caller::Caller;
-    let (emu, key_json) = emulator().await;
-    let touch = Arc::new(ScriptedTouch::new());
-    let agent = InProcess::start(&patient(&emu.base_url()), touch.clone()).await;
-    touch.approve();
-    touch.approve();
-    enrol_and_import(&mut agent.client().await, &key_json).await;
+    let (_emu, _, touch, agent) = patient_agent().await;
     // A GetToken as the server runs it; dropping the receiver is the client hanging up.
     let ask = || {
         let (tx, rx) = unbounded_channel();

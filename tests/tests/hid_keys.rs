@@ -18,6 +18,14 @@ fn emu_key(dir: &Path, name: &str, options: AuthenticatorOptions) -> EmuKey {
     EmuKey::start(dir, name, Arc::new(AutoTouch), options)
 }
 
+/// A key that verifies its user itself (a fingerprint reader): no pinentry.
+fn built_in_uv() -> AuthenticatorOptions {
+    AuthenticatorOptions {
+        built_in_uv: true,
+        ..Default::default()
+    }
+}
+
 fn hid_config(base_url: &str, devices: &[PathBuf], extra_key: &str) -> String {
     common::hid::hid_config(base_url, devices, "every-token", "10s", extra_key)
 }
@@ -121,14 +129,7 @@ async fn pin_from_a_scripted_pinentry_and_wrong_pin_reports_tries_left() {
 async fn built_in_user_verification_needs_no_pinentry() {
     let (emu, key_json) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = emu_key(
-        dir.path(),
-        "k1",
-        AuthenticatorOptions {
-            built_in_uv: true,
-            ..Default::default()
-        },
-    );
+    let key = emu_key(dir.path(), "k1", built_in_uv());
     let cfg = hid_config(
         &emu.base_url(),
         &[key.device.path().to_path_buf()],
@@ -156,14 +157,7 @@ async fn a_uv_enrolment_makes_a_credential_the_key_opens_only_with_uv() {
     use touchgate_agent::key::{GetAssertionRequest, KeyError, SecurityKey, RP_ID};
     let (emu, key_json) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = emu_key(
-        dir.path(),
-        "k1",
-        AuthenticatorOptions {
-            built_in_uv: true,
-            ..Default::default()
-        },
-    );
+    let key = emu_key(dir.path(), "k1", built_in_uv());
     let agent = start_agent(&hid_config(&emu.base_url(), &[key.path()], ""));
     agent.ok(&["enroll", "--uv"]);
     agent.import(&key_json);
@@ -382,10 +376,7 @@ async fn enrol_force_needs_the_enrolled_key_and_keeps_the_old_vault() {
 async fn a_uv_vault_takes_a_backup_key_though_its_credentials_hide_from_the_probe() {
     let (emu, key_json) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let uv = AuthenticatorOptions {
-        built_in_uv: true,
-        ..Default::default()
-    };
+    let uv = built_in_uv();
     let (p1, p2) = (dir.path().join("k1.hidraw"), dir.path().join("k2.hidraw"));
     let k1 = emu_key(dir.path(), "k1", uv.clone());
     let mut agent = start_agent(&hid_config(&emu.base_url(), &[p1, p2], ""));
