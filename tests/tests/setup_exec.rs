@@ -456,17 +456,8 @@ async fn exec_runs_the_command_against_a_private_shim() {
     ))
     .await;
     let body: serde_json::Value = serde_json::from_str(&ok(&o, "exec curl")).unwrap();
-    let token = body["access_token"].as_str().expect("a token");
     assert_eq!(body["token_type"], "Bearer");
-    let fp = touchgate::secret::fingerprint(token.as_bytes());
-    assert!(
-        emu.state()
-            .calls()
-            .iter()
-            .any(|c| c.kind == CallKind::GenerateAccessToken
-                && c.issued_fingerprint.as_deref() == Some(fp.as_str())),
-        "the token is one the agent minted"
-    );
+    assert_minted_by_agent(&emu, &body);
 
     // The environment; the private shim is gone once exec returns.
     let o = run(exec_cmd(
@@ -708,15 +699,7 @@ async fn a_shim_port_another_user_holds_is_never_used() {
     );
     assert!(!body.contains("impostor"), "{body}");
     let body: serde_json::Value = serde_json::from_str(body).unwrap();
-    let fp = touchgate::secret::fingerprint(body["access_token"].as_str().unwrap().as_bytes());
-    assert!(
-        emu.state()
-            .calls()
-            .iter()
-            .any(|c| c.kind == CallKind::GenerateAccessToken
-                && c.issued_fingerprint.as_deref() == Some(fp.as_str())),
-        "the token is one the agent minted"
-    );
+    assert_minted_by_agent(&emu, &body);
     assert!(
         stderr(&o).contains(&format!("{} is held by uid 65534", imp.at)),
         "{}",
@@ -736,5 +719,22 @@ async fn a_shim_port_another_user_holds_is_never_used() {
     assert!(
         got.is_empty(),
         "bytes reached the other user's port: {got:?}"
+    );
+}
+
+/// `body`'s `access_token` is one the agent minted through the emulator.
+fn assert_minted_by_agent(
+    emu: &touchgate_tests::emulator::EmulatorHandle,
+    body: &serde_json::Value,
+) {
+    let token = body["access_token"].as_str().expect("a token");
+    let fp = touchgate::secret::fingerprint(token.as_bytes());
+    assert!(
+        emu.state()
+            .calls()
+            .iter()
+            .any(|c| c.kind == CallKind::GenerateAccessToken
+                && c.issued_fingerprint.as_deref() == Some(fp.as_str())),
+        "the token is one the agent minted"
     );
 }
