@@ -1,0 +1,62 @@
+//! A real log for tests and the fuzz seeds, made by a real software key.
+
+use std::path::{Path, PathBuf};
+
+use super::{AuditLog, Record, TouchEvidence};
+use crate::ceremony::ChallengeInputs;
+
+/// A log at `dir/audit.jsonl`: an enrolment and two touches (profiles
+/// "inference" and "train", asked by `caller` at `time`) by a new software key
+/// at `dir/k.json`. For tests and the fuzz seeds; panics on any failure.
+#[doc(hidden)]
+pub fn sample_log(dir: &Path, caller: &str, time: u64) -> PathBuf {
+    use crate::key::soft::{AutoTouch, SoftKey};
+    use crate::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
+
+    let key = SoftKey::open(&dir.join("k.json"), std::sync::Arc::new(AutoTouch))
+        .expect("a software key in the sample dir");
+    let att = key
+        .make_credential(&MakeCredentialRequest {
+            rp_id: RP_ID.into(),
+            challenge: [1; 32],
+            user_id: vec![1],
+            user_name: "u".into(),
+            hmac_secret: true,
+            uv: false,
+            pin: None,
+            exclude: vec![],
+        })
+        .expect("the software key enrols");
+    let path = dir.join("audit.jsonl");
+    let log = AuditLog::open(&path).expect("the sample log opens");
+    log.append(Record {
+        time,
+        event: "enrolled".into(),
+        credential: Some(hex::encode(&att.credential_id)),
+        public_key: Some(hex::encode(&att.public_key_sec1)),
+        ..Default::default()
+    });
+    for profile in ["inference", "train"] {
+        let c = ChallengeInputs::fresh("get-token", &[caller, profile], time);
+        let a = key
+            .get_assertion(&GetAssertionRequest {
+                rp_id: RP_ID.into(),
+                challenge: c.challenge(),
+                allow: vec![att.credential_id.clone()],
+                hmac_salt: None,
+                uv: false,
+                pin: None,
+                up: true,
+            })
+            .expect("the software key signs");
+        log.append(Record {
+            time,
+            event: "issued".into(),
+            profile: Some(profile.into()),
+            token: Some("sha256:0011223344556677".into()),
+            touch: Some(TouchEvidence::new(&a, c)),
+            ..Default::default()
+        });
+    }
+    path
+}

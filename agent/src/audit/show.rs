@@ -1,0 +1,98 @@
+//! `audit show`: the records as a table.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use super::{prefix, Record};
+
+/// Print the records as a table, optionally only those at or after `since` (Unix
+/// seconds or RFC 3339) and of one profile.
+pub fn show(
+    path: &Path,
+    since: Option<&str>,
+    profile: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let since = match since {
+        None => 0,
+        Some(s) => s.parse::<u64>().or_else(|_| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map(|t| t.unix_timestamp().max(0) as u64)
+                .map_err(|_| format!("--since \"{s}\" is neither Unix seconds nor an RFC 3339 time like 2026-11-28T10:00:00Z"))
+        })?,
+    };
+    let f = std::fs::File::open(path)
+        .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(|e| e.to_string());
+    w(
+        out,
+        format!(
+            "{:<5} {:<20} {:<11} {:<12} {:<26} {:<24} {}",
+            "SEQ", "TIME (UTC)", "EVENT", "PROFILE", "CALLER", "TOKEN", "DETAIL"
+        ),
+    )?;
+    for (i, line) in BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| e.to_string())?;
+        let Ok(r) = serde_json::from_str::<Record>(&line) else {
+            w(
+                out,
+                format!("{:<5} (line {} is not a valid record)", "?", i + 1),
+            )?;
+            continue;
+        };
+        if r.time < since || profile.is_some_and(|p| r.profile.as_deref() != Some(p)) {
+            continue;
+        }
+        let when = time::OffsetDateTime::from_unix_timestamp(r.time as i64)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::macros::format_description!(
+                    "[year]-[month]-[day] [hour]:[minute]:[second]"
+                ))
+                .ok()
+            })
+            .unwrap_or_else(|| r.time.to_string());
+        let caller = r
+            .caller
+            .as_ref()
+            .map(|c| {
+                let exe = c
+                    .exe
+                    .as_deref()
+                    .and_then(|e| e.rsplit('/').next())
+                    .unwrap_or("?");
+                match (&c.on_behalf_of, c.pid) {
+                    (Some(b), _) => format!("{b} via {exe}"),
+                    (None, Some(p)) => format!("{exe} ({p})"),
+                    (None, None) => exe.to_owned(),
+                }
+            })
+            .unwrap_or_default();
+        let detail = r
+            .reason
+            .clone()
+            .or_else(|| r.service_account.as_ref().map(|s| format!("as {s}")))
+            .or_else(|| {
+                r.credential
+                    .as_ref()
+                    .map(|c| format!("credential {}", prefix(c, 16)))
+            })
+            .unwrap_or_default();
+        let touched = if r.touch.is_some() { "touch" } else { "" };
+        w(
+            out,
+            format!(
+                "{:<5} {:<20} {:<11} {:<12} {:<26} {:<24} {} {}",
+                r.seq,
+                when,
+                r.event,
+                r.profile.as_deref().unwrap_or("-"),
+                caller,
+                r.token.as_deref().unwrap_or("-"),
+                touched,
+                detail
+            ),
+        )?;
+    }
+    Ok(())
+}
