@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 
 use clap::Parser;
+use touchgate::Exit;
 use touchgate_agent::activation::{self, Activation};
 use touchgate_agent::run::{build, Settings};
 use touchgate_agent::server;
@@ -58,7 +59,7 @@ enum AgentCommand {
 #[derive(clap::Subcommand, Debug)]
 enum PolicyCommand {
     /// Print the decision for a program asking for a profile, and the rule that made it.
-    /// Exits 0 when allowed, 1 when refused.
+    /// Exits 0 when allowed, 4 when refused, 1 when it cannot decide.
     Check {
         #[arg(long)]
         profile: Option<String>,
@@ -75,6 +76,9 @@ enum PolicyCommand {
         /// Scopes, comma separated (default: the profile's).
         #[arg(long, value_delimiter = ',')]
         scopes: Vec<String>,
+        /// Print the decision as one JSON document (see the README).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -86,10 +90,13 @@ enum AuditCommand {
         #[arg(long)]
         file: Option<PathBuf>,
     },
-    /// Print the log as a table.
+    /// Print the log as a table (or, with --json, as JSON lines: one record per line).
     Show {
         #[arg(long)]
         file: Option<PathBuf>,
+        /// JSON lines: each record as the log stores it (`{"invalid_line": N}` for a bad line).
+        #[arg(long)]
+        json: bool,
         /// Only records at or after this time (Unix seconds, or an RFC 3339 date).
         #[arg(long)]
         since: Option<String>,
@@ -322,9 +329,16 @@ fn audit_command(settings: &Settings, cmd: &AuditCommand) -> ExitCode {
             file,
             since,
             profile,
+            json,
         } => {
             let path = file.clone().unwrap_or(default);
-            audit::show(
+            let format = if *json {
+                audit::ShowFormat::JsonLines
+            } else {
+                audit::ShowFormat::Table
+            };
+            audit::show_as(
+                format,
                 &path,
                 since.as_deref(),
                 profile.as_deref(),
@@ -351,6 +365,7 @@ fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
         script,
         pid,
         scopes,
+        json,
     } = cmd;
     let config = match Config::load(&settings.config_path) {
         Ok(c) => c,
@@ -406,24 +421,96 @@ fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match decide(&name, p, &who, &scopes) {
+    let decision = decide(&name, p, &who, &scopes);
+    let code = if matches!(decision, Decision::Allow { .. }) {
+        Exit::Ok
+    } else {
+        Exit::PolicyRefused
+    };
+    if *json {
+        let doc = PolicyCheckJson::new(
+            &name,
+            &p.touch.to_string(),
+            &who,
+            &scopes,
+            decision,
+            launcher,
+        );
+        match serde_json::to_string(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("touchgate-agent: cannot write JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return code.into();
+    }
+    match decision {
         Decision::Allow { rule, window } => {
             let window = window.replace('\u{0}', " for ");
             println!(
                 "allow: profile {name} for {who} (rule: {rule}; touch: {}; window: {window})",
                 p.touch
             );
-            ExitCode::SUCCESS
         }
-        Decision::Refuse { rule, reason } => {
-            println!("refuse: {reason} (rule: {rule})");
-            ExitCode::FAILURE
-        }
-    };
+        Decision::Refuse { rule, reason } => println!("refuse: {reason} (rule: {rule})"),
+    }
     if let Some(note) = launcher {
         eprintln!("{note}");
     }
-    code
+    code.into()
+}
+
+/// `policy check --json`: one document, the decision and what it was about.
+/// `window` only when allowed, `reason` only when refused; `note` is the launcher note
+/// (a shell script given as --exe) that the text form prints on stderr.
+#[derive(serde::Serialize)]
+struct PolicyCheckJson {
+    /// `allow` or `refuse`.
+    decision: &'static str,
+    profile: String,
+    /// The program as the agent would see it.
+    exe: Option<String>,
+    script: Option<String>,
+    scopes: Vec<String>,
+    /// The profile's touch rule (`every-token` or a window such as `10m`).
+    touch: String,
+    /// The rule that decided.
+    rule: String,
+    window: Option<String>,
+    reason: Option<String>,
+    note: Option<String>,
+}
+
+impl PolicyCheckJson {
+    fn new(
+        profile: &str,
+        touch: &str,
+        who: &touchgate_agent::subject::Subject,
+        scopes: &[String],
+        decision: touchgate_agent::policy::Decision,
+        note: Option<String>,
+    ) -> Self {
+        use touchgate_agent::policy::Decision;
+        let (decision, rule, window, reason) = match decision {
+            Decision::Allow { rule, window } => {
+                ("allow", rule, Some(window.replace('\u{0}', " for ")), None)
+            }
+            Decision::Refuse { rule, reason } => ("refuse", rule, None, Some(reason)),
+        };
+        PolicyCheckJson {
+            decision,
+            profile: profile.to_owned(),
+            exe: who.exe.as_ref().map(|p| p.display().to_string()),
+            script: who.script.as_ref().map(|p| p.display().to_string()),
+            scopes: scopes.to_vec(),
+            touch: touch.to_owned(),
+            rule,
+            window,
+            reason,
+            note,
+        }
+    }
 }
 
 /// Logs go to the systemd journal (structured fields) when systemd started us

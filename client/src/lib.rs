@@ -12,6 +12,7 @@
 
 pub mod agent_socket;
 pub mod client;
+pub mod exit;
 pub mod frame;
 pub mod lsof;
 pub mod paths;
@@ -24,6 +25,7 @@ pub mod sync;
 pub mod tcp_owner;
 
 pub use client::{Client, ClientError, HelloReply};
+pub use exit::Exit;
 pub use protocol::*;
 pub use quote::quote;
 pub use secret::Secret;

@@ -143,7 +143,13 @@ fn no_agent_fails_the_socket_line_with_the_start_hint() {
     let u = UserDirs::new();
     let sock = private_run_dir(&u);
     let o = doctor_without_agent(&u, &sock);
-    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(touchgate::Exit::DoctorFailed.code() as i32),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     assert_eq!(
         lines(&o)[0],
         format!(
@@ -261,7 +267,12 @@ async fn a_complete_setup_is_all_ok() {
     // The same files with the shim stopped: they rely on it, so that is a failure.
     drop(shim);
     let o = run(touchgate(&env, &u, addr, &["doctor"])).await;
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(touchgate::Exit::DoctorFailed.code() as i32),
+        "{}",
+        stdout(&o)
+    );
     assert_line(
         &o,
         &format!(
@@ -327,7 +338,12 @@ async fn the_software_key_fails_and_an_unattested_aaguid_list_warns() {
         "{}",
         stdout(&o)
     );
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(touchgate::Exit::DoctorFailed.code() as i32),
+        "{}",
+        stdout(&o)
+    );
 
     // An AAGUID allow-list without attestation roots trusts what the key says of itself.
     let key_dir = tempfile::tempdir().unwrap();
@@ -375,7 +391,12 @@ async fn a_socket_directory_others_can_enter_fails_with_chmod() {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let u = UserDirs::new();
     let o = run(touchgate(&agent.env(), &u, "127.0.0.1:9", &["doctor"])).await;
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(touchgate::Exit::DoctorFailed.code() as i32),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(
         lines(&o)[0],
         format!(
@@ -405,7 +426,12 @@ async fn an_unknown_profile_fails() {
         &["doctor", "--profile", "nope"],
     ))
     .await;
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(touchgate::Exit::DoctorFailed.code() as i32),
+        "{}",
+        stdout(&o)
+    );
     assert!(
         lines(&o)[6].starts_with(
             "FAIL profile nope: the agent has no such profile — add [profiles.nope] to "
@@ -423,7 +449,12 @@ fn a_stale_socket_file_gets_its_own_line() {
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
     let o = doctor_without_agent(&u, &sock);
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(touchgate::Exit::DoctorFailed.code() as i32),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(
         lines(&o)[..2],
         [
@@ -471,7 +502,12 @@ async fn an_agent_of_another_version_or_a_silent_one_is_named() {
             &["doctor"],
         ))
         .await;
-        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(touchgate::Exit::DoctorFailed.code() as i32),
+            "{}",
+            stdout(&o)
+        );
         let want = if newer {
             format!(
                 "FAIL agent at {}: it speaks protocol {}, this touchgate speaks {PROTOCOL_VERSION} — install touchgate and touchgate-agent of the same release, then restart the agent",
@@ -506,7 +542,12 @@ fn a_socket_of_another_user_is_named() {
         std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
     }
     let o = doctor_without_agent(&u, &sock);
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(touchgate::Exit::DoctorFailed.code() as i32),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(
         lines(&o)[..2],
         [

@@ -17,7 +17,7 @@ mod show;
 mod verify;
 
 pub use sample::sample_log;
-pub use show::show;
+pub use show::{show, show_as, ShowFormat};
 pub use verify::{keys_of, verify_file, verify_reader, AuditError};
 
 use std::fs::OpenOptions;

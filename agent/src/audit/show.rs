@@ -1,13 +1,42 @@
-//! `audit show`: the records as a table.
+//! `audit show`: the records as a table, or (`--json`) as JSON lines.
+//!
+//! JSON lines: one record per line, exactly the [`Record`] fields as the log
+//! stores them (so a record's token is its `sha256:` fingerprint, never the
+//! token), filtered like the table. A line of the log that is not a record is
+//! `{"invalid_line": N}` (N counts from 1), where the table prints a `?` row.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
 use super::{prefix, Record};
 
+/// How `audit show` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowFormat {
+    Table,
+    JsonLines,
+}
+
+/// `{"invalid_line": N}`: a line of the log that is not a record.
+#[derive(serde::Serialize)]
+struct InvalidLine {
+    invalid_line: usize,
+}
+
 /// Print the records as a table, optionally only those at or after `since` (Unix
 /// seconds or RFC 3339) and of one profile.
 pub fn show(
+    path: &Path,
+    since: Option<&str>,
+    profile: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    show_as(ShowFormat::Table, path, since, profile, out)
+}
+
+/// [`show`] in either format.
+pub fn show_as(
+    format: ShowFormat,
     path: &Path,
     since: Option<&str>,
     profile: Option<&str>,
@@ -24,23 +53,37 @@ pub fn show(
     let f = std::fs::File::open(path)
         .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(|e| e.to_string());
-    w(
-        out,
-        format!(
-            "{:<5} {:<20} {:<11} {:<12} {:<26} {:<24} {}",
-            "SEQ", "TIME (UTC)", "EVENT", "PROFILE", "CALLER", "TOKEN", "DETAIL"
-        ),
-    )?;
+    if format == ShowFormat::Table {
+        w(
+            out,
+            format!(
+                "{:<5} {:<20} {:<11} {:<12} {:<26} {:<24} {}",
+                "SEQ", "TIME (UTC)", "EVENT", "PROFILE", "CALLER", "TOKEN", "DETAIL"
+            ),
+        )?;
+    }
     for (i, line) in BufReader::new(f).lines().enumerate() {
         let line = line.map_err(|e| e.to_string())?;
         let Ok(r) = serde_json::from_str::<Record>(&line) else {
-            w(
-                out,
-                format!("{:<5} (line {} is not a valid record)", "?", i + 1),
-            )?;
+            match format {
+                ShowFormat::Table => w(
+                    out,
+                    format!("{:<5} (line {} is not a valid record)", "?", i + 1),
+                )?,
+                ShowFormat::JsonLines => json_line(
+                    out,
+                    &InvalidLine {
+                        invalid_line: i + 1,
+                    },
+                )?,
+            }
             continue;
         };
         if r.time < since || profile.is_some_and(|p| r.profile.as_deref() != Some(p)) {
+            continue;
+        }
+        if format == ShowFormat::JsonLines {
+            json_line(out, &r)?;
             continue;
         }
         let when = time::OffsetDateTime::from_unix_timestamp(r.time as i64)
@@ -95,4 +138,10 @@ pub fn show(
         )?;
     }
     Ok(())
+}
+
+/// `v` as one line of JSON.
+fn json_line<T: serde::Serialize>(out: &mut dyn Write, v: &T) -> Result<(), String> {
+    let s = serde_json::to_string(v).map_err(|e| e.to_string())?;
+    writeln!(out, "{s}").map_err(|e| e.to_string())
 }

@@ -1,6 +1,7 @@
 //! `touchgate doctor [--profile P]`: one line per check of the agent, the shim
 //! and what `touchgate setup` wired up — `ok   WHAT`, `warn WHAT: WHY — FIX` or
-//! `FAIL WHAT: WHY — FIX` — and exit status 1 when a check failed.
+//! `FAIL WHAT: WHY — FIX` (or, with `--json`, one document of the same checks)
+//! — and exit status 10 when a check failed.
 //!
 //! Every check is cheap and time-boxed (2 s per connection). Files are read only
 //! for their `type` and the shim address they name: no token, key or secret is
@@ -33,9 +34,13 @@ const START_AGENT: &str =
 const START_SHIM: &str = "start it: touchgate-shim serve";
 const METADATA_VARS: [&str; 3] = ["GCE_METADATA_ROOT", "GCE_METADATA_HOST", "GCE_METADATA_IP"];
 
-/// Prints the report; returns whether every check passed (warnings allowed).
-pub async fn run(profile: Option<&str>) -> bool {
-    let mut r = Report::default();
+/// Prints the report (text, or with `json` one [`DoctorReport`] document);
+/// returns whether every check passed (warnings allowed).
+pub async fn run(profile: Option<&str>, json: bool) -> bool {
+    let mut r = Report {
+        stream: !json,
+        ..Report::default()
+    };
     if let Some(mut client) = agent::socket_and_hello(&mut r).await {
         match tokio::time::timeout(TIMEOUT, client.status()).await {
             Ok(Ok(s)) => agent::state(&mut r, &s, profile),
@@ -47,44 +52,101 @@ pub async fn run(profile: Option<&str>) -> bool {
             ),
         }
     }
-    // The wiring decides whether a missing shim is a failure; it is printed after the shim.
+    // The wiring decides whether a missing shim is a failure; it is reported after the shim.
     let shim = shim::addr();
-    let mut w = Report {
-        held: Some(vec![]),
-        ..Report::default()
-    };
+    let mut w = Report::default();
     let uses_shim = wiring::check(&mut w, shim.as_ref().ok().copied());
     shim::check(&mut r, shim, uses_shim);
-    for line in w.held.take().unwrap_or_default() {
-        println!("{line}");
+    for c in w.checks {
+        r.push(c);
     }
-    r.failed |= w.failed;
-    !r.failed
+    let ok = !r.checks.iter().any(|c| c.status == Status::Fail);
+    if json {
+        crate::json_out::print_json(&DoctorReport {
+            ok,
+            checks: r.checks,
+        });
+    }
+    ok
 }
 
+/// `touchgate doctor --json`: `{"ok": bool, "checks": [{"status", "what", "why", "fix"}]}`.
+#[derive(serde::Serialize)]
+struct DoctorReport {
+    /// No check failed (warnings allowed).
+    ok: bool,
+    checks: Vec<Check>,
+}
+
+/// One check: `ok` has neither `why` nor `fix`.
+#[derive(serde::Serialize, Debug, Clone, PartialEq)]
+struct Check {
+    status: Status,
+    what: String,
+    why: Option<String>,
+    fix: Option<String>,
+}
+
+#[derive(serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tag = match self.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        write!(f, "{tag} {}", self.what)?;
+        if let (Some(why), Some(fix)) = (&self.why, &self.fix) {
+            write!(f, ": {why} — {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The checks so far; printed as they come when `stream` (text output).
 #[derive(Default)]
 struct Report {
-    failed: bool,
-    /// Lines kept back instead of printed at once.
-    held: Option<Vec<String>>,
+    checks: Vec<Check>,
+    stream: bool,
 }
 
 impl Report {
-    fn line(&mut self, line: String) {
-        match &mut self.held {
-            Some(h) => h.push(line),
-            None => println!("{line}"),
+    fn push(&mut self, c: Check) {
+        if self.stream {
+            println!("{c}");
         }
+        self.checks.push(c);
     }
     fn ok(&mut self, what: impl Display) {
-        self.line(format!("ok   {what}"));
+        self.push(Check {
+            status: Status::Ok,
+            what: what.to_string(),
+            why: None,
+            fix: None,
+        });
     }
     fn warn(&mut self, what: impl Display, why: impl Display, fix: impl Display) {
-        self.line(format!("warn {what}: {why} — {fix}"));
+        self.push(Check {
+            status: Status::Warn,
+            what: what.to_string(),
+            why: Some(why.to_string()),
+            fix: Some(fix.to_string()),
+        });
     }
     fn fail(&mut self, what: impl Display, why: impl Display, fix: impl Display) {
-        self.failed = true;
-        self.line(format!("FAIL {what}: {why} — {fix}"));
+        self.push(Check {
+            status: Status::Fail,
+            what: what.to_string(),
+            why: Some(why.to_string()),
+            fix: Some(fix.to_string()),
+        });
     }
 }
 

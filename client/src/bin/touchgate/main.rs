@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use touchgate::{CallerHint, Client, ClientError, Secret};
+use touchgate::{CallerHint, Client, ClientError, Exit, Secret};
 
 mod adc;
 mod demo;
 mod doctor;
 mod exec;
+mod json_out;
 mod login;
 mod setup;
 
@@ -19,7 +20,8 @@ mod setup;
 #[command(
     name = "touchgate",
     version,
-    about = "Touch-gated Google Cloud tokens from your security key"
+    about = "Touch-gated Google Cloud tokens from your security key",
+    after_long_help = touchgate::exit::TABLE
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,7 +31,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Show the agent, the enrolled key, sealed credentials and profiles.
-    Status,
+    Status {
+        #[command(flatten)]
+        out: Output,
+    },
     /// Create a credential on the security key (touch it when asked).
     Enroll {
         /// Start over with a new vault: touch an enrolled key first; the old vault (and the
@@ -84,7 +89,10 @@ enum Command {
         scopes: Vec<String>,
     },
     /// List the configured profiles.
-    Profiles,
+    Profiles {
+        #[command(flatten)]
+        out: Output,
+    },
     /// Lock the agent: drop every cached token and unsealed credential, refuse tokens until unlock.
     Lock,
     /// Unlock the agent (touch your key).
@@ -137,11 +145,13 @@ enum Command {
         hosts: Vec<String>,
     },
     /// Check the agent, the shim and what `touchgate setup` wired up; one line per check,
-    /// exit status 1 when one failed.
+    /// exit status 10 when one failed.
     Doctor {
         /// The profile to check (default: the agent's default).
         #[arg(long, short)]
         profile: Option<String>,
+        #[command(flatten)]
+        out: Output,
     },
     /// Run the whole flow on a software key and a local Google emulator, in a temp dir.
     Demo {
@@ -151,10 +161,36 @@ enum Command {
     },
 }
 
+/// `--json`: one JSON document on stdout instead of text (shapes in the README).
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+struct Output {
+    /// Print one JSON document on stdout (on failure: {"error": {...}}); see the exit codes below.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Command {
+    /// Whether this command was asked for JSON (then its errors are JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Status { out }
+            | Command::Profiles { out }
+            | Command::Doctor { out, .. }
+            | Command::Keys {
+                command: KeysCommand::List { out },
+            } => out.json,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum KeysCommand {
     /// List the enrolled keys.
-    List,
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
     /// Enrol another key (a backup): touch an enrolled key, then the new one twice.
     Add,
     /// Forget an enrolled key after a touch on an enrolled key (the last one cannot be removed).
@@ -179,14 +215,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.command.json();
     match rt.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(exit) => exit.into(),
         Err(e) => {
-            eprintln!("touchgate: {}", one_line(&format!("{e:#}")));
-            ExitCode::FAILURE
+            let message = one_line(&format!("{e:#}"));
+            let exit = Exit::of_error(e.as_ref());
+            eprintln!("touchgate: {message}");
+            if json {
+                let code = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<ClientError>())
+                    .and_then(ClientError::code);
+                print_json(&json_out::ErrorDoc::new(exit, code, message));
+            }
+            exit.into()
         }
     }
 }
+
+use json_out::print_json;
 
 fn one_line(s: &str) -> String {
     s.lines().collect::<Vec<_>>().join("; ")
@@ -198,10 +246,14 @@ async fn connect() -> Result<Client, ClientError> {
     Ok(c)
 }
 
-async fn run(cmd: Command) -> anyhow::Result<()> {
+async fn run(cmd: Command) -> anyhow::Result<Exit> {
     match cmd {
-        Command::Status => {
+        Command::Status { out } => {
             let s = connect().await?.status().await?;
+            if out.json {
+                print_json(&s);
+                return Ok(Exit::Ok);
+            }
             println!(
                 "agent: touchgate-agent {} (pid {}), key backend: {}",
                 s.agent_version, s.pid, s.key_backend
@@ -276,7 +328,14 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 .await?;
             println!("{}", t.access_token.expose());
         }
-        Command::Profiles => print_profiles(&connect().await?.list_profiles().await?),
+        Command::Profiles { out } => {
+            let p = connect().await?.list_profiles().await?;
+            if out.json {
+                print_json(&p);
+            } else {
+                print_profiles(&p);
+            }
+        }
         Command::Lock => {
             let n = connect().await?.lock().await?;
             println!("locked: dropped {n} cached token(s); touchgate unlock opens it again");
@@ -289,12 +348,12 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             let profiles = connect().await?.reload().await?;
             println!("reloaded the config: profiles {}", profiles.join(", "));
         }
-        Command::Audit { args } => return run_agent_tool("audit", &args),
-        Command::Policy { args } => return run_agent_tool("policy", &args),
+        Command::Audit { args } => run_agent_tool("audit", &args)?,
+        Command::Policy { args } => run_agent_tool("policy", &args)?,
         Command::Demo { auto_touch } => demo::run(auto_touch).await?,
-        Command::Doctor { profile } => {
-            if !doctor::run(profile.as_deref()).await {
-                std::process::exit(1)
+        Command::Doctor { profile, out } => {
+            if !doctor::run(profile.as_deref(), out.json).await {
+                return Ok(Exit::DoctorFailed);
             }
         }
         Command::Exec {
@@ -326,13 +385,14 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             .await?
         }
     }
-    Ok(())
+    Ok(Exit::Ok)
 }
 
 async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     let mut c = connect().await?;
     match cmd {
-        KeysCommand::List => {
+        KeysCommand::List { out } if out.json => print_json(&c.list_keys().await?),
+        KeysCommand::List { .. } => {
             for k in c.list_keys().await? {
                 println!(
                     "{}  {}  aaguid {}  counter {}  {}{}",
