@@ -1,4 +1,4 @@
-//! `touchgate doctor`: one line per check, exit status 1 on a failure, a fix on
+//! `touchgate doctor`: one line per check, exit status 10 on a failure, a fix on
 //! every line that is not ok, and never a secret in its output.
 
 mod common;
@@ -562,4 +562,131 @@ fn a_socket_of_another_user_is_named() {
         ]
     );
     drop(listener);
+}
+
+/// Kills a process the test did not spawn itself (init's background agent) on drop.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            sigterm(pid);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn init_goes_from_nothing_to_doctor_ok_and_a_token_through_gcloud() {
+    use std::sync::Arc;
+    use touchgate_agent::key::soft::AutoTouch;
+    use touchgate_tests::ctap::authenticator::AuthenticatorOptions;
+    use touchgate_tests::ctap::preload;
+
+    let (emu, key_json) = emulator().await;
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = hid::EmuKey::start(
+        key_dir.path(),
+        "k1",
+        Arc::new(AutoTouch),
+        AuthenticatorOptions::default(),
+    );
+    let u = UserDirs::new();
+    let sock = private_run_dir(&u);
+    let shim = ShimProc::start(&sock, &[]);
+    let sa_file = u.p("sa.json");
+    std::fs::write(&sa_file, &key_json).unwrap();
+    let env = [("TOUCHGATE_SOCK", sock.clone())];
+    let device = key.path().display().to_string();
+    let init = |extra: &[&str]| {
+        let mut args = vec![
+            "init",
+            "--yes",
+            "--no-service",
+            "--device",
+            &device,
+            "--project",
+            "touchgate-test",
+            "--setup",
+            "gcloud,adc",
+        ];
+        args.extend_from_slice(extra);
+        let mut c = touchgate(&env, &u, &shim.addr, &args);
+        // The emulated key is reached through the hidraw interposer (the agent inherits it).
+        c.env("LD_PRELOAD", preload::preload_env());
+        c
+    };
+    let emu_url = emu.base_url();
+    let sa = sa_file.display().to_string();
+    let o = run(init(&["--endpoints", &emu_url, "--import", &sa])).await;
+    let agent_pid = touchgate(&env, &u, &shim.addr, &["status", "--json"])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v["pid"].as_u64())
+        .map(|p| p as u32);
+    let _agent = KillOnDrop(agent_pid);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "init: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let out = stdout(&o);
+    println!("{out}");
+    let config = u.p("home/.config/touchgate/config.toml");
+    for want in [
+        format!("init: security key {device}"),
+        format!("init: wrote the starter config {}", config.display()),
+        "init: enrolled ".to_owned(),
+        "sealed service_account credential as \"default\"".to_owned(),
+        "init: touchgate setup gcloud".to_owned(),
+        "init: touchgate setup adc".to_owned(),
+        "init: done".to_owned(),
+    ] {
+        assert!(out.contains(&want), "{want:?} in {out}");
+    }
+    assert!(!out.contains("FAIL"), "{out}");
+    assert!(sa_file.exists(), "the plaintext is kept unless asked");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("[profiles.inference]") && text.contains("[profiles.train]"));
+    assert!(text.contains("backend = \"hid\""), "{text}");
+
+    // A token through gcloud, from the configuration `touchgate setup gcloud` wrote.
+    let o = run({
+        let mut c = Command::new("gcloud");
+        touchgate_tests::gcloud::isolate(&mut c)
+            .args(["--configuration=touchgate", "auth", "print-access-token"])
+            .env("CLOUDSDK_CONFIG", u.p("gcloud"))
+            .env("HOME", u.p("home"));
+        c
+    })
+    .await;
+    assert!(
+        o.status.success(),
+        "gcloud: {}\nshim: {}",
+        stderr(&o),
+        shim.stderr()
+    );
+    let token = stdout(&o).trim().to_owned();
+    println!("gcloud printed a token of {} bytes", token.len());
+    assert!(
+        emu.state().valid_access_token(&token).is_some(),
+        "gcloud's token is one the emulator issued: {token:?}"
+    );
+
+    // Again: nothing is redone, doctor is still all ok.
+    let o = run(init(&[])).await;
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    for want in [
+        "init: keeping the config",
+        "init: an agent is running",
+        "init: already enrolled",
+        "init: credential \"default\" is already sealed",
+        "init: done",
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
+    assert!(!out.contains("init: enrolled "), "{out}");
 }

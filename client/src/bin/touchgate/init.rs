@@ -1,0 +1,454 @@
+//! `touchgate init`: from nothing to a working set-up in one command — find the
+//! security key (or say why none is visible), write a starter config, start the
+//! agent (as a systemd user service when there is one), enrol, seal a Google
+//! credential, wire the chosen clients (`touchgate setup`), run `doctor`.
+//!
+//! Invariants: every question has a flag, and `--yes` never blocks on a
+//! terminal; re-running is safe — an existing config is kept, an enrolled key
+//! and a sealed credential are not redone, `touchgate setup` keeps its first
+//! backup. Nothing here prints a secret: credentials go from the file straight
+//! to the agent (`touchgate import`'s code) and the plaintext is deleted only
+//! when asked.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context};
+use touchgate::{paths, CallerHint, Client, ClientError, Exit};
+
+use crate::{adc, doctor, login, setup};
+
+/// The credential name the starter profiles use.
+const CREDENTIAL: &str = "default";
+/// The FIDO HID usage page (0xF1D0) as a report descriptor item: what marks a security key.
+const FIDO_USAGE_PAGE: [u8; 3] = [0x06, 0xd0, 0xf1];
+const UDEV_RULE: &str = "add the udev rule from the README (KERNEL==\"hidraw*\", TAG+=\"uaccess\") and plug the key in again";
+
+pub struct InitArgs {
+    pub yes: bool,
+    pub devices: Vec<PathBuf>,
+    pub endpoints: Option<String>,
+    pub project: Option<String>,
+    pub service_account: Option<String>,
+    pub import: Option<PathBuf>,
+    pub login: bool,
+    pub delete_plaintext: bool,
+    pub backup_key: bool,
+    pub setup: Option<Vec<setup::Target>>,
+    pub no_service: bool,
+}
+
+pub async fn run(args: InitArgs) -> anyhow::Result<Exit> {
+    let q = Questions { yes: args.yes };
+    find_keys(&args.devices)?;
+    let config = paths::config_path();
+    let wrote = write_config(&config, &args)?;
+    let mut client = agent(&args, wrote).await?;
+
+    let status = client.status().await?;
+    if status.key_backend != "hid" {
+        println!(
+            "init: the running agent uses the {} key backend; restart it to use [key] of {}",
+            status.key_backend,
+            config.display()
+        );
+    }
+    match &status.enrolled {
+        Some(e) => println!(
+            "init: already enrolled: {} credential {}",
+            e.key_name, e.credential
+        ),
+        None => {
+            println!("init: enrolling: touch your security key when it blinks");
+            let e = client.enroll(false, false, CallerHint::from_env()).await?;
+            println!(
+                "init: enrolled {} credential {} (aaguid {})",
+                e.key_name, e.credential, e.aaguid
+            );
+            if args.backup_key
+                || q.ask("enrol a backup key now (touch this key, then the new one twice)?")?
+            {
+                let k = client.add_key(CallerHint::from_env()).await?;
+                println!(
+                    "init: added backup key {} credential {}",
+                    k.key_name, k.credential
+                );
+            }
+        }
+    }
+    drop(client);
+
+    if status.credentials.iter().any(|c| c == CREDENTIAL) {
+        println!("init: credential \"{CREDENTIAL}\" is already sealed (touchgate import FILE replaces it)");
+    } else {
+        credential(&args, &q).await?;
+    }
+
+    let targets = match &args.setup {
+        Some(t) => t.clone(),
+        None => q.targets()?,
+    };
+    for target in targets {
+        println!("init: touchgate setup {}", target_name(target));
+        setup::run(setup::SetupArgs {
+            target,
+            undo: false,
+            profile: Some("inference".into()),
+            project: None,
+            hosts: vec![],
+        })
+        .await?;
+    }
+
+    println!("init: touchgate doctor");
+    Ok(if doctor::run(None, false).await {
+        println!("init: done");
+        Exit::Ok
+    } else {
+        println!("init: doctor found a failure above; fix it and run touchgate init again");
+        Exit::DoctorFailed
+    })
+}
+
+/// Questions on the terminal; `--yes` (or no terminal) takes each default.
+struct Questions {
+    yes: bool,
+}
+
+impl Questions {
+    fn interactive(&self) -> bool {
+        !self.yes && std::io::stdin().is_terminal()
+    }
+
+    /// A yes/no question whose default is no.
+    fn ask(&self, question: &str) -> anyhow::Result<bool> {
+        if !self.interactive() {
+            return Ok(false);
+        }
+        Ok(matches!(
+            self.line(&format!("{question} [y/N] "))?
+                .to_ascii_lowercase()
+                .as_str(),
+            "y" | "yes"
+        ))
+    }
+
+    fn line(&self, prompt: &str) -> anyhow::Result<String> {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(|e| anyhow!("cannot read the answer: {e}"))?;
+        Ok(answer.trim().to_owned())
+    }
+
+    fn targets(&self) -> anyhow::Result<Vec<setup::Target>> {
+        if !self.interactive() {
+            return Ok(vec![]);
+        }
+        let answer = self
+            .line("wire which clients to touchgate (gcloud,adc,docker,kubectl; empty: none)? ")?;
+        parse_targets(&answer).map_err(|e| anyhow!(e))
+    }
+}
+
+/// `--setup gcloud,adc,docker,kubectl` (the service is `--no-service`'s business).
+pub fn parse_targets(s: &str) -> Result<Vec<setup::Target>, String> {
+    use clap::ValueEnum;
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| match setup::Target::from_str(t, true) {
+            Ok(setup::Target::Agent) | Err(_) => Err(format!(
+                "\"{t}\" is not a client to wire: use gcloud, adc, docker or kubectl, comma separated"
+            )),
+            Ok(target) => Ok(target),
+        })
+        .collect()
+}
+
+fn target_name(t: setup::Target) -> &'static str {
+    match t {
+        setup::Target::Gcloud => "gcloud",
+        setup::Target::Adc => "adc",
+        setup::Target::Docker => "docker",
+        setup::Target::Kubectl => "kubectl",
+        setup::Target::Agent => "agent",
+    }
+}
+
+/// Say which security keys this user can open, or exactly why none.
+fn find_keys(devices: &[PathBuf]) -> anyhow::Result<()> {
+    let found: Vec<PathBuf> = if devices.is_empty() {
+        fido_hidraws()
+    } else {
+        devices.to_vec()
+    };
+    if found.is_empty() {
+        bail!("no security key found: plug in a FIDO2 security key; if one is plugged in, your user may not see it: {UDEV_RULE} (or name it with --device /dev/hidrawN)");
+    }
+    for d in &found {
+        match std::fs::OpenOptions::new().read(true).write(true).open(d) {
+            Ok(_) => println!("init: security key {}", d.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+                "your user may not open the security key {}: {UDEV_RULE}, or check `ls -l {}`",
+                d.display(),
+                d.display()
+            ),
+            Err(e) => bail!(
+                "cannot open the security key {}: {e}; check that it is plugged in",
+                d.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `/dev/hidrawN` of every HID device whose report descriptor has the FIDO usage page.
+fn fido_hidraws() -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir("/sys/class/hidraw") else {
+        return vec![];
+    };
+    let mut out: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("device/report_descriptor"))
+                .is_ok_and(|d| d.windows(3).any(|w| w == FIDO_USAGE_PAGE))
+        })
+        .map(|e| Path::new("/dev").join(e.file_name()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Write the starter config unless one exists; returns whether it wrote one.
+fn write_config(path: &Path, args: &InitArgs) -> anyhow::Result<bool> {
+    if path.exists() {
+        println!("init: keeping the config {}", path.display());
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, starter_config(args))
+        .with_context(|| format!("cannot write the config {}", path.display()))?;
+    println!("init: wrote the starter config {}", path.display());
+    Ok(true)
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn starter_config(args: &InitArgs) -> String {
+    let devices = if args.devices.is_empty() {
+        "# devices = [\"/dev/hidraw4\"]   # default: every FIDO device found\n".to_owned()
+    } else {
+        let list: Vec<String> = args
+            .devices
+            .iter()
+            .map(|d| toml_str(&d.display().to_string()))
+            .collect();
+        format!("devices = [{}]\n", list.join(", "))
+    };
+    let google = match &args.endpoints {
+        Some(url) => format!(
+            "[google]\n# Google's endpoints at {url} (an emulator or a private endpoint)\niam_credentials = {u}\ntoken_uri = {t}\n\n",
+            u = toml_str(url),
+            t = toml_str(&format!("{}/token", url.trim_end_matches('/')))
+        ),
+        None => String::new(),
+    };
+    let project = match &args.project {
+        Some(p) => format!("project = {}\n", toml_str(p)),
+        None => {
+            "# project = \"my-project\"   # GOOGLE_CLOUD_PROJECT for touchgate exec and setup\n"
+                .into()
+        }
+    };
+    let sa = match &args.service_account {
+        Some(s) => format!("service_account = {}\n", toml_str(s)),
+        None => "# service_account = \"runner@my-project.iam.gserviceaccount.com\"   # impersonate it (default: the credential itself)\n".into(),
+    };
+    format!(
+        r#"# touchgate config, written by `touchgate init` (see the README for every setting).
+default_profile = "inference"
+
+[key]
+backend = "hid"            # a USB security key; the secret never leaves it
+{devices}
+{google}# Everyday use: one touch approves this profile for 10 minutes.
+[profiles.inference]
+credential = "{CREDENTIAL}"        # the name `touchgate init` / `touchgate import` sealed it under
+{sa}{project}touch = "10m"
+lifetime = "15m"
+
+# Long jobs and wide rights: a touch for every token, nothing cached.
+[profiles.train]
+credential = "{CREDENTIAL}"
+{sa}{project}touch = "every-token"
+# callers = ["*/venv/bin/python3*"]   # only these programs may ask
+"#
+    )
+}
+
+/// A connection to the agent: the running one (told to re-read a new config), else
+/// one started as a systemd user service, else one started in the background.
+async fn agent(args: &InitArgs, wrote_config: bool) -> anyhow::Result<Client> {
+    match crate::connect().await {
+        Ok(mut c) => {
+            if wrote_config {
+                c.reload().await?;
+                println!("init: the running agent re-read the new config");
+            } else {
+                println!("init: an agent is running");
+            }
+            return Ok(c);
+        }
+        Err(ClientError::NotRunning { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if !args.no_service && systemd_user() {
+        setup::run(setup::SetupArgs {
+            target: setup::Target::Agent,
+            undo: false,
+            profile: None,
+            project: None,
+            hosts: vec![],
+        })
+        .await?;
+        for a in [
+            &["--user", "daemon-reload"][..],
+            &["--user", "enable", "--now", "touchgate-agent.socket"],
+        ] {
+            let ok = Command::new("systemctl")
+                .args(a)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                bail!(
+                    "systemctl {} failed: see its message above, then run touchgate init again",
+                    a.join(" ")
+                );
+            }
+        }
+        println!("init: the agent runs as a systemd user service (touchgate-agent.socket)");
+    } else {
+        start_background()?;
+    }
+    Ok(crate::connect().await?)
+}
+
+/// Whether a systemd user manager answers.
+fn systemd_user() -> bool {
+    Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `touchgate-agent` (it daemonises and returns once its socket is ready).
+fn start_background() -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?.with_file_name("touchgate-agent");
+    let o = Command::new(&exe)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| {
+            anyhow!(
+                "cannot run {}: {e}; install touchgate-agent next to touchgate",
+                exe.display()
+            )
+        })?;
+    if !o.status.success() {
+        bail!("the agent did not start (its message is above)");
+    }
+    println!(
+        "init: started touchgate-agent in the background at {}; it stops at logout: start it again with eval \"$(touchgate-agent)\", or let init run it as a service (without --no-service, where systemd --user runs)",
+        paths::socket_path().display()
+    );
+    Ok(())
+}
+
+/// Seal a Google credential: `--import FILE`, `--login`, else gcloud's ADC file.
+async fn credential(args: &InitArgs, q: &Questions) -> anyhow::Result<()> {
+    let after = if args.delete_plaintext {
+        adc::AfterImport::Delete
+    } else if q.interactive() {
+        adc::AfterImport::Ask
+    } else {
+        adc::AfterImport::Keep
+    };
+    if let Some(file) = &args.import {
+        return adc::import(Some(file.clone()), CREDENTIAL, after).await;
+    }
+    let gcloud_adc = adc::well_known_file().filter(|f| f.exists());
+    let use_adc = match &gcloud_adc {
+        Some(f) if !args.login => {
+            args.yes
+                || q.ask(&format!(
+                    "seal gcloud's ADC file {} (else: touchgate login)?",
+                    f.display()
+                ))?
+                || !q.interactive()
+        }
+        _ => false,
+    };
+    if use_adc {
+        return adc::import(gcloud_adc, CREDENTIAL, after).await;
+    }
+    if args.login || q.interactive() {
+        return login::run(login::LoginArgs {
+            no_browser: false,
+            name: CREDENTIAL.into(),
+            client_secret_file: None,
+        })
+        .await;
+    }
+    bail!("no Google credential to seal: pass --import FILE (a service-account key or ADC file) or --login")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_the_service_is_not_one() {
+        assert_eq!(
+            parse_targets("gcloud, adc").unwrap(),
+            [setup::Target::Gcloud, setup::Target::Adc]
+        );
+        assert!(parse_targets("").unwrap().is_empty());
+        assert!(parse_targets("agent").unwrap_err().contains("gcloud, adc"));
+        assert!(parse_targets("gcluod").unwrap_err().contains("\"gcluod\""));
+    }
+
+    #[test]
+    fn the_starter_config_parses_as_toml_with_both_profiles() {
+        let args = InitArgs {
+            yes: true,
+            devices: vec![PathBuf::from("/dev/hidraw\"9")],
+            endpoints: Some("http://127.0.0.1:1".into()),
+            project: Some("p".into()),
+            service_account: None,
+            import: None,
+            login: false,
+            delete_plaintext: false,
+            backup_key: false,
+            setup: None,
+            no_service: true,
+        };
+        let v: toml::Value = toml::from_str(&starter_config(&args)).unwrap();
+        assert_eq!(v["key"]["backend"].as_str(), Some("hid"));
+        assert_eq!(v["key"]["devices"][0].as_str(), Some("/dev/hidraw\"9"));
+        assert_eq!(
+            v["profiles"]["train"]["touch"].as_str(),
+            Some("every-token")
+        );
+        assert_eq!(v["profiles"]["inference"]["project"].as_str(), Some("p"));
+    }
+}
