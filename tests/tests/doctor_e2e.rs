@@ -690,3 +690,53 @@ async fn init_goes_from_nothing_to_doctor_ok_and_a_token_through_gcloud() {
     }
     assert!(!out.contains("init: enrolled "), "{out}");
 }
+
+#[test]
+fn init_says_why_a_key_cannot_be_opened_and_changes_nothing() {
+    let u = UserDirs::new();
+    let sock = u.p("run/agent.sock");
+    let env = [("TOUCHGATE_SOCK", sock)];
+    let missing = u.p("hidraw9");
+    let o = touchgate(
+        &env,
+        &u,
+        "127.0.0.1:9",
+        &["init", "--yes", "--device", missing.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_one_line_error(
+        &o,
+        &format!(
+            "cannot open the security key {}: No such file or directory",
+            missing.display()
+        ),
+    );
+
+    // A device this user may not open: the udev rule is the fix.
+    require_root_and_setpriv();
+    let dev = u.p("hidraw7");
+    std::fs::write(&dev, b"").unwrap();
+    std::fs::set_permissions(&dev, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(u.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = as_nobody(&bin("touchgate"))
+        .args(["init", "--yes", "--device", dev.to_str().unwrap()])
+        .env("HOME", u.p("home"))
+        .env("TOUCHGATE_SOCK", u.p("run/agent.sock"))
+        .env_remove("TOUCHGATE_CONFIG")
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &o,
+        &format!(
+            "your user may not open the security key {}: add the udev rule from the README (KERNEL==\"hidraw*\", TAG+=\"uaccess\")",
+            dev.display()
+        ),
+    );
+    assert!(
+        !u.p("home/.config").exists(),
+        "nothing was written before the key was found"
+    );
+}
