@@ -140,9 +140,9 @@ pub enum KeyError {
     PinBlocked,
     #[error("the security key {key} does not support {what}")]
     Unsupported { key: String, what: String },
-    #[error("no security key found: plug in a FIDO2 security key; if one is plugged in, your user may not open it: add the udev rule from the README (KERNEL==\"hidraw*\", TAG+=\"uaccess\") and plug it in again")]
+    #[error("no security key found: plug in a FIDO2 security key; if one is plugged in, your user may not open it: {fix}", fix = touchgate::hidraw::UDEV_RULE_FIX)]
     NotFound,
-    #[error("your user may not open the security key {path}: add the udev rule from the README (KERNEL==\"hidraw*\", TAG+=\"uaccess\") and plug it in again, or check `ls -l {path}`")]
+    #[error("your user may not open the security key {path}: {fix}, or check `ls -l {path}`", fix = touchgate::hidraw::UDEV_RULE_FIX)]
     NoAccess { path: String },
     #[error("security key error: {0}")]
     Device(String),

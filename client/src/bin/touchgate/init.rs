@@ -15,15 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context};
+use touchgate::hidraw::UDEV_RULE_FIX as UDEV_RULE;
 use touchgate::{paths, CallerHint, Client, ClientError, Exit};
 
 use crate::{adc, doctor, login, setup};
 
 /// The credential name the starter profiles use.
 const CREDENTIAL: &str = "default";
-/// The FIDO HID usage page (0xF1D0) as a report descriptor item: what marks a security key.
-const FIDO_USAGE_PAGE: [u8; 3] = [0x06, 0xd0, 0xf1];
-const UDEV_RULE: &str = "add the udev rule from the README (KERNEL==\"hidraw*\", TAG+=\"uaccess\") and plug the key in again";
 
 pub struct InitArgs {
     pub yes: bool,
@@ -182,7 +180,7 @@ fn target_name(t: setup::Target) -> &'static str {
 /// Say which security keys this user can open, or exactly why none.
 fn find_keys(devices: &[PathBuf]) -> anyhow::Result<()> {
     let found: Vec<PathBuf> = if devices.is_empty() {
-        fido_hidraws()
+        touchgate::hidraw::fido_devices()
     } else {
         devices.to_vec()
     };
@@ -204,23 +202,6 @@ fn find_keys(devices: &[PathBuf]) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `/dev/hidrawN` of every HID device whose report descriptor has the FIDO usage page.
-fn fido_hidraws() -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir("/sys/class/hidraw") else {
-        return vec![];
-    };
-    let mut out: Vec<PathBuf> = rd
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("device/report_descriptor"))
-                .is_ok_and(|d| d.windows(3).any(|w| w == FIDO_USAGE_PAGE))
-        })
-        .map(|e| Path::new("/dev").join(e.file_name()))
-        .collect();
-    out.sort();
-    out
 }
 
 /// Write the starter config unless one exists; returns whether it wrote one.
