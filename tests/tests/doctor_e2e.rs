@@ -575,28 +575,72 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A fresh user for `touchgate init`: a temp HOME, an emulated HID key, the
+/// emulator, a shim (which init's `setup` targets rely on) and a service-account key file.
+struct InitWorld {
+    emu: touchgate_tests::emulator::EmulatorHandle,
+    key: hid::EmuKey,
+    _key_dir: tempfile::TempDir,
+    u: UserDirs,
+    sock: PathBuf,
+    shim: ShimProc,
+}
+
+impl InitWorld {
+    async fn new() -> InitWorld {
+        let (emu, key_json) = emulator().await;
+        let key_dir = tempfile::tempdir().unwrap();
+        let key = hid::EmuKey::start(
+            key_dir.path(),
+            "k1",
+            std::sync::Arc::new(touchgate_agent::key::soft::AutoTouch),
+            touchgate_tests::ctap::authenticator::AuthenticatorOptions::default(),
+        );
+        let u = UserDirs::new();
+        let sock = private_run_dir(&u);
+        let shim = ShimProc::start(&sock, &[]);
+        std::fs::write(u.p("sa.json"), &key_json).unwrap();
+        InitWorld {
+            emu,
+            key,
+            _key_dir: key_dir,
+            u,
+            sock,
+            shim,
+        }
+    }
+
+    fn env(&self) -> [(&'static str, PathBuf); 1] {
+        [("TOUCHGATE_SOCK", self.sock.clone())]
+    }
+
+    /// `touchgate ARGS` for this user; the emulated key is reached through the
+    /// hidraw interposer, which the agent init starts inherits.
+    fn touchgate(&self, args: &[&str]) -> Command {
+        let mut c = touchgate(&self.env(), &self.u, &self.shim.addr, args);
+        c.env("LD_PRELOAD", touchgate_tests::ctap::preload::preload_env());
+        c
+    }
+
+    /// The agent init started in the background, stopped when this drops.
+    fn agent(&self) -> KillOnDrop {
+        KillOnDrop(
+            touchgate(&self.env(), &self.u, &self.shim.addr, &["status", "--json"])
+                .output()
+                .ok()
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+                .and_then(|v| v["pid"].as_u64())
+                .map(|p| p as u32),
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn init_goes_from_nothing_to_doctor_ok_and_a_token_through_gcloud() {
-    use std::sync::Arc;
-    use touchgate_agent::key::soft::AutoTouch;
-    use touchgate_tests::ctap::authenticator::AuthenticatorOptions;
-    use touchgate_tests::ctap::preload;
-
-    let (emu, key_json) = emulator().await;
-    let key_dir = tempfile::tempdir().unwrap();
-    let key = hid::EmuKey::start(
-        key_dir.path(),
-        "k1",
-        Arc::new(AutoTouch),
-        AuthenticatorOptions::default(),
-    );
-    let u = UserDirs::new();
-    let sock = private_run_dir(&u);
-    let shim = ShimProc::start(&sock, &[]);
+    let w = InitWorld::new().await;
+    let (emu, u, shim) = (&w.emu, &w.u, &w.shim);
     let sa_file = u.p("sa.json");
-    std::fs::write(&sa_file, &key_json).unwrap();
-    let env = [("TOUCHGATE_SOCK", sock.clone())];
-    let device = key.path().display().to_string();
+    let device = w.key.path().display().to_string();
     let init = |extra: &[&str]| {
         let mut args = vec![
             "init",
@@ -610,21 +654,12 @@ async fn init_goes_from_nothing_to_doctor_ok_and_a_token_through_gcloud() {
             "gcloud,adc",
         ];
         args.extend_from_slice(extra);
-        let mut c = touchgate(&env, &u, &shim.addr, &args);
-        // The emulated key is reached through the hidraw interposer (the agent inherits it).
-        c.env("LD_PRELOAD", preload::preload_env());
-        c
+        w.touchgate(&args)
     };
     let emu_url = emu.base_url();
     let sa = sa_file.display().to_string();
     let o = run(init(&["--endpoints", &emu_url, "--import", &sa])).await;
-    let agent_pid = touchgate(&env, &u, &shim.addr, &["status", "--json"])
-        .output()
-        .ok()
-        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-        .and_then(|v| v["pid"].as_u64())
-        .map(|p| p as u32);
-    let _agent = KillOnDrop(agent_pid);
+    let _agent = w.agent();
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -738,5 +773,71 @@ fn init_says_why_a_key_cannot_be_opened_and_changes_nothing() {
     assert!(
         !u.p("home/.config").exists(),
         "nothing was written before the key was found"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn init_on_a_terminal_asks_and_deletes_the_plaintext_when_told() {
+    let w = InitWorld::new().await;
+    let sa_file = w.u.p("sa.json");
+    let line = [
+        bin("touchgate").display().to_string(),
+        "init".into(),
+        "--no-service".into(),
+        "--device".into(),
+        w.key.path().display().to_string(),
+        "--endpoints".into(),
+        w.emu.base_url(),
+        "--import".into(),
+        sa_file.display().to_string(),
+    ]
+    .iter()
+    .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+    .collect::<Vec<_>>()
+    .join(" ");
+    // `script` gives init a terminal; the answers: no backup key, delete the
+    // plaintext, wire gcloud.
+    let base = w.touchgate(&[]);
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) is installed");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"n\ny\ngcloud\n").unwrap();
+    }
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let _agent = w.agent();
+    let out = stdout(&o);
+    println!("{out}");
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    for want in [
+        "enrol a backup key now (touch this key, then the new one twice)? [y/N]",
+        &format!("delete {} now? [y/N]", sa_file.display()),
+        &format!("deleted {}", sa_file.display()),
+        "wire which clients to touchgate (gcloud,adc,docker,kubectl; empty: none)?",
+        "init: touchgate setup gcloud",
+        "init: done",
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
+    assert!(!out.contains("init: added backup key"), "{out}");
+    assert!(!out.contains("init: touchgate setup adc"), "{out}");
+    assert!(
+        !sa_file.exists(),
+        "the plaintext key file was deleted when asked"
     );
 }
