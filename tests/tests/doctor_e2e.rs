@@ -841,3 +841,30 @@ async fn init_on_a_terminal_asks_and_deletes_the_plaintext_when_told() {
         "the plaintext key file was deleted when asked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn init_does_not_enrol_a_running_soft_key_agent_for_its_new_hid_config() {
+    let (emu, _) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "10m", ""));
+    let u = UserDirs::new();
+    let device = u.p("hidraw1");
+    std::fs::write(&device, b"").unwrap();
+    let env = [("TOUCHGATE_SOCK", agent.socket.clone())];
+    let o = run(touchgate(
+        &env,
+        &u,
+        "127.0.0.1:9",
+        &["init", "--yes", "--device", device.to_str().unwrap()],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the running agent uses the soft key backend, and [key] of the new config"),
+        "{err}"
+    );
+    let status = agent.ok(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(v["enrolled"].is_null(), "nothing was enrolled: {v}");
+}

@@ -46,8 +46,17 @@ pub async fn run(args: InitArgs) -> anyhow::Result<Exit> {
 
     let status = client.status().await?;
     if status.key_backend != "hid" {
+        // A reload does not change [key]: enrolling now would enrol the old backend.
+        if wrote {
+            bail!(
+                "the running agent uses the {} key backend, and [key] of the new config {} takes effect only when it restarts: stop it (systemctl --user restart touchgate-agent, or kill {}) and run touchgate init again",
+                status.key_backend,
+                config.display(),
+                status.pid
+            );
+        }
         println!(
-            "init: the running agent uses the {} key backend; restart it to use [key] of {}",
+            "init: the running agent uses the {} key backend, as {} says",
             status.key_backend,
             config.display()
         );
@@ -282,7 +291,7 @@ async fn agent(args: &InitArgs, wrote_config: bool) -> anyhow::Result<Client> {
         Ok(mut c) => {
             if wrote_config {
                 c.reload().await?;
-                println!("init: the running agent re-read the new config");
+                println!("init: asked the running agent to re-read its config");
             } else {
                 println!("init: an agent is running");
             }
