@@ -658,7 +658,14 @@ async fn init_goes_from_nothing_to_doctor_ok_and_a_token_through_gcloud() {
     };
     let emu_url = emu.base_url();
     let sa = sa_file.display().to_string();
-    let o = run(init(&["--endpoints", &emu_url, "--import", &sa])).await;
+    let o = run(init(&[
+        "--endpoints",
+        &emu_url,
+        "--import",
+        &sa,
+        "--activate-gcloud",
+    ]))
+    .await;
     let _agent = w.agent();
     assert_eq!(
         o.status.code(),
@@ -677,21 +684,29 @@ async fn init_goes_from_nothing_to_doctor_ok_and_a_token_through_gcloud() {
         "sealed service_account credential as \"default\"".to_owned(),
         "init: touchgate setup gcloud".to_owned(),
         "init: touchgate setup adc".to_owned(),
+        "init: gcloud's active configuration is now touchgate (was default".to_owned(),
         "init: done".to_owned(),
     ] {
         assert!(out.contains(&want), "{want:?} in {out}");
     }
-    assert!(!out.contains("FAIL"), "{out}");
+    let doctor = &out[out.find("init: touchgate doctor").unwrap()..];
+    assert!(
+        doctor
+            .lines()
+            .skip(1)
+            .all(|l| l.starts_with("ok   ") || l == "init: done"),
+        "doctor all ok: {doctor}"
+    );
     assert!(sa_file.exists(), "the plaintext is kept unless asked");
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("[profiles.inference]") && text.contains("[profiles.train]"));
     assert!(text.contains("backend = \"hid\""), "{text}");
 
-    // A token through gcloud, from the configuration `touchgate setup gcloud` wrote.
+    // A token through gcloud, from the configuration `touchgate setup gcloud` wrote (now active).
     let o = run({
         let mut c = Command::new("gcloud");
         touchgate_tests::gcloud::isolate(&mut c)
-            .args(["--configuration=touchgate", "auth", "print-access-token"])
+            .args(["auth", "print-access-token"])
             .env("CLOUDSDK_CONFIG", u.p("gcloud"))
             .env("HOME", u.p("home"));
         c
@@ -796,7 +811,7 @@ async fn init_on_a_terminal_asks_and_deletes_the_plaintext_when_told() {
     .collect::<Vec<_>>()
     .join(" ");
     // `script` gives init a terminal; the answers: no backup key, delete the
-    // plaintext, wire gcloud.
+    // plaintext, wire gcloud, leave gcloud's active configuration alone.
     let base = w.touchgate(&[]);
     let mut cmd = Command::new("script");
     cmd.args(["-qec", &line, "/dev/null"]);
@@ -815,7 +830,7 @@ async fn init_on_a_terminal_asks_and_deletes_the_plaintext_when_told() {
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"n\ny\ngcloud\n").unwrap();
+        stdin.write_all(b"n\ny\ngcloud\nn\n").unwrap();
     }
     let o = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
@@ -835,6 +850,11 @@ async fn init_on_a_terminal_asks_and_deletes_the_plaintext_when_told() {
         assert!(out.contains(want), "{want:?} in {out}");
     }
     assert!(!out.contains("init: added backup key"), "{out}");
+    assert!(
+        out.contains("make touchgate gcloud's active configuration")
+            && !out.contains("active configuration is now"),
+        "{out}"
+    );
     assert!(!out.contains("init: touchgate setup adc"), "{out}");
     assert!(
         !sa_file.exists(),

@@ -34,6 +34,7 @@ pub struct InitArgs {
     pub delete_plaintext: bool,
     pub backup_key: bool,
     pub setup: Option<Vec<setup::Target>>,
+    pub activate_gcloud: bool,
     pub no_service: bool,
 }
 
@@ -96,7 +97,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<Exit> {
         Some(t) => t.clone(),
         None => q.targets()?,
     };
-    for target in targets {
+    for &target in &targets {
         println!("init: touchgate setup {}", target_name(target));
         setup::run(setup::SetupArgs {
             target,
@@ -106,6 +107,13 @@ pub async fn run(args: InitArgs) -> anyhow::Result<Exit> {
             hosts: vec![],
         })
         .await?;
+    }
+
+    if targets.contains(&setup::Target::Gcloud)
+        && (args.activate_gcloud
+            || q.ask("make touchgate gcloud's active configuration (gcloud config configurations activate touchgate)?")?)
+    {
+        activate_gcloud()?;
     }
 
     println!("init: touchgate doctor");
@@ -331,6 +339,36 @@ async fn agent(args: &InitArgs, wrote_config: bool) -> anyhow::Result<Client> {
     Ok(crate::connect().await?)
 }
 
+/// `gcloud config configurations activate touchgate`, saying how to go back.
+fn activate_gcloud() -> anyhow::Result<()> {
+    let was = setup::gcloud_dir()
+        .ok()
+        .and_then(|d| std::fs::read_to_string(d.join("active_config")).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
+    if was == "touchgate" {
+        println!("init: gcloud's active configuration is touchgate");
+        return Ok(());
+    }
+    let o = Command::new("gcloud")
+        .args(["config", "configurations", "activate", "touchgate"])
+        .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
+        .output()
+        .map_err(|e| anyhow!("cannot run gcloud: {e}; install the Google Cloud CLI, or leave out --activate-gcloud"))?;
+    if !o.status.success() {
+        bail!(
+            "gcloud config configurations activate touchgate failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("no message")
+        );
+    }
+    println!("init: gcloud's active configuration is now touchgate (was {was}: gcloud config configurations activate {was} goes back)");
+    Ok(())
+}
+
 /// Whether a systemd user manager answers.
 fn systemd_user() -> bool {
     Command::new("systemctl")
@@ -430,6 +468,7 @@ mod tests {
             delete_plaintext: false,
             backup_key: false,
             setup: None,
+            activate_gcloud: false,
             no_service: true,
         };
         let v: toml::Value = toml::from_str(&starter_config(&args)).unwrap();

@@ -191,6 +191,9 @@ enum Command {
         /// The clients to wire, comma separated: gcloud, adc, docker, kubectl (empty: none).
         #[arg(long, value_name = "LIST", value_parser = init::parse_targets)]
         setup: Option<std::vec::Vec<setup::Target>>,
+        /// With gcloud in --setup: make `touchgate` gcloud's active configuration.
+        #[arg(long)]
+        activate_gcloud: bool,
         /// Do not install the agent as a systemd user service; start it in the background.
         #[arg(long)]
         no_service: bool,
@@ -404,6 +407,7 @@ async fn run(cmd: Command) -> anyhow::Result<Exit> {
             delete_plaintext,
             backup_key,
             setup,
+            activate_gcloud,
             no_service,
         } => {
             return init::run(init::InitArgs {
@@ -417,6 +421,7 @@ async fn run(cmd: Command) -> anyhow::Result<Exit> {
                 delete_plaintext,
                 backup_key,
                 setup,
+                activate_gcloud,
                 no_service,
             })
             .await
