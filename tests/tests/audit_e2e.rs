@@ -216,3 +216,130 @@ async fn a_token_endpoint_that_echoes_the_request_gets_no_secret_into_errors_log
         }
     }
 }
+
+/// The log's lines with every `seq` and `prev` made good again, as a same-user
+/// attacker who edited, deleted or moved lines would leave them.
+fn rechain(lines: &[String]) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let mut prev = touchgate_agent::audit::GENESIS.to_owned();
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut r: touchgate_agent::audit::Record = serde_json::from_str(l).unwrap();
+            r.seq = i as u64;
+            r.prev = prev.clone();
+            let line = serde_json::to_string(&r).unwrap();
+            prev = hex::encode(Sha256::digest(line.as_bytes()));
+            line
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_same_user_rewrite_before_a_touch_breaks_a_key_signature() {
+    let (emu, key_json) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "10m", ""));
+    agent.enrol_and_import(&key_json);
+    agent.ok(&["token"]);
+    agent.ok(&["token"]);
+    agent.ok(&["lock"]);
+    agent.ok(&["unlock"]);
+    agent.ok(&["token"]);
+    agent.ok(&["token"]);
+    let path = agent.state_dir().join("audit.jsonl");
+    let orig: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let events: Vec<String> = orig
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["enrolled", "imported", "issued", "reused", "locked", "unlocked", "issued", "reused"]
+    );
+    let o = audit(&agent, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stdout(&o);
+    assert!(said.contains("8 records"), "{said}");
+    assert!(said.contains("4 touches signed by enrolled keys"), "{said}");
+    assert!(
+        said.contains("after seq 6"),
+        "says what it cannot prove: {said}"
+    );
+    assert!(said.contains("vault"), "names the key source: {said}");
+
+    let refused = |lines: Vec<String>, want_line: usize, needle: &str, what: &str| {
+        std::fs::write(&path, rechain(&lines).join("\n") + "\n").unwrap();
+        let o = audit(&agent, &["verify"]);
+        assert!(!o.status.success(), "{what}: not found: {}", stdout(&o));
+        let e = assert_one_line_error(&o, needle);
+        assert!(e.contains(&format!("line {want_line}:")), "{what}: {e}");
+    };
+    let field = |line: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        f(&mut v);
+        v.to_string()
+    };
+    // A touched record's caller, service account and scopes.
+    for (name, edit) in [
+        (
+            "caller",
+            &(|v: &mut serde_json::Value| v["caller"]["exe"] = "/usr/bin/innocent".into())
+                as &dyn Fn(&mut serde_json::Value),
+        ),
+        ("service account", &|v: &mut serde_json::Value| {
+            v["service_account"] = "other@p.iam.gserviceaccount.com".into()
+        }),
+        ("scopes", &|v: &mut serde_json::Value| {
+            v["scopes"] = serde_json::json!(["openid"])
+        }),
+        ("lifetime", &|v: &mut serde_json::Value| {
+            v["lifetime"] = 60.into()
+        }),
+    ] {
+        let mut edited = orig.clone();
+        edited[2] = field(&edited[2], edit);
+        refused(edited, 3, "signature", name);
+    }
+    // An untouched record before a touch: the later touch signed the history.
+    let mut edited = orig.clone();
+    edited[3] = field(&edited[3], &|v| {
+        v["caller"]["exe"] = "/usr/bin/innocent".into()
+    });
+    refused(edited, 6, "history", "edited untouched record");
+    let mut deleted = orig.clone();
+    deleted.remove(3);
+    refused(deleted, 5, "history", "deleted record");
+    let mut moved = orig.clone();
+    moved.swap(3, 4);
+    refused(moved, 6, "history", "reordered records");
+
+    // Cutting the tail after the last touch is not provable without the journal: said so.
+    std::fs::write(&path, orig[..7].join("\n") + "\n").unwrap();
+    let o = audit(&agent, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("--journal"), "{}", stdout(&o));
+    std::fs::write(&path, orig.join("\n") + "\n").unwrap();
+    assert!(audit(&agent, &["verify"]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_log_with_its_own_enrolled_key_is_refused() {
+    let (emu, key_json) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "10m", ""));
+    agent.enrol_and_import(&key_json);
+    let forged = tempfile::tempdir().unwrap();
+    let log = touchgate_agent::audit::sample_log(forged.path(), "curl (pid 1)", 5);
+    let o = audit(&agent, &["verify", "--file", log.to_str().unwrap()]);
+    assert!(!o.status.success(), "a forged log verifies: {}", stdout(&o));
+    assert_one_line_error(&o, "no enrolled key");
+}

@@ -12,13 +12,16 @@
 //! [`verify`] re-checks a log, [`show`] prints one, [`sample`] builds a real one
 //! for tests and fuzz seeds.
 
+pub mod journal;
 mod sample;
 mod show;
+pub mod trust;
 mod verify;
 
 pub use sample::sample_log;
 pub use show::show;
-pub use verify::{keys_of, verify_file, verify_reader, AuditError};
+pub use trust::keys_of;
+pub use verify::{verify_file, verify_reader, AuditError, Verified};
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
@@ -99,6 +102,9 @@ pub struct Record {
     pub profile: Option<String>,
     pub service_account: Option<String>,
     pub scopes: Vec<String>,
+    /// The lifetime asked for the token, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<u64>,
     /// `sha256:` fingerprint of the token handed out.
     pub token: Option<String>,
     pub expires_at: Option<u64>,
