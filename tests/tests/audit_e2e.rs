@@ -343,3 +343,138 @@ async fn a_forged_log_with_its_own_enrolled_key_is_refused() {
     assert!(!o.status.success(), "a forged log verifies: {}", stdout(&o));
     assert_one_line_error(&o, "no enrolled key");
 }
+
+/// A real systemd-journald of the test's own: in a private mount namespace
+/// with /run on a tmpfs, so the host's /run is untouched. The agent sends to
+/// its socket through /proc/PID/root; commands run in its namespace see it
+/// as the system journal.
+struct Journald {
+    child: std::process::Child,
+}
+
+impl Journald {
+    fn start() -> Journald {
+        let journald = std::path::Path::new("/lib/systemd/systemd-journald");
+        assert!(
+            journald.exists(),
+            "this test needs systemd-journald: install the systemd package"
+        );
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal /run/log/journal && exec {}",
+                journald.display()
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("this test needs unshare and nsenter: install util-linux");
+        let j = Journald { child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !j.socket().exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "systemd-journald did not open its socket"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        j
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        format!("/proc/{}/root/run/systemd/journal/socket", self.child.id()).into()
+    }
+
+    /// `program` run in the journal's mount namespace.
+    fn inside(&self, program: &std::path::Path) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--mount=/proc/{}/ns/mnt", self.child.id()))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// Wait until the journal holds the audit head `seq` (the agent sends at
+    /// most one a second).
+    fn wait_head(&self, seq: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let o = self
+                .inside(std::path::Path::new("journalctl"))
+                .args(["-q", "-o", "json", &format!("TOUCHGATE_AUDIT_SEQ={seq}")])
+                .output()
+                .unwrap();
+            if !o.stdout.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the journal never got head {seq}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_journal_catches_a_cut_or_replaced_tail_after_the_last_touch() {
+    let journald = Journald::start();
+    let (emu, key_json) = emulator().await;
+    let agent = AgentProc::start_with_env(
+        &config_text(&emu.base_url(), "auto", "10m", ""),
+        vec![(
+            touchgate_agent::audit::journal::SOCKET_ENV.into(),
+            journald.socket().into(),
+        )],
+    );
+    agent.enrol_and_import(&key_json);
+    agent.ok(&["token"]);
+    agent.ok(&["token"]);
+    agent.ok(&["lock"]);
+    journald.wait_head(5);
+    let path = agent.state_dir().join("audit.jsonl");
+    let verify = |journal: bool| {
+        let mut c = journald.inside(&bin("touchgate-agent"));
+        c.envs(agent.env())
+            .args(["audit", "verify", "--file", path.to_str().unwrap()]);
+        if journal {
+            c.arg("--journal");
+        }
+        c.output().unwrap()
+    };
+    let o = verify(true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("newest: seq 5"), "{}", stdout(&o));
+
+    let orig: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // Cut after the last touch (seq 2): the file alone cannot tell, and says so.
+    std::fs::write(&path, orig[..3].join("\n") + "\n").unwrap();
+    let o = verify(false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("not detectable without --journal"),
+        "{}",
+        stdout(&o)
+    );
+    let e = assert_one_line_error(&verify(true), "truncated");
+    assert!(e.contains("3 records") && e.contains("seq 5"), "{e}");
+
+    // The tail rewritten and re-chained: same length, other records.
+    let mut replaced = orig.clone();
+    replaced[3] = replaced[3].replace("\"reused\"", "\"denied\"");
+    std::fs::write(&path, rechain(&replaced).join("\n") + "\n").unwrap();
+    assert!(verify(false).status.success());
+    assert_one_line_error(&verify(true), "replaced");
+}

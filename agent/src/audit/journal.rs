@@ -38,6 +38,10 @@ impl JournalSink {
         let socket = std::env::var_os(SOCKET_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(JOURNAL_SOCKET));
+        Self::start_at(socket, file)
+    }
+
+    fn start_at(socket: PathBuf, file: &Path) -> Option<Arc<JournalSink>> {
         if !socket.exists() {
             return None;
         }
@@ -224,4 +228,120 @@ pub fn check_against(v: &Verified, heads: &[Head], file: &str) -> Result<String,
 /// The name of `file` the agent uses in the journal.
 pub fn journal_name(file: &Path) -> String {
     canonical(file).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{sample_log, verify_file, HeadSink};
+    use std::collections::HashMap;
+
+    fn fields(d: &[u8]) -> HashMap<String, String> {
+        String::from_utf8(d.to_vec())
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_sink_sends_the_newest_head_without_blocking_and_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock_path = dir.path().join("socket");
+        let journal = UnixDatagram::bind(&sock_path).unwrap();
+        let file = dir.path().join("audit.jsonl");
+        let sink = JournalSink::start_at(sock_path, &file).unwrap();
+        let head = |seq| Head {
+            seq,
+            hash: format!("{seq:064}"),
+        };
+        sink.durable(&head(1));
+        let mut buf = [0u8; 4096];
+        let n = journal.recv(&mut buf).unwrap();
+        let f = fields(&buf[..n]);
+        assert_eq!(f["SYSLOG_IDENTIFIER"], "touchgate-agent");
+        assert_eq!(f["TOUCHGATE_AUDIT_SEQ"], "1");
+        assert_eq!(f["TOUCHGATE_AUDIT_HASH"], head(1).hash);
+        assert_eq!(f["TOUCHGATE_AUDIT_FILE"], journal_name(&file));
+        assert!(f["MESSAGE"].contains("head seq 1"), "{f:?}");
+        // A burst inside the quiet second: only its newest head goes out, once.
+        for s in 2..=50 {
+            sink.durable(&head(s));
+        }
+        let n = journal.recv(&mut buf).unwrap();
+        assert_eq!(fields(&buf[..n])["TOUCHGATE_AUDIT_SEQ"], "50");
+        journal.set_nonblocking(true).unwrap();
+        assert!(journal.recv(&mut buf).is_err(), "one message for the burst");
+    }
+
+    #[test]
+    fn no_journal_socket_means_no_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(JournalSink::start_at(dir.path().join("none"), &dir.path().join("a")).is_none());
+    }
+
+    #[test]
+    fn a_path_with_a_newline_is_sent_length_prefixed() {
+        let d = datagram(
+            &Head {
+                seq: 1,
+                hash: "ab".into(),
+            },
+            "/tmp/a\nb",
+        );
+        let at = d
+            .windows(21)
+            .position(|w| w == b"TOUCHGATE_AUDIT_FILE\n")
+            .unwrap();
+        assert_eq!(&d[at + 21..at + 29], &8u64.to_le_bytes());
+        assert_eq!(&d[at + 29..at + 37], b"/tmp/a\nb");
+    }
+
+    /// `journalctl -o json` output as a real journald wrote it (trimmed).
+    fn recorded(heads: &[(u64, &str)]) -> String {
+        heads
+            .iter()
+            .map(|(s, h)| {
+                format!(
+                    r#"{{"_UID":"1000","SYSLOG_IDENTIFIER":"touchgate-agent","TOUCHGATE_AUDIT_SEQ":"{s}","TOUCHGATE_AUDIT_HASH":"{h}","_TRANSPORT":"journal","MESSAGE":"audit log /x: head seq {s} hash {h}","__REALTIME_TIMESTAMP":"1796626522701107"}}"#
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    }
+
+    #[test]
+    fn the_journal_finds_a_cut_tail_and_a_replaced_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = sample_log(dir.path(), "curl (pid 1)", 5);
+        let first: crate::audit::Record =
+            serde_json::from_str(std::fs::read_to_string(&p).unwrap().lines().next().unwrap())
+                .unwrap();
+        let keys = HashMap::from([(
+            first.credential.unwrap(),
+            hex::decode(first.public_key.unwrap()).unwrap(),
+        )]);
+        let v = verify_file(&p, &keys).unwrap();
+        let h = |seq: u64| v.hash_before(seq).unwrap().to_owned();
+        let heads = |l: &[(u64, String)]| {
+            let l: Vec<(u64, &str)> = l.iter().map(|(s, h)| (*s, h.as_str())).collect();
+            parse_json_heads(recorded(&l).as_bytes()).unwrap()
+        };
+        let ok = heads(&[(0, h(0)), (2, h(2)), (3, h(3))]);
+        let said = check_against(&v, &ok, "/x").unwrap();
+        assert!(said.contains("newest: seq 3"), "{said}");
+        // The journal saw a record this log does not have.
+        let longer = heads(&[(3, h(3)), (4, "ab".repeat(32))]);
+        let e = check_against(&v, &longer, "/x").unwrap_err();
+        assert!(e.contains("truncated") && e.contains("3 records"), "{e}");
+        // A same-user message claiming the forged head does not hide the real ones.
+        let replaced = heads(&[(2, "cd".repeat(32)), (3, h(3))]);
+        let e = check_against(&v, &replaced, "/x").unwrap_err();
+        assert!(e.contains("replaced") && e.contains("record 1"), "{e}");
+        let e = check_against(&v, &[], "/x").unwrap_err();
+        assert!(e.contains("no audit head"), "{e}");
+        assert!(parse_json_heads(&b"not json\n"[..]).is_err());
+    }
 }
