@@ -591,6 +591,25 @@ mod tests {
     const CRED_A: &[u8] = b"credential-a-0123456789";
     const CRED_B: &[u8] = b"credential-b-9876543210";
 
+    #[test]
+    fn a_removed_key_keeps_only_its_public_key_for_the_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let mut v = VaultFile::default();
+        v.enrolments.push(enrolment(CRED_A, 1));
+        v.enrolments.push(enrolment(CRED_B, 1));
+        assert!(v.remove_key(CRED_B));
+        v.save(&path).unwrap();
+        let v = VaultFile::load(&path).unwrap();
+        assert_eq!(v.enrolments.len(), 1);
+        assert_eq!(v.retired, vec![RetiredKey::from(&enrolment(CRED_B, 1))]);
+        assert!(
+            v.enrolment_for(CRED_B).is_none(),
+            "a retired key unlocks nothing"
+        );
+        assert_eq!(crate::audit::keys_of(&v).len(), 2);
+    }
+
     fn enrolment(cred: &[u8], salt: u8) -> Enrolment {
         Enrolment {
             credential_id: cred.to_vec(),

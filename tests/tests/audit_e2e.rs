@@ -478,3 +478,50 @@ async fn the_journal_catches_a_cut_or_replaced_tail_after_the_last_touch() {
     assert!(verify(false).status.success());
     assert_one_line_error(&verify(true), "replaced");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_of_a_replaced_key_still_verify_from_the_vault_and_an_exported_key_file() {
+    let (emu, key_json) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "10m", ""));
+    agent.enrol_and_import(&key_json);
+    agent.ok(&["token"]);
+    let before = agent.ok(&["keys", "export"]);
+    agent.ok(&["enroll", "--force"]);
+    agent.import(&key_json);
+    agent.ok(&["token"]);
+    let o = audit(&agent, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("1 enrolled, 1 retired keys"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The export (through the touchgate CLI, no agent needed) names both keys.
+    let file = agent.state_dir().join("..").join("keys.json");
+    agent.ok(&["keys", "export", "--out", file.to_str().unwrap()]);
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let keys = exported["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{exported}");
+    assert_eq!(keys[1]["retired"], true, "{exported}");
+    assert!(
+        !std::fs::read_to_string(&file).unwrap().contains("hmac"),
+        "public keys only"
+    );
+    let o = audit(&agent, &["verify", "--keys", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("the key file"), "{}", stdout(&o));
+
+    // The key file from before the new enrolment does not know the new key.
+    std::fs::write(&file, before).unwrap();
+    assert_one_line_error(
+        &audit(&agent, &["verify", "--keys", file.to_str().unwrap()]),
+        "no enrolled key",
+    );
+    std::fs::write(&file, "{}").unwrap();
+    assert_one_line_error(
+        &audit(&agent, &["verify", "--keys", file.to_str().unwrap()]),
+        "touchgate keys export",
+    );
+}
