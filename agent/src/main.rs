@@ -88,7 +88,7 @@ enum KeysCommand {
     /// Write the public keys (enrolled and retired) as JSON, for `audit verify --keys`
     /// somewhere the vault cannot be changed by this user.
     Export {
-        /// Write here (0644) instead of to stdout.
+        /// Write here instead of to stdout (the file holds public keys only).
         #[arg(long)]
         out: Option<PathBuf>,
     },

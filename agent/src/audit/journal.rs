@@ -35,10 +35,16 @@ pub struct JournalSink {
 impl JournalSink {
     /// A sink for the log at `file`, when a journal listens (else `None`).
     pub fn start(file: &Path) -> Option<Arc<JournalSink>> {
-        let socket = std::env::var_os(SOCKET_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(JOURNAL_SOCKET));
-        Self::start_at(socket, file)
+        match std::env::var_os(SOCKET_ENV) {
+            Some(s) => {
+                tracing::warn!(
+                    "audit heads go to {} ({SOCKET_ENV}, for tests), not to the system journal",
+                    Path::new(&s).display()
+                );
+                Self::start_at(PathBuf::from(s), file)
+            }
+            None => Self::start_at(PathBuf::from(JOURNAL_SOCKET), file),
+        }
     }
 
     fn start_at(socket: PathBuf, file: &Path) -> Option<Arc<JournalSink>> {
