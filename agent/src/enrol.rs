@@ -16,9 +16,9 @@ use zeroize::Zeroizing;
 
 use crate::agent::{enrolled_reply, format_aaguid, short_id, Agent, Progress};
 use crate::attestation;
-use crate::audit::{Record, TouchEvidence};
+use crate::audit::{Approved, ChallengeInputs, Record, TouchEvidence};
 use crate::caller::Caller;
-use crate::ceremony::{self, Approved, ChallengeInputs, Waiters};
+use crate::ceremony::{self, Waiters};
 use crate::key::{
     Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
     RP_ID,

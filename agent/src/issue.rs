@@ -12,9 +12,9 @@ use touchgate::sync::MutexExt;
 use touchgate::{ErrorCode, ErrorReply, Secret, TokenReply};
 
 use crate::agent::{Agent, Progress};
-use crate::audit::{Record, TouchEvidence};
+use crate::audit::{Approved, Record, TouchEvidence};
 use crate::caller::Caller;
-use crate::ceremony::{Approved, Waiters};
+use crate::ceremony::Waiters;
 use crate::clock::unix;
 use crate::config::UserVerification;
 use crate::config::{format_duration, Profile, TouchRule};

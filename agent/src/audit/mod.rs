@@ -9,15 +9,19 @@
 
 //!
 //! Layout: this file holds the record types and the open log ([`AuditLog`]);
-//! [`verify`] re-checks a log, [`show`] prints one, [`sample`] builds a real one
-//! for tests and fuzz seeds.
+//! [`challenge`] is what a touch signs (its record's fields and the head),
+//! [`verify`] re-checks a log against the keys [`trust`] names, [`journal`]
+//! keeps the head in the systemd journal, [`show`] prints a log, [`sample`]
+//! builds a real one for tests and fuzz seeds.
 
+mod challenge;
 pub mod journal;
 mod sample;
 mod show;
 pub mod trust;
 mod verify;
 
+pub use challenge::{events_for, Approved, ChallengeInputs};
 pub use sample::sample_log;
 pub use show::show;
 pub use trust::keys_of;
@@ -33,7 +37,6 @@ use sha2::{Digest, Sha256};
 use touchgate::sync::MutexExt;
 
 use crate::caller::Caller;
-use crate::ceremony::ChallengeInputs;
 use crate::key::Assertion;
 
 /// The hash that stands before the first record.

@@ -2,8 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{AuditCaller, AuditLog, Record, TouchEvidence};
-use crate::ceremony::{Approved, ChallengeInputs};
+use super::{Approved, AuditCaller, AuditLog, ChallengeInputs, Record, TouchEvidence};
 
 /// A log at `dir/audit.jsonl`: an enrolment (whose public key is the one to
 /// trust: take it from the first line) and two touches (profiles

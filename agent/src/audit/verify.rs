@@ -10,8 +10,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use super::{line_hash, prefix, Record, TouchEvidence, GENESIS};
-use crate::ceremony::{events_for, Approved};
+use super::{events_for, line_hash, prefix, Approved, Record, TouchEvidence, GENESIS};
 use crate::verify::{signature_holds_sec1, VerifyError};
 
 /// Why a log does not verify: the line (1-based) and what is wrong there.
@@ -194,7 +193,7 @@ fn check_touch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{sample_log, AuditLog};
+    use crate::audit::{sample_log, AuditLog, ChallengeInputs};
     use std::path::PathBuf;
 
     /// A log with an enrolment and two touches by a real soft key, and that
@@ -362,7 +361,6 @@ mod tests {
 
     #[test]
     fn an_old_v1_touch_still_verifies_but_is_reported_without_the_history() {
-        use crate::ceremony::ChallengeInputs;
         use crate::key::soft::{AutoTouch, SoftKey};
         use crate::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
         let dir = tempfile::tempdir().unwrap();
