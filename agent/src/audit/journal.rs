@@ -205,7 +205,7 @@ pub fn parse_json_heads(out: impl BufRead) -> Result<Vec<Head>, String> {
 /// `Ok` names the newest head; `Err` says how the log was cut or replaced.
 pub fn check_against(v: &Verified, heads: &[Head], file: &str) -> Result<String, String> {
     let newest = heads.iter().map(|h| h.seq).max().ok_or_else(|| {
-        format!("--journal: the journal holds no audit head for {file}: nothing to compare with (the agent sends its head only where {JOURNAL_SOCKET} exists)")
+        format!("--journal: the journal holds no audit head for {file}: nothing to compare with (the agent sends its head only where {JOURNAL_SOCKET} exists; a user who cannot read the system journal needs the systemd-journal group)")
     })?;
     if newest > v.records as u64 {
         return Err(format!(

@@ -34,6 +34,9 @@ pub struct Verified {
     pub last_bound: Option<u64>,
     /// SHA-256 (hex) of every line, by seq (to compare heads kept elsewhere).
     pub line_hashes: Vec<String>,
+    /// Seqs of records that enrol a key the trusted keys do not hold (an old
+    /// log, or a forged enrolment: it is trusted for nothing).
+    pub unknown_enrolments: Vec<u64>,
 }
 
 impl Verified {
@@ -67,6 +70,12 @@ impl Verified {
                 "; records after seq {last} (the last touch) are only hash-chained: deleting them is not detectable without --journal"
             ),
             None => s += "; no touch signs the history, so every record is only hash-chained: whoever can write the file can rewrite it undetected (--journal catches a cut tail)",
+        }
+        if let Some(first) = self.unknown_enrolments.first() {
+            s += &format!(
+                "; {} records (first: seq {first}) enrol a key the trusted keys do not hold, trusted for nothing",
+                self.unknown_enrolments.len()
+            );
         }
         s
     }
@@ -115,6 +124,9 @@ pub fn verify_reader(
                     r.seq, v.records
                 ),
             ));
+        }
+        if r.public_key.is_some() && !r.credential.as_ref().is_some_and(|c| keys.contains_key(c)) {
+            v.unknown_enrolments.push(r.seq);
         }
         if let Some(t) = &r.touch {
             check_touch(&r, t, keys).map_err(|what| err(no, what))?;
@@ -357,6 +369,17 @@ mod tests {
         let e = verify_file(&p, &HashMap::new()).unwrap_err();
         assert_eq!(e.line, 2, "{e}");
         assert!(e.what.contains("no enrolled key"), "{e}");
+        // Without its touches, it verifies, but the forged enrolment is named.
+        let l = lines(&p);
+        write(&p, &l[..1]);
+        let v = verify_file(&p, &HashMap::new()).unwrap();
+        assert_eq!(v.unknown_enrolments, [0]);
+        assert!(
+            v.summary()
+                .contains("seq 0) enrol a key the trusted keys do not hold"),
+            "{}",
+            v.summary()
+        );
     }
 
     #[test]
