@@ -16,9 +16,9 @@ use zeroize::Zeroizing;
 
 use crate::agent::{enrolled_reply, format_aaguid, short_id, Agent, Progress};
 use crate::attestation;
-use crate::audit::{Record, TouchEvidence};
+use crate::audit::{Approved, ChallengeInputs, Record, TouchEvidence};
 use crate::caller::Caller;
-use crate::ceremony::{self, ChallengeInputs, Waiters};
+use crate::ceremony::{self, Waiters};
 use crate::key::{
     Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
     RP_ID,
@@ -219,7 +219,7 @@ impl Agent {
             let (dek, _used, evidence) = self
                 .assert_and_unlock(
                     &mut vault,
-                    &[&caller.to_string(), "replace-vault"],
+                    &Approved::by(caller, None),
                     "replace-vault",
                     hint,
                     format!("touch an ENROLLED security key to approve starting over with a new vault ({caller} asks)"),
@@ -242,6 +242,10 @@ impl Agent {
         };
         let mut next = VaultFile::default();
         next.enrolments.push(self.enrolment_from(&att, salt, uv));
+        // The old keys' public halves stay: the audit records they signed still verify.
+        next.retired = vault.retired.clone();
+        next.retired
+            .extend(vault.enrolments.iter().map(crate::vault::RetiredKey::from));
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
         self.sessions.locked().lock();
@@ -306,7 +310,7 @@ impl Agent {
         let (dek, used, approval) = self
             .assert_and_unlock(
                 &mut vault,
-                &[&caller.to_string(), "add-key"],
+                &Approved::by(caller, None),
                 "add-key",
                 hint,
                 format!("touch an ENROLLED security key to approve adding another ({caller} asks)"),
@@ -384,7 +388,7 @@ impl Agent {
         let (dek, used, evidence) = self
             .assert_and_unlock(
                 &mut vault,
-                &[&caller.to_string(), "unlock"],
+                &Approved::by(caller, None),
                 "unlock",
                 hint,
                 format!("touch your security key to unlock touchgate ({caller} asks)"),
@@ -440,7 +444,7 @@ impl Agent {
         let (dek, used, evidence) = self
             .assert_and_unlock(
                 &mut vault,
-                &[&caller.to_string(), "remove-key", &hex::encode(&id)],
+                &Approved::by(caller, Some(hex::encode(&id))),
                 "remove-key",
                 hint,
                 format!("touch an ENROLLED security key to approve removing key {short} ({caller} asks)"),
@@ -486,7 +490,7 @@ impl Agent {
         let (dek, used, evidence) = self
             .assert_and_unlock(
                 &mut vault,
-                &[&caller.to_string(), "trust-key", &hex::encode(&id)],
+                &Approved::by(caller, Some(hex::encode(&id))),
                 "trust-key",
                 hint,
                 format!("touch a TRUSTED enrolled security key to approve trusting key {short} again ({caller} asks)"),
@@ -534,7 +538,7 @@ impl Agent {
         let (dek, used, evidence) = self
             .assert_and_unlock(
                 &mut vault,
-                &[&caller.to_string(), name],
+                &Approved::by(caller, Some(name.to_owned())),
                 "import",
                 hint,
                 prompt,
@@ -563,7 +567,7 @@ impl Agent {
     pub(crate) async fn approve_and_unseal(
         &self,
         credential: &str,
-        purpose: &[String],
+        approved: &Approved,
         hint: &CallerHint,
         require_uv: bool,
         prompt: String,
@@ -583,9 +587,8 @@ impl Agent {
                 format!("no credential named \"{credential}\" is sealed: run touchgate import FILE --name {credential}"),
             ));
         }
-        let parts: Vec<&str> = purpose.iter().map(String::as_str).collect();
         let (dek, used, evidence) = self
-            .assert_and_unlock(&mut vault, &parts, "get-token", hint, prompt, notify)
+            .assert_and_unlock(&mut vault, approved, "get-token", hint, prompt, notify)
             .await?;
         let (_kind, plaintext) = vault.open(&dek, credential).map_err(vault_error)?;
         drop(dek);
@@ -606,14 +609,15 @@ impl Agent {
     }
 
     /// One getAssertion, answerable by any trusted enrolled key, with the vault
-    /// salt: verify it, then unlock the data key (creating the key's slot on
+    /// salt, over a challenge bound to the audit head and `approved` (the caller
+    /// must write exactly that into the touch's record): verify it, then unlock the data key (creating the key's slot on
     /// first use). Returns the key and the answering key's enrolment with its
     /// new counter; the caller saves. A counter that went back marks the key
     /// suspect (saved at once) and refuses.
     async fn assert_and_unlock(
         &self,
         vault: &mut VaultFile,
-        parts: &[&str],
+        approved: &Approved,
         purpose: &str,
         hint: &CallerHint,
         prompt: String,
@@ -635,8 +639,10 @@ impl Agent {
                 ),
             ));
         }
-        let inputs = ChallengeInputs::fresh(purpose, parts, self.clock.unix_now());
-        let (challenge, cdh) = (inputs.challenge(), inputs.client_data_hash());
+        // The touch signs the history so far (the head) and what its record will say.
+        let inputs = ChallengeInputs::bound(purpose, self.audit.head(), self.clock.unix_now());
+        let challenge = inputs.challenge_for(approved);
+        let cdh = crate::key::client_data_hash(&challenge);
         let (salt, uv) = (first.hmac_salt, first.uv);
         let op: KeyOp<Assertion> = Arc::new(move |k, pin| {
             k.get_assertion(&GetAssertionRequest {

@@ -12,7 +12,7 @@ use touchgate::sync::MutexExt;
 use touchgate::{ErrorCode, ErrorReply, Secret, TokenReply};
 
 use crate::agent::{Agent, Progress};
-use crate::audit::{Record, TouchEvidence};
+use crate::audit::{Approved, Record, TouchEvidence};
 use crate::caller::Caller;
 use crate::ceremony::Waiters;
 use crate::clock::unix;
@@ -276,7 +276,7 @@ impl Agent {
         let (credential, touched) = match window {
             Some(c) => (c, false),
             None => {
-                let purpose = [caller.to_string(), name.to_owned(), key.scopes.join(" ")];
+                let approved = approved(caller, name, profile, key);
                 let approval = Approval::new(name, profile, &key.scopes);
                 let prompt = format!(
                     "touch your security key: {caller} asks for profile `{name}`: {approval}"
@@ -296,7 +296,7 @@ impl Agent {
                 let (cred, evidence) = self
                     .approve_and_unseal(
                         &profile.credential,
-                        &purpose,
+                        &approved,
                         &hint,
                         profile.user_verification == UserVerification::Required,
                         prompt,
@@ -423,12 +423,8 @@ impl Agent {
     ) {
         let mut rec = Record {
             time: self.clock.unix_now(),
-            caller: Some(caller.into()),
-            profile: Some(name.to_owned()),
-            service_account: profile.service_account.clone(),
-            scopes: key.scopes.clone(),
             touch,
-            ..Default::default()
+            ..approved(caller, name, profile, key).record()
         };
         match r {
             Ok(t) => {
@@ -447,6 +443,18 @@ impl Agent {
             }
         }
         self.audit.append(rec);
+    }
+}
+
+/// What a token touch approves: the fields of its record its challenge binds.
+fn approved(caller: &Caller, name: &str, profile: &Profile, key: &CacheKey) -> Approved {
+    Approved {
+        caller: Some(caller.into()),
+        profile: Some(name.to_owned()),
+        service_account: profile.service_account.clone(),
+        scopes: key.scopes.clone(),
+        lifetime: Some(profile.lifetime.as_secs()),
+        credential: Some(profile.credential.clone()),
     }
 }
 

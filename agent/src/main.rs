@@ -49,6 +49,11 @@ enum AgentCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The enrolled keys (works without a running agent).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Ask the policy what it would decide (reads the config; no agent needed).
     Policy {
         #[command(subcommand)]
@@ -83,12 +88,33 @@ enum PolicyCommand {
 }
 
 #[derive(clap::Subcommand, Debug)]
+enum KeysCommand {
+    /// Write the public keys (enrolled and retired) as JSON, for `audit verify --keys`
+    /// somewhere the vault cannot be changed by this user.
+    Export {
+        /// Write here instead of to stdout (the file holds public keys only).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
 enum AuditCommand {
     /// Re-check the hash chain and every touch signature; names the first bad line.
     Verify {
         /// The log (default: audit.jsonl in the state dir).
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Trust the keys in this file (from `touchgate keys export`) instead of the vault's.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Also compare the log with the heads the agent sent to the systemd journal
+        /// (finds a cut or replaced tail).
+        #[arg(long)]
+        journal: bool,
+        /// With --journal: read this journal directory (journalctl -D) instead of the default.
+        #[arg(long, requires = "journal")]
+        journal_directory: Option<PathBuf>,
     },
     /// Print the log as a table (or, with --json, as JSON lines: one record per line).
     Show {
@@ -122,6 +148,7 @@ fn main() -> ExitCode {
     match &args.command {
         Some(AgentCommand::Audit { command }) => return audit_command(&settings, command),
         Some(AgentCommand::Policy { command }) => return policy_command(&settings, command),
+        Some(AgentCommand::Keys { command }) => return keys_command(&settings, command),
         None => {}
     }
     let activation = match activation {
@@ -316,14 +343,22 @@ fn audit_command(settings: &Settings, cmd: &AuditCommand) -> ExitCode {
     use touchgate_agent::audit;
     let default = settings.state_dir.join("audit.jsonl");
     let res = match cmd {
-        AuditCommand::Verify { file } => {
+        AuditCommand::Verify {
+            file,
+            keys,
+            journal,
+            journal_directory,
+        } => {
             let path = file.clone().unwrap_or(default);
-            let vault =
-                touchgate_agent::vault::VaultFile::load(&settings.state_dir.join("vault.json"));
-            let keys = vault.map(|v| audit::keys_of(&v)).unwrap_or_default();
-            audit::verify_file(&path, &keys)
-                .map(|n| println!("audit log {} verifies: {n} records, chain intact, every touch signature checks", path.display()))
-                .map_err(|e| e.to_string())
+            verify_audit(
+                &path,
+                keys.as_deref(),
+                &settings.state_dir.join("vault.json"),
+                journal.then(|| audit::journal::Journalctl {
+                    directory: journal_directory.clone(),
+                }),
+            )
+            .map(|said| println!("{said}"))
         }
         AuditCommand::Show {
             file,
@@ -346,6 +381,68 @@ fn audit_command(settings: &Settings, cmd: &AuditCommand) -> ExitCode {
             )
         }
     };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("touchgate-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `audit verify`: the log against the trusted keys and, if asked, the journal.
+fn verify_audit(
+    path: &std::path::Path,
+    keys: Option<&std::path::Path>,
+    vault: &std::path::Path,
+    journal: Option<touchgate_agent::audit::journal::Journalctl>,
+) -> Result<String, String> {
+    use touchgate_agent::audit::{self, journal::JournalHeads, trust};
+    let trusted = match keys {
+        Some(k) => trust::from_file(k)?,
+        None => trust::from_vault(vault)?,
+    };
+    let v = audit::verify_file(path, &trusted.keys).map_err(|e| e.to_string())?;
+    let mut said = format!(
+        "audit log {} verifies: {}. Keys trusted: {}",
+        path.display(),
+        v.summary(),
+        trusted.source
+    );
+    if let Some(j) = journal {
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .uid();
+        let name = audit::journal::journal_name(path);
+        let heads = j.heads(&name, uid)?;
+        said += &format!("; {}", audit::journal::check_against(&v, &heads, &name)?);
+    }
+    Ok(said)
+}
+
+fn keys_command(settings: &Settings, cmd: &KeysCommand) -> ExitCode {
+    let KeysCommand::Export { out } = cmd;
+    let path = settings.state_dir.join("vault.json");
+    let res = touchgate_agent::vault::VaultFile::load(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            if v.enrolments.is_empty() && v.retired.is_empty() {
+                return Err(format!(
+                    "no key is enrolled in {}: run touchgate enroll first",
+                    path.display()
+                ));
+            }
+            let text = touchgate_agent::audit::trust::export(&v);
+            match out {
+                Some(o) => std::fs::write(o, text)
+                    .map_err(|e| format!("cannot write {}: {e}", o.display())),
+                None => {
+                    print!("{text}");
+                    Ok(())
+                }
+            }
+        });
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -66,6 +66,11 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<Agent>> {
         StatePaths::in_dir(&settings.state_dir),
     )?;
     agent.set_config_path(settings.config_path.clone());
+    // The audit head also goes to the system journal, where one listens.
+    if let Some(sink) = crate::audit::journal::JournalSink::start(agent.audit.path()) {
+        crate::audit::HeadSink::durable(sink.as_ref(), &agent.audit.head());
+        agent.audit.add_sink(sink);
+    }
     // Lock on session lock and sleep (logind); never waited for.
     crate::session_lock::spawn(&agent);
     Ok(agent)

@@ -87,6 +87,28 @@ pub struct Enrolment {
     pub suspect: Option<String>,
 }
 
+/// A key no longer enrolled (removed, or replaced by a new enrolment): only its
+/// public key stays, so the audit records it signed still verify. It unlocks nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredKey {
+    #[serde(with = "hex_bytes")]
+    pub credential_id: Vec<u8>,
+    /// Uncompressed SEC1 P-256 point (65 bytes).
+    #[serde(with = "hex_bytes")]
+    pub public_key_sec1: Vec<u8>,
+    pub key_name: String,
+}
+
+impl From<&Enrolment> for RetiredKey {
+    fn from(e: &Enrolment) -> RetiredKey {
+        RetiredKey {
+            credential_id: e.credential_id.clone(),
+            public_key_sec1: e.public_key_sec1.clone(),
+            key_name: e.key_name.clone(),
+        }
+    }
+}
+
 /// The vault's data key, wrapped for one enrolled credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slot {
@@ -120,6 +142,9 @@ pub struct VaultFile {
     pub slots: Vec<Slot>,
     #[serde(default)]
     pub entries: BTreeMap<String, Entry>,
+    /// Keys enrolled once (public keys only), for verifying old audit records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredKey>,
 }
 
 impl Default for VaultFile {
@@ -129,6 +154,7 @@ impl Default for VaultFile {
             enrolments: Vec::new(),
             slots: Vec::new(),
             entries: BTreeMap::new(),
+            retired: Vec::new(),
         }
     }
 }
@@ -415,6 +441,10 @@ impl VaultFile {
 
     /// Forget an enrolled key and its slot. Returns false if it was not enrolled.
     pub fn remove_key(&mut self, credential_id: &[u8]) -> bool {
+        if let Some(e) = self.enrolment_for(credential_id) {
+            let retired = RetiredKey::from(e);
+            self.retired.push(retired);
+        }
         let before = self.enrolments.len();
         self.enrolments.retain(|e| e.credential_id != credential_id);
         self.slots.retain(|s| s.credential_id != credential_id);
@@ -560,6 +590,25 @@ mod tests {
 
     const CRED_A: &[u8] = b"credential-a-0123456789";
     const CRED_B: &[u8] = b"credential-b-9876543210";
+
+    #[test]
+    fn a_removed_key_keeps_only_its_public_key_for_the_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let mut v = VaultFile::default();
+        v.enrolments.push(enrolment(CRED_A, 1));
+        v.enrolments.push(enrolment(CRED_B, 1));
+        assert!(v.remove_key(CRED_B));
+        v.save(&path).unwrap();
+        let v = VaultFile::load(&path).unwrap();
+        assert_eq!(v.enrolments.len(), 1);
+        assert_eq!(v.retired, vec![RetiredKey::from(&enrolment(CRED_B, 1))]);
+        assert!(
+            v.enrolment_for(CRED_B).is_none(),
+            "a retired key unlocks nothing"
+        );
+        assert_eq!(crate::audit::keys_of(&v).len(), 2);
+    }
 
     fn enrolment(cred: &[u8], salt: u8) -> Enrolment {
         Enrolment {

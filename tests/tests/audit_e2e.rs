@@ -216,3 +216,312 @@ async fn a_token_endpoint_that_echoes_the_request_gets_no_secret_into_errors_log
         }
     }
 }
+
+/// The log's lines with every `seq` and `prev` made good again, as a same-user
+/// attacker who edited, deleted or moved lines would leave them.
+fn rechain(lines: &[String]) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let mut prev = touchgate_agent::audit::GENESIS.to_owned();
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut r: touchgate_agent::audit::Record = serde_json::from_str(l).unwrap();
+            r.seq = i as u64;
+            r.prev = prev.clone();
+            let line = serde_json::to_string(&r).unwrap();
+            prev = hex::encode(Sha256::digest(line.as_bytes()));
+            line
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_same_user_rewrite_before_a_touch_breaks_a_key_signature() {
+    let (emu, key_json) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "10m", ""));
+    agent.enrol_and_import(&key_json);
+    agent.ok(&["token"]);
+    agent.ok(&["token"]);
+    agent.ok(&["lock"]);
+    agent.ok(&["unlock"]);
+    agent.ok(&["token"]);
+    agent.ok(&["token"]);
+    let path = agent.state_dir().join("audit.jsonl");
+    let orig: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let events: Vec<String> = orig
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["enrolled", "imported", "issued", "reused", "locked", "unlocked", "issued", "reused"]
+    );
+    let o = audit(&agent, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stdout(&o);
+    assert!(said.contains("8 records"), "{said}");
+    assert!(said.contains("4 touches signed by enrolled keys"), "{said}");
+    assert!(
+        said.contains("after seq 6"),
+        "says what it cannot prove: {said}"
+    );
+    assert!(said.contains("vault"), "names the key source: {said}");
+
+    let refused = |lines: Vec<String>, want_line: usize, needle: &str, what: &str| {
+        std::fs::write(&path, rechain(&lines).join("\n") + "\n").unwrap();
+        let o = audit(&agent, &["verify"]);
+        assert!(!o.status.success(), "{what}: not found: {}", stdout(&o));
+        let e = assert_one_line_error(&o, needle);
+        assert!(e.contains(&format!("line {want_line}:")), "{what}: {e}");
+    };
+    let field = |line: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        f(&mut v);
+        v.to_string()
+    };
+    // A touched record's caller, service account and scopes.
+    for (name, edit) in [
+        (
+            "caller",
+            &(|v: &mut serde_json::Value| v["caller"]["exe"] = "/usr/bin/innocent".into())
+                as &dyn Fn(&mut serde_json::Value),
+        ),
+        ("service account", &|v: &mut serde_json::Value| {
+            v["service_account"] = "other@p.iam.gserviceaccount.com".into()
+        }),
+        ("scopes", &|v: &mut serde_json::Value| {
+            v["scopes"] = serde_json::json!(["openid"])
+        }),
+        ("lifetime", &|v: &mut serde_json::Value| {
+            v["lifetime"] = 60.into()
+        }),
+    ] {
+        let mut edited = orig.clone();
+        edited[2] = field(&edited[2], edit);
+        refused(edited, 3, "signature", name);
+    }
+    // An untouched record before a touch: the later touch signed the history.
+    let mut edited = orig.clone();
+    edited[3] = field(&edited[3], &|v| {
+        v["caller"]["exe"] = "/usr/bin/innocent".into()
+    });
+    refused(edited, 6, "history", "edited untouched record");
+    let mut deleted = orig.clone();
+    deleted.remove(3);
+    refused(deleted, 5, "history", "deleted record");
+    let mut moved = orig.clone();
+    moved.swap(3, 4);
+    refused(moved, 6, "history", "reordered records");
+
+    // Cutting the tail after the last touch is not provable without the journal: said so.
+    std::fs::write(&path, orig[..7].join("\n") + "\n").unwrap();
+    let o = audit(&agent, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("--journal"), "{}", stdout(&o));
+    std::fs::write(&path, orig.join("\n") + "\n").unwrap();
+    assert!(audit(&agent, &["verify"]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_log_with_its_own_enrolled_key_is_refused() {
+    let (emu, key_json) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "10m", ""));
+    agent.enrol_and_import(&key_json);
+    let forged = tempfile::tempdir().unwrap();
+    let log = touchgate_agent::audit::sample_log(forged.path(), "curl (pid 1)", 5);
+    let o = audit(&agent, &["verify", "--file", log.to_str().unwrap()]);
+    assert!(!o.status.success(), "a forged log verifies: {}", stdout(&o));
+    assert_one_line_error(&o, "no enrolled key");
+}
+
+/// A real systemd-journald of the test's own: in a private mount namespace
+/// with /run on a tmpfs, so the host's /run is untouched. The agent sends to
+/// its socket through /proc/PID/root; commands run in its namespace see it
+/// as the system journal.
+struct Journald {
+    child: std::process::Child,
+}
+
+impl Journald {
+    fn start() -> Journald {
+        let journald = std::path::Path::new("/lib/systemd/systemd-journald");
+        assert!(
+            journald.exists(),
+            "this test needs systemd-journald: install the systemd package"
+        );
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal /run/log/journal && exec {}",
+                journald.display()
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("this test needs unshare and nsenter: install util-linux");
+        let j = Journald { child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !j.socket().exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "systemd-journald did not open its socket"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        j
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        format!("/proc/{}/root/run/systemd/journal/socket", self.child.id()).into()
+    }
+
+    /// `program` run in the journal's mount namespace.
+    fn inside(&self, program: &std::path::Path) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--mount=/proc/{}/ns/mnt", self.child.id()))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// Wait until the journal holds the audit head `seq` (the agent sends at
+    /// most one a second).
+    fn wait_head(&self, seq: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let o = self
+                .inside(std::path::Path::new("journalctl"))
+                .args(["-q", "-o", "json", &format!("TOUCHGATE_AUDIT_SEQ={seq}")])
+                .output()
+                .unwrap();
+            if !o.stdout.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the journal never got head {seq}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_journal_catches_a_cut_or_replaced_tail_after_the_last_touch() {
+    let journald = Journald::start();
+    let (emu, key_json) = emulator().await;
+    let agent = AgentProc::start_with_env(
+        &config_text(&emu.base_url(), "auto", "10m", ""),
+        vec![(
+            touchgate_agent::audit::journal::SOCKET_ENV.into(),
+            journald.socket().into(),
+        )],
+    );
+    agent.enrol_and_import(&key_json);
+    agent.ok(&["token"]);
+    agent.ok(&["token"]);
+    agent.ok(&["lock"]);
+    journald.wait_head(5);
+    let path = agent.state_dir().join("audit.jsonl");
+    let verify = |journal: bool| {
+        let mut c = journald.inside(&bin("touchgate-agent"));
+        c.envs(agent.env())
+            .args(["audit", "verify", "--file", path.to_str().unwrap()]);
+        if journal {
+            c.arg("--journal");
+        }
+        c.output().unwrap()
+    };
+    let o = verify(true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("newest: seq 5"), "{}", stdout(&o));
+
+    let orig: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // Cut after the last touch (seq 2): the file alone cannot tell, and says so.
+    std::fs::write(&path, orig[..3].join("\n") + "\n").unwrap();
+    let o = verify(false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("not detectable without --journal"),
+        "{}",
+        stdout(&o)
+    );
+    let e = assert_one_line_error(&verify(true), "truncated");
+    assert!(e.contains("3 records") && e.contains("seq 5"), "{e}");
+
+    // The tail rewritten and re-chained: same length, other records.
+    let mut replaced = orig.clone();
+    replaced[3] = replaced[3].replace("\"reused\"", "\"denied\"");
+    std::fs::write(&path, rechain(&replaced).join("\n") + "\n").unwrap();
+    assert!(verify(false).status.success());
+    assert_one_line_error(&verify(true), "replaced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_of_a_replaced_key_still_verify_from_the_vault_and_an_exported_key_file() {
+    let (emu, key_json) = emulator().await;
+    let agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "10m", ""));
+    agent.enrol_and_import(&key_json);
+    agent.ok(&["token"]);
+    let before = agent.ok(&["keys", "export"]);
+    agent.ok(&["enroll", "--force"]);
+    agent.import(&key_json);
+    agent.ok(&["token"]);
+    let o = audit(&agent, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("1 enrolled, 1 retired keys"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The export (through the touchgate CLI, no agent needed) names both keys.
+    let file = agent.state_dir().join("..").join("keys.json");
+    agent.ok(&["keys", "export", "--out", file.to_str().unwrap()]);
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let keys = exported["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{exported}");
+    assert_eq!(keys[1]["retired"], true, "{exported}");
+    assert!(
+        !std::fs::read_to_string(&file).unwrap().contains("hmac"),
+        "public keys only"
+    );
+    let o = audit(&agent, &["verify", "--keys", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("the key file"), "{}", stdout(&o));
+
+    // The key file from before the new enrolment does not know the new key.
+    std::fs::write(&file, before).unwrap();
+    assert_one_line_error(
+        &audit(&agent, &["verify", "--keys", file.to_str().unwrap()]),
+        "no enrolled key",
+    );
+    std::fs::write(&file, "{}").unwrap();
+    assert_one_line_error(
+        &audit(&agent, &["verify", "--keys", file.to_str().unwrap()]),
+        "touchgate keys export",
+    );
+}

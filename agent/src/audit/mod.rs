@@ -9,16 +9,23 @@
 
 //!
 //! Layout: this file holds the record types and the open log ([`AuditLog`]);
-//! [`verify`] re-checks a log, [`show`] prints one, [`sample`] builds a real one
-//! for tests and fuzz seeds.
+//! [`challenge`] is what a touch signs (its record's fields and the head),
+//! [`verify`] re-checks a log against the keys [`trust`] names, [`journal`]
+//! keeps the head in the systemd journal, [`show`] prints a log, [`sample`]
+//! builds a real one for tests and fuzz seeds.
 
+mod challenge;
+pub mod journal;
 mod sample;
 mod show;
+pub mod trust;
 mod verify;
 
+pub use challenge::{events_for, Approved, ChallengeInputs};
 pub use sample::sample_log;
 pub use show::{show, show_as, ShowFormat};
-pub use verify::{keys_of, verify_file, verify_reader, AuditError};
+pub use trust::keys_of;
+pub use verify::{verify_file, verify_reader, AuditError, Verified};
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
@@ -30,7 +37,6 @@ use sha2::{Digest, Sha256};
 use touchgate::sync::MutexExt;
 
 use crate::caller::Caller;
-use crate::ceremony::ChallengeInputs;
 use crate::key::Assertion;
 
 /// The hash that stands before the first record.
@@ -99,6 +105,9 @@ pub struct Record {
     pub profile: Option<String>,
     pub service_account: Option<String>,
     pub scopes: Vec<String>,
+    /// The lifetime asked for the token, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<u64>,
     /// `sha256:` fingerprint of the token handed out.
     pub token: Option<String>,
     pub expires_at: Option<u64>,

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{AuditLog, Record, TouchEvidence};
-use crate::ceremony::ChallengeInputs;
+use super::{Approved, AuditCaller, AuditLog, ChallengeInputs, Record, TouchEvidence};
 
-/// A log at `dir/audit.jsonl`: an enrolment and two touches (profiles
+/// A log at `dir/audit.jsonl`: an enrolment (whose public key is the one to
+/// trust: take it from the first line) and two touches (profiles
 /// "inference" and "train", asked by `caller` at `time`) by a new software key
 /// at `dir/k.json`. For tests and the fuzz seeds; panics on any failure.
 #[doc(hidden)]
@@ -37,11 +37,23 @@ pub fn sample_log(dir: &Path, caller: &str, time: u64) -> PathBuf {
         ..Default::default()
     });
     for profile in ["inference", "train"] {
-        let c = ChallengeInputs::fresh("get-token", &[caller, profile], time);
+        let approved = Approved {
+            caller: Some(AuditCaller {
+                uid: 1000,
+                pid: Some(1),
+                exe: Some(caller.to_owned()),
+                on_behalf_of: None,
+            }),
+            profile: Some(profile.into()),
+            scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+            lifetime: Some(600),
+            ..Default::default()
+        };
+        let c = ChallengeInputs::bound("get-token", log.head(), time);
         let a = key
             .get_assertion(&GetAssertionRequest {
                 rp_id: RP_ID.into(),
-                challenge: c.challenge(),
+                challenge: c.challenge_for(&approved),
                 allow: vec![att.credential_id.clone()],
                 hmac_salt: None,
                 uv: false,
@@ -52,10 +64,9 @@ pub fn sample_log(dir: &Path, caller: &str, time: u64) -> PathBuf {
         log.append(Record {
             time,
             event: "issued".into(),
-            profile: Some(profile.into()),
             token: Some("sha256:0011223344556677".into()),
             touch: Some(TouchEvidence::new(&a, c)),
-            ..Default::default()
+            ..approved.record()
         });
     }
     path

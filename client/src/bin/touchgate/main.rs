@@ -246,6 +246,13 @@ enum KeysCommand {
     /// Trust a key that was marked suspect (for example after its counter went back), after a
     /// touch on another, trusted enrolled key.
     Trust { credential: String },
+    /// Write the public keys (enrolled and retired) as JSON, for `touchgate audit verify
+    /// --keys FILE` where this user cannot change them: `export [--out FILE]` (no agent needed).
+    #[command(disable_help_flag = true)]
+    Export {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -326,6 +333,13 @@ async fn run(cmd: Command) -> anyhow::Result<Exit> {
                 println!("WARNING: {w}");
             }
             print_profiles(&s.profiles);
+        }
+        // Reads the vault itself: no agent needed.
+        Command::Keys {
+            command: KeysCommand::Export { args },
+        } => {
+            let args: Vec<String> = std::iter::once("export".to_owned()).chain(args).collect();
+            run_agent_tool("keys", &args)?
         }
         Command::Keys { command } => keys(command).await?,
         Command::Enroll { force, uv } => {
@@ -498,6 +512,7 @@ async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
             let id = c.trust_key(&credential, CallerHint::from_env()).await?;
             println!("key {id} is trusted again");
         }
+        KeysCommand::Export { .. } => anyhow::bail!("touchgate keys export runs without an agent"),
     }
     Ok(())
 }
