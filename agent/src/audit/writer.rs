@@ -1,0 +1,346 @@
+//! The audit writer: one thread that owns the open log file and is the only
+//! one to write it.
+//!
+//! Invariants:
+//! - The file is opened once (append, 0600, its directory created), and again
+//!   only after a failure left it unknown; every (re)open reads the chain's
+//!   head from the file and cuts a torn last line, writing a `repaired` record
+//!   that says how many bytes were cut and their SHA-256 (never their content).
+//! - Group commit: everything queued when the thread wakes is one write and
+//!   one `fdatasync`; each waiter is answered only after that, with the
+//!   outcome of that write.
+//! - The head ([`Head`]) moves only over lines made durable; a write that
+//!   fails is taken back (the file is cut to its last durable length), so no
+//!   torn line stays and the next record chains to the last durable one.
+//! - Window-hit counts ([`Reuses`]) are drained every second and at every
+//!   flush barrier and at close.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use touchgate::sync::MutexExt;
+
+use super::coalesce::Reuses;
+use super::{line_hash, Head, HeadSink, Record, GENESIS};
+
+/// How often window-hit counts are written.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A record that could not be made durable: the file and the OS error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot write the audit log {}: {error}", path.display())]
+pub struct AuditFailure {
+    pub path: PathBuf,
+    pub error: String,
+}
+
+/// The answer to a waiter: its record (or barrier) is durable, or why not.
+pub(super) type Ack = oneshot::Sender<Result<(), AuditFailure>>;
+
+pub(super) enum Job {
+    /// A record to write; its seq and prev are filled in by the writer.
+    Append(Box<Record>, Option<Ack>),
+    /// Write the window-hit counts now; answer once all before is durable.
+    Flush(Option<Ack>),
+    /// Write what is pending and stop.
+    Close,
+}
+
+/// What the writer shares with [`super::AuditLog`].
+pub(super) struct Shared {
+    pub(super) head: Mutex<Head>,
+    pub(super) sinks: Mutex<Vec<Arc<dyn HeadSink>>>,
+    /// Whether the last write was made durable.
+    pub(super) healthy: AtomicBool,
+    pub(super) reuses: Reuses,
+}
+
+pub(super) struct Writer {
+    path: PathBuf,
+    file: Option<File>,
+    /// Length of the file up to its last durable line.
+    len: u64,
+    /// The next seq and the hash of the last durable line.
+    seq: u64,
+    last: String,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Open the log (cutting a torn tail); on failure the writer starts
+    /// without a file and tries again at the next write.
+    pub(super) fn open(path: &Path, shared: Arc<Shared>) -> Writer {
+        let mut w = Writer {
+            path: path.to_owned(),
+            file: None,
+            len: 0,
+            seq: 0,
+            last: GENESIS.to_owned(),
+            shared,
+        };
+        if let Err(e) = w.reopen() {
+            w.shared.healthy.store(false, Ordering::SeqCst);
+            tracing::error!("{}", w.failure(&e));
+        }
+        w
+    }
+
+    fn failure(&self, e: &std::io::Error) -> AuditFailure {
+        AuditFailure {
+            path: self.path.clone(),
+            error: e.to_string(),
+        }
+    }
+
+    /// Open the file, read the chain's head, cut a torn last line and record that.
+    fn reopen(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if let Some(dir) = self.path.parent() {
+            crate::state_dir::create(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        let scan = scan(&file)?;
+        self.seq = scan.seq;
+        self.last = scan.last;
+        self.len = scan.good;
+        self.file = Some(file);
+        if let Some((cut, sha)) = scan.torn {
+            let f = self.file.as_ref().expect("just set");
+            f.set_len(scan.good)?;
+            f.sync_data()?;
+            tracing::warn!(
+                "the audit log {} ended in a torn line: cut {cut} bytes",
+                self.path.display()
+            );
+            let mut buf = String::new();
+            self.push(
+                Record {
+                    time: crate::clock::unix(std::time::SystemTime::now()),
+                    event: "repaired".into(),
+                    reason: Some(format!(
+                        "the last line was torn (no newline): cut {cut} bytes, sha256 {sha}"
+                    )),
+                    ..Default::default()
+                },
+                &mut buf,
+            );
+            if let Err(e) = self.write(buf.as_bytes()) {
+                self.file = None;
+                return Err(e);
+            }
+        }
+        self.publish();
+        self.shared.healthy.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Give `r` its seq and prev and add its line to `buf`.
+    fn push(&mut self, mut r: Record, buf: &mut String) {
+        r.seq = self.seq;
+        r.prev = std::mem::take(&mut self.last);
+        let line = match serde_json::to_string(&r) {
+            Ok(l) => l,
+            Err(e) => {
+                // Only a bug gets here (every field is plain data).
+                tracing::error!("cannot encode an audit record: {e}");
+                self.last = r.prev;
+                return;
+            }
+        };
+        self.seq += 1;
+        self.last = line_hash(&line);
+        buf.push_str(&line);
+        buf.push('\n');
+        tracing::info!(
+            audit_seq = r.seq,
+            event = %r.event,
+            profile = r.profile.as_deref().unwrap_or("-"),
+            token = r.token.as_deref().unwrap_or("-"),
+            count = r.count.unwrap_or(1),
+            "audit"
+        );
+    }
+
+    /// Append `bytes` and make them durable, or take back whatever of them reached the file.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(f) = self.file.as_mut() else {
+            return Err(std::io::Error::other("the file is not open"));
+        };
+        match f.write_all(bytes).and_then(|()| f.sync_data()) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                if f.set_len(self.len).and_then(|()| f.sync_data()).is_err() {
+                    // Reopened (and repaired) before the next write.
+                    self.file = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Tell the head to [`Shared`] and to every sink.
+    fn publish(&self) {
+        let head = Head {
+            seq: self.seq,
+            hash: self.last.clone(),
+        };
+        *self.shared.head.locked() = head.clone();
+        let sinks = self.shared.sinks.locked().clone();
+        for sink in sinks {
+            sink.durable(&head);
+        }
+    }
+
+    /// Serve `rx` until closed: group commits, and window-hit counts each second.
+    pub(super) fn run(mut self, rx: Receiver<Job>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let mut jobs = Vec::new();
+            let mut closing = false;
+            match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+                Ok(j) => jobs.push(j),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closing = true,
+            }
+            jobs.extend(rx.try_iter());
+            let mut drain = Instant::now() >= next_tick;
+            if drain {
+                next_tick = Instant::now() + TICK;
+            }
+            let mut acks = Vec::new();
+            let mut records = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Append(r, ack) => {
+                        if drain_first(&r) {
+                            records.extend(self.shared.reuses.drain());
+                        }
+                        records.push(*r);
+                        acks.extend(ack);
+                    }
+                    Job::Flush(ack) => {
+                        records.extend(self.shared.reuses.drain());
+                        acks.extend(ack);
+                    }
+                    Job::Close => closing = true,
+                }
+            }
+            drain |= closing;
+            if drain {
+                records.extend(self.shared.reuses.drain());
+            }
+            if !records.is_empty() || !acks.is_empty() {
+                let outcome = self.commit(records);
+                for ack in acks {
+                    let _ = ack.send(outcome.clone());
+                }
+            }
+            if closing {
+                return;
+            }
+        }
+    }
+
+    /// Write `records` as one group: one write, one fdatasync.
+    fn commit(&mut self, records: Vec<Record>) -> Result<(), AuditFailure> {
+        if self.file.is_none() {
+            if let Err(e) = self.reopen() {
+                return Err(self.fail(&e, records.len()));
+            }
+        }
+        if records.is_empty() {
+            return match self.shared.healthy.load(Ordering::SeqCst) {
+                true => Ok(()),
+                false => Err(self.failure(&std::io::Error::other("the last write failed"))),
+            };
+        }
+        let (seq, last) = (self.seq, self.last.clone());
+        let mut buf = String::new();
+        let n = records.len();
+        for r in records {
+            self.push(r, &mut buf);
+        }
+        match self.write(buf.as_bytes()) {
+            Ok(()) => {
+                self.shared.healthy.store(true, Ordering::SeqCst);
+                self.publish();
+                Ok(())
+            }
+            Err(e) => {
+                self.seq = seq;
+                self.last = last;
+                Err(self.fail(&e, n))
+            }
+        }
+    }
+
+    fn fail(&self, e: &std::io::Error, records: usize) -> AuditFailure {
+        self.shared.healthy.store(false, Ordering::SeqCst);
+        let f = self.failure(e);
+        tracing::error!("{f} ({records} record(s) not written)");
+        f
+    }
+}
+
+/// Whether the window-hit counts go before `r`: before a lock or unlock, so
+/// the log shows the hits before the agent locked.
+fn drain_first(r: &Record) -> bool {
+    matches!(r.event.as_str(), "locked" | "unlocked")
+}
+
+/// Where a log file stands.
+struct Scan {
+    seq: u64,
+    last: String,
+    /// Length up to the last newline.
+    good: u64,
+    /// Bytes after the last newline: how many and their SHA-256.
+    torn: Option<(u64, String)>,
+}
+
+fn scan(file: &File) -> std::io::Result<Scan> {
+    let mut s = Scan {
+        seq: 0,
+        last: GENESIS.to_owned(),
+        good: 0,
+        torn: None,
+    };
+    let mut rd = BufReader::new(file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = rd.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(s);
+        }
+        if line.last() != Some(&b'\n') {
+            s.torn = Some((n as u64, hex::encode(Sha256::digest(&line))));
+            return Ok(s);
+        }
+        s.good += n as u64;
+        let text = String::from_utf8_lossy(&line[..n - 1]);
+        if text.is_empty() {
+            continue;
+        }
+        s.last = line_hash(&text);
+        s.seq = serde_json::from_str::<Record>(&text)
+            .map(|r| r.seq + 1)
+            .unwrap_or(s.seq + 1);
+    }
+}
