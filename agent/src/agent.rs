@@ -236,14 +236,9 @@ impl Agent {
                 .await
                 .map(Response::Token),
             Request::Status => Ok(Response::Status(self.status().await)),
-            Request::Lock => {
-                let dropped_tokens = self.lock(caller, "locked by touchgate lock");
-                // Locked either way; the answer waits until the log holds it.
-                if let Err(e) = self.audit.sync().await {
-                    tracing::error!("{e}: the lock is not recorded");
-                }
-                Ok(Response::Locked { dropped_tokens })
-            }
+            Request::Lock => Ok(Response::Locked {
+                dropped_tokens: self.lock_recorded(caller, "locked by touchgate lock").await,
+            }),
             Request::Unlock { caller: hint } => self
                 .unlock(caller, &hint, progress)
                 .await
@@ -376,6 +371,15 @@ impl Agent {
             ..Default::default()
         });
         tracing::info!(%caller, dropped_tokens = n, "locked ({why}): cached tokens and unsealed credentials dropped");
+        n
+    }
+
+    /// [`Agent::lock`], then wait until the log holds the lock (locked either way).
+    pub async fn lock_recorded(&self, caller: &Caller, why: &str) -> u32 {
+        let n = self.lock(caller, why);
+        if let Err(e) = self.audit.sync().await {
+            tracing::error!("{e}: the lock is not recorded");
+        }
         n
     }
 

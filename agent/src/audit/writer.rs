@@ -344,3 +344,130 @@ fn scan(file: &File) -> std::io::Result<Scan> {
             .unwrap_or(s.seq + 1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::AuditLog;
+    use super::*;
+
+    /// Each line's seq and prev follow the one before; how many lines.
+    fn chained(path: &Path) -> u64 {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut last = GENESIS.to_owned();
+        let mut n = 0;
+        for line in text.lines() {
+            let r: Record = serde_json::from_str(line).unwrap();
+            assert_eq!((r.seq, r.prev.as_str()), (n, last.as_str()), "{line}");
+            last = line_hash(line);
+            n += 1;
+        }
+        n
+    }
+
+    fn rec(event: &str) -> Record {
+        Record {
+            event: event.into(),
+            ..Default::default()
+        }
+    }
+
+    struct Heard(Mutex<Vec<Head>>);
+    impl HeadSink for Heard {
+        fn durable(&self, head: &Head) {
+            self.0.locked().push(head.clone());
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_records_are_durable_chained_and_told_to_sinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("audit.jsonl");
+        let log = Arc::new(AuditLog::open(&path).unwrap());
+        let heard = Arc::new(Heard(Mutex::new(vec![])));
+        log.add_sink(heard.clone());
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let log = log.clone();
+                tokio::spawn(async move { log.commit(rec("issued")).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let head = log.head();
+        assert_eq!(head.seq, 50);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(head.hash, line_hash(text.lines().last().unwrap()));
+        assert_eq!(heard.0.locked().last(), Some(&head));
+        assert!(heard.0.locked().len() <= 50, "one call per group commit");
+        assert_eq!(chained(&path), 50);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_recorded_by_size_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        log.commit(rec("enrolled")).await.unwrap();
+        log.close();
+        let before = log.head();
+        let torn = b"{\"seq\":1,\"ev";
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(torn).unwrap();
+        drop(f);
+        let log = AuditLog::open(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last: Record = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last.event, "repaired");
+        assert_eq!((last.seq, last.prev.as_str()), (1, before.hash.as_str()));
+        let reason = last.reason.unwrap();
+        assert!(reason.contains("cut 12 bytes"), "{reason}");
+        assert!(
+            reason.contains(&hex::encode(Sha256::digest(torn))),
+            "{reason}"
+        );
+        assert_eq!(log.head().seq, 2);
+        assert_eq!(chained(&path), 2);
+    }
+
+    #[tokio::test]
+    async fn a_log_that_cannot_be_written_fails_each_record_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::create_dir(&path).unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        assert!(!log.healthy());
+        let e = log.commit(rec("issued")).await.unwrap_err();
+        assert_eq!(e.path, path);
+        assert!(e.to_string().contains("Is a directory"), "{e}");
+        std::fs::remove_dir(&path).unwrap();
+        log.commit(rec("issued")).await.unwrap();
+        assert!(log.healthy());
+        assert_eq!(log.head().seq, 1, "the failed record took no seq");
+    }
+
+    #[tokio::test]
+    async fn window_hits_are_one_line_per_key_and_close_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        for _ in 0..1000 {
+            log.reused(7, 100, || rec("reused"));
+        }
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].count, Some(1000));
+        assert!(log.commit(rec("issued")).await.is_err(), "closed");
+    }
+}
