@@ -759,6 +759,19 @@ lifetime = "5m"
     }
 
     #[test]
+    fn audit_on_failure_refuses_unless_allow_is_named() {
+        assert_eq!(parse("").unwrap().audit.on_failure, OnAuditFailure::Refuse);
+        let c = parse("[audit]\non_failure = \"allow\"\n").unwrap();
+        assert_eq!(c.audit.on_failure, OnAuditFailure::Allow);
+        let e = parse("[audit]\non_failure = \"ignore\"\n").unwrap_err().0;
+        assert!(
+            e.contains("on_failure = \"ignore\" is not a setting"),
+            "{e}"
+        );
+        assert!(e.contains("\"refuse\"") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
     fn user_verification_takes_words_and_booleans() {
         let uv = |v: &str| {
             parse(&format!("[profiles.p]\nuser_verification = {v}\n"))
