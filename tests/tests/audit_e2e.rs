@@ -321,6 +321,53 @@ async fn a_full_disk_refuses_tokens_leaves_no_torn_line_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn window_hits_are_refused_while_their_counts_cannot_be_written() {
+    let (emu, key_json) = emulator().await;
+    let mut agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "10m", ""));
+    agent.enrol_and_import(&key_json);
+    agent.ok(&["token"]);
+    let path = agent.state_dir().join("audit.jsonl");
+    let pid = agent.child.as_ref().unwrap().id().to_string();
+    let prlimit = |limit: &str| {
+        let o = Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--fsize={limit}:")])
+            .output()
+            .expect("prlimit is missing: install util-linux");
+        assert!(o.status.success(), "prlimit: {}", stderr(&o));
+    };
+    prlimit(&std::fs::metadata(&path).unwrap().len().to_string());
+    // Hits are answered until their counts fail to reach the file (within a second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut hits = 0;
+    let refused = loop {
+        let o = agent.cli(&["token"]);
+        if !o.status.success() {
+            break o;
+        }
+        hits += 1;
+        assert!(std::time::Instant::now() < deadline, "never refused");
+    };
+    let line = assert_one_line_error(&refused, "audit log");
+    assert!(line.contains("File too large"), "{line}");
+    assert!(hits >= 1);
+
+    prlimit("unlimited");
+    agent.ok(&["token"]);
+    assert!(agent.stop(), "{}", agent.stderr());
+    let reused: u64 = records(&agent)
+        .iter()
+        .filter(|r| r["event"] == "reused")
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert!(
+        reused >= hits,
+        "the counts of the refused flush were kept: {reused} < {hits}"
+    );
+    agent.child = Some(agent.spawn_agent("debug"));
+    verifies(&agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_torn_last_line_is_cut_and_said_so_at_start() {
     let (emu, key_json) = emulator().await;
     let mut agent = AgentProc::start(&config_text(&emu.base_url(), "auto", "every-token", ""));

@@ -5,7 +5,7 @@
 //! Invariants: noting a hit takes one short lock on an in-memory map and
 //! makes no system call; it allocates only for the first hit of a key since
 //! the last flush (the template record). The writer thread drains the map
-//! every second and at every flush barrier (lock, reload, shutdown), so a
+//! a second after the first hit since the last drain, and at every flush barrier (lock, reload, shutdown), so a
 //! kill -9 loses at most the last second of counts — never an issuance, which
 //! is written on its own and waited for.
 
@@ -53,9 +53,11 @@ impl<T: Hash> HashPart for T {
 }
 
 impl Reuses {
-    /// Count a hit at `now` (Unix seconds); `record` builds the line the first time.
-    pub(super) fn note(&self, key: u64, now: u64, record: impl FnOnce() -> Record) {
+    /// Count a hit at `now` (Unix seconds); `record` builds the line the first
+    /// time. True for the first hit since the last drain (the writer is to be woken).
+    pub(super) fn note(&self, key: u64, now: u64, record: impl FnOnce() -> Record) -> bool {
         let mut map = self.map.locked();
+        let first = map.is_empty();
         let t = map.entry(key).or_insert_with(|| Tally {
             record: record(),
             count: 0,
@@ -64,6 +66,7 @@ impl Reuses {
         });
         t.count += 1;
         t.last = t.last.max(now);
+        first
     }
 
     /// Every line counted since the last drain, oldest first.

@@ -257,7 +257,9 @@ impl AuditLog {
     /// the line it belongs to (see [`reuse_key`]); `record` builds that line
     /// the first time in a second.
     pub fn reused(&self, key: u64, now: u64, record: impl FnOnce() -> Record) {
-        self.shared.reuses.note(key, now, record);
+        if self.shared.reuses.note(key, now, record) {
+            self.send(writer::Job::Wake);
+        }
     }
 
     /// Write what is pending (window-hit counts too) and stop the writer;

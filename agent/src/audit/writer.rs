@@ -12,8 +12,11 @@
 //! - The head ([`Head`]) moves only over lines made durable; a write that
 //!   fails is taken back (the file is cut to its last durable length), so no
 //!   torn line stays and the next record chains to the last durable one.
-//! - Window-hit counts ([`Reuses`]) are drained every second and at every
-//!   flush barrier and at close.
+//! - Window-hit counts ([`Reuses`]) are drained a second after the first hit
+//!   since the last drain, at every flush barrier and at close; records no one
+//!   waits for (those counts, a lock) are kept across a failed write and
+//!   retried each second, so the log recovers on its own once it can be
+//!   written. A waited-for record that fails is answered with the error.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -32,6 +35,9 @@ use super::{line_hash, Head, HeadSink, Record, GENESIS};
 
 /// How often window-hit counts are written.
 const TICK: Duration = Duration::from_secs(1);
+/// At most this many unwaited records (window-hit counts, locks) are kept
+/// across failed writes for the next one.
+const MAX_CARRY: usize = 10_000;
 
 /// A record that could not be made durable: the file and the OS error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +55,8 @@ pub(super) enum Job {
     Append(Box<Record>, Option<Ack>),
     /// Write the window-hit counts now; answer once all before is durable.
     Flush(Option<Ack>),
+    /// The first window hit since the last drain: write the counts in a second.
+    Wake,
     /// Write what is pending and stop.
     Close,
 }
@@ -71,6 +79,8 @@ pub(super) struct Writer {
     seq: u64,
     last: String,
     shared: Arc<Shared>,
+    /// Records no one waits for, kept from a failed write for the next one.
+    carry: Vec<Record>,
 }
 
 impl Writer {
@@ -84,6 +94,7 @@ impl Writer {
             seq: 0,
             last: GENESIS.to_owned(),
             shared,
+            carry: Vec::new(),
         };
         if let Err(e) = w.reopen() {
             w.shared.healthy.store(false, Ordering::SeqCst);
@@ -207,49 +218,61 @@ impl Writer {
         }
     }
 
-    /// Serve `rx` until closed: group commits, and window-hit counts each second.
+    /// Serve `rx` until closed: group commits, and window-hit counts a second
+    /// after the first hit since the last drain (no wake-ups while idle).
     pub(super) fn run(mut self, rx: Receiver<Job>) {
-        let mut next_tick = Instant::now() + TICK;
+        let mut due: Option<Instant> = None;
         loop {
             let mut jobs = Vec::new();
             let mut closing = false;
-            match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+            let got = match due {
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match got {
                 Ok(j) => jobs.push(j),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => closing = true,
             }
             jobs.extend(rx.try_iter());
-            let mut drain = Instant::now() >= next_tick;
-            if drain {
-                next_tick = Instant::now() + TICK;
-            }
+            let mut drain = due.is_some_and(|at| Instant::now() >= at);
             let mut acks = Vec::new();
+            // Each record, and whether it is kept for a retry when the write
+            // fails: no one waits for it (window-hit counts, a lock).
             let mut records = Vec::new();
             for job in jobs {
                 match job {
                     Job::Append(r, ack) => {
                         if drain_first(&r) {
-                            records.extend(self.shared.reuses.drain());
+                            records
+                                .extend(self.shared.reuses.drain().into_iter().map(|r| (r, true)));
                         }
-                        records.push(*r);
+                        records.push((*r, ack.is_none()));
                         acks.extend(ack);
                     }
                     Job::Flush(ack) => {
-                        records.extend(self.shared.reuses.drain());
+                        drain = true;
                         acks.extend(ack);
+                    }
+                    Job::Wake => {
+                        due.get_or_insert_with(|| Instant::now() + TICK);
                     }
                     Job::Close => closing = true,
                 }
             }
-            drain |= closing;
-            if drain {
-                records.extend(self.shared.reuses.drain());
+            if drain || closing {
+                records.extend(self.shared.reuses.drain().into_iter().map(|r| (r, true)));
+                due = None;
             }
-            if !records.is_empty() || !acks.is_empty() {
+            if !records.is_empty() || !acks.is_empty() || (drain && !self.carry.is_empty()) {
                 let outcome = self.commit(records);
                 for ack in acks {
                     let _ = ack.send(outcome.clone());
                 }
+            }
+            if !self.carry.is_empty() {
+                // Retried each second until the log takes them.
+                due.get_or_insert_with(|| Instant::now() + TICK);
             }
             if closing {
                 return;
@@ -257,11 +280,17 @@ impl Writer {
         }
     }
 
-    /// Write `records` as one group: one write, one fdatasync.
-    fn commit(&mut self, records: Vec<Record>) -> Result<(), AuditFailure> {
+    /// Write what was kept from a failed write, then `records`, as one group:
+    /// one write, one fdatasync.
+    fn commit(&mut self, records: Vec<(Record, bool)>) -> Result<(), AuditFailure> {
+        let records: Vec<(Record, bool)> = std::mem::take(&mut self.carry)
+            .into_iter()
+            .map(|r| (r, true))
+            .chain(records)
+            .collect();
         if self.file.is_none() {
             if let Err(e) = self.reopen() {
-                return Err(self.fail(&e, records.len()));
+                return Err(self.keep(&e, records));
             }
         }
         if records.is_empty() {
@@ -272,9 +301,8 @@ impl Writer {
         }
         let (seq, last) = (self.seq, self.last.clone());
         let mut buf = String::new();
-        let n = records.len();
-        for r in records {
-            self.push(r, &mut buf);
+        for (r, _) in &records {
+            self.push(r.clone(), &mut buf);
         }
         match self.write(buf.as_bytes()) {
             Ok(()) => {
@@ -285,9 +313,25 @@ impl Writer {
             Err(e) => {
                 self.seq = seq;
                 self.last = last;
-                Err(self.fail(&e, n))
+                Err(self.keep(&e, records))
             }
         }
+    }
+
+    /// After a failed write: keep what no one waits for (up to [`MAX_CARRY`]) for the next one.
+    fn keep(&mut self, e: &std::io::Error, records: Vec<(Record, bool)>) -> AuditFailure {
+        let n = records.len();
+        self.carry = records
+            .into_iter()
+            .filter(|(_, keep)| *keep)
+            .map(|(r, _)| r)
+            .collect();
+        if self.carry.len() > MAX_CARRY {
+            let dropped = self.carry.len() - MAX_CARRY;
+            self.carry.drain(..dropped);
+            tracing::error!("{dropped} window-hit or lock record(s) dropped: the audit log has refused writes too long");
+        }
+        self.fail(e, n)
     }
 
     fn fail(&self, e: &std::io::Error, records: usize) -> AuditFailure {
@@ -450,6 +494,23 @@ mod tests {
         log.commit(rec("issued")).await.unwrap();
         assert!(log.healthy());
         assert_eq!(log.head().seq, 1, "the failed record took no seq");
+    }
+
+    #[tokio::test]
+    async fn window_hit_counts_outlive_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::create_dir(&path).unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        for _ in 0..3 {
+            log.reused(7, 100, || rec("reused"));
+        }
+        assert!(log.sync().await.is_err());
+        std::fs::remove_dir(&path).unwrap();
+        log.sync().await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let r: Record = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!((r.event.as_str(), r.count), ("reused", Some(3)));
     }
 
     #[tokio::test]
