@@ -483,4 +483,6 @@ async fn a_thousand_window_hits_make_a_handful_of_lines_and_sigterm_keeps_their_
     }
     agent.child = Some(agent.spawn_agent("debug"));
     verifies(&agent);
+    let table = stdout(&audit(&agent, &["show"]));
+    assert!(table.contains("reused x"), "shows the count: {table}");
 }
