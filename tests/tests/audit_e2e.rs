@@ -273,6 +273,11 @@ async fn an_audit_log_that_cannot_be_written_refuses_tokens_unless_on_failure_is
         "{}",
         agent.stderr()
     );
+    let status = agent.ok(&["status"]);
+    assert!(
+        status.contains("on_failure = \"allow\""),
+        "a security warning: {status}"
+    );
     let o = agent.cli(&["token"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
