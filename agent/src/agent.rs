@@ -16,7 +16,7 @@ use touchgate::{
 use crate::audit::AuditLog;
 use crate::caller::Caller;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, OnAuditFailure};
 use crate::issue::Flight;
 use crate::key::SecurityKey;
 use crate::notify::Notifier;
@@ -153,6 +153,8 @@ impl Agent {
                 "this agent was started without a config file path: nothing to reload",
             )
         })?;
+        // The window hits counted so far are written under the config they were made under.
+        self.audit.flush_reuse();
         let refused = |msg: String| {
             tracing::warn!("reload refused, the running config stays: {msg}");
             ErrorReply::new(
@@ -235,7 +237,7 @@ impl Agent {
                 .map(Response::Token),
             Request::Status => Ok(Response::Status(self.status().await)),
             Request::Lock => Ok(Response::Locked {
-                dropped_tokens: self.lock(caller, "locked by touchgate lock"),
+                dropped_tokens: self.lock_recorded(caller, "locked by touchgate lock").await,
             }),
             Request::Unlock { caller: hint } => self
                 .unlock(caller, &hint, progress)
@@ -320,7 +322,35 @@ impl Agent {
         if !key.allowed_aaguids.is_empty() && key.attestation_roots.is_empty() {
             w.push(SecurityWarning::UnattestedAaguids);
         }
+        if self.config().audit.on_failure == OnAuditFailure::Allow {
+            w.push(SecurityWarning::AuditFailOpen);
+        }
         w
+    }
+
+    /// Make `r` durable before going on. When it cannot be, the caller gets a
+    /// one-line error naming the file and the OS error — unless
+    /// `audit.on_failure = "allow"`, which issues anyway (logged).
+    pub(crate) async fn record(&self, r: crate::audit::Record) -> Result<(), ErrorReply> {
+        match self.audit.commit(r).await {
+            Ok(()) => Ok(()),
+            Err(e) if self.config().audit.on_failure == OnAuditFailure::Allow => {
+                tracing::warn!("{e}; going on unrecorded, as audit.on_failure = \"allow\" says");
+                Ok(())
+            }
+            Err(e) => Err(audit_refusal(&e)),
+        }
+    }
+
+    /// Whether a window hit may be answered: only while the log takes records
+    /// (or the config says to go on without).
+    pub(crate) fn may_reuse(&self) -> bool {
+        self.audit.healthy() || self.config().audit.on_failure == OnAuditFailure::Allow
+    }
+
+    /// Write what the audit log holds pending and stop its writer (at shutdown).
+    pub fn close_audit(&self) {
+        self.audit.close();
     }
 
     /// Lock: drop every cached token, approval window and unsealed credential,
@@ -332,6 +362,7 @@ impl Agent {
         self.locks.send_modify(|n| *n += 1);
         let n = self.sessions.locked().lock();
         self.key.cancel();
+        // Queued behind the window hits counted so far; `Request::Lock` waits for it.
         self.audit.append(crate::audit::Record {
             time: self.clock.unix_now(),
             event: "locked".into(),
@@ -340,6 +371,15 @@ impl Agent {
             ..Default::default()
         });
         tracing::info!(%caller, dropped_tokens = n, "locked ({why}): cached tokens and unsealed credentials dropped");
+        n
+    }
+
+    /// [`Agent::lock`], then wait until the log holds the lock (locked either way).
+    pub async fn lock_recorded(&self, caller: &Caller, why: &str) -> u32 {
+        let n = self.lock(caller, why);
+        if let Err(e) = self.audit.sync().await {
+            tracing::error!("{e}: the lock is not recorded");
+        }
         n
     }
 
@@ -456,6 +496,14 @@ impl Agent {
     pub fn mints(&self) -> u64 {
         self.mints.load(Ordering::Relaxed)
     }
+}
+
+/// The error a caller gets when its record cannot be made durable.
+fn audit_refusal(e: &crate::audit::AuditFailure) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::Internal,
+        format!("{e}: nothing is issued that the audit log does not hold; make the file writable or free space, or set on_failure = \"allow\" in [audit] to issue anyway"),
+    )
 }
 
 fn locked_meanwhile() -> ErrorReply {

@@ -19,6 +19,9 @@
 //! enabled = true
 //! timeout = "500ms"         # time box of one notification
 //!
+//! [audit]
+//! on_failure = "refuse"     # a record that cannot be written: refuse to issue; "allow" issues anyway (warned)
+//!
 //! [google]                  # every endpoint is configurable (emulator, other universes)
 //! iam_credentials = "https://iamcredentials.googleapis.com"
 //!
@@ -59,6 +62,37 @@ pub struct Config {
     pub login: LoginSettings,
     #[serde(default)]
     pub notify: NotifySettings,
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+/// `[audit]`: what happens when a record cannot be made durable.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    pub on_failure: OnAuditFailure,
+}
+
+/// Whether the agent issues what its audit log cannot record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnAuditFailure {
+    /// Refuse (fail closed): nothing is issued that the log does not hold.
+    #[default]
+    Refuse,
+    /// Issue anyway (availability first); warned about at start and in status.
+    Allow,
+}
+
+impl<'de> Deserialize<'de> for OnAuditFailure {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "refuse" => Ok(OnAuditFailure::Refuse),
+            "allow" => Ok(OnAuditFailure::Allow),
+            other => Err(serde::de::Error::custom(format!(
+                "on_failure = \"{other}\" is not a setting: use \"refuse\" (the default) or \"allow\""
+            ))),
+        }
+    }
 }
 
 /// `[notify]`: desktop notifications (D-Bus) when a touch is needed and how it ended.
@@ -592,6 +626,7 @@ impl Default for Config {
             profiles,
             login: LoginSettings::default(),
             notify: NotifySettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -721,6 +756,19 @@ lifetime = "5m"
             );
             assert!(!e.contains('\n'));
         }
+    }
+
+    #[test]
+    fn audit_on_failure_refuses_unless_allow_is_named() {
+        assert_eq!(parse("").unwrap().audit.on_failure, OnAuditFailure::Refuse);
+        let c = parse("[audit]\non_failure = \"allow\"\n").unwrap();
+        assert_eq!(c.audit.on_failure, OnAuditFailure::Allow);
+        let e = parse("[audit]\non_failure = \"ignore\"\n").unwrap_err().0;
+        assert!(
+            e.contains("on_failure = \"ignore\" is not a setting"),
+            "{e}"
+        );
+        assert!(e.contains("\"refuse\"") && !e.contains('\n'), "{e}");
     }
 
     #[test]

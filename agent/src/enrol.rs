@@ -260,7 +260,7 @@ impl Agent {
             }
         }
         let e = vault.enrolment().expect("just enrolled");
-        self.audit.append(Record {
+        self.record(Record {
             time: self.clock.unix_now(),
             event: "enrolled".into(),
             caller: Some(caller.into()),
@@ -268,7 +268,8 @@ impl Agent {
             public_key: Some(hex::encode(&e.public_key_sec1)),
             touch: approval,
             ..Default::default()
-        });
+        })
+        .await?;
         Ok(reply)
     }
 
@@ -362,7 +363,7 @@ impl Agent {
         *vault = next;
         let reply = enrolled_reply(&new);
         tracing::info!(%caller, credential = %reply.credential, key = %reply.key_name, "added a security key");
-        self.audit.append(Record {
+        self.record(Record {
             time: self.clock.unix_now(),
             event: "key-added".into(),
             caller: Some(caller.into()),
@@ -370,7 +371,8 @@ impl Agent {
             public_key: Some(hex::encode(&new.public_key_sec1)),
             touch: Some(approval),
             ..Default::default()
-        });
+        })
+        .await?;
         Ok(reply)
     }
 
@@ -400,16 +402,18 @@ impl Agent {
         replace_enrolment(&mut next, used);
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
-        *self.locked.locked() = None;
-        self.touch_last_use();
-        tracing::info!(%caller, "unlocked");
-        self.audit.append(Record {
+        // Recorded before it takes effect: an unlock the log cannot hold stays locked.
+        self.record(Record {
             time: self.clock.unix_now(),
             event: "unlocked".into(),
             caller: Some(caller.into()),
             touch: Some(evidence),
             ..Default::default()
-        });
+        })
+        .await?;
+        *self.locked.locked() = None;
+        self.touch_last_use();
+        tracing::info!(%caller, "unlocked");
         Ok(())
     }
 
@@ -458,14 +462,15 @@ impl Agent {
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
         tracing::info!(%caller, credential = %short, "removed a security key");
-        self.audit.append(Record {
+        self.record(Record {
             time: self.clock.unix_now(),
             event: "key-removed".into(),
             caller: Some(caller.into()),
             credential: Some(hex::encode(&id)),
             touch: Some(evidence),
             ..Default::default()
-        });
+        })
+        .await?;
         Ok(short)
     }
 
@@ -506,14 +511,15 @@ impl Agent {
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
         tracing::warn!(%caller, credential = %short, "a suspect security key was trusted again by the user");
-        self.audit.append(Record {
+        self.record(Record {
             time: self.clock.unix_now(),
             event: "key-trusted".into(),
             caller: Some(caller.into()),
             credential: Some(hex::encode(&id)),
             touch: Some(evidence),
             ..Default::default()
-        });
+        })
+        .await?;
         Ok(short)
     }
 
@@ -552,14 +558,15 @@ impl Agent {
         next.save(&self.paths.vault).map_err(vault_error)?;
         *vault = next;
         tracing::info!(%caller, credential = name, kind, "sealed an upstream credential");
-        self.audit.append(Record {
+        self.record(Record {
             time: self.clock.unix_now(),
             event: "imported".into(),
             caller: Some(caller.into()),
             credential: Some(name.to_owned()),
             touch: Some(evidence),
             ..Default::default()
-        });
+        })
+        .await?;
         Ok(kind)
     }
 

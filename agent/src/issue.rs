@@ -72,33 +72,27 @@ impl Agent {
             Decision::Allow { window, .. } => window,
             Decision::Refuse { rule, reason } => {
                 tracing::warn!(%caller, profile = %name, %rule, "refused by policy");
-                self.audit.append(Record {
-                    time: self.clock.unix_now(),
-                    event: "refused".into(),
-                    caller: Some(caller.into()),
-                    profile: Some(name.clone()),
-                    service_account: profile.service_account.clone(),
-                    scopes: scopes.clone(),
-                    reason: Some(reason.clone()),
-                    ..Default::default()
-                });
+                // A refusal either way; the writer logs a record it could not write.
+                let _ = self
+                    .audit
+                    .commit(Record {
+                        time: self.clock.unix_now(),
+                        event: "refused".into(),
+                        caller: Some(caller.into()),
+                        profile: Some(name.clone()),
+                        service_account: profile.service_account.clone(),
+                        scopes: scopes.clone(),
+                        reason: Some(reason.clone()),
+                        ..Default::default()
+                    })
+                    .await;
                 return Err(ErrorReply::new(ErrorCode::PolicyRefused, reason));
             }
         };
         let key = CacheKey::new(&window, &name, &scopes);
-        if let Some(t) = self.cached(&key) {
-            tracing::info!(%caller, profile = %name, token = %t.access_token.fingerprint(), "token from the approval window, no touch");
-            self.audit.append(Record {
-                time: self.clock.unix_now(),
-                event: "reused".into(),
-                caller: Some(caller.into()),
-                profile: Some(name.clone()),
-                service_account: profile.service_account.clone(),
-                scopes: key.scopes.clone(),
-                token: Some(t.access_token.fingerprint()),
-                expires_at: Some(t.expires_at),
-                ..Default::default()
-            });
+        if let Some(t) = self.cached_recorded(&key) {
+            tracing::trace!(%caller, profile = %name, "token from the approval window, no touch");
+            self.note_reuse(caller, &profile, &key, &t);
             return Ok(t);
         }
         let mut flight = self.join_flight(caller, &name, &profile, &key);
@@ -153,6 +147,31 @@ impl Agent {
         }
     }
 
+    /// A cached token, while the audit log takes records (a window hit is
+    /// recorded, in memory first, so it needs a log that writes).
+    fn cached_recorded(&self, key: &CacheKey) -> Option<TokenReply> {
+        if !self.may_reuse() {
+            return None;
+        }
+        self.cached(key)
+    }
+
+    /// Count a window hit for the audit log: no file system call (see [`crate::audit::AuditLog::reused`]).
+    fn note_reuse(&self, caller: &Caller, profile: &Profile, key: &CacheKey, t: &TokenReply) {
+        let k =
+            crate::audit::reuse_key(caller, &key.window, &key.profile, &key.scopes, t.expires_at);
+        self.audit.reused(k, self.clock.unix_now(), || Record {
+            event: "reused".into(),
+            caller: Some(caller.into()),
+            profile: Some(key.profile.clone()),
+            service_account: profile.service_account.clone(),
+            scopes: key.scopes.clone(),
+            token: Some(t.access_token.fingerprint()),
+            expires_at: Some(t.expires_at),
+            ..Default::default()
+        });
+    }
+
     fn cached(&self, key: &CacheKey) -> Option<TokenReply> {
         let now = self.clock.now();
         let t = self
@@ -199,7 +218,8 @@ impl Agent {
                 .issue(&caller, &name, &profile, &key, &flight, &mut touch)
                 .await;
             this.notify_outcome(&caller, &name, &profile, &r, touch.is_some());
-            this.audit_issuance(&caller, &name, &profile, &key, &r, touch);
+            this.audit_failure(&caller, &name, &profile, &key, &r, touch)
+                .await;
             this.leave_inflight(&key, &flight);
             flight.result.send_replace(Some(r));
         });
@@ -265,7 +285,8 @@ impl Agent {
         touch: &mut Option<TouchEvidence>,
     ) -> Result<TokenReply, ErrorReply> {
         let locks = self.lock_count()?;
-        if let Some(t) = self.cached(key) {
+        if let Some(t) = self.cached_recorded(key) {
+            self.note_reuse(caller, profile, key, &t);
             return Ok(t);
         }
         let started = self.clock.now();
@@ -362,11 +383,26 @@ impl Agent {
             touched,
             "issued token"
         );
+        // Durable before it is handed out or cached: a token the log cannot
+        // hold is dropped (fail closed, unless audit.on_failure = "allow").
+        self.record(Record {
+            time: self.clock.unix_now(),
+            event: "issued".into(),
+            token: Some(minted.access_token.fingerprint()),
+            expires_at: Some(unix(minted.expires_at)),
+            touch: touch.clone(),
+            ..approved(caller, name, profile, key).record()
+        })
+        .await?;
         {
             // Under the session lock, as `lock` drops windows and tokens under it:
             // a lock from here on drops what is stored now, and one before is seen.
             let mut sessions = self.sessions.locked();
-            self.still_unlocked(locks)?;
+            if let Err(e) = self.still_unlocked(locks) {
+                // Its touch is in the issued record already: not in a second one.
+                touch.take();
+                return Err(e);
+            }
             sessions.note_handed(&key.window);
             sessions.store_token(
                 key.clone(),
@@ -411,8 +447,10 @@ impl Agent {
         ));
     }
 
-    /// One audit record for a finished issuance: issued, or why not.
-    fn audit_issuance(
+    /// The audit record of an issuance that ended without a token (one that
+    /// ended with a token was recorded before it was handed out). Waited for,
+    /// so the caller hears only once the log holds it.
+    async fn audit_failure(
         &self,
         caller: &Caller,
         name: &str,
@@ -421,28 +459,22 @@ impl Agent {
         r: &Result<TokenReply, ErrorReply>,
         touch: Option<TouchEvidence>,
     ) {
-        let mut rec = Record {
-            time: self.clock.unix_now(),
-            touch,
-            ..approved(caller, name, profile, key).record()
+        let Err(e) = r else { return };
+        let event = match e.code {
+            ErrorCode::TouchDenied => "denied",
+            ErrorCode::TouchTimeout => "timed-out",
+            _ => "failed",
         };
-        match r {
-            Ok(t) => {
-                rec.event = "issued".into();
-                rec.token = Some(t.access_token.fingerprint());
-                rec.expires_at = Some(t.expires_at);
-            }
-            Err(e) => {
-                rec.event = match e.code {
-                    ErrorCode::TouchDenied => "denied",
-                    ErrorCode::TouchTimeout => "timed-out",
-                    _ => "failed",
-                }
-                .into();
-                rec.reason = Some(e.message.clone());
-            }
-        }
-        self.audit.append(rec);
+        let _ = self
+            .audit
+            .commit(Record {
+                time: self.clock.unix_now(),
+                event: event.into(),
+                touch,
+                reason: Some(e.message.clone()),
+                ..approved(caller, name, profile, key).record()
+            })
+            .await;
     }
 }
 

@@ -242,6 +242,13 @@ fn main() -> ExitCode {
                 }
             });
         }
+        // A file size limit (ulimit -f) makes a write fail with EFBIG, which the
+        // audit writer answers by refusing; the signal must not kill us first.
+        if let Ok(mut xfsz) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+        {
+            tokio::spawn(async move { while xfsz.recv().await.is_some() {} });
+        }
         // Like SIGUSR1 and SIGHUP: handled before we say we are ready.
         let shutdown = shutdown_signal();
         if args.daemon_child {
@@ -250,7 +257,9 @@ fn main() -> ExitCode {
             println!("{}", export_line(&settings));
         }
         let _ = std::io::stdout().flush();
-        server::serve(agent, listener, shutdown).await;
+        server::serve(agent.clone(), listener, shutdown).await;
+        // Nothing pending is lost at shutdown (window-hit counts included).
+        agent.close_audit();
         ExitCode::SUCCESS
     })
 }

@@ -186,7 +186,7 @@ async fn watch(agent: Weak<Agent>) -> Result<(), String> {
         match event {
             Event::Sleep => {
                 if settings.lock_on_sleep {
-                    agent.lock(&Caller::default(), SLEEP_REASON);
+                    agent.lock_recorded(&Caller::default(), SLEEP_REASON).await;
                 } else {
                     tracing::debug!("going to sleep: not locking (agent.lock_on_sleep = false)")
                 }
@@ -203,7 +203,9 @@ async fn watch(agent: Weak<Agent>) -> Result<(), String> {
             Event::SessionLock(path) if settings.lock_on_session_lock => {
                 match session_uid(&s.conn, &path).await {
                     Ok(uid) if uid == touchgate::paths::current_uid() => {
-                        agent.lock(&Caller::default(), SESSION_REASON);
+                        agent
+                            .lock_recorded(&Caller::default(), SESSION_REASON)
+                            .await;
                     }
                     Ok(uid) => tracing::debug!(
                         session = %path,

@@ -212,6 +212,9 @@ pub enum SecurityWarning {
     /// `allowed_aaguids` without `attestation_roots`: a key's model (AAGUID) is
     /// only what the key says of itself, so any key can claim a listed model.
     UnattestedAaguids,
+    /// `[audit] on_failure = "allow"`: when the audit log cannot be written,
+    /// tokens are still issued, and go unrecorded.
+    AuditFailOpen,
 }
 
 impl std::fmt::Display for SecurityWarning {
@@ -228,6 +231,11 @@ impl std::fmt::Display for SecurityWarning {
                 "key.allowed_aaguids is set without key.attestation_roots: a key's model is only what \
                  the key says of itself, so any key can claim a listed AAGUID; add the vendor's root \
                  certificate to attestation_roots to enforce the list"
+            ),
+            SecurityWarning::AuditFailOpen => write!(
+                f,
+                "audit.on_failure = \"allow\": when the audit log cannot be written, tokens are still issued \
+                 and go unrecorded; remove the setting to refuse them (the default)"
             ),
         }
     }

@@ -10,27 +10,32 @@
 //!
 //! Layout: this file holds the record types and the open log ([`AuditLog`]);
 //! [`challenge`] is what a touch signs (its record's fields and the head),
-//! [`verify`] re-checks a log against the keys [`trust`] names, [`journal`]
-//! keeps the head in the systemd journal, [`show`] prints a log, [`sample`]
-//! builds a real one for tests and fuzz seeds.
+//! `writer` is the one thread that writes the file (group commit, fail closed,
+//! torn-line repair), `coalesce` counts window hits in memory; [`verify`]
+//! re-checks a log against the keys [`trust`] names, [`journal`] keeps the
+//! head in the systemd journal, [`show`] prints a log, [`sample`] builds a real
+//! one for tests and fuzz seeds.
 
 mod challenge;
+mod coalesce;
 pub mod journal;
 mod sample;
 mod show;
 pub mod trust;
 mod verify;
+mod writer;
 
 pub use challenge::{events_for, Approved, ChallengeInputs};
 pub use sample::sample_log;
 pub use show::{show, show_as, ShowFormat};
 pub use trust::keys_of;
 pub use verify::{verify_file, verify_reader, AuditError, Verified};
+pub use writer::AuditFailure;
 
-use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -98,8 +103,9 @@ pub struct Record {
     pub seq: u64,
     /// Unix seconds.
     pub time: u64,
-    /// `issued`, `reused`, `denied`, `timed-out`, `failed`, `enrolled`, `imported`,
-    /// `key-added`, `key-removed`, `key-trusted`, `locked`.
+    /// `issued`, `reused`, `denied`, `timed-out`, `failed`, `refused`, `enrolled`,
+    /// `imported`, `key-added`, `key-removed`, `key-trusted`, `locked`,
+    /// `unlocked`, `repaired`.
     pub event: String,
     pub caller: Option<AuditCaller>,
     pub profile: Option<String>,
@@ -118,17 +124,26 @@ pub struct Record {
     pub credential: Option<String>,
     /// One-line reason for a refusal or failure.
     pub reason: Option<String>,
+    /// `reused`: how many window hits this line stands for, and the Unix
+    /// seconds of the first and the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u64>,
     /// SHA-256 (hex) of the previous line, or [`GENESIS`].
     pub prev: String,
 }
 
-/// The open log: appends records and keeps the chain.
+/// The open log. Records go to its writer thread (see `writer`); window hits
+/// are counted in memory (see `coalesce`).
 pub struct AuditLog {
     path: PathBuf,
-    /// (next seq, hash of the last line)
-    state: Mutex<(u64, String)>,
-    /// Told the new head after each durable write (e.g. the system journal).
-    sinks: Mutex<Vec<std::sync::Arc<dyn HeadSink>>>,
+    shared: Arc<writer::Shared>,
+    /// To the writer; taken at [`AuditLog::close`].
+    tx: Mutex<Option<Sender<writer::Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Somewhere besides the file that hears where the chain stands after each
@@ -146,26 +161,30 @@ pub struct Head {
 }
 
 impl AuditLog {
-    /// Open (or start) the log at `path`, continuing its chain.
+    /// Open (or start) the log at `path`, continuing its chain, and start its
+    /// writer. A torn last line is cut and a `repaired` record says so before
+    /// this returns. A file that cannot be opened is not fatal here: every
+    /// record then fails (and is retried) until it can.
     pub fn open(path: &Path) -> std::io::Result<AuditLog> {
-        let mut seq = 0;
-        let mut last = GENESIS.to_owned();
-        if let Ok(f) = std::fs::File::open(path) {
-            for line in BufReader::new(f).lines() {
-                let line = line?;
-                if line.is_empty() {
-                    continue;
-                }
-                last = line_hash(&line);
-                seq = serde_json::from_str::<Record>(&line)
-                    .map(|r| r.seq + 1)
-                    .unwrap_or(seq + 1);
-            }
-        }
+        let shared = Arc::new(writer::Shared {
+            head: Mutex::new(Head {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            }),
+            sinks: Mutex::new(Vec::new()),
+            healthy: AtomicBool::new(true),
+            reuses: coalesce::Reuses::default(),
+        });
+        let w = writer::Writer::open(path, shared.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || w.run(rx))?;
         Ok(AuditLog {
             path: path.to_owned(),
-            state: Mutex::new((seq, last)),
-            sinks: Mutex::new(Vec::new()),
+            shared,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -174,70 +193,125 @@ impl AuditLog {
     }
 
     /// Tell `sink` the head after every durable write from now on.
-    pub fn add_sink(&self, sink: std::sync::Arc<dyn HeadSink>) {
-        self.sinks.locked().push(sink);
+    pub fn add_sink(&self, sink: Arc<dyn HeadSink>) {
+        self.shared.sinks.locked().push(sink);
     }
 
-    /// Where the chain stands now (the next record follows this head).
+    /// Where the chain stands now: the seq the next record gets and the hash
+    /// of the last line made durable.
     pub fn head(&self) -> Head {
-        let st = self.state.locked();
-        Head {
-            seq: st.0,
-            hash: st.1.clone(),
+        self.shared.head.locked().clone()
+    }
+
+    /// Whether the last write was made durable (window hits are refused
+    /// meanwhile, unless the config says otherwise).
+    pub fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::SeqCst)
+    }
+
+    fn send(&self, job: writer::Job) -> bool {
+        match &*self.tx.locked() {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
         }
     }
 
-    /// Append `r` (its `seq` and `prev` are filled in). Failures are logged, not fatal:
-    /// a full disk must not stop the agent from refusing things.
-    pub fn append(&self, mut r: Record) {
-        let mut st = self.state.locked();
-        r.seq = st.0;
-        r.prev = st.1.clone();
-        let line = match serde_json::to_string(&r) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("cannot encode an audit record: {e}");
-                return;
-            }
-        };
-        let res = (|| -> std::io::Result<()> {
-            if let Some(dir) = self.path.parent() {
-                crate::state_dir::create(dir)?;
-            }
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            f.write_all(format!("{line}\n").as_bytes())?;
-            f.sync_data()
-        })();
-        match res {
-            Ok(()) => {
-                st.0 += 1;
-                st.1 = line_hash(&line);
-                let head = Head {
-                    seq: st.0,
-                    hash: st.1.clone(),
-                };
-                for sink in self.sinks.locked().iter() {
-                    sink.durable(&head);
-                }
-                tracing::info!(
-                    audit_seq = r.seq,
-                    event = %r.event,
-                    profile = r.profile.as_deref().unwrap_or("-"),
-                    token = r.token.as_deref().unwrap_or("-"),
-                    "audit"
-                );
-            }
-            Err(e) => tracing::error!(
-                "cannot append to the audit log {}: {e}",
-                self.path.display()
-            ),
+    fn stopped(&self) -> AuditFailure {
+        AuditFailure {
+            path: self.path.clone(),
+            error: "the audit writer has stopped".into(),
         }
     }
+
+    /// Write `r` (its `seq` and `prev` are filled in); resolves once it is
+    /// durable, or with why it is not. Nothing blocks the caller meanwhile.
+    pub fn commit(&self, r: Record) -> impl std::future::Future<Output = Result<(), AuditFailure>> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        let sent = self.send(writer::Job::Append(Box::new(r), Some(ack)));
+        let stopped = self.stopped();
+        async move {
+            if !sent {
+                return Err(stopped);
+            }
+            done.await.unwrap_or(Err(stopped))
+        }
+    }
+
+    /// Queue `r` without waiting for it (a failure is logged by the writer).
+    pub fn append(&self, r: Record) {
+        if !self.send(writer::Job::Append(Box::new(r), None)) {
+            tracing::error!("{}: a record was not written", self.stopped());
+        }
+    }
+
+    /// Write the window-hit counts now, without waiting.
+    pub fn flush_reuse(&self) {
+        self.send(writer::Job::Flush(None));
+    }
+
+    /// Write the window-hit counts now; resolves once everything queued before is durable.
+    pub fn sync(&self) -> impl std::future::Future<Output = Result<(), AuditFailure>> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        let sent = self.send(writer::Job::Flush(Some(ack)));
+        let stopped = self.stopped();
+        async move {
+            if !sent {
+                return Err(stopped);
+            }
+            done.await.unwrap_or(Err(stopped))
+        }
+    }
+
+    /// Count a window hit: no file system call, one short lock. `key` names
+    /// the line it belongs to (see [`reuse_key`]); `record` builds that line
+    /// the first time in a second.
+    pub fn reused(&self, key: u64, now: u64, record: impl FnOnce() -> Record) {
+        if self.shared.reuses.note(key, now, record) {
+            self.send(writer::Job::Wake);
+        }
+    }
+
+    /// Write what is pending (window-hit counts too) and stop the writer;
+    /// waits for it. Later records fail.
+    pub fn close(&self) {
+        if let Some(tx) = self.tx.locked().take() {
+            let _ = tx.send(writer::Job::Close);
+        }
+        if let Some(t) = self.thread.locked().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The key of a window hit's line: caller, profile, window, scopes and token
+/// (hashed from borrowed parts: nothing allocated).
+pub fn reuse_key(
+    caller: &Caller,
+    window: &str,
+    profile: &str,
+    scopes: &[String],
+    token_expires_at: u64,
+) -> u64 {
+    let hint = caller
+        .on_behalf_of
+        .as_ref()
+        .map(|h| (h.program.as_deref(), h.pid));
+    coalesce::key_of(&[
+        &caller.uid,
+        &caller.pid,
+        &caller.exe,
+        &hint,
+        &window,
+        &profile,
+        &scopes,
+        &token_expires_at,
+    ])
 }
 
 pub(crate) fn line_hash(line: &str) -> String {

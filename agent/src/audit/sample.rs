@@ -29,7 +29,22 @@ pub fn sample_log(dir: &Path, caller: &str, time: u64) -> PathBuf {
         .expect("the software key enrols");
     let path = dir.join("audit.jsonl");
     let log = AuditLog::open(&path).expect("the sample log opens");
-    log.append(Record {
+    // Each record durable before the next touch reads the head (waited for on a
+    // thread of its own: the caller may be inside a runtime).
+    let append = |r: Record| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("a runtime for the sample")
+                    .block_on(log.commit(r))
+            })
+            .join()
+        })
+        .expect("the sample writer thread")
+        .expect("the sample record is written")
+    };
+    append(Record {
         time,
         event: "enrolled".into(),
         credential: Some(hex::encode(&att.credential_id)),
@@ -61,7 +76,7 @@ pub fn sample_log(dir: &Path, caller: &str, time: u64) -> PathBuf {
                 up: true,
             })
             .expect("the software key signs");
-        log.append(Record {
+        append(Record {
             time,
             event: "issued".into(),
             token: Some("sha256:0011223344556677".into()),

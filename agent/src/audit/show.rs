@@ -122,13 +122,18 @@ pub fn show_as(
             })
             .unwrap_or_default();
         let touched = if r.touch.is_some() { "touch" } else { "" };
+        // A coalesced line of window hits: how many.
+        let event = match r.count {
+            Some(n) if n > 1 => format!("{} x{n}", r.event),
+            _ => r.event.clone(),
+        };
         w(
             out,
             format!(
                 "{:<5} {:<20} {:<11} {:<12} {:<26} {:<24} {} {}",
                 r.seq,
                 when,
-                r.event,
+                event,
                 r.profile.as_deref().unwrap_or("-"),
                 caller,
                 r.token.as_deref().unwrap_or("-"),

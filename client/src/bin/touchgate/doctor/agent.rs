@@ -175,6 +175,11 @@ pub(super) fn state(r: &mut Report, s: &StatusReply, profile: Option<&str>) {
                 "set without key.attestation_roots: a key's model is only what the key says of itself",
                 "add the vendor's attestation root to key.attestation_roots",
             ),
+            SecurityWarning::AuditFailOpen => r.warn(
+                "audit.on_failure",
+                "\"allow\": tokens are issued even when the audit log cannot record them",
+                "remove on_failure from [audit] (the default refuses)",
+            ),
         }
     }
     if !soft {
