@@ -21,6 +21,7 @@ use crate::config::{format_duration, Profile, TouchRule};
 use crate::notify::{Kind, Notification};
 use crate::policy::{self, Approval, Decision};
 use crate::session::{CacheKey, CachedToken};
+use crate::subject::Subject;
 use crate::upstream::{BoxFuture, MintRequest, UpstreamError};
 
 type Outcome = Option<Result<TokenReply, ErrorReply>>;
@@ -68,7 +69,14 @@ impl Agent {
         } else {
             scopes
         };
-        let window = match policy::decide(&name, &profile, &caller.policy_subject(), &scopes) {
+        // Who the caller is (a read of /proc) only matters to caller rules: a
+        // profile without them answers a window hit with no file system call.
+        let who = if policy::looks_at_caller(&profile) {
+            caller.policy_subject()
+        } else {
+            Subject::default()
+        };
+        let window = match policy::decide(&name, &profile, &who, &scopes) {
             Decision::Allow { window, .. } => window,
             Decision::Refuse { rule, reason } => {
                 tracing::warn!(%caller, profile = %name, %rule, "refused by policy");

@@ -69,6 +69,12 @@ pub fn decide(name: &str, profile: &Profile, who: &Subject, scopes: &[String]) -
     Decision::Allow { rule, window }
 }
 
+/// Whether [`decide`] looks at who asks for `profile` (its `callers` or `per =
+/// "caller"`); when not, the caller need not be looked up at all.
+pub fn looks_at_caller(profile: &Profile) -> bool {
+    !profile.callers.is_empty() || profile.per == Per::Caller
+}
+
 /// The most a request for `profile` may ask for, and the setting that says so:
 /// its `allowed_scopes` if set, else its `scopes`. A request for more is refused
 /// (not narrowed), so nobody gets a narrower token than they believe they have.
