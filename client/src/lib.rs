@@ -13,6 +13,7 @@
 pub mod agent_socket;
 pub mod client;
 pub mod frame;
+pub mod generate;
 pub mod lsof;
 pub mod paths;
 pub mod process;

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use touchgate::{CallerHint, Client, ClientError, Secret};
 
 mod adc;
@@ -168,6 +168,9 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = touchgate::generate::if_requested(Cli::command) {
+        return code;
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
