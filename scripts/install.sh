@@ -107,8 +107,30 @@ if [ "$uninstall" = 1 ]; then
   exit 0
 fi
 
+old=""
+[ -f "$manifest" ] && old="$(cat "$manifest")"
+owned() { printf '%s\n' "$old" | awk -v p="$1" '($1 == "f" || $1 == "l") && $3 == p { y = 1 } END { exit !y }'; }
+# Refuse before changing anything: a file at PREFIX that no earlier run installed
+# (the programs first, before a build; every file once the tree is made).
+refuse_foreign() {
+  local t="$prefix/$1"
+  if [ -e "$t" ] || [ -L "$t" ]; then
+    owned "$t" || die "$t is already there and was not installed by $me: remove it, or choose another --prefix"
+  fi
+}
+if [ -z "$destdir" ]; then
+  for f in bin/touchgate bin/touchgate-agent bin/touchgate-shim bin/docker-credential-touchgate; do refuse_foreign "$f"; done
+fi
+
 # ---- build ----------------------------------------------------------------
-echo "$me: building the release binaries (cargo build --release --locked)" >&2
+echo "$me: building the release binaries (cargo build --release --locked)"
+# Run from a cargo test or build script, the variables cargo set for that crate
+# would make some dependencies' build scripts rebuild them: not ours to pass on.
+for v in $(compgen -e); do
+  case "$v" in
+    CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_NAME | CARGO_BIN_* | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | OUT_DIR) unset "$v" ;;
+  esac
+done
 (cd "$repo" && cargo build --release --locked --quiet -p touchgate -p touchgate-agent -p touchgate-shim --bins)
 rel="${CARGO_TARGET_DIR:-$repo/target}/release"
 bins=(touchgate touchgate-agent touchgate-shim)
@@ -153,16 +175,7 @@ fi
 # ---- install into PREFIX, recording every file and created directory --------
 files=()
 while IFS= read -r f; do files+=("${f#./}"); done < <(cd "$stage" && find . -type f | sort)
-# Refuse before changing anything: a file at PREFIX that no earlier run installed.
-old=""
-[ -f "$manifest" ] && old="$(cat "$manifest")"
-owned() { printf '%s\n' "$old" | awk -v p="$1" '($1 == "f" || $1 == "l") && $3 == p { y = 1 } END { exit !y }'; }
-for f in "${files[@]}" bin/docker-credential-touchgate; do
-  t="$prefix/$f"
-  if [ -e "$t" ] || [ -L "$t" ]; then
-    owned "$t" || die "$t is already there and was not installed by $me: remove it, or choose another --prefix"
-  fi
-done
+for f in "${files[@]}"; do refuse_foreign "$f"; done
 if [ "$os" = Darwin ] && [ -e "$plist" ] && ! owned "$plist"; then
   skip_plist=1
 else
