@@ -4,8 +4,9 @@
 # (made by each program's `generate`), and a launchd service (`brew services
 # start touchgate`: the agent in the foreground at login).
 #
-# Not tested in this repository's CI (no macOS or Homebrew there). For a
-# release, set url and sha256 to the release's source tarball, then check with
+# Not tested in this repository's CI (no macOS or Homebrew there). homepage,
+# url and sha256 are placeholders: for a release, set them to the project's
+# page and the release's source tarball, then check with
 # `brew install --build-from-source ./touchgate.rb && brew test touchgate &&
 # brew audit --strict touchgate`.
 class Touchgate < Formula
