@@ -32,6 +32,7 @@ if [ "$job" = test ]; then
   need 'command -v lsof' lsof lsof "the shim's macOS way of naming callers, tested here"
   need 'command -v systemd-socket-activate && command -v systemd-analyze' systemd systemd \
     "tests of the service units"
+  need 'command -v dpkg-deb' dpkg dpkg "tests build the .deb (scripts/package.sh) and unpack it"
 fi
 [ ${#missing_deb[@]} -eq 0 ] && exit 0
 

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use touchgate::Exit;
 use touchgate_agent::activation::{self, Activation};
 use touchgate_agent::run::{build, Settings};
@@ -134,6 +134,9 @@ enum AuditCommand {
 fn main() -> ExitCode {
     // First, while nothing else owns a descriptor: a socket systemd passed us.
     let activation = activation::from_env();
+    if let Some(code) = touchgate::generate::if_requested(Args::command) {
+        return code;
+    }
     let args = Args::parse();
     let mut settings = Settings::from_env();
     if let Some(s) = &args.socket {

@@ -28,7 +28,7 @@ mod sts;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use touchgate::{CallerHint, Client};
 
 #[derive(Parser, Debug)]
@@ -119,6 +119,9 @@ fn main() -> ExitCode {
     if name.starts_with("docker-credential-") {
         let args: Vec<String> = std::env::args().skip(1).collect();
         return docker::main(&args);
+    }
+    if let Some(code) = touchgate::generate::if_requested(Cli::command) {
+        return code;
     }
     let cli = Cli::parse();
     match cli.command {

@@ -164,6 +164,8 @@ pub struct AgentProc {
     pub stderr_path: PathBuf,
     /// Extra environment for the agent process only (e.g. LD_PRELOAD).
     pub agent_env: Vec<(String, std::ffi::OsString)>,
+    /// The agent program (default: this workspace's build).
+    pub exe: PathBuf,
 }
 
 impl AgentProc {
@@ -172,6 +174,15 @@ impl AgentProc {
     }
 
     pub fn start_with_env(config: &str, agent_env: Vec<(String, std::ffi::OsString)>) -> AgentProc {
+        AgentProc::start_exe(&bin("touchgate-agent"), config, agent_env)
+    }
+
+    /// An agent from another place (e.g. an installed one).
+    pub fn start_exe(
+        exe: &Path,
+        config: &str,
+        agent_env: Vec<(String, std::ffi::OsString)>,
+    ) -> AgentProc {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run").join("agent.sock");
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
@@ -182,6 +193,7 @@ impl AgentProc {
             child: None,
             stderr_path,
             agent_env,
+            exe: exe.to_path_buf(),
         };
         let child = p.spawn_agent("debug");
         p.child = Some(child);
@@ -195,7 +207,7 @@ impl AgentProc {
             .append(true)
             .open(&self.stderr_path)
             .unwrap();
-        let mut child = Command::new(bin("touchgate-agent"))
+        let mut child = Command::new(&self.exe)
             .args(["--foreground", "--print-sock"])
             .envs(self.env())
             .envs(self.agent_env.iter().map(|(k, v)| (k, v)))

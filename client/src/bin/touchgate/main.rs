@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use touchgate::{CallerHint, Client, ClientError, Exit, Secret};
 
 mod adc;
@@ -256,6 +256,9 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = touchgate::generate::if_requested(Cli::command) {
+        return code;
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
