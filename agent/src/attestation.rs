@@ -21,8 +21,9 @@ use base64::Engine as _;
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use p256::ecdsa::signature::Verifier as _;
 use p256::pkcs8::DecodePublicKey as _;
-use sha2::{Digest as _, Sha256, Sha384, Sha512};
-use x509_cert::der::asn1::{ObjectIdentifier, OctetString};
+use ring::signature;
+use sha2::{Digest as _, Sha384};
+use x509_cert::der::asn1::{ObjectIdentifier, OctetString, UintRef};
 use x509_cert::der::{Decode as _, Encode as _, Header, Reader as _, SliceReader};
 use x509_cert::ext::pkix::BasicConstraints;
 use x509_cert::Certificate;
@@ -205,13 +206,13 @@ impl<'a> Cert<'a> {
                     .is_ok_and(|s| k.verify_prehash(&Sha384::digest(self.tbs), &s).is_ok())
             }
             (a, PublicKey::Rsa(k)) if *a == SHA256_WITH_RSA => {
-                rsa_verify::<Sha256>(k, self.tbs, sig)
+                rsa_verify(&signature::RSA_PKCS1_2048_8192_SHA256, k, self.tbs, sig)
             }
             (a, PublicKey::Rsa(k)) if *a == SHA384_WITH_RSA => {
-                rsa_verify::<Sha384>(k, self.tbs, sig)
+                rsa_verify(&signature::RSA_PKCS1_2048_8192_SHA384, k, self.tbs, sig)
             }
             (a, PublicKey::Rsa(k)) if *a == SHA512_WITH_RSA => {
-                rsa_verify::<Sha512>(k, self.tbs, sig)
+                rsa_verify(&signature::RSA_PKCS1_2048_8192_SHA512, k, self.tbs, sig)
             }
             (a, _)
                 if [
@@ -238,7 +239,8 @@ impl<'a> Cert<'a> {
 
 enum PublicKey {
     P256(p256::ecdsa::VerifyingKey),
-    Rsa(Box<rsa::RsaPublicKey>),
+    /// DER `RSAPublicKey` (PKCS#1) of a 2048- to 8192-bit modulus.
+    Rsa(Vec<u8>),
 }
 
 fn public_key(cert: &Certificate) -> Result<PublicKey, String> {
@@ -249,9 +251,7 @@ fn public_key(cert: &Certificate) -> Result<PublicKey, String> {
             .map(|k| PublicKey::P256(k.into()))
             .map_err(|_| "an EC key not on P-256".into())
     } else if spki.algorithm.oid == RSA_ENCRYPTION {
-        rsa::pkcs8::DecodePublicKey::from_public_key_der(&der)
-            .map(|k| PublicKey::Rsa(Box::new(k)))
-            .map_err(|e| one_line(&format!("an unusable RSA key: {e}")))
+        rsa_public_key(spki.subject_public_key.raw_bytes()).map(PublicKey::Rsa)
     } else {
         Err(format!(
             "key algorithm {}",
@@ -260,15 +260,32 @@ fn public_key(cert: &Certificate) -> Result<PublicKey, String> {
     }
 }
 
-fn rsa_verify<D>(key: &rsa::RsaPublicKey, msg: &[u8], sig: &[u8]) -> bool
-where
-    D: sha2::Digest + x509_cert::der::oid::AssociatedOid,
-{
-    let Ok(sig) = rsa::pkcs1v15::Signature::try_from(sig) else {
-        return false;
-    };
-    rsa::pkcs1v15::VerifyingKey::<D>::new(key.clone())
-        .verify(msg, &sig)
+/// The `RSAPublicKey` (SEQUENCE { modulus, publicExponent }) of a certificate,
+/// if its modulus has the 2048 to 8192 bits ring verifies with.
+fn rsa_public_key(der: &[u8]) -> Result<Vec<u8>, String> {
+    let modulus_bits = SliceReader::new(der)
+        .and_then(|mut r| {
+            let bits = r.sequence(|r| {
+                let n = UintRef::decode(r)?;
+                UintRef::decode(r)?;
+                let first = n.as_bytes().first().copied().unwrap_or(0);
+                Ok((n.as_bytes().len() * 8).saturating_sub(first.leading_zeros() as usize))
+            })?;
+            r.finish(bits)
+        })
+        .map_err(|e| one_line(&format!("an unusable RSA key: {e}")))?;
+    if !(2048..=8192).contains(&modulus_bits) {
+        return Err(format!(
+            "an RSA key of {modulus_bits} bits (2048 to 8192 are accepted)"
+        ));
+    }
+    Ok(der.to_vec())
+}
+
+/// RSASSA-PKCS1-v1_5 verification (ring's; public-key only).
+fn rsa_verify(alg: &'static signature::RsaParameters, key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    signature::UnparsedPublicKey::new(alg, key)
+        .verify(msg, sig)
         .is_ok()
 }
 
@@ -571,6 +588,7 @@ mod tests {
     use super::*;
     use p256::ecdsa::signature::Signer as _;
     use p256::ecdsa::SigningKey;
+    use sha2::Sha256;
     use std::time::Duration;
 
     const CDH: [u8; 32] = [0x5A; 32];
@@ -674,6 +692,26 @@ mod tests {
         // A leaf without the AAGUID extension is fine (it is optional).
         let pki = Pki::with(CertParams::leaf("CN=leaf,O=t", None));
         assert!(check(&pki.attestation(), &pki.roots()).is_ok());
+    }
+
+    #[test]
+    fn rsa_keys_outside_2048_to_8192_bits_are_refused() {
+        use rsa::pkcs1::EncodeRsaPublicKey as _;
+        use rsa::pkcs8::DecodePrivateKey as _;
+        let public = |pem: &str| {
+            let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap();
+            key.to_public_key().to_pkcs1_der().unwrap().into_vec()
+        };
+        let weak = public(include_str!("upstream/testdata/rsa-1024.pem"));
+        assert_eq!(
+            rsa_public_key(&weak).unwrap_err(),
+            "an RSA key of 1024 bits (2048 to 8192 are accepted)"
+        );
+        let good = public(include_str!("upstream/testdata/rsa-2048.pem"));
+        assert_eq!(rsa_public_key(&good).unwrap(), good);
+        assert!(rsa_public_key(&good[..good.len() - 1])
+            .unwrap_err()
+            .starts_with("an unusable RSA key"));
     }
 
     #[test]

@@ -5,8 +5,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
 use touchgate::secret::fingerprint;
 use touchgate_agent::clock::unix;
@@ -40,9 +38,9 @@ async fn env() -> Env {
 }
 
 /// (email, private_key_id, key) of a key file.
-fn key_of(json: &str) -> (String, String, RsaPrivateKey) {
+fn key_of(json: &str) -> (String, String, jwt::SigningKey) {
     let v: Value = serde_json::from_str(json).unwrap();
-    let key = RsaPrivateKey::from_pkcs8_pem(v["private_key"].as_str().unwrap()).unwrap();
+    let key = jwt::SigningKey::from_pkcs8_pem(v["private_key"].as_str().unwrap()).unwrap();
     (
         v["client_email"].as_str().unwrap().to_owned(),
         v["private_key_id"].as_str().unwrap().to_owned(),
@@ -70,14 +68,14 @@ impl Env {
         .await
     }
 
-    fn assertion(&self, key: &RsaPrivateKey, kid: &str, iss: &str, aud: &str) -> String {
+    fn assertion(&self, key: &jwt::SigningKey, kid: &str, iss: &str, aud: &str) -> String {
         let claims = jwt::Claims::new(
             iss,
             &[CLOUD_PLATFORM.to_owned()],
             aud,
             unix(self.state.now()),
         );
-        jwt::sign(key.clone(), kid, &claims).to_string()
+        jwt::sign(key, kid, &claims).unwrap().to_string()
     }
 
     /// A cloud-platform token for service account `SA` via the jwt-bearer grant.
@@ -140,7 +138,10 @@ async fn jwt_bearer_grant_checks_signature_audience_and_time() {
     assert_eq!(body["token_type"], "Bearer");
 
     // Signed by a key the account does not have (same kid).
-    let other = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+    let (_, _, other) = key_of(
+        &e.state
+            .add_service_account("stranger@proj-1.iam.gserviceaccount.com"),
+    );
     let (status, body) = e.jwt_grant(&e.assertion(&other, &kid, &email, &aud)).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
     assert_eq!(body["error_description"], "Invalid JWT Signature.");
@@ -181,7 +182,7 @@ async fn jwt_bearer_grant_checks_signature_audience_and_time() {
         &aud,
         unix(e.state.now()) - 7200,
     );
-    let (status, body) = e.jwt_grant(&jwt::sign(key.clone(), &kid, &old)).await;
+    let (status, body) = e.jwt_grant(&jwt::sign(&key, &kid, &old).unwrap()).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
     assert!(body["error_description"]
         .as_str()
@@ -191,7 +192,7 @@ async fn jwt_bearer_grant_checks_signature_audience_and_time() {
     // Too long-lived, and from the future.
     let mut long = jwt::Claims::new(&email, &[CLOUD_PLATFORM.into()], &aud, unix(e.state.now()));
     long.exp += 60;
-    let (status, _) = e.jwt_grant(&jwt::sign(key.clone(), &kid, &long)).await;
+    let (status, _) = e.jwt_grant(&jwt::sign(&key, &kid, &long).unwrap()).await;
     assert_eq!(status, 400);
     let future = jwt::Claims::new(
         &email,
@@ -199,7 +200,7 @@ async fn jwt_bearer_grant_checks_signature_audience_and_time() {
         &aud,
         unix(e.state.now()) + 600,
     );
-    let (status, _) = e.jwt_grant(&jwt::sign(key.clone(), &kid, &future)).await;
+    let (status, _) = e.jwt_grant(&jwt::sign(&key, &kid, &future).unwrap()).await;
     assert_eq!(status, 400);
 
     // Garbage, and a deleted key.
@@ -820,7 +821,7 @@ async fn unknown_scopes_are_refused_like_google() {
         &e.state.token_url(),
         unix(e.state.now()),
     );
-    let (status, body) = e.jwt_grant(&jwt::sign(key, &kid, &claims)).await;
+    let (status, body) = e.jwt_grant(&jwt::sign(&key, &kid, &claims).unwrap()).await;
     assert_oauth_error(status, &body, 400, "invalid_scope");
 
     let base = e.sa_token().await;

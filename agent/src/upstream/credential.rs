@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
+
+use super::jwt::SigningKey;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// A credential file was refused. One line, never a value from the file.
@@ -247,21 +249,18 @@ fn impersonation_target(url: &str) -> Result<String, CredentialError> {
 }
 
 impl ServiceAccountKey {
-    /// The RSA private key. The error never shows any of the key.
-    pub fn rsa_key(&self) -> Result<rsa::RsaPrivateKey, CredentialError> {
-        use rsa::pkcs8::DecodePrivateKey;
-        rsa::RsaPrivateKey::from_pkcs8_pem(self.private_key.expose_secret()).map_err(|_| {
+    /// The key that signs this account's JWTs. The error never shows any of the key.
+    pub fn signing_key(&self) -> Result<SigningKey, CredentialError> {
+        SigningKey::from_pkcs8_pem(self.private_key.expose_secret()).map_err(|e| {
             CredentialError(format!(
-                "the private_key of service account {} is not an RSA key in PKCS#8 PEM \
-                 (-----BEGIN PRIVATE KEY-----): create a new key with `gcloud iam \
-                 service-accounts keys create` and import that file unchanged",
+                "the private_key of service account {} {e}",
                 self.client_email
             ))
         })
     }
 
     fn check_private_key(&self) -> Result<(), CredentialError> {
-        self.rsa_key().map(drop)
+        self.signing_key().map(drop)
     }
 }
 
@@ -572,17 +571,10 @@ impl fmt::Debug for AuthorizedUser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::OnceLock;
 
+    /// A test-only key (openssl genpkey, RSA 2048, PKCS#8), never used outside tests.
     fn pem() -> &'static str {
-        static PEM: OnceLock<String> = OnceLock::new();
-        PEM.get_or_init(|| {
-            use rsa::pkcs8::EncodePrivateKey;
-            let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 1024).unwrap();
-            key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
-                .unwrap()
-                .to_string()
-        })
+        include_str!("testdata/rsa-2048.pem")
     }
 
     fn sa_json() -> String {
@@ -800,6 +792,43 @@ mod tests {
             e.contains("\"delegates\" must be an array of strings, not a number"),
             "{e}"
         );
+    }
+
+    /// The one-line error `parse` gives for a key file whose `private_key` is `pem`.
+    fn key_error(pem: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(&sa_json()).unwrap();
+        v["private_key"] = pem.into();
+        let e = UpstreamCredential::parse(&v.to_string()).unwrap_err().0;
+        assert!(!e.contains('\n'), "not one line: {e}");
+        assert!(!e.contains("PRIVATE KEY-----\n"), "{e}");
+        assert!(
+            e.contains("private_key of service account bot@proj-1.iam.gserviceaccount.com"),
+            "{e}"
+        );
+        e
+    }
+
+    #[test]
+    fn private_key_under_2048_bits_is_refused() {
+        let e = key_error(include_str!("testdata/rsa-1024.pem"));
+        assert!(e.contains("shorter than 2048 bits"), "{e}");
+        assert!(e.contains("gcloud iam service-accounts keys create"), "{e}");
+    }
+
+    #[test]
+    fn private_key_in_pkcs1_is_refused_with_the_conversion() {
+        let e = key_error(include_str!("testdata/rsa-2048-pkcs1.pem"));
+        assert!(
+            e.contains("PKCS#1 (-----BEGIN RSA PRIVATE KEY-----)"),
+            "{e}"
+        );
+        assert!(e.contains("openssl pkcs8 -topk8 -nocrypt"), "{e}");
+    }
+
+    #[test]
+    fn private_key_that_is_not_rsa_is_refused() {
+        let e = key_error(include_str!("testdata/ec-p256.pem"));
+        assert!(e.contains("not an RSA key"), "{e}");
     }
 
     #[test]

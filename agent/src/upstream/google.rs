@@ -253,11 +253,13 @@ impl GoogleUpstream {
         budget: &Budget,
     ) -> Result<BaseToken, UpstreamError> {
         check_url(token_uri)?;
-        let rsa_key = key
-            .rsa_key()
+        let signing_key = key
+            .signing_key()
             .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         let claims = jwt::Claims::new(&key.client_email, scopes, token_uri, self.clock.unix_now());
-        let assertion = jwt::sign(rsa_key, &key.private_key_id, &claims);
+        let assertion = jwt::sign(&signing_key, &key.private_key_id, &claims)
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        drop(signing_key);
         let form = [
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", assertion.as_str()),
