@@ -602,6 +602,7 @@ mod tests {
             auth_data,
             sign_count: 1,
             format: "packed".into(),
+            statement_alg: Some(-7),
             x5c: chain,
             hmac_secret: true,
         }
