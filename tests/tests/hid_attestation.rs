@@ -182,3 +182,59 @@ fn a_bad_root_file_is_named_before_any_touch() {
     assert!(line.contains(&garbage.display().to_string()), "{line}");
     assert_eq!(key.auth.touches_requested(), 0, "no touch was asked for");
 }
+
+#[test]
+fn a_chain_that_breaks_a_packed_leaf_rule_is_refused_naming_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = certs::root_ca("CN=vendor root,O=touchgate tests");
+    let roots = write_root(dir.path(), "root.pem", &root);
+    // Signed all the way to the configured root, but the leaf's subject
+    // lacks OU "Authenticator Attestation".
+    let inter = root.issue(
+        certs::CertParams::ca("CN=vendor CA,O=touchgate tests"),
+        certs::CertKey::p256(),
+    );
+    let leaf = inter.issue(
+        certs::CertParams::leaf("CN=no ou key,O=touchgate tests", Some(AAGUID)),
+        certs::CertKey::p256(),
+    );
+    let leaf_key = leaf.key.p256_key().unwrap().clone();
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        Attestation::Certificate {
+            chain: vec![leaf.der, inter.der],
+            leaf_key,
+        },
+    );
+    let agent = start_agent(&key, &[roots]);
+    assert_one_line_error(
+        &agent.cli(&["enroll"]),
+        "attestation certificate 1 (CN=no ou key,O=touchgate tests) has no subject OU \"Authenticator Attestation\"",
+    );
+    let o = agent.cli(&["keys", "list"]);
+    assert!(
+        o.status.success() && stdout(&o).trim().is_empty(),
+        "nothing enrolled: {}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_key_under_a_p384_vendor_root_enrols() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = TestCert::self_signed(
+        certs::CertParams::ca("CN=p384 vendor root,O=touchgate tests"),
+        certs::CertKey::p384(),
+    );
+    let roots = write_root(dir.path(), "root.pem", &root);
+    let key = attested_key(dir.path(), "k1", &root);
+    let agent = start_agent(&key, &[roots]);
+    let o = agent.cli(&["enroll"]);
+    assert!(
+        o.status.success(),
+        "{}\nagent log:\n{}",
+        stderr(&o),
+        agent.stderr()
+    );
+}
