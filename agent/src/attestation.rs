@@ -1621,4 +1621,22 @@ mod tests {
             Err(AttestationError::Untrusted { .. })
         ));
     }
+
+    #[test]
+    fn webpki_validates_the_path_after_touchgate_s_own_checks() {
+        // A leaf with an issuerUniqueID: nothing touchgate checks itself, but
+        // webpki accepts no unique identifiers, so its refusal shows it ran.
+        let pki = Pki::new();
+        let mut cert = Certificate::from_der(&pki.leaf.der).unwrap();
+        cert.tbs_certificate.issuer_unique_id =
+            Some(x509_cert::der::asn1::BitString::from_bytes(&[1, 2, 3]).unwrap());
+        let leaf = test_certs::sign_tbs(cert.tbs_certificate, &pki.inter.key);
+        let att = packed(vec![leaf, pki.inter.der.clone()], pki.leaf_key());
+        let err = check(&att, &pki.roots()).unwrap_err();
+        assert!(
+            matches!(&err, AttestationError::PathValidation { cert, reason }
+                if cert.starts_with("attestation certificate 1 (CN=leaf") && reason.starts_with("webpki: ")),
+            "{err}"
+        );
+    }
 }

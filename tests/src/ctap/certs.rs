@@ -341,7 +341,7 @@ pub fn build(
     let tbs = TbsCertificate {
         version: params.version,
         serial_number: SerialNumber::from(params.serial),
-        signature: algorithm.clone(),
+        signature: algorithm,
         issuer: name(issuer),
         validity: Validity {
             not_before: time(params.not_before),
@@ -353,11 +353,17 @@ pub fn build(
         subject_unique_id: None,
         extensions: Some(extensions),
     };
+    sign_tbs(tbs, issuer_key)
+}
+
+/// The DER certificate of `tbs` signed with `issuer_key` (the algorithm is
+/// `tbs.signature`): for tests that change a field [`build`] does not offer.
+pub fn sign_tbs(tbs: TbsCertificate, issuer_key: &CertKey) -> Vec<u8> {
     let tbs_der = tbs.to_der().expect("TBS DER");
     let signature = issuer_key.sign(&tbs_der);
     Certificate {
+        signature_algorithm: tbs.signature.clone(),
         tbs_certificate: tbs,
-        signature_algorithm: algorithm,
         signature: BitString::from_bytes(&signature).expect("signature bits"),
     }
     .to_der()
