@@ -26,13 +26,20 @@ struct EmuKey {
 }
 
 fn emu_key(dir: &Path, name: &str, attestation: Attestation) -> EmuKey {
+    emu_key_with(
+        dir,
+        name,
+        AuthenticatorOptions {
+            aaguid: Some(AAGUID),
+            attestation,
+            ..Default::default()
+        },
+    )
+}
+
+fn emu_key_with(dir: &Path, name: &str, options: AuthenticatorOptions) -> EmuKey {
     let touch: Arc<dyn TouchSource> = Arc::new(AutoTouch);
     let key = SoftKey::open(&dir.join(format!("{name}.state")), touch.clone()).unwrap();
-    let options = AuthenticatorOptions {
-        aaguid: Some(AAGUID),
-        attestation,
-        ..Default::default()
-    };
     let auth = Arc::new(Authenticator::new(Arc::new(key), touch, options));
     let device = HidDevice::start(&dir.join(format!("{name}.hidraw")), auth.clone()).unwrap();
     EmuKey { device, auth }
@@ -236,5 +243,32 @@ fn a_key_under_a_p384_vendor_root_enrols() {
         "{}\nagent log:\n{}",
         stderr(&o),
         agent.stderr()
+    );
+}
+
+#[test]
+fn enrolment_with_uv_refuses_an_attestation_without_the_uv_flag() {
+    // A key with built-in UV that verifies the user but leaves UV out of
+    // the attestation's authenticator data (signed as sent).
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key_with(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            built_in_uv: true,
+            omit_uv_flag_in_attestation: true,
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&key, &[]);
+    assert_one_line_error(
+        &agent.cli(&["enroll", "--uv"]),
+        "enrolment asked for user verification but the attestation's authenticator data does not report it (UV flag clear)",
+    );
+    let o = agent.cli(&["keys", "list"]);
+    assert!(
+        o.status.success() && stdout(&o).trim().is_empty(),
+        "nothing enrolled: {}",
+        stdout(&o)
     );
 }
