@@ -140,7 +140,7 @@ impl Agent {
         });
         let att = self.key_op(hint, &prompt, notify, op).await?;
         self.touches.fetch_add(1, Ordering::Relaxed);
-        verify::check_attestation(&att, &cdh, RP_ID)
+        verify::check_attestation(&att, &cdh, RP_ID, uv)
             .map_err(|e| ErrorReply::new(ErrorCode::KeyVerification, e.to_string()))?;
         if !att.hmac_secret {
             return Err(ErrorReply::new(

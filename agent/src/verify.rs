@@ -19,6 +19,9 @@ use crate::key::{flags, Assertion, Attestation};
 /// rpIdHash(32) ‖ flags(1) ‖ signCount(4).
 const AUTH_DATA_MIN: usize = 37;
 
+/// COSE algorithm ES256 (ECDSA P-256 with SHA-256).
+const COSE_ES256: i64 = -7;
+
 /// What the enrolment says the answer must match.
 #[derive(Debug, Clone, Copy)]
 pub struct Expected<'a> {
@@ -82,6 +85,10 @@ pub enum VerifyError {
     UnsupportedAttestationFormat { format: String },
     #[error("the self-attestation signature does not verify with the credential's public key")]
     BadAttestationSignature,
+    #[error("enrolment asked for user verification but the attestation's authenticator data does not report it (UV flag clear): refused; check the key's PIN or built-in verification and enrol again")]
+    EnrolmentNotUserVerified,
+    #[error("the packed attestation statement names algorithm {} but {key} is ES256 (-7): refused", alg.map_or("(none)".to_string(), |a| format!("alg {a}")))]
+    StatementAlgMismatch { alg: Option<i64>, key: &'static str },
     #[error("the security key's attestation certificate is unusable: {reason}")]
     AttestationCertificate { reason: String },
     #[error(
@@ -131,11 +138,14 @@ pub fn verify_assertion(
     })
 }
 
-/// Check a makeCredential answer: rpIdHash, UP, AT; the attested credential
+/// Check a makeCredential answer: rpIdHash, UP, UV if `require_uv` (the
+/// enrolment asked for it), AT; the attested credential
 /// data in authData holds exactly `a.credential_id`, `a.aaguid` and
 /// `a.public_key_sec1` (as an ES256 COSE key); if `a.hmac_secret` the
 /// extensions confirm `"hmac-secret": true`; and the attestation statement:
 ///
+/// * `packed`: the statement's `alg` is ES256 (-7), the algorithm of the
+///   signing key (the credential key, or the x5c leaf's P-256 key).
 /// * `packed` without `x5c` (self attestation): the signature over
 ///   `authData ‖ clientDataHash` must verify with the credential key itself.
 /// * `none`: nothing more to check.
@@ -150,11 +160,15 @@ pub fn check_attestation(
     a: &Attestation,
     client_data_hash: &[u8; 32],
     rp_id: &str,
+    require_uv: bool,
 ) -> Result<(), VerifyError> {
     let header = Header::parse(&a.auth_data)?;
     header.check_rp(rp_id)?;
     if header.flags & flags::UP == 0 {
         return Err(VerifyError::UserNotPresent);
+    }
+    if require_uv && header.flags & flags::UV == 0 {
+        return Err(VerifyError::EnrolmentNotUserVerified);
     }
     if header.flags & flags::AT == 0 {
         return Err(VerifyError::AttestedDataMissing);
@@ -179,6 +193,7 @@ pub fn check_attestation(
     }
     match a.format.as_str() {
         "packed" if a.x5c.is_empty() => {
+            check_statement_alg(a.statement_alg, "the credential key")?;
             if signature_holds(
                 &key,
                 &a.auth_data,
@@ -195,6 +210,7 @@ pub fn check_attestation(
         "packed" => {
             let leaf = crate::attestation::leaf_verifying_key(&a.x5c[0])
                 .map_err(|reason| VerifyError::AttestationCertificate { reason })?;
+            check_statement_alg(a.statement_alg, "the attestation certificate's P-256 key")?;
             if signature_holds(
                 &leaf,
                 &a.auth_data,
@@ -210,6 +226,16 @@ pub fn check_attestation(
         other => Err(VerifyError::UnsupportedAttestationFormat {
             format: other.chars().take(32).collect(),
         }),
+    }
+}
+
+/// The packed statement's `alg` is ES256 (-7), the only algorithm of
+/// `key` (the credential key for self attestation, the leaf's for x5c).
+fn check_statement_alg(alg: Option<i64>, key: &'static str) -> Result<(), VerifyError> {
+    if alg == Some(COSE_ES256) {
+        Ok(())
+    } else {
+        Err(VerifyError::StatementAlgMismatch { alg, key })
     }
 }
 
@@ -572,6 +598,7 @@ mod tests {
             auth_data,
             sign_count: 1,
             format: "packed".into(),
+            statement_alg: Some(-7),
             x5c: Vec::new(),
             hmac_secret: true,
         }
@@ -619,7 +646,13 @@ mod tests {
                 exclude: vec![],
             })
             .unwrap();
-        check_attestation(&att, &crate::key::client_data_hash(&CHALLENGE), RP_ID).unwrap();
+        check_attestation(
+            &att,
+            &crate::key::client_data_hash(&CHALLENGE),
+            RP_ID,
+            false,
+        )
+        .unwrap();
 
         let challenge2 = [0x77; 32];
         let cdh2 = crate::key::client_data_hash(&challenge2);
@@ -836,7 +869,7 @@ mod tests {
     #[test]
     fn good_attestations_pass() {
         let k = test_key(3);
-        check_attestation(&good_attestation(&k), &CDH, RP_ID).unwrap();
+        check_attestation(&good_attestation(&k), &CDH, RP_ID, false).unwrap();
 
         // Without hmac-secret and extensions.
         let mut a = attestation(
@@ -844,7 +877,7 @@ mod tests {
             attested_auth_data(&k, RP_ID, flags::UP | flags::AT, &[]),
         );
         a.hmac_secret = false;
-        check_attestation(&a, &CDH, RP_ID).unwrap();
+        check_attestation(&a, &CDH, RP_ID, false).unwrap();
 
         // Extensions with more than hmac-secret (credProtect: 2).
         let ext = b"\xA2\x6BcredProtect\x02\x6Bhmac-secret\xF5";
@@ -853,6 +886,7 @@ mod tests {
             &attestation(&k, attested_auth_data(&k, RP_ID, fl, ext)),
             &CDH,
             RP_ID,
+            false,
         )
         .unwrap();
 
@@ -860,11 +894,11 @@ mod tests {
         let mut a = good_attestation(&k);
         a.format = "none".into();
         a.attestation_signature.clear();
-        check_attestation(&a, &CDH, RP_ID).unwrap();
+        check_attestation(&a, &CDH, RP_ID, false).unwrap();
 
         // Full packed attestation: signed by the certificate's key, not the credential's.
         let (a, _) = certified_attestation(&k);
-        check_attestation(&a, &CDH, RP_ID).unwrap();
+        check_attestation(&a, &CDH, RP_ID, false).unwrap();
     }
 
     /// A good attestation of `key`'s credential, packed with an x5c chain
@@ -889,25 +923,25 @@ mod tests {
         let mut a = good.clone();
         a.attestation_signature = sign(&k, &a.auth_data, &CDH);
         assert_eq!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::BadCertificateAttestationSignature
         );
         // Another challenge.
         assert_eq!(
-            check_attestation(&good, &[0; 32], RP_ID).unwrap_err(),
+            check_attestation(&good, &[0; 32], RP_ID, false).unwrap_err(),
             VerifyError::BadCertificateAttestationSignature
         );
         let mut a = good.clone();
         a.attestation_signature = vec![0x30, 0x00];
         assert_eq!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::MalformedSignature
         );
         // A leaf that is not a certificate, truncated or garbage: refused, no panic.
         for len in [0, 1, 2, 10, good.x5c[0].len() / 2, good.x5c[0].len() - 1] {
             let mut a = good.clone();
             a.x5c[0].truncate(len);
-            let err = check_attestation(&a, &CDH, RP_ID).unwrap_err();
+            let err = check_attestation(&a, &CDH, RP_ID, false).unwrap_err();
             assert!(
                 matches!(err, VerifyError::AttestationCertificate { .. }),
                 "{len}: {err}"
@@ -922,7 +956,7 @@ mod tests {
         let mut a = good.clone();
         a.x5c = vec![rsa.der];
         assert!(matches!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::AttestationCertificate { reason } if reason.contains("RSA")
         ));
     }
@@ -933,27 +967,27 @@ mod tests {
         let a = good_attestation(&k);
         // Wrong challenge.
         assert_eq!(
-            check_attestation(&a, &[0; 32], RP_ID).unwrap_err(),
+            check_attestation(&a, &[0; 32], RP_ID, false).unwrap_err(),
             VerifyError::BadAttestationSignature
         );
         // Tampered counter byte (the rest of the data still parses).
         let mut t = a.clone();
         t.auth_data[36] ^= 1;
         assert_eq!(
-            check_attestation(&t, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&t, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::BadAttestationSignature
         );
         // Signed by another key.
         let mut t = a.clone();
         t.attestation_signature = sign(&test_key(4), &a.auth_data, &CDH);
         assert_eq!(
-            check_attestation(&t, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&t, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::BadAttestationSignature
         );
         let mut t = a.clone();
         t.attestation_signature.clear();
         assert_eq!(
-            check_attestation(&t, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&t, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::MalformedSignature
         );
     }
@@ -962,7 +996,7 @@ mod tests {
     fn attestation_header_checks() {
         let k = test_key(3);
         assert_eq!(
-            check_attestation(&good_attestation(&k), &CDH, "evil.example").unwrap_err(),
+            check_attestation(&good_attestation(&k), &CDH, "evil.example", false).unwrap_err(),
             VerifyError::RpIdMismatch {
                 rp_id: "evil.example".into()
             }
@@ -972,7 +1006,7 @@ mod tests {
             attested_auth_data(&k, RP_ID, flags::AT | flags::ED, HMAC_EXT),
         );
         assert_eq!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::UserNotPresent
         );
         let a = attestation(
@@ -980,7 +1014,7 @@ mod tests {
             attested_auth_data(&k, RP_ID, flags::UP | flags::ED, HMAC_EXT),
         );
         assert_eq!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::AttestedDataMissing
         );
     }
@@ -991,19 +1025,19 @@ mod tests {
         let mut a = good_attestation(&k);
         a.credential_id[0] ^= 1;
         assert_eq!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::AttestedCredentialMismatch
         );
         let mut a = good_attestation(&k);
         a.public_key_sec1 = sec1(&test_key(4));
         assert_eq!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::AttestedKeyMismatch
         );
         let mut a = good_attestation(&k);
         a.aaguid[0] ^= 1;
         assert_eq!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::AaguidMismatch
         );
         // hmac-secret claimed but not in the extensions.
@@ -1013,7 +1047,7 @@ mod tests {
         );
         a.hmac_secret = true;
         assert_eq!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::HmacSecretNotConfirmed
         );
         let fl = flags::UP | flags::AT | flags::ED;
@@ -1022,7 +1056,7 @@ mod tests {
             attested_auth_data(&k, RP_ID, fl, b"\xA1\x6Bhmac-secret\xF4"),
         );
         assert_eq!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::HmacSecretNotConfirmed
         );
     }
@@ -1032,7 +1066,7 @@ mod tests {
         let mut a = good_attestation(&test_key(3));
         a.format = "fido-u2f".into();
         assert_eq!(
-            check_attestation(&a, &CDH, RP_ID).unwrap_err(),
+            check_attestation(&a, &CDH, RP_ID, false).unwrap_err(),
             VerifyError::UnsupportedAttestationFormat {
                 format: "fido-u2f".into()
             }
@@ -1046,7 +1080,7 @@ mod tests {
         let malformed = |ad: Vec<u8>| {
             let a = attestation(&k, ad);
             matches!(
-                check_attestation(&a, &CDH, RP_ID),
+                check_attestation(&a, &CDH, RP_ID, false),
                 Err(VerifyError::MalformedAttestedData { .. })
             )
         };
@@ -1078,7 +1112,7 @@ mod tests {
         let mut a = attestation(&k, ad.clone());
         a.public_key_sec1[1] ^= 1;
         assert!(matches!(
-            check_attestation(&a, &CDH, RP_ID),
+            check_attestation(&a, &CDH, RP_ID, false),
             Err(VerifyError::MalformedAttestedData { .. })
         ));
         // Credential id length larger than the data.
@@ -1094,14 +1128,20 @@ mod tests {
         for len in 0..good.auth_data.len() {
             let mut a = good.clone();
             a.auth_data.truncate(len);
-            assert!(check_attestation(&a, &CDH, RP_ID).is_err(), "len {len}");
+            assert!(
+                check_attestation(&a, &CDH, RP_ID, false).is_err(),
+                "len {len}"
+            );
         }
         // Any single bit flip anywhere fails one check or another.
         for i in 0..good.auth_data.len() {
             for bit in [0x01, 0x80] {
                 let mut a = good.clone();
                 a.auth_data[i] ^= bit;
-                assert!(check_attestation(&a, &CDH, RP_ID).is_err(), "byte {i}");
+                assert!(
+                    check_attestation(&a, &CDH, RP_ID, false).is_err(),
+                    "byte {i}"
+                );
             }
         }
         // Random bytes after a valid header: the CBOR reader must cope.
@@ -1120,7 +1160,7 @@ mod tests {
             ad.extend_from_slice(&tail);
             let mut a = good.clone();
             a.auth_data = ad;
-            let _ = check_attestation(&a, &CDH, RP_ID);
+            let _ = check_attestation(&a, &CDH, RP_ID, false);
         }
         // Deep nesting and huge declared lengths.
         let mut ad = header(RP_ID, fl, 1);
@@ -1129,7 +1169,7 @@ mod tests {
         ad.extend(std::iter::repeat_n(0x81, 10_000));
         let mut a = good.clone();
         a.auth_data = ad;
-        assert!(check_attestation(&a, &CDH, RP_ID).is_err());
+        assert!(check_attestation(&a, &CDH, RP_ID, false).is_err());
         for huge in [
             &[0x5B, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF][..],
             &[0x9B, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
@@ -1141,7 +1181,7 @@ mod tests {
             ad.extend_from_slice(huge);
             let mut a = good.clone();
             a.auth_data = ad;
-            assert!(check_attestation(&a, &CDH, RP_ID).is_err());
+            assert!(check_attestation(&a, &CDH, RP_ID, false).is_err());
         }
     }
 
@@ -1159,5 +1199,54 @@ mod tests {
         for bad in [&[0x61, 0xFF][..], &[0x1C], &[0x19, 0x01], &[0x42, 1]] {
             assert_eq!(Cbor::new(bad).item(0), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn enrolment_asking_for_uv_needs_the_uv_flag() {
+        let k = test_key(3);
+        // UV asked, authData without UV: refused, naming the flag.
+        let a = good_attestation(&k);
+        let err = check_attestation(&a, &CDH, RP_ID, true).unwrap_err();
+        assert_eq!(err, VerifyError::EnrolmentNotUserVerified);
+        assert!(err.to_string().contains("UV flag clear"), "{err}");
+        // The same answer without UV asked is fine; with UV set it passes.
+        check_attestation(&a, &CDH, RP_ID, false).unwrap();
+        let fl = flags::UP | flags::UV | flags::AT | flags::ED;
+        let a = attestation(&k, attested_auth_data(&k, RP_ID, fl, HMAC_EXT));
+        check_attestation(&a, &CDH, RP_ID, true).unwrap();
+    }
+
+    #[test]
+    fn packed_alg_must_match_the_key() {
+        let k = test_key(3);
+        // Self attestation claiming RS256 (-257), or no alg at all.
+        for alg in [Some(-257), Some(-8), Some(0), None] {
+            let mut a = good_attestation(&k);
+            a.statement_alg = alg;
+            let err = check_attestation(&a, &CDH, RP_ID, false).unwrap_err();
+            assert_eq!(
+                err,
+                VerifyError::StatementAlgMismatch {
+                    alg,
+                    key: "the credential key"
+                },
+                "{alg:?}"
+            );
+        }
+        // Full attestation: the leaf's key type (P-256, ES256) decides.
+        let (mut a, _) = certified_attestation(&k);
+        a.statement_alg = Some(-35);
+        let err = check_attestation(&a, &CDH, RP_ID, false).unwrap_err();
+        assert!(
+            err.to_string().contains("alg -35")
+                && err.to_string().contains("attestation certificate"),
+            "{err}"
+        );
+        // `none` carries no alg.
+        let mut a = good_attestation(&k);
+        a.format = "none".into();
+        a.statement_alg = None;
+        a.attestation_signature.clear();
+        check_attestation(&a, &CDH, RP_ID, false).unwrap();
     }
 }

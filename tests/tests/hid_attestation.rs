@@ -26,13 +26,20 @@ struct EmuKey {
 }
 
 fn emu_key(dir: &Path, name: &str, attestation: Attestation) -> EmuKey {
+    emu_key_with(
+        dir,
+        name,
+        AuthenticatorOptions {
+            aaguid: Some(AAGUID),
+            attestation,
+            ..Default::default()
+        },
+    )
+}
+
+fn emu_key_with(dir: &Path, name: &str, options: AuthenticatorOptions) -> EmuKey {
     let touch: Arc<dyn TouchSource> = Arc::new(AutoTouch);
     let key = SoftKey::open(&dir.join(format!("{name}.state")), touch.clone()).unwrap();
-    let options = AuthenticatorOptions {
-        aaguid: Some(AAGUID),
-        attestation,
-        ..Default::default()
-    };
     let auth = Arc::new(Authenticator::new(Arc::new(key), touch, options));
     let device = HidDevice::start(&dir.join(format!("{name}.hidraw")), auth.clone()).unwrap();
     EmuKey { device, auth }
@@ -181,4 +188,87 @@ fn a_bad_root_file_is_named_before_any_touch() {
     let line = assert_one_line_error(&agent.cli(&["enroll"]), "is not a valid X.509 certificate");
     assert!(line.contains(&garbage.display().to_string()), "{line}");
     assert_eq!(key.auth.touches_requested(), 0, "no touch was asked for");
+}
+
+#[test]
+fn a_chain_that_breaks_a_packed_leaf_rule_is_refused_naming_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = certs::root_ca("CN=vendor root,O=touchgate tests");
+    let roots = write_root(dir.path(), "root.pem", &root);
+    // Signed all the way to the configured root, but the leaf's subject
+    // lacks OU "Authenticator Attestation".
+    let inter = root.issue(
+        certs::CertParams::ca("CN=vendor CA,O=touchgate tests"),
+        certs::CertKey::p256(),
+    );
+    let leaf = inter.issue(
+        certs::CertParams::leaf("CN=no ou key,O=touchgate tests", Some(AAGUID)),
+        certs::CertKey::p256(),
+    );
+    let leaf_key = leaf.key.p256_key().unwrap().clone();
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        Attestation::Certificate {
+            chain: vec![leaf.der, inter.der],
+            leaf_key,
+        },
+    );
+    let agent = start_agent(&key, &[roots]);
+    assert_one_line_error(
+        &agent.cli(&["enroll"]),
+        "attestation certificate 1 (CN=no ou key,O=touchgate tests) has no subject OU \"Authenticator Attestation\"",
+    );
+    let o = agent.cli(&["keys", "list"]);
+    assert!(
+        o.status.success() && stdout(&o).trim().is_empty(),
+        "nothing enrolled: {}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_key_under_a_p384_vendor_root_enrols() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = TestCert::self_signed(
+        certs::CertParams::ca("CN=p384 vendor root,O=touchgate tests"),
+        certs::CertKey::p384(),
+    );
+    let roots = write_root(dir.path(), "root.pem", &root);
+    let key = attested_key(dir.path(), "k1", &root);
+    let agent = start_agent(&key, &[roots]);
+    let o = agent.cli(&["enroll"]);
+    assert!(
+        o.status.success(),
+        "{}\nagent log:\n{}",
+        stderr(&o),
+        agent.stderr()
+    );
+}
+
+#[test]
+fn enrolment_with_uv_refuses_an_attestation_without_the_uv_flag() {
+    // A key with built-in UV that verifies the user but leaves UV out of
+    // the attestation's authenticator data (signed as sent).
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key_with(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            built_in_uv: true,
+            omit_uv_flag_in_attestation: true,
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&key, &[]);
+    assert_one_line_error(
+        &agent.cli(&["enroll", "--uv"]),
+        "enrolment asked for user verification but the attestation's authenticator data does not report it (UV flag clear)",
+    );
+    let o = agent.cli(&["keys", "list"]);
+    assert!(
+        o.status.success() && stdout(&o).trim().is_empty(),
+        "nothing enrolled: {}",
+        stdout(&o)
+    );
 }

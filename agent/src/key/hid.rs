@@ -281,6 +281,7 @@ impl SecurityKey for HidKey {
             sign_count: att.sign_count,
             format: att.fmt.clone(),
             attestation_signature: att.attstmt_sig.clone(),
+            statement_alg: Some(i64::from(att.attstmt_alg)),
             x5c: att.attstmt_x5c.clone(),
             hmac_secret,
         })

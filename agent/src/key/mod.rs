@@ -60,6 +60,8 @@ pub struct Attestation {
     pub format: String,
     /// Attestation signature over authData‖clientDataHash (empty for `none`).
     pub attestation_signature: Vec<u8>,
+    /// The packed statement's `alg` (COSE algorithm; `None` when the format has none).
+    pub statement_alg: Option<i64>,
     /// DER certificates of the attestation chain (empty for self / none attestation).
     pub x5c: Vec<Vec<u8>>,
     /// Whether the key accepted the hmac-secret extension for this credential.

@@ -1041,6 +1041,7 @@ impl SecurityKey for SoftKey {
             sign_count,
             format: "packed".into(),
             attestation_signature,
+            statement_alg: Some(-7),
             x5c: Vec::new(),
             hmac_secret: req.hmac_secret,
         })

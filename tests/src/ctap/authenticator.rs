@@ -87,6 +87,9 @@ pub struct AuthenticatorOptions {
     /// getPinUvAuthTokenUsingUvWithPermissions works.
     pub built_in_uv: bool,
     pub attestation: Attestation,
+    /// Misbehave: leave the UV flag out of makeCredential's authenticator
+    /// data even when the user was verified (signed as sent).
+    pub omit_uv_flag_in_attestation: bool,
     /// How long a touch is waited for before CTAP2_ERR_USER_ACTION_TIMEOUT
     /// (ctap-hid-fido2 itself gives up after ~50 s).
     pub touch_timeout: Duration,
@@ -100,6 +103,7 @@ impl Default for AuthenticatorOptions {
             hmac_secret: true,
             built_in_uv: false,
             attestation: Attestation::SelfPacked,
+            omit_uv_flag_in_attestation: false,
             touch_timeout: Duration::from_secs(30),
         }
     }
@@ -113,6 +117,10 @@ impl std::fmt::Debug for AuthenticatorOptions {
             .field("hmac_secret", &self.hmac_secret)
             .field("built_in_uv", &self.built_in_uv)
             .field("attestation", &self.attestation)
+            .field(
+                "omit_uv_flag_in_attestation",
+                &self.omit_uv_flag_in_attestation,
+            )
             .field("touch_timeout", &self.touch_timeout)
             .finish()
     }

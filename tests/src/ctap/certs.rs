@@ -1,8 +1,11 @@
 //! Test certificates for packed attestation: a root CA, intermediates and
-//! attestation leaves (P-256, or RSA for CAs), with the FIDO AAGUID
+//! attestation leaves (P-256, or RSA or P-384 for CAs), with the FIDO AAGUID
 //! extension, built with RustCrypto `x509-cert` and written as DER or PEM.
+//! [`CertParams`] can also break one rule at a time (version, pathLen,
+//! keyUsage, extra or critical extensions, ECDSA parameters) for the
+//! chain checks' tests.
 //!
-//! Self-contained on purpose (only `x509-cert`, `p256`, `rsa`, `sha2`,
+//! Self-contained on purpose (only `x509-cert`, `p256`, `rsa`, `ring`, `sha2`,
 //! `base64` and std): the agent's unit tests include this same file
 //! (`#[path]` in `agent/src/attestation.rs`), so both sides test against
 //! one certificate builder.
@@ -16,7 +19,7 @@ use p256::pkcs8::EncodePublicKey as _;
 use sha2::Sha256;
 use x509_cert::der::asn1::{Any, BitString, ObjectIdentifier, OctetString};
 use x509_cert::der::{Decode as _, Encode as _};
-use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 use x509_cert::ext::Extension;
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
@@ -29,13 +32,19 @@ pub const ID_FIDO_GEN_CE_AAGUID: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.4.1.45724.1.1.4");
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const ECDSA_WITH_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const ID_CE_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const ID_CE_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
 /// The key of a certificate's subject (and, for a CA, what it signs with).
 #[derive(Clone)]
 pub enum CertKey {
     P256(p256::ecdsa::SigningKey),
     Rsa(Box<rsa::RsaPrivateKey>),
+    /// A P-384 key as PKCS#8 (signs with ECDSA SHA-384).
+    P384(Vec<u8>),
 }
 
 impl std::fmt::Debug for CertKey {
@@ -43,6 +52,7 @@ impl std::fmt::Debug for CertKey {
         f.write_str(match self {
             CertKey::P256(_) => "CertKey::P256(..)",
             CertKey::Rsa(_) => "CertKey::Rsa(..)",
+            CertKey::P384(_) => "CertKey::P384(..)",
         })
     }
 }
@@ -59,18 +69,50 @@ impl CertKey {
         CertKey::Rsa(Box::new(key))
     }
 
+    /// A fresh random P-384 key.
+    pub fn p384() -> CertKey {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+            &rng,
+        )
+        .expect("P-384 key");
+        CertKey::P384(pkcs8.as_ref().to_vec())
+    }
+
     /// The P-256 key, if this is one.
     pub fn p256_key(&self) -> Option<&p256::ecdsa::SigningKey> {
         match self {
             CertKey::P256(k) => Some(k),
-            CertKey::Rsa(_) => None,
+            CertKey::Rsa(_) | CertKey::P384(_) => None,
         }
+    }
+
+    fn p384_pair(pkcs8: &[u8]) -> ring::signature::EcdsaKeyPair {
+        ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+            pkcs8,
+            &ring::rand::SystemRandom::new(),
+        )
+        .expect("P-384 PKCS#8")
     }
 
     fn spki(&self) -> SubjectPublicKeyInfoOwned {
         let der = match self {
             CertKey::P256(k) => k.verifying_key().to_public_key_der(),
             CertKey::Rsa(k) => rsa::pkcs8::EncodePublicKey::to_public_key_der(&k.to_public_key()),
+            CertKey::P384(pkcs8) => {
+                use ring::signature::KeyPair as _;
+                let pair = CertKey::p384_pair(pkcs8);
+                return SubjectPublicKeyInfoOwned {
+                    algorithm: AlgorithmIdentifierOwned {
+                        oid: ID_EC_PUBLIC_KEY,
+                        parameters: Some(Any::from(&SECP384R1)),
+                    },
+                    subject_public_key: BitString::from_bytes(pair.public_key().as_ref())
+                        .expect("point bits"),
+                };
+            }
         }
         .expect("public key DER");
         SubjectPublicKeyInfoOwned::from_der(der.as_bytes()).expect("SPKI")
@@ -86,6 +128,10 @@ impl CertKey {
                 oid: SHA256_WITH_RSA,
                 parameters: Some(Any::null()),
             },
+            CertKey::P384(_) => AlgorithmIdentifierOwned {
+                oid: ECDSA_WITH_SHA384,
+                parameters: None,
+            },
         }
     }
 
@@ -100,6 +146,11 @@ impl CertKey {
                 let sig: rsa::pkcs1v15::Signature = signer.sign(msg);
                 rsa::signature::SignatureEncoding::to_vec(&sig)
             }
+            CertKey::P384(pkcs8) => CertKey::p384_pair(pkcs8)
+                .sign(&ring::rand::SystemRandom::new(), msg)
+                .expect("P-384 signature")
+                .as_ref()
+                .to_vec(),
         }
     }
 }
@@ -116,6 +167,18 @@ pub struct CertParams {
     pub ca: bool,
     /// The id-fido-gen-ce-aaguid extension.
     pub aaguid: Option<[u8; 16]>,
+    /// Mark the AAGUID extension critical (packed forbids it).
+    pub aaguid_critical: bool,
+    /// basicConstraints pathLenConstraint.
+    pub path_len: Option<u8>,
+    /// The keyUsage extension (critical), if any. CAs get keyCertSign and cRLSign.
+    pub key_usage: Option<KeyUsage>,
+    /// Further extensions, as given.
+    pub extra_extensions: Vec<Extension>,
+    pub version: Version,
+    /// The issuer's ECDSA signature algorithm with an explicit NULL parameter
+    /// (which RFC 5758 forbids).
+    pub ecdsa_params_null: bool,
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -131,6 +194,12 @@ impl CertParams {
             not_after: now + 3650 * DAY,
             ca: true,
             aaguid: None,
+            aaguid_critical: false,
+            path_len: None,
+            key_usage: Some(KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)),
+            extra_extensions: Vec::new(),
+            version: Version::V3,
+            ecdsa_params_null: false,
         }
     }
 
@@ -140,6 +209,7 @@ impl CertParams {
             serial: 2,
             ca: false,
             aaguid,
+            key_usage: None,
             ..CertParams::ca(subject)
         }
     }
@@ -241,25 +311,37 @@ pub fn build(
     let time = |t: SystemTime| Time::try_from(t).expect("certificate time");
     let bc = BasicConstraints {
         ca: params.ca,
-        path_len_constraint: None,
+        path_len_constraint: params.path_len,
     };
     let mut extensions = vec![Extension {
         extn_id: ID_CE_BASIC_CONSTRAINTS,
         critical: true,
         extn_value: OctetString::new(bc.to_der().expect("basicConstraints")).expect("octets"),
     }];
+    if let Some(ku) = params.key_usage {
+        extensions.push(Extension {
+            extn_id: ID_CE_KEY_USAGE,
+            critical: true,
+            extn_value: OctetString::new(ku.to_der().expect("keyUsage")).expect("octets"),
+        });
+    }
     if let Some(aaguid) = params.aaguid {
         let inner = OctetString::new(aaguid.to_vec()).expect("octets");
         extensions.push(Extension {
             extn_id: ID_FIDO_GEN_CE_AAGUID,
-            critical: false,
+            critical: params.aaguid_critical,
             extn_value: OctetString::new(inner.to_der().expect("aaguid")).expect("octets"),
         });
     }
+    extensions.extend(params.extra_extensions.iter().cloned());
+    let mut algorithm = issuer_key.algorithm();
+    if params.ecdsa_params_null && matches!(issuer_key, CertKey::P256(_) | CertKey::P384(_)) {
+        algorithm.parameters = Some(Any::null());
+    }
     let tbs = TbsCertificate {
-        version: Version::V3,
+        version: params.version,
         serial_number: SerialNumber::from(params.serial),
-        signature: issuer_key.algorithm(),
+        signature: algorithm,
         issuer: name(issuer),
         validity: Validity {
             not_before: time(params.not_before),
@@ -271,11 +353,17 @@ pub fn build(
         subject_unique_id: None,
         extensions: Some(extensions),
     };
+    sign_tbs(tbs, issuer_key)
+}
+
+/// The DER certificate of `tbs` signed with `issuer_key` (the algorithm is
+/// `tbs.signature`): for tests that change a field [`build`] does not offer.
+pub fn sign_tbs(tbs: TbsCertificate, issuer_key: &CertKey) -> Vec<u8> {
     let tbs_der = tbs.to_der().expect("TBS DER");
     let signature = issuer_key.sign(&tbs_der);
     Certificate {
+        signature_algorithm: tbs.signature.clone(),
         tbs_certificate: tbs,
-        signature_algorithm: issuer_key.algorithm(),
         signature: BitString::from_bytes(&signature).expect("signature bits"),
     }
     .to_der()

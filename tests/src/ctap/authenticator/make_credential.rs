@@ -83,7 +83,7 @@ pub(super) fn handle(auth: &Authenticator, p: &Params, ctx: &OpContext) -> CtapR
         ext.push(("hmac-secret", Value::Bool(true)));
     }
     let mut fl = flags::UP | flags::AT;
-    if verified.uv {
+    if verified.uv && !auth.options.omit_uv_flag_in_attestation {
         fl |= flags::UV;
     }
     if !ext.is_empty() {

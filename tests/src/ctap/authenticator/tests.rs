@@ -368,10 +368,11 @@ fn make_credential_and_get_assertion_verify_with_the_crate_and_the_agent() {
         sign_count: att.sign_count,
         format: att.fmt.clone(),
         attestation_signature: att.attstmt_sig.clone(),
+        statement_alg: Some(i64::from(att.attstmt_alg)),
         x5c: vec![],
         hmac_secret: true,
     };
-    touchgate_agent::verify::check_attestation(&agent_att, &cdh, RP).unwrap();
+    touchgate_agent::verify::check_attestation(&agent_att, &cdh, RP, false).unwrap();
 
     let resp = call(
         &f.auth,
@@ -431,10 +432,11 @@ fn certificate_attestation_is_packed_with_x5c_and_chains_to_its_root() {
         sign_count: att.sign_count,
         format: att.fmt.clone(),
         attestation_signature: att.attstmt_sig.clone(),
+        statement_alg: Some(i64::from(att.attstmt_alg)),
         x5c: att.attstmt_x5c.clone(),
         hmac_secret: true,
     };
-    touchgate_agent::verify::check_attestation(&agent_att, &cdh, RP).unwrap();
+    touchgate_agent::verify::check_attestation(&agent_att, &cdh, RP, false).unwrap();
     let info = touchgate_agent::attestation::verify_packed_chain(
         &agent_att,
         &cdh,
