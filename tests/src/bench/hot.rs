@@ -187,7 +187,10 @@ fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-/// One client asking 1,000 tokens/s for `seconds`: (tokens/s reached, audit bytes per hour).
+/// One client asking 1,000 tokens/s for `seconds`: (tokens/s reached, audit
+/// bytes per hour). When the agent cannot keep up with 1,000 tokens/s the bytes
+/// are scaled up to that rate (linearly: an over-estimate for a writer that
+/// coalesces window hits, whose lines do not grow with the rate).
 async fn audit_rate(tg: &Touchgate, seconds: u64) -> anyhow::Result<(f64, f64)> {
     let mut c = connect(tg).await?;
     hit(&mut c).await?;
@@ -205,7 +208,9 @@ async fn audit_rate(tg: &Touchgate, seconds: u64) -> anyhow::Result<(f64, f64)> 
     // count: an error of one line, small against the interval.
     let took = start.elapsed().as_secs_f64();
     let bytes = file_len(&tg.audit_log).saturating_sub(before);
-    Ok((n as f64 / took, bytes as f64 / took * 3600.0))
+    let rate = n as f64 / took;
+    let scale = (1000.0 / rate).max(1.0);
+    Ok((rate, bytes as f64 / took * 3600.0 * scale))
 }
 
 /// From spawn to a hello answered on the socket, `starts` times (the first, which
@@ -364,15 +369,19 @@ pub async fn run(
     // The audit log one steady client makes the agent write.
     let (asked, per_hour) = audit_rate(tg, n.audit_seconds).await?;
     println!(
-        "  one client at {asked:.0} tokens/s for {} s: audit log grows {:.1} MB/hour",
+        "  one client at {asked:.0} tokens/s for {} s: audit log grows {:.1} MB/hour at 1,000 tokens/s{}",
         n.audit_seconds,
-        per_hour / 1e6
+        per_hour / 1e6,
+        if asked < 1000.0 { " (scaled up from the rate reached)" } else { "" }
     );
     goals.push(
         Goal::absolute(
             "audit log, one client asking 1,000 tokens/s, per hour",
             per_hour / 1e6,
-            format!("{:.1} MB/hour (at {asked:.0} tokens/s)", per_hour / 1e6),
+            format!(
+                "{:.1} MB/hour (measured at {asked:.0} tokens/s)",
+                per_hour / 1e6
+            ),
             "-",
             "<= 10 MB/hour",
             Bound::AtMost(10.0),

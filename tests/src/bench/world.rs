@@ -195,9 +195,20 @@ touch = "every-token"
 }
 
 impl Touchgate {
-    /// Start the agent, enrol the software key, import RUNNER's key, start the shims.
-    pub fn start(bins: &Bins, emu: &EmulatorHandle, acc: &Accounts) -> anyhow::Result<Touchgate> {
-        let dir = tempfile::tempdir()?;
+    /// Start the agent, enrol the software key, import RUNNER's key, start the
+    /// shims. The agent's directory (state, socket, audit log) is made in
+    /// `state_in` when given (e.g. a tmpfs, to take the disk out of the figures).
+    pub fn start(
+        bins: &Bins,
+        emu: &EmulatorHandle,
+        acc: &Accounts,
+        state_in: Option<&Path>,
+    ) -> anyhow::Result<Touchgate> {
+        let dir = match state_in {
+            Some(d) => tempfile::tempdir_in(d)
+                .with_context(|| format!("cannot make the agent's directory in {}", d.display()))?,
+            None => tempfile::tempdir()?,
+        };
         let d = dir.path();
         std::fs::write(d.join("config.toml"), config(&emu.base_url()))?;
         let env = vec![

@@ -78,6 +78,10 @@ struct Args {
     /// Agent starts timed in the hot section.
     #[arg(long, default_value_t = 10)]
     starts: usize,
+    /// Where the bench's agent keeps its state, socket and audit log (default: the temp dir);
+    /// e.g. /dev/shm to see the hot path without the disk's fsync.
+    #[arg(long, value_name = "DIR")]
+    state_in: Option<PathBuf>,
     /// Token requests by 64 keep-alive clients in the metadata section.
     #[arg(long, default_value_t = 200_000)]
     requests: u64,
@@ -153,7 +157,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
     }
     if let (false, Ok(bins)) = (runnable.is_empty(), &bins) {
-        let tg = Touchgate::start(bins, &emu, &acc)?;
+        let tg = Touchgate::start(bins, &emu, &acc, args.state_in.as_deref())?;
         let rss_idle = bench::hot::rss(tg.agent_pid)?;
         if let (true, Ok(g)) = (runnable.contains(&Section::Gcloud), &gcloud) {
             bench::gcloud::run(g, &emu, &acc, &tg, args.runs)?.print();
