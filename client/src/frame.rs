@@ -4,7 +4,8 @@
 //!
 //! A kept connection (the agent's loop, a [`crate::Client`]) frames through a
 //! [`FrameBuf`]: one buffer for the connection's life, so a frame costs no
-//! allocation beyond what the decoded message owns. Its invariant: every byte
+//! allocation beyond what the decoded message owns (once the buffer has
+//! grown to the connection's largest frame). Its invariant: every byte
 //! a frame put in it is zeroed once that frame is done (or, if the frame was
 //! abandoned half way, when the next one is done or the buffer is dropped).
 
@@ -58,9 +59,11 @@ where
     Ok(())
 }
 
-/// One connection's frame buffer: room for a length and a [`MAX_FRAME`] body,
-/// zeroed memory that the system hands over lazily (untouched pages cost no
-/// RAM), reused by every frame and zeroed after each (see the module header).
+/// One connection's frame buffer, reused by every frame and zeroed after each
+/// (see the module header). It starts at [`FrameBuf::START`] bytes and grows to
+/// the largest frame seen (at most a length and a [`MAX_FRAME`] body) by taking
+/// a fresh zeroed buffer after zeroing the old, never by a `realloc` that could
+/// leave a copy behind; a window hit's frames fit the start size.
 pub struct FrameBuf {
     buf: Vec<u8>,
     /// How many leading bytes may be non-zero (a frame abandoned half way).
@@ -80,11 +83,20 @@ impl std::fmt::Debug for FrameBuf {
 }
 
 impl FrameBuf {
+    /// The size a connection's buffer starts at.
+    pub const START: usize = 1024;
+
     pub fn new() -> FrameBuf {
         FrameBuf {
-            buf: vec![0u8; 4 + MAX_FRAME],
+            buf: vec![0u8; Self::START],
             dirty: 0,
         }
+    }
+
+    /// Take a zeroed buffer of at least `n` bytes (at most a full frame); the old is zeroed first.
+    fn grow(&mut self, n: usize) {
+        self.scrub();
+        self.buf = vec![0u8; n.next_power_of_two().min(4 + MAX_FRAME)];
     }
 
     fn scrub(&mut self) {
@@ -98,18 +110,24 @@ impl FrameBuf {
         W: AsyncWrite + Unpin,
         T: Serialize,
     {
-        self.dirty = self.buf.len();
-        let n = match postcard::to_slice(msg, &mut self.buf[4..]) {
-            Ok(body) => body.len(),
-            Err(postcard::Error::SerializeBufferFull) => {
-                self.scrub();
-                // Over the cap: learn its size for the error (rare, and nothing is sent).
-                let body = zeroize::Zeroizing::new(postcard::to_stdvec(msg)?);
-                return Err(FrameError::TooLarge(body.len()));
-            }
-            Err(e) => {
-                self.scrub();
-                return Err(e.into());
+        let n = loop {
+            let size = self.buf.len();
+            self.dirty = size;
+            match postcard::to_slice(msg, &mut self.buf[4..]) {
+                Ok(body) => break body.len(),
+                Err(postcard::Error::SerializeBufferFull) if size < 4 + MAX_FRAME => {
+                    self.grow(size * 2);
+                }
+                Err(postcard::Error::SerializeBufferFull) => {
+                    self.scrub();
+                    // Over the cap: learn its size for the error (rare, and nothing is sent).
+                    let body = zeroize::Zeroizing::new(postcard::to_stdvec(msg)?);
+                    return Err(FrameError::TooLarge(body.len()));
+                }
+                Err(e) => {
+                    self.scrub();
+                    return Err(e.into());
+                }
             }
         };
         self.dirty = 4 + n;
@@ -127,6 +145,9 @@ impl FrameBuf {
         T: DeserializeOwned,
     {
         let len = read_len(r).await?;
+        if len > self.buf.len() {
+            self.grow(len);
+        }
         self.dirty = self.dirty.max(len);
         r.read_exact(&mut self.buf[..len]).await?;
         let msg = postcard::from_bytes(&self.buf[..len]);
@@ -296,6 +317,16 @@ mod tests {
         let (mut wa, mut rb) = (FrameBuf::new(), FrameBuf::new());
         wa.write(&mut a, &token_reply()).await.unwrap();
         let _: Response = rb.read(&mut b).await.unwrap();
+        assert!(wa.buf.iter().all(|&x| x == 0) && rb.buf.iter().all(|&x| x == 0));
+        // Bigger than the start size: both grow, and are zeroed after.
+        let import = Request::Import {
+            name: "x".into(),
+            credential_json: crate::Secret::new("k".repeat(20_000)),
+            caller: Default::default(),
+        };
+        wa.write(&mut a, &import).await.unwrap();
+        assert_eq!(rb.read::<_, Request>(&mut b).await.unwrap(), import);
+        assert!(wa.buf.len() > FrameBuf::START && rb.buf.len() > FrameBuf::START);
         assert!(wa.buf.iter().all(|&x| x == 0) && rb.buf.iter().all(|&x| x == 0));
         // Over the cap: refused, nothing written, nothing left behind.
         let big = Request::Import {
