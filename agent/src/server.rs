@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use touchgate::frame::{read_frame, write_frame, FrameError};
+use touchgate::frame::{read_frame, write_frame, FrameBuf, FrameError};
 use touchgate::{ErrorCode, ErrorReply, Hello, HelloReply, Request, Response, PROTOCOL_VERSION};
 
 use touchgate::refusals::RefusalLog;
@@ -223,9 +223,14 @@ async fn refuse_now(mut stream: UnixStream, e: ErrorReply) {
 /// One admitted connection of our own user. Waiting for a request (and for
 /// the hello) is bounded by `idle`; handling one (e.g. waiting for a touch)
 /// is not; a client that does not read its answers within `idle` is dropped.
+///
+/// What a request costs here beyond its own work is kept off the heap: the
+/// connection's frames go through one [`FrameBuf`] and its touch prompts
+/// through one channel, both made at hello.
 async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, idle: Duration) {
+    let mut frames = FrameBuf::new();
     let hello: Result<Hello, FrameError> =
-        match tokio::time::timeout(HELLO_TIMEOUT.min(idle), read_frame(&mut stream)).await {
+        match tokio::time::timeout(HELLO_TIMEOUT.min(idle), frames.read(&mut stream)).await {
             Ok(r) => r,
             Err(_) => return,
         };
@@ -257,15 +262,20 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
         "touchgate-agent ",
         env!("CARGO_PKG_VERSION")
     )));
-    if send(&mut stream, &reply, idle).await.is_err() {
+    if send(&mut frames, &mut stream, &reply, idle).await.is_err() {
         return;
     }
     let (rd, mut wr) = stream.split();
     // Buffered, so a pending request can watch for the client hanging up
     // (`fill_buf` at EOF) without taking a byte of a next frame.
     let mut rd = BufReader::new(rd);
+    // Each request gets a sender of this channel; the receiver is dropped when
+    // the client hangs up: the request sees its `Progress` close, and a key
+    // operation it waits on is cancelled on the key.
+    let (mut tx, rx) = mpsc::unbounded_channel();
+    let mut rx = Some(rx);
     loop {
-        let req: Request = match tokio::time::timeout(idle, read_frame(&mut rd)).await {
+        let req: Request = match tokio::time::timeout(idle, frames.read(&mut rd)).await {
             Err(_) => {
                 tracing::debug!(%caller, "closing an idle connection (no request for {idle:?})");
                 return;
@@ -274,23 +284,29 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
             Ok(Err(FrameError::Closed)) => return,
             Ok(Err(e)) => {
                 tracing::warn!(%caller, "bad frame, closing the connection: {e}");
-                let _ = send(&mut wr, &Response::Error(bad_frame(&e)), idle).await;
+                let _ = send(&mut frames, &mut wr, &Response::Error(bad_frame(&e)), idle).await;
                 return;
             }
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        // Dropped when the client hangs up: the request sees its `Progress`
-        // close, and a key operation it waits on is cancelled on the key. The
-        // request still runs to its end here, so the key is free when it returns.
-        let mut rx = Some(rx);
+        // The channel is reused only when no sender of a past request is left
+        // (the usual case), and emptied of what one sent unread: a prompt of a
+        // past request is never shown as this one's.
+        if tx.strong_count() > 1 {
+            let (t, r) = mpsc::unbounded_channel();
+            (tx, rx) = (t, Some(r));
+        } else if let Some(rx) = rx.as_mut() {
+            while rx.try_recv().is_ok() {}
+        }
         let mut watching = true;
-        let work = agent.handle(&caller, req, tx);
+        // After a hang-up the request still runs to its end here, so the key
+        // is free when it returns.
+        let work = agent.handle(&caller, req, tx.clone());
         tokio::pin!(work);
         let resp = loop {
             tokio::select! {
                 r = &mut work => break r,
                 Some(prompt) = next_prompt(&mut rx) => {
-                    if send(&mut wr, &Response::TouchNeeded { prompt }, idle).await.is_err() {
+                    if send(&mut frames, &mut wr, &Response::TouchNeeded { prompt }, idle).await.is_err() {
                         rx = None;
                     }
                 }
@@ -309,10 +325,10 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
         }
         // An answer over the frame cap is not sent (nothing of it is written):
         // the client gets an error saying so instead of a silent hang-up.
-        let mut sent = send(&mut wr, &resp, idle).await;
+        let mut sent = send(&mut frames, &mut wr, &resp, idle).await;
         if let Err(Some(n)) = sent {
             tracing::warn!(%caller, bytes = n, "an answer over the frame cap was replaced by an error");
-            sent = send(&mut wr, &Response::Error(too_large(n)), idle).await;
+            sent = send(&mut frames, &mut wr, &Response::Error(too_large(n)), idle).await;
         }
         if sent.is_err() {
             tracing::debug!(%caller, "client left before its answer");
@@ -324,11 +340,12 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
 /// Write one frame within `within`. `Err(Some(n))`: the frame of `n` bytes is over
 /// the cap and nothing was written; `Err(None)`: the client is gone or does not read.
 async fn send<W: tokio::io::AsyncWrite + Unpin, T: serde::Serialize>(
+    frames: &mut FrameBuf,
     w: &mut W,
     msg: &T,
     within: Duration,
 ) -> Result<(), Option<usize>> {
-    match tokio::time::timeout(within, write_frame(w, msg)).await {
+    match tokio::time::timeout(within, frames.write(w, msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(FrameError::TooLarge(n))) => Err(Some(n)),
         _ => Err(None),

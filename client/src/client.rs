@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::UnixStream;
 
-use crate::frame::{read_frame, write_frame, FrameError};
+use crate::frame::{FrameBuf, FrameError};
 use crate::protocol::{
     CallerHint, ErrorCode, ErrorReply, Hello, ProfileInfo, Request, Response, StatusReply,
     TokenReply, PROTOCOL_VERSION,
@@ -71,6 +71,8 @@ type TouchCallback = Box<dyn Fn(&str) + Send + Sync>;
 /// One connection to the agent. Requests are answered in order.
 pub struct Client {
     stream: UnixStream,
+    /// The connection's frame buffer: a request costs no allocation beyond its answer.
+    frames: FrameBuf,
     pub agent_software: String,
     on_touch: Option<TouchCallback>,
 }
@@ -105,16 +107,19 @@ impl Client {
             }
         };
         crate::agent_socket::check_peer(&stream, path)?;
-        write_frame(
-            &mut stream,
-            &Hello::ours(concat!("touchgate ", env!("CARGO_PKG_VERSION"))),
-        )
-        .await?;
+        let mut frames = FrameBuf::new();
+        frames
+            .write(
+                &mut stream,
+                &Hello::ours(concat!("touchgate ", env!("CARGO_PKG_VERSION"))),
+            )
+            .await?;
         // The agent answers a hello with its own, or with an error (wrong version, refused peer).
-        let reply: HelloReply = read_frame(&mut stream).await?;
+        let reply: HelloReply = frames.read(&mut stream).await?;
         match reply {
             HelloReply::Hello(h) if h.protocol == PROTOCOL_VERSION => Ok(Client {
                 stream,
+                frames,
                 agent_software: h.software,
                 on_touch: None,
             }),
@@ -133,12 +138,12 @@ impl Client {
 
     /// Send one request and wait for its response. An agent error becomes `Err(Agent)`.
     pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
-        match write_frame(&mut self.stream, req).await {
+        match self.frames.write(&mut self.stream, req).await {
             Err(FrameError::TooLarge(n)) => return Err(ClientError::RequestTooLarge(n)),
             r => r?,
         }
         loop {
-            match read_frame(&mut self.stream).await? {
+            match self.frames.read(&mut self.stream).await? {
                 Response::TouchNeeded { prompt } => {
                     if let Some(f) = &self.on_touch {
                         f(&prompt);

@@ -1,6 +1,13 @@
 //! Length-prefixed postcard frames: a 4-byte big-endian length, then that many
 //! bytes of postcard. Frames over [`MAX_FRAME`] are refused before any byte of
 //! the body is read.
+//!
+//! A kept connection (the agent's loop, a [`crate::Client`]) frames through a
+//! [`FrameBuf`]: one buffer for the connection's life, so a frame costs no
+//! allocation beyond what the decoded message owns (once the buffer has
+//! grown to the connection's largest frame). Its invariant: every byte
+//! a frame put in it is zeroed once that frame is done (or, if the frame was
+//! abandoned half way, when the next one is done or the buffer is dropped).
 
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -52,12 +59,111 @@ where
     Ok(())
 }
 
-/// Read one frame and decode it. A clean EOF before the length is `Closed`.
-pub async fn read_frame<R, T>(r: &mut R) -> Result<T, FrameError>
-where
-    R: AsyncRead + Unpin,
-    T: DeserializeOwned,
-{
+/// One connection's frame buffer, reused by every frame and zeroed after each
+/// (see the module header). It starts at [`FrameBuf::START`] bytes and grows to
+/// the largest frame seen (at most a length and a [`MAX_FRAME`] body) by taking
+/// a fresh zeroed buffer after zeroing the old, never by a `realloc` that could
+/// leave a copy behind; a window hit's frames fit the start size.
+pub struct FrameBuf {
+    buf: Vec<u8>,
+    /// How many leading bytes may be non-zero (a frame abandoned half way).
+    dirty: usize,
+}
+
+impl Default for FrameBuf {
+    fn default() -> Self {
+        FrameBuf::new()
+    }
+}
+
+impl std::fmt::Debug for FrameBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameBuf")
+    }
+}
+
+impl FrameBuf {
+    /// The size a connection's buffer starts at.
+    pub const START: usize = 1024;
+
+    pub fn new() -> FrameBuf {
+        FrameBuf {
+            buf: vec![0u8; Self::START],
+            dirty: 0,
+        }
+    }
+
+    /// Take a zeroed buffer of at least `n` bytes (at most a full frame); the old is zeroed first.
+    fn grow(&mut self, n: usize) {
+        self.scrub();
+        self.buf = vec![0u8; n.next_power_of_two().min(4 + MAX_FRAME)];
+    }
+
+    fn scrub(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.buf[..self.dirty]);
+        self.dirty = 0;
+    }
+
+    /// Write one message as a frame (one `write_all`).
+    pub async fn write<W, T>(&mut self, w: &mut W, msg: &T) -> Result<(), FrameError>
+    where
+        W: AsyncWrite + Unpin,
+        T: Serialize,
+    {
+        let n = loop {
+            let size = self.buf.len();
+            self.dirty = size;
+            match postcard::to_slice(msg, &mut self.buf[4..]) {
+                Ok(body) => break body.len(),
+                Err(postcard::Error::SerializeBufferFull) if size < 4 + MAX_FRAME => {
+                    self.grow(size * 2);
+                }
+                Err(postcard::Error::SerializeBufferFull) => {
+                    self.scrub();
+                    // Over the cap: learn its size for the error (rare, and nothing is sent).
+                    let body = zeroize::Zeroizing::new(postcard::to_stdvec(msg)?);
+                    return Err(FrameError::TooLarge(body.len()));
+                }
+                Err(e) => {
+                    self.scrub();
+                    return Err(e.into());
+                }
+            }
+        };
+        self.dirty = 4 + n;
+        self.buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+        w.write_all(&self.buf[..4 + n]).await?;
+        w.flush().await?;
+        self.scrub();
+        Ok(())
+    }
+
+    /// Read one frame and decode it. A clean EOF before the length is `Closed`.
+    pub async fn read<R, T>(&mut self, r: &mut R) -> Result<T, FrameError>
+    where
+        R: AsyncRead + Unpin,
+        T: DeserializeOwned,
+    {
+        let len = read_len(r).await?;
+        if len > self.buf.len() {
+            self.grow(len);
+        }
+        self.dirty = self.dirty.max(len);
+        r.read_exact(&mut self.buf[..len]).await?;
+        let msg = postcard::from_bytes(&self.buf[..len]);
+        self.scrub();
+        Ok(msg?)
+    }
+}
+
+impl Drop for FrameBuf {
+    fn drop(&mut self) {
+        self.scrub();
+    }
+}
+
+/// A frame's length, checked against the cap. A clean EOF before it is `Closed`.
+async fn read_len<R: AsyncRead + Unpin>(r: &mut R) -> Result<usize, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -68,15 +174,103 @@ where
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
+    Ok(len)
+}
+
+/// Read one frame and decode it. A clean EOF before the length is `Closed`.
+pub async fn read_frame<R, T>(r: &mut R) -> Result<T, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    let len = read_len(r).await?;
     let mut body = zeroize::Zeroizing::new(vec![0u8; len]);
     r.read_exact(&mut body).await?;
     Ok(postcard::from_bytes(&body)?)
 }
 
+/// Counts this thread's heap allocations, so a test can say what a frame
+/// round trip costs beyond the message it carries.
+#[cfg(test)]
+#[allow(unsafe_code)]
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: forwards to the system allocator; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+            unsafe { System.alloc_zeroed(l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// Allocations made on this thread so far.
+    pub fn allocs() -> usize {
+        ALLOCS.with(Cell::get)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Hello, Request};
+    use crate::protocol::{Hello, Request, Response, TokenReply};
+
+    fn token_reply() -> Response {
+        Response::Token(TokenReply {
+            access_token: crate::Secret::new("ya29.".to_owned() + &"x".repeat(200)),
+            expires_at: 1_700_000_000,
+            profile: "default".into(),
+            scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+            from_cache: true,
+        })
+    }
+
+    /// The hot path: a window hit's answer written and read on a kept
+    /// connection allocates only what the decoded answer owns.
+    #[tokio::test]
+    async fn a_kept_connection_allocates_only_the_message() {
+        let msg = token_reply();
+        let bytes = postcard::to_stdvec(&msg).unwrap();
+        let before = counting::allocs();
+        let _decoded: Response = postcard::from_bytes(&bytes).unwrap();
+        let owned = counting::allocs() - before;
+
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let (mut wa, mut rb) = (FrameBuf::new(), FrameBuf::new());
+        // The first frame on the pipe sizes the pipe's own buffer.
+        wa.write(&mut a, &msg).await.unwrap();
+        let _: Response = rb.read(&mut b).await.unwrap();
+        let before = counting::allocs();
+        wa.write(&mut a, &msg).await.unwrap();
+        let got: Response = rb.read(&mut b).await.unwrap();
+        let used = counting::allocs() - before;
+        assert_eq!(got, msg);
+        assert_eq!(
+            used, owned,
+            "a frame round trip made {used} allocations; the answer owns {owned}"
+        );
+    }
 
     #[tokio::test]
     async fn frames_round_trip_over_a_pipe() {
@@ -113,6 +307,42 @@ mod tests {
         assert!(matches!(
             read_frame::<_, Request>(&mut b).await,
             Err(FrameError::Decode(_))
+        ));
+    }
+
+    /// What a frame put in a kept buffer (a token, say) does not stay there.
+    #[tokio::test]
+    async fn a_kept_buffer_is_zeroed_after_each_frame() {
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let (mut wa, mut rb) = (FrameBuf::new(), FrameBuf::new());
+        wa.write(&mut a, &token_reply()).await.unwrap();
+        let _: Response = rb.read(&mut b).await.unwrap();
+        assert!(wa.buf.iter().all(|&x| x == 0) && rb.buf.iter().all(|&x| x == 0));
+        // Bigger than the start size: both grow, and are zeroed after.
+        let import = Request::Import {
+            name: "x".into(),
+            credential_json: crate::Secret::new("k".repeat(20_000)),
+            caller: Default::default(),
+        };
+        wa.write(&mut a, &import).await.unwrap();
+        assert_eq!(rb.read::<_, Request>(&mut b).await.unwrap(), import);
+        assert!(wa.buf.len() > FrameBuf::START && rb.buf.len() > FrameBuf::START);
+        assert!(wa.buf.iter().all(|&x| x == 0) && rb.buf.iter().all(|&x| x == 0));
+        // Over the cap: refused, nothing written, nothing left behind.
+        let big = Request::Import {
+            name: "x".into(),
+            credential_json: crate::Secret::new("x".repeat(MAX_FRAME + 1)),
+            caller: Default::default(),
+        };
+        assert!(matches!(
+            wa.write(&mut a, &big).await,
+            Err(FrameError::TooLarge(n)) if n > MAX_FRAME
+        ));
+        assert!(wa.buf.iter().all(|&x| x == 0));
+        drop(a);
+        assert!(matches!(
+            rb.read::<_, Response>(&mut b).await,
+            Err(FrameError::Closed)
         ));
     }
 

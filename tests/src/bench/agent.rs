@@ -17,7 +17,8 @@ use touchgate_agent::upstream::{MintRequest, Upstream, UpstreamCredential};
 use touchgate_agent::{Agent, StatePaths};
 use touchgate_tests::emulator::EmulatorHandle;
 
-use super::stats::{Row, Table};
+use super::goals::{self, Bound, Goal};
+use super::stats::{self, Row, Table};
 use super::world::{self, Accounts, TARGET};
 
 fn config(base: &str) -> String {
@@ -72,7 +73,12 @@ where
     Ok((row, tokens))
 }
 
-pub async fn run(emu: &EmulatorHandle, acc: &Accounts, rounds: usize) -> anyhow::Result<Table> {
+/// The table, and the goal of every-token issuance against a direct mint.
+pub async fn run(
+    emu: &EmulatorHandle,
+    acc: &Accounts,
+    rounds: usize,
+) -> anyhow::Result<(Table, Vec<Goal>)> {
     let dir = tempfile::tempdir()?;
     let cfg = Config::parse(&config(&emu.base_url()), &dir.path().join("config.toml"))?;
     let clock = Arc::new(SystemClock);
@@ -155,10 +161,26 @@ pub async fn run(emu: &EmulatorHandle, acc: &Accounts, rounds: usize) -> anyhow:
     })
     .await?;
     world::check_fresh(&tokens, "every-token")?;
+    let mut goals = vec![];
+    if let (Some((every_m, _)), Some((peer_m, _))) = (
+        stats::summary(&every.times),
+        stats::summary(&table.rows[0].times),
+    ) {
+        goals.push(
+            Goal::ratio(
+                "every-token issuance, soft key (median)",
+                goals::ms(every_m),
+                goals::ms(peer_m),
+                "<= 2x a direct mint of the same token",
+                Bound::AtMost(2.0),
+            )
+            .note("each issuance's record is made durable: depends on the audit writer"),
+        );
+    }
     table.push(every, false);
 
     drop(c);
     let _ = stop.send(());
     server.await?;
-    Ok(table)
+    Ok((table, goals))
 }

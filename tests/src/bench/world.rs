@@ -115,7 +115,7 @@ fn stderr_of(o: &Output) -> String {
 }
 
 /// A child killed (and reaped) on drop.
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -125,7 +125,7 @@ impl Drop for Proc {
 }
 
 /// Spawn `cmd` with stdout piped and stderr to `log`; return it and its first stdout line.
-fn spawn_ready(mut cmd: Command, log: &Path) -> anyhow::Result<(Proc, String)> {
+pub fn spawn_ready(mut cmd: Command, log: &Path) -> anyhow::Result<(Proc, String)> {
     let stderr = std::fs::File::create(log)?;
     let mut child = Proc(
         cmd.stdin(Stdio::null())
@@ -157,6 +157,14 @@ pub struct Touchgate {
     pub window: Shim,
     pub every: Shim,
     _agent: Proc,
+    /// The agent's process id (for its RSS).
+    pub agent_pid: u32,
+    /// The environment a `touchgate` command needs to reach this agent.
+    pub env: Vec<(&'static str, PathBuf)>,
+    /// The agent's socket.
+    pub sock: PathBuf,
+    /// The agent's audit log.
+    pub audit_log: PathBuf,
     _dir: TempDir,
 }
 
@@ -165,6 +173,8 @@ fn config(base_url: &str) -> String {
         r#"default_profile = "window"
 [agent]
 touch_timeout = "10s"
+# Room for the 64 concurrent clients of the hot-path section (one process may hold half).
+max_connections = 256
 [key]
 backend = "soft"
 touch = "auto"
@@ -185,12 +195,23 @@ touch = "every-token"
 }
 
 impl Touchgate {
-    /// Start the agent, enrol the software key, import RUNNER's key, start the shims.
-    pub fn start(bins: &Bins, emu: &EmulatorHandle, acc: &Accounts) -> anyhow::Result<Touchgate> {
-        let dir = tempfile::tempdir()?;
+    /// Start the agent, enrol the software key, import RUNNER's key, start the
+    /// shims. The agent's directory (state, socket, audit log) is made in
+    /// `state_in` when given (e.g. a tmpfs, to take the disk out of the figures).
+    pub fn start(
+        bins: &Bins,
+        emu: &EmulatorHandle,
+        acc: &Accounts,
+        state_in: Option<&Path>,
+    ) -> anyhow::Result<Touchgate> {
+        let dir = match state_in {
+            Some(d) => tempfile::tempdir_in(d)
+                .with_context(|| format!("cannot make the agent's directory in {}", d.display()))?,
+            None => tempfile::tempdir()?,
+        };
         let d = dir.path();
         std::fs::write(d.join("config.toml"), config(&emu.base_url()))?;
-        let env = [
+        let env = vec![
             ("TOUCHGATE_SOCK", d.join("run/agent.sock")),
             ("TOUCHGATE_CONFIG", d.join("config.toml")),
             ("TOUCHGATE_STATE_DIR", d.join("state")),
@@ -199,6 +220,7 @@ impl Touchgate {
         cmd.args(["--foreground", "--print-sock"]).envs(env.clone());
         let log = d.join("agent.stderr");
         let (agent, line) = spawn_ready(cmd, &log)?;
+        let agent_pid = agent.0.id();
         if !line.starts_with("TOUCHGATE_SOCK=") {
             bail!(
                 "touchgate-agent did not start: {}",
@@ -261,6 +283,10 @@ impl Touchgate {
             window,
             every,
             _agent: agent,
+            agent_pid,
+            sock: env[0].1.clone(),
+            audit_log: d.join("state/audit.jsonl"),
+            env,
             _dir: dir,
         })
     }

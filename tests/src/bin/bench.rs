@@ -10,7 +10,17 @@
 //!   a real agent and `touchgate-shim` (metadata route and the
 //!   `touchgate setup gcloud` credential-file route), window hit and every-token;
 //! - **python**: google-auth `credentials.refresh()` in a loop, peers vs the
-//!   metadata route.
+//!   metadata route;
+//! - **hot**: a real agent's hot path: a window hit vs a bare framed Unix-socket
+//!   echo, 64 concurrent clients, RSS idle and after `--hits` window hits, the
+//!   audit log one 1,000 tokens/s client makes it write, ready after start;
+//! - **cli**: `touchgate token` and the docker helper's `get` as whole processes
+//!   vs `gcloud auth print-access-token` and `docker-credential-gcloud get`
+//!   printing a static token file (this section fails if they are missing);
+//! - **metadata**: the shim's token route, 64 keep-alive clients.
+//!
+//! The performance goals are printed last, each figure next to its
+//! peer, the ratio and "meets"/"MISSES" — a report, never a failure.
 //!
 //! Each row: median and p90 per token, the ratio of the medians to the
 //! section's peer, the upstream token calls per run. Timing is reported, never
@@ -36,6 +46,9 @@ enum Section {
     Agent,
     Gcloud,
     Python,
+    Hot,
+    Cli,
+    Metadata,
 }
 
 #[derive(Parser, Debug)]
@@ -50,9 +63,28 @@ struct Args {
     /// Tokens per row in the agent section.
     #[arg(long, default_value_t = 50)]
     rounds: usize,
-    /// gcloud invocations per row (each a process, ~0.5-1 s).
+    /// gcloud invocations per row (each a process, ~0.5-1 s); also the runs of each cli row.
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// Timed window hits (and echo round trips) for the hot section's latency figures.
+    #[arg(long, default_value_t = 10_000)]
+    latency_rounds: usize,
+    /// Window hits by 64 clients in the hot section (tokens/s, and the RSS after them).
+    #[arg(long, default_value_t = 1_000_000)]
+    hits: u64,
+    /// Seconds of the 1,000 tokens/s client whose audit log the hot section measures.
+    #[arg(long, default_value_t = 10)]
+    audit_seconds: u64,
+    /// Agent starts timed in the hot section.
+    #[arg(long, default_value_t = 10)]
+    starts: usize,
+    /// Where the bench's agent keeps its state, socket and audit log (default: the temp dir);
+    /// e.g. /dev/shm to see the hot path without the disk's fsync.
+    #[arg(long, value_name = "DIR")]
+    state_in: Option<PathBuf>,
+    /// Token requests by 64 keep-alive clients in the metadata section.
+    #[arg(long, default_value_t = 200_000)]
+    requests: u64,
     /// refresh() calls per row in the python section.
     #[arg(long, default_value_t = 50)]
     refreshes: usize,
@@ -92,8 +124,11 @@ async fn main() -> anyhow::Result<ExitCode> {
         bin_dir.display()
     );
 
+    let mut goals = vec![];
     if wanted(Section::Agent) {
-        bench::agent::run(&emu, &acc, args.rounds).await?.print();
+        let (table, g) = bench::agent::run(&emu, &acc, args.rounds).await?;
+        table.print();
+        goals.extend(g);
     }
 
     let clients = [
@@ -105,6 +140,10 @@ async fn main() -> anyhow::Result<ExitCode> {
             Section::Python,
             python.as_ref().map(|_| ()).map_err(Clone::clone),
         ),
+        (Section::Hot, Ok(())),
+        // Its peers are the Google Cloud CLI's: missing, the bench fails (below).
+        (Section::Cli, Ok(())),
+        (Section::Metadata, Ok(())),
     ];
     let mut runnable = vec![];
     for (s, ok) in clients {
@@ -118,14 +157,36 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
     }
     if let (false, Ok(bins)) = (runnable.is_empty(), &bins) {
-        let tg = Touchgate::start(bins, &emu, &acc)?;
+        let tg = Touchgate::start(bins, &emu, &acc, args.state_in.as_deref())?;
+        let rss_idle = bench::hot::rss(tg.agent_pid)?;
         if let (true, Ok(g)) = (runnable.contains(&Section::Gcloud), &gcloud) {
             bench::gcloud::run(g, &emu, &acc, &tg, args.runs)?.print();
         }
         if let (true, Ok(p)) = (runnable.contains(&Section::Python), &python) {
             bench::python::run(p, &emu, &acc, &tg, args.refreshes)?.print();
         }
+        if runnable.contains(&Section::Cli) {
+            let g = gcloud
+                .as_ref()
+                .map_err(|why| anyhow::anyhow!("the cli section's peer is missing: {why}"))?;
+            goals.extend(bench::cli::run(&emu, bins, &tg, g, args.runs)?);
+        }
+        if runnable.contains(&Section::Metadata) {
+            goals.extend(bench::metadata::run(&emu, &tg, args.requests).await?);
+        }
+        // Last: it leaves the agent with a million window hits behind it.
+        if runnable.contains(&Section::Hot) {
+            let counts = bench::hot::Counts {
+                rounds: args.latency_rounds,
+                hits: args.hits,
+                audit_seconds: args.audit_seconds,
+                starts: args.starts,
+                rss_idle,
+            };
+            goals.extend(bench::hot::run(&emu, bins, &tg, &counts).await?);
+        }
     }
+    bench::goals::print(&goals);
 
     let mut failed = false;
     for (s, why) in &not_run {
@@ -143,7 +204,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
     if args.only.is_empty() {
         println!(
-            "\n(sections: agent, gcloud, python; --only SECTION to pick, --help for the counts)"
+            "\n(sections: agent, gcloud, python, hot, cli, metadata; --only SECTION to pick, --help for the counts)"
         );
     }
     emu.shutdown().await?;
