@@ -219,7 +219,7 @@ async fn install_puts_everything_in_the_prefix_and_uninstall_leaves_it_as_before
     agent.enrol_and_import(&key_json);
     let gcloud = tmp.path().join("tools/bin/gcloud");
     std::fs::create_dir_all(gcloud.parent().unwrap()).unwrap();
-    std::fs::copy("/bin/sh", &gcloud).unwrap();
+    common::copy_program(Path::new("/bin/sh"), &gcloud);
     let o = run(Command::new(&gcloud)
         .args([
             "-c",

@@ -13,7 +13,7 @@ use common::*;
 fn program(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join("bin").join(name);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::copy(bin("touchgate"), &p).unwrap();
+    copy_program(&bin("touchgate"), &p);
     p
 }
 
@@ -127,10 +127,10 @@ async fn only_the_installed_shim_may_speak_for_another_program() {
     // A shell named gcloud runs the shim as its child.
     let gcloud = dir.path().join("bin").join("gcloud");
     std::fs::create_dir_all(gcloud.parent().unwrap()).unwrap();
-    std::fs::copy("/bin/sh", &gcloud).unwrap();
+    copy_program(Path::new("/bin/sh"), &gcloud);
     let fake = dir.path().join("elsewhere").join("touchgate-shim");
     std::fs::create_dir_all(fake.parent().unwrap()).unwrap();
-    std::fs::copy(bin("touchgate-shim"), &fake).unwrap();
+    copy_program(&bin("touchgate-shim"), &fake);
     let cfg = config_text(&emu.base_url(), "auto", "every-token", "")
         + &format!(
             "\n[profiles.train]\nservice_account = \"{INFERENCE}\"\ntouch = \"every-token\"\ncallers = [\"*/bin/gcloud\"]\n"

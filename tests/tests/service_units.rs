@@ -569,7 +569,7 @@ fn setup_agent_installs_units_that_verify_and_undo_restores_exactly() {
 fn link(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
     if std::fs::hard_link(src, dst).is_err() {
-        std::fs::copy(src, dst).unwrap();
+        common::copy_program(src, dst);
     }
 }
 

@@ -413,7 +413,7 @@ async fn setup_docker_leaves_a_helper_it_did_not_make() {
     let before = u.snapshot();
     let alone = tempfile::tempdir().unwrap();
     let exe = alone.path().join("touchgate");
-    std::fs::copy(bin("touchgate"), &exe).unwrap();
+    copy_program(&bin("touchgate"), &exe);
     for t in ["docker", "kubectl"] {
         let mut c = Command::new(&exe);
         c.args(["setup", t]).envs(agent.env()).envs(u.env());

@@ -38,6 +38,25 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Copy the program `src` to `dst`, to be run from there. The copy is made by
+/// `cp`, not in this process: a test thread that holds `dst` open for writing
+/// while another thread forks lends the fd to that child, and running `dst`
+/// then fails with "Text file busy" (ETXTBSY).
+pub fn copy_program(src: &std::path::Path, dst: &std::path::Path) {
+    let st = std::process::Command::new("cp")
+        .arg("--")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("cp runs");
+    assert!(
+        st.success(),
+        "cp {} {} failed",
+        src.display(),
+        dst.display()
+    );
+}
+
 /// An emulator with a runner service account (whose key is returned) that may impersonate INFERENCE,
 /// which holds the Vertex AI `inference` role (list models, predict).
 pub async fn emulator() -> (EmulatorHandle, String) {
