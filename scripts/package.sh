@@ -44,8 +44,9 @@ install -D -m 0644 "$repo/packaging/70-touchgate-fido.rules" "$deb/usr/lib/udev/
 install -D -m 0644 "$repo/LICENSE" "$deb/usr/share/doc/touchgate/copyright"
 gzip -9n "$deb"/usr/share/man/man1/*.1
 # Shared libraries the programs link, as package dependencies (dpkg-shlibdeps
-# when it is there, else libc only).
-depends="libc6"
+# when it is there, else the three the programs link on Linux: libc, libgcc_s
+# for unwinding, and libudev for the security-key library).
+depends="libc6, libgcc-s1, libudev1"
 if command -v dpkg-shlibdeps >/dev/null; then
   mkdir -p "$work/shlibs/debian"
   printf 'Source: touchgate\n\nPackage: touchgate\nArchitecture: any\n' >"$work/shlibs/debian/control"
