@@ -10,23 +10,9 @@ use super::{Approved, AuditCaller, AuditLog, ChallengeInputs, Record, TouchEvide
 /// at `dir/k.json`. For tests and the fuzz seeds; panics on any failure.
 #[doc(hidden)]
 pub fn sample_log(dir: &Path, caller: &str, time: u64) -> PathBuf {
-    use crate::key::soft::{AutoTouch, SoftKey};
-    use crate::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
+    use crate::key::{GetAssertionRequest, SecurityKey, RP_ID};
 
-    let key = SoftKey::open(&dir.join("k.json"), std::sync::Arc::new(AutoTouch))
-        .expect("a software key in the sample dir");
-    let att = key
-        .make_credential(&MakeCredentialRequest {
-            rp_id: RP_ID.into(),
-            challenge: [1; 32],
-            user_id: vec![1],
-            user_name: "u".into(),
-            hmac_secret: true,
-            uv: false,
-            pin: None,
-            exclude: vec![],
-        })
-        .expect("the software key enrols");
+    let (key, att) = sample_key(dir);
     let path = dir.join("audit.jsonl");
     let log = AuditLog::open(&path).expect("the sample log opens");
     // Each record durable before the next touch reads the head (waited for on a
@@ -85,4 +71,25 @@ pub fn sample_log(dir: &Path, caller: &str, time: u64) -> PathBuf {
         });
     }
     path
+}
+
+/// A new software key at `dir/k.json` and its credential (for the sample and tests).
+pub(crate) fn sample_key(dir: &Path) -> (crate::key::soft::SoftKey, crate::key::Attestation) {
+    use crate::key::soft::{AutoTouch, SoftKey};
+    use crate::key::{MakeCredentialRequest, SecurityKey, RP_ID};
+    let key = SoftKey::open(&dir.join("k.json"), std::sync::Arc::new(AutoTouch))
+        .expect("a software key in the sample dir");
+    let att = key
+        .make_credential(&MakeCredentialRequest {
+            rp_id: RP_ID.into(),
+            challenge: [1; 32],
+            user_id: vec![1],
+            user_name: "u".into(),
+            hmac_secret: true,
+            uv: false,
+            pin: None,
+            exclude: vec![],
+        })
+        .expect("the software key enrols");
+    (key, att)
 }

@@ -384,23 +384,9 @@ mod tests {
 
     #[test]
     fn an_old_v1_touch_still_verifies_but_is_reported_without_the_history() {
-        use crate::key::soft::{AutoTouch, SoftKey};
-        use crate::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
+        use crate::key::{GetAssertionRequest, SecurityKey, RP_ID};
         let dir = tempfile::tempdir().unwrap();
-        let key =
-            SoftKey::open(&dir.path().join("k.json"), std::sync::Arc::new(AutoTouch)).unwrap();
-        let att = key
-            .make_credential(&MakeCredentialRequest {
-                rp_id: RP_ID.into(),
-                challenge: [1; 32],
-                user_id: vec![1],
-                user_name: "u".into(),
-                hmac_secret: true,
-                uv: false,
-                pin: None,
-                exclude: vec![],
-            })
-            .unwrap();
+        let (key, att) = crate::audit::sample::sample_key(dir.path());
         let c = ChallengeInputs::fresh("get-token", &["curl (pid 1)", "p"], 5);
         let a = key
             .get_assertion(&GetAssertionRequest {

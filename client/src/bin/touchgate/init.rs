@@ -23,18 +23,47 @@ use crate::{adc, doctor, login, setup};
 /// The credential name the starter profiles use.
 const CREDENTIAL: &str = "default";
 
+/// `touchgate init`'s flags: one per question, for a run without a terminal.
+#[derive(clap::Args, Debug)]
 pub struct InitArgs {
+    /// Take the default answer to every question (no backup key, keep plaintext files,
+    /// wire nothing not named by --setup); never wait for the terminal.
+    #[arg(long, short)]
     pub yes: bool,
+    /// A security key's hidraw device for the starter config (repeatable; default: every
+    /// FIDO device found).
+    #[arg(long = "device", value_name = "PATH")]
     pub devices: Vec<PathBuf>,
+    /// Google's endpoints at URL in the starter config (an emulator or a private endpoint).
+    #[arg(long, value_name = "URL")]
     pub endpoints: Option<String>,
+    /// The starter profiles' project.
+    #[arg(long)]
     pub project: Option<String>,
+    /// The service account the starter profiles impersonate (default: the credential itself).
+    #[arg(long, value_name = "EMAIL")]
     pub service_account: Option<String>,
+    /// Seal this credential file (service-account key or ADC file); default: gcloud's ADC
+    /// file when there is one, else `touchgate login`.
+    #[arg(long, value_name = "FILE", conflicts_with = "login")]
     pub import: Option<PathBuf>,
+    /// Log in to Google in a browser instead of importing a file.
+    #[arg(long)]
     pub login: bool,
+    /// Delete the imported plaintext file once it is sealed (the default keeps it).
+    #[arg(long)]
     pub delete_plaintext: bool,
+    /// Enrol a backup key right after the first one.
+    #[arg(long)]
     pub backup_key: bool,
+    /// The clients to wire, comma separated: gcloud, adc, docker, kubectl (empty: none).
+    #[arg(long, value_name = "LIST", value_parser = parse_targets)]
     pub setup: Option<Vec<setup::Target>>,
+    /// With gcloud in --setup: make `touchgate` gcloud's active configuration.
+    #[arg(long)]
     pub activate_gcloud: bool,
+    /// Do not install the agent as a systemd user service; start it in the background.
+    #[arg(long)]
     pub no_service: bool,
 }
 

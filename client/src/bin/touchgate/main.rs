@@ -157,47 +157,7 @@ enum Command {
     /// From nothing to working: find the key, write a starter config, start the agent (a
     /// systemd user service where there is one), enrol, seal a credential, wire clients, run
     /// doctor. Every question has a flag; running it again is safe.
-    Init {
-        /// Take the default answer to every question (no backup key, keep plaintext files,
-        /// wire nothing not named by --setup); never wait for the terminal.
-        #[arg(long, short)]
-        yes: bool,
-        /// A security key's hidraw device for the starter config (repeatable; default: every
-        /// FIDO device found).
-        #[arg(long = "device", value_name = "PATH")]
-        devices: Vec<PathBuf>,
-        /// Google's endpoints at URL in the starter config (an emulator or a private endpoint).
-        #[arg(long, value_name = "URL")]
-        endpoints: Option<String>,
-        /// The starter profiles' project.
-        #[arg(long)]
-        project: Option<String>,
-        /// The service account the starter profiles impersonate (default: the credential itself).
-        #[arg(long, value_name = "EMAIL")]
-        service_account: Option<String>,
-        /// Seal this credential file (service-account key or ADC file); default: gcloud's ADC
-        /// file when there is one, else `touchgate login`.
-        #[arg(long, value_name = "FILE", conflicts_with = "login")]
-        import: Option<PathBuf>,
-        /// Log in to Google in a browser instead of importing a file.
-        #[arg(long)]
-        login: bool,
-        /// Delete the imported plaintext file once it is sealed (the default keeps it).
-        #[arg(long)]
-        delete_plaintext: bool,
-        /// Enrol a backup key right after the first one.
-        #[arg(long)]
-        backup_key: bool,
-        /// The clients to wire, comma separated: gcloud, adc, docker, kubectl (empty: none).
-        #[arg(long, value_name = "LIST", value_parser = init::parse_targets)]
-        setup: Option<std::vec::Vec<setup::Target>>,
-        /// With gcloud in --setup: make `touchgate` gcloud's active configuration.
-        #[arg(long)]
-        activate_gcloud: bool,
-        /// Do not install the agent as a systemd user service; start it in the background.
-        #[arg(long)]
-        no_service: bool,
-    },
+    Init(init::InitArgs),
     /// Run the whole flow on a software key and a local Google emulator, in a temp dir.
     Demo {
         /// Approve touches automatically (non-interactive run).
@@ -413,36 +373,7 @@ async fn run(cmd: Command) -> anyhow::Result<Exit> {
         Command::Audit { args } => run_agent_tool("audit", &args)?,
         Command::Policy { args } => run_agent_tool("policy", &args)?,
         Command::Demo { auto_touch } => demo::run(auto_touch).await?,
-        Command::Init {
-            yes,
-            devices,
-            endpoints,
-            project,
-            service_account,
-            import,
-            login,
-            delete_plaintext,
-            backup_key,
-            setup,
-            activate_gcloud,
-            no_service,
-        } => {
-            return init::run(init::InitArgs {
-                yes,
-                devices,
-                endpoints,
-                project,
-                service_account,
-                import,
-                login,
-                delete_plaintext,
-                backup_key,
-                setup,
-                activate_gcloud,
-                no_service,
-            })
-            .await
-        }
+        Command::Init(args) => return init::run(args).await,
         Command::Doctor { profile, out } => {
             if !doctor::run(profile.as_deref(), out.json).await {
                 return Ok(Exit::DoctorFailed);
