@@ -58,15 +58,7 @@ async fn a_real_run_verifies_and_tampering_is_named() {
     assert!(!text.contains(&pem_line), "private key in the audit log");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 5);
-    let events: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let events = events_of(&lines);
     assert_eq!(
         events,
         ["enrolled", "imported", "issued", "reused", "locked"]
@@ -256,15 +248,7 @@ async fn a_same_user_rewrite_before_a_touch_breaks_a_key_signature() {
         .lines()
         .map(str::to_owned)
         .collect();
-    let events: Vec<String> = orig
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let events = events_of(&orig);
     assert_eq!(
         events,
         ["enrolled", "imported", "issued", "reused", "locked", "unlocked", "issued", "reused"]
@@ -530,6 +514,19 @@ async fn records_of_a_replaced_key_still_verify_from_the_vault_and_an_exported_k
 }
 
 /// The records of the log at `agent`'s state dir, parsed.
+/// The `event` of each audit line.
+fn events_of(lines: &[impl AsRef<str>]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l.as_ref()).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
 fn records(agent: &AgentProc) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(agent.state_dir().join("audit.jsonl")).unwrap();
     text.lines()
