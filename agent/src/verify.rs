@@ -76,6 +76,11 @@ pub enum VerifyError {
     AttestedKeyMismatch,
     #[error("the AAGUID in the authenticator data differs from the one the key reported")]
     AaguidMismatch,
+    #[error(
+        "{map} in the authenticator data hold the key {key} twice: a duplicate CBOR map key is \
+         malformed (the security key is faulty or not genuine)"
+    )]
+    DuplicateKey { map: &'static str, key: String },
     #[error("the key reported hmac-secret but its authenticator data does not confirm it")]
     HmacSecretNotConfirmed,
     #[error("unsupported attestation format {format:?} (supported: packed, none)")]
@@ -114,6 +119,9 @@ pub fn verify_assertion(
     let user_verified = header.flags & flags::UV != 0;
     if expected.require_uv && !user_verified {
         return Err(VerifyError::UserNotVerified);
+    }
+    if header.flags & flags::ED != 0 && header.flags & flags::AT == 0 {
+        check_assertion_extensions(&a.auth_data)?;
     }
     let key = VerifyingKey::from_sec1_bytes(expected.public_key_sec1)
         .map_err(|_| VerifyError::BadPublicKey)?;
@@ -213,6 +221,23 @@ pub fn check_attestation(
     }
 }
 
+/// The extensions of an assertion's authData (ED set, AT clear): one CBOR
+/// map, no duplicate key at any depth, nothing after it. (The backend reads
+/// the hmac-secret output from them; a second `hmac-secret` would let a key
+/// choose which one is used.)
+fn check_assertion_extensions(auth_data: &[u8]) -> Result<(), VerifyError> {
+    let malformed = |what| VerifyError::MalformedAttestedData { what };
+    let mut r = Cbor::new(auth_data.get(AUTH_DATA_MIN..).unwrap_or_default());
+    let ext = r.named_item("the extensions", "the extensions are not valid CBOR")?;
+    if !matches!(ext, Item::Map(_)) {
+        return Err(malformed("the extensions are not a CBOR map"));
+    }
+    if !r.at_end() {
+        return Err(malformed("unexpected bytes after the extensions"));
+    }
+    Ok(())
+}
+
 /// The fixed start of authenticator data.
 struct Header {
     rp_id_hash: [u8; 32],
@@ -303,17 +328,13 @@ impl<'a> AttestedData<'a> {
         let credential_id = r
             .take(len)
             .ok_or(malformed("shorter than its credential id length says"))?;
-        let cose = r
-            .item(0)
-            .ok_or(malformed("the COSE key is not valid CBOR"))?;
+        let cose = r.named_item("the COSE key", "the COSE key is not valid CBOR")?;
         let public_key_sec1 = cose_es256_point(&cose).ok_or(malformed(
             "the COSE key is not an ES256 P-256 key (kty 2, alg -7, crv 1, 32-byte x and y)",
         ))?;
         let mut hmac_secret = false;
         if has_extensions {
-            let ext = r
-                .item(0)
-                .ok_or(malformed("the extensions are not valid CBOR"))?;
+            let ext = r.named_item("the extensions", "the extensions are not valid CBOR")?;
             let Item::Map(entries) = ext else {
                 return Err(malformed("the extensions are not a CBOR map"));
             };
@@ -370,7 +391,7 @@ fn cose_es256_point(cose: &Item) -> Option<[u8; 65]> {
 }
 
 /// A decoded CBOR data item (just what authenticator data can hold).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 enum Item<'a> {
     Uint(u64),
     /// The negative integer `-1 - n`.
@@ -390,6 +411,8 @@ enum Item<'a> {
 struct Cbor<'a> {
     data: &'a [u8],
     pos: usize,
+    /// Set when [`Cbor::item`] failed on a map holding a key twice: that key.
+    duplicate: Option<String>,
 }
 
 /// Nesting deeper than this is refused (authenticator data needs 2-3).
@@ -397,7 +420,25 @@ const CBOR_MAX_DEPTH: usize = 16;
 
 impl<'a> Cbor<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Cbor { data, pos: 0 }
+        Cbor {
+            data,
+            pos: 0,
+            duplicate: None,
+        }
+    }
+
+    /// The next item, the whole of `map` (named in errors): a duplicate key
+    /// anywhere in it is [`VerifyError::DuplicateKey`], other malformed
+    /// CBOR is `MalformedAttestedData { what: malformed }`.
+    fn named_item(
+        &mut self,
+        map: &'static str,
+        malformed: &'static str,
+    ) -> Result<Item<'a>, VerifyError> {
+        self.item(0).ok_or_else(|| match self.duplicate.take() {
+            Some(key) => VerifyError::DuplicateKey { map, key },
+            None => VerifyError::MalformedAttestedData { what: malformed },
+        })
     }
 
     fn at_end(&self) -> bool {
@@ -465,6 +506,11 @@ impl<'a> Cbor<'a> {
                     let v = self.item(depth + 1)?;
                     entries.push((k, v));
                 }
+                let mut seen = std::collections::HashSet::with_capacity(n);
+                if let Some((k, _)) = entries.iter().find(|(k, _)| !seen.insert(k)) {
+                    self.duplicate = Some(key_text(k));
+                    return None;
+                }
                 Item::Map(entries)
             }
             // A tag: the tagged item stands for itself here.
@@ -479,6 +525,26 @@ impl<'a> Cbor<'a> {
                 _ => return None,
             },
         })
+    }
+}
+
+/// A map key as it is named in an error: `3`, `-1`, `"hmac-secret"`,
+/// `h'0a0b'`, or its kind; at most 40 characters, one line.
+fn key_text(k: &Item) -> String {
+    let s = match k {
+        Item::Uint(n) => n.to_string(),
+        Item::Nint(n) => format!("-{}", u128::from(*n) + 1),
+        Item::Text(t) => format!("{:?}", String::from_utf8_lossy(t)),
+        Item::Bytes(b) => format!("h'{}'", hex::encode(b)),
+        Item::Array(_) => "an array".into(),
+        Item::Map(_) => "a map".into(),
+        Item::Simple(v) => format!("simple({v})"),
+        Item::Float(_) => "a float".into(),
+    };
+    if s.chars().count() > 40 {
+        s.chars().take(37).chain("...".chars()).collect()
+    } else {
+        s
     }
 }
 
@@ -1143,6 +1209,104 @@ mod tests {
             a.auth_data = ad;
             assert!(check_attestation(&a, &CDH, RP_ID).is_err());
         }
+    }
+
+    // ---- duplicate map keys (issue #12 item 3) ----
+
+    fn duplicate(r: Result<impl std::fmt::Debug, VerifyError>, map: &'static str, key: &str) {
+        let e = r.expect_err("a duplicate key must be refused");
+        assert_eq!(
+            e,
+            VerifyError::DuplicateKey {
+                map,
+                key: key.to_string()
+            }
+        );
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn duplicate_hmac_secret_in_attestation_extensions_is_refused() {
+        let k = test_key(3);
+        let fl = flags::UP | flags::AT | flags::ED;
+        // {"hmac-secret": true, "hmac-secret": true}: exactly one duplicate key.
+        let ext = b"\xA2\x6Bhmac-secret\xF5\x6Bhmac-secret\xF5";
+        let a = attestation(&k, attested_auth_data(&k, RP_ID, fl, ext));
+        duplicate(
+            check_attestation(&a, &CDH, RP_ID),
+            "the extensions",
+            "\"hmac-secret\"",
+        );
+        // The same two keys false then true: not a way to smuggle a confirmation either.
+        let ext = b"\xA2\x6Bhmac-secret\xF4\x6Bhmac-secret\xF5";
+        let a = attestation(&k, attested_auth_data(&k, RP_ID, fl, ext));
+        duplicate(
+            check_attestation(&a, &CDH, RP_ID),
+            "the extensions",
+            "\"hmac-secret\"",
+        );
+    }
+
+    #[test]
+    fn duplicate_key_in_cose_key_is_refused() {
+        let k = test_key(3);
+        let fl = flags::UP | flags::AT | flags::ED;
+        // The good COSE key with its alg (3: -7) written twice: a map of 6 entries.
+        let mut c = cose(&k);
+        c[0] = 0xA6;
+        c.extend_from_slice(&[0x03, 0x26]);
+        let mut ad = header(RP_ID, fl, 1);
+        ad.extend_from_slice(&AAGUID);
+        ad.extend_from_slice(&(CRED.len() as u16).to_be_bytes());
+        ad.extend_from_slice(CRED);
+        ad.extend_from_slice(&c);
+        ad.extend_from_slice(HMAC_EXT);
+        let a = attestation(&k, ad);
+        duplicate(check_attestation(&a, &CDH, RP_ID), "the COSE key", "3");
+    }
+
+    #[test]
+    fn duplicate_key_in_nested_extension_map_is_refused() {
+        let k = test_key(3);
+        let fl = flags::UP | flags::AT | flags::ED;
+        // {"hmac-secret": true, "x": {-1: 0, -1: 0}}
+        let ext = b"\xA2\x6Bhmac-secret\xF5\x61x\xA2\x20\x00\x20\x00";
+        let a = attestation(&k, attested_auth_data(&k, RP_ID, fl, ext));
+        duplicate(check_attestation(&a, &CDH, RP_ID), "the extensions", "-1");
+    }
+
+    #[test]
+    fn duplicate_hmac_secret_in_assertion_extensions_is_refused() {
+        let k = test_key(1);
+        let pk = sec1(&k);
+        let mut auth_data = header(RP_ID, flags::UP | flags::ED, 8);
+        // {"hmac-secret": h'00..', "hmac-secret": h'01..'}: two outputs to choose from.
+        auth_data.extend_from_slice(b"\xA2\x6Bhmac-secret\x58\x20");
+        auth_data.extend_from_slice(&[0u8; 32]);
+        auth_data.extend_from_slice(b"\x6Bhmac-secret\x58\x20");
+        auth_data.extend_from_slice(&[1u8; 32]);
+        let a = Assertion {
+            credential_id: CRED.to_vec(),
+            signature: sign(&k, &auth_data, &CDH),
+            auth_data,
+            hmac_secret: None,
+        };
+        duplicate(
+            verify_assertion(&expected(&pk, 7, false), &CDH, &a),
+            "the extensions",
+            "\"hmac-secret\"",
+        );
+        // One hmac-secret output in the extensions is fine.
+        let mut auth_data = header(RP_ID, flags::UP | flags::ED, 8);
+        auth_data.extend_from_slice(b"\xA1\x6Bhmac-secret\x58\x20");
+        auth_data.extend_from_slice(&[0u8; 32]);
+        let a = Assertion {
+            credential_id: CRED.to_vec(),
+            signature: sign(&k, &auth_data, &CDH),
+            auth_data,
+            hmac_secret: None,
+        };
+        verify_assertion(&expected(&pk, 7, false), &CDH, &a).unwrap();
     }
 
     #[test]

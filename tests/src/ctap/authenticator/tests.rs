@@ -892,6 +892,31 @@ fn other_commands_and_bad_requests() {
 }
 
 #[test]
+fn duplicate_map_keys_are_invalid_cbor() {
+    let f = fx(with_pin());
+    // getClientPIN getRetries {1: 1, 2: 1, 2: 1}: key 2 twice.
+    assert_eq!(
+        call(&f.auth, &[0x06, 0xA3, 0x01, 0x01, 0x02, 0x01, 0x02, 0x01]),
+        Err(0x12)
+    );
+    assert!(call(&f.auth, &[0x06, 0xA2, 0x01, 0x01, 0x02, 0x01]).is_ok());
+    // makeCredential whose extensions map holds "hmac-secret" twice.
+    let payload = mc_payload(b"challenge", None, &[]);
+    let Value::Map(mut params) = decode(&payload[1..]) else {
+        panic!("makeCredential parameters are a map")
+    };
+    params.retain(|(k, _)| cbor::as_int(k).ok() != Some(6));
+    let twice = vec![
+        (Value::Text("hmac-secret".into()), Value::Bool(true)),
+        (Value::Text("hmac-secret".into()), Value::Bool(true)),
+    ];
+    params.push((6.into(), Value::Map(twice)));
+    let mut dup = vec![payload[0]];
+    dup.extend(cbor(&Value::Map(params)));
+    assert_eq!(call(&f.auth, &dup), Err(0x12));
+}
+
+#[test]
 fn never_panics_on_garbage() {
     let f = fx_with(Arc::new(AutoTouch), with_pin());
     let att = f
