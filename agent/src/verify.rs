@@ -238,6 +238,39 @@ fn check_assertion_extensions(auth_data: &[u8]) -> Result<(), VerifyError> {
     Ok(())
 }
 
+/// What a makeCredential authData says of the new credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestedCredential {
+    pub flags: u8,
+    pub sign_count: u32,
+    pub aaguid: [u8; 16],
+    pub credential_id: Vec<u8>,
+    /// 0x04 ‖ x ‖ y from the ES256 COSE key.
+    pub public_key_sec1: [u8; 65],
+    /// The extensions hold `"hmac-secret": true`.
+    pub hmac_secret: bool,
+}
+
+/// Parse a makeCredential authData on its own (no relying party, flag or
+/// signature check beyond AT being set): header, attested credential data,
+/// COSE key, extensions, with the same checks and errors as
+/// [`check_attestation`].
+pub fn attested_credential(auth_data: &[u8]) -> Result<AttestedCredential, VerifyError> {
+    let header = Header::parse(auth_data)?;
+    if header.flags & flags::AT == 0 {
+        return Err(VerifyError::AttestedDataMissing);
+    }
+    let d = AttestedData::parse(auth_data, header.flags & flags::ED != 0)?;
+    Ok(AttestedCredential {
+        flags: header.flags,
+        sign_count: header.sign_count,
+        aaguid: d.aaguid,
+        credential_id: d.credential_id.to_vec(),
+        public_key_sec1: d.public_key_sec1,
+        hmac_secret: d.hmac_secret,
+    })
+}
+
 /// The fixed start of authenticator data.
 struct Header {
     rp_id_hash: [u8; 32],
