@@ -268,6 +268,11 @@ pub fn attested_credential(auth_data: &[u8]) -> Result<AttestedCredential, Verif
         return Err(VerifyError::AttestedDataMissing);
     }
     let d = AttestedData::parse(auth_data, header.flags & flags::ED != 0)?;
+    VerifyingKey::from_sec1_bytes(&d.public_key_sec1).map_err(|_| {
+        VerifyError::MalformedAttestedData {
+            what: "the COSE key is not a point on P-256",
+        }
+    })?;
     Ok(AttestedCredential {
         flags: header.flags,
         sign_count: header.sign_count,
