@@ -255,7 +255,7 @@ impl ServiceAccountKey {
                 "the private_key of service account {} is not an RSA key in PKCS#8 PEM \
                  (-----BEGIN PRIVATE KEY-----): create a new key with `gcloud iam \
                  service-accounts keys create` and import that file unchanged",
-                self.client_email
+                one_line(&self.client_email, 100)
             ))
         })
     }
