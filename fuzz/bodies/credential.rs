@@ -13,32 +13,47 @@ use touchgate_agent::upstream::{CredentialError, UpstreamCredential};
 
 const SECRET_FIELDS: [&str; 3] = ["private_key", "client_secret", "refresh_token"];
 
-/// The secret values in `v` (at any depth), at least 6 characters long.
-fn secrets(v: &serde_json::Value, out: &mut Vec<String>) {
+/// The secret values in `v` (at any depth) into `secret`, every other string
+/// (keys too) into `plain`.
+fn strings(v: &serde_json::Value, secret: &mut Vec<String>, plain: &mut Vec<String>) {
     match v {
         serde_json::Value::Object(m) => {
             for (k, v) in m {
+                plain.push(k.clone());
                 match v {
-                    serde_json::Value::String(s)
-                        if SECRET_FIELDS.contains(&k.as_str()) && s.trim().len() >= 6 =>
-                    {
-                        out.push(s.clone())
+                    serde_json::Value::String(s) if SECRET_FIELDS.contains(&k.as_str()) => {
+                        secret.push(s.clone())
                     }
-                    _ => secrets(v, out),
+                    _ => strings(v, secret, plain),
                 }
             }
         }
-        serde_json::Value::Array(a) => a.iter().for_each(|v| secrets(v, out)),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, secret, plain)),
+        serde_json::Value::String(s) => plain.push(s.clone()),
         _ => {}
     }
 }
 
+/// The secrets an error or Debug output must not show: those of 17
+/// characters or more without whitespace (no run of the fixed wording of a
+/// message is that long), and not also part of a plain value the message may
+/// name (a fuzzed `client_email` can hold a copy of a secret).
+fn secrets(text: &str) -> Vec<String> {
+    let (mut secret, mut plain) = (Vec::new(), Vec::new());
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+        strings(&v, &mut secret, &mut plain);
+    }
+    secret.retain(|s| {
+        s.chars().count() >= 17
+            && !s.chars().any(char::is_whitespace)
+            && !plain.iter().any(|p| p.contains(s.as_str()))
+    });
+    secret
+}
+
 pub fn run(text: &str) -> Result<UpstreamCredential, CredentialError> {
     let res = UpstreamCredential::parse(text);
-    let mut secret = Vec::new();
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
-        secrets(&v, &mut secret);
-    }
+    let secret = secrets(text);
     let shown = match &res {
         Err(CredentialError(msg)) => {
             assert!(!msg.contains('\n'), "error is not one line: {msg:?}");

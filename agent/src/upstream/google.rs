@@ -867,7 +867,11 @@ fn error_detail(status: StatusCode, body: &[u8], secrets: &[&str], shown: &Shown
             }
         }
     };
-    one_line(&touchgate::secret::scrub(&raw, secrets), MAX_MESSAGE_CHARS)
+    // Flattened before the scrub as well as after: control characters or
+    // extra whitespace inside a quoted secret must not hide it from the scrub
+    // and then be removed, joining it back together.
+    let flat = one_line(&raw, usize::MAX);
+    one_line(&touchgate::secret::scrub(&flat, secrets), MAX_MESSAGE_CHARS)
 }
 
 /// The one-line detail of an error reply with HTTP `status` and `body`, as
