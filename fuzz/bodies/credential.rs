@@ -35,9 +35,9 @@ fn strings(v: &serde_json::Value, secret: &mut Vec<String>, plain: &mut Vec<Stri
 }
 
 /// The secrets an error or Debug output must not show: those of 17
-/// characters or more without whitespace (no run of the fixed wording of a
-/// message is that long), and not also part of a plain value the message may
-/// name (a fuzzed `client_email` can hold a copy of a secret).
+/// characters or more with a digit and without whitespace (no such run is in
+/// the fixed wording of a message), and not also part of a plain value the
+/// message may name (a fuzzed `client_email` can hold a copy of a secret).
 fn secrets(text: &str) -> Vec<String> {
     let (mut secret, mut plain) = (Vec::new(), Vec::new());
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
@@ -46,6 +46,7 @@ fn secrets(text: &str) -> Vec<String> {
     secret.retain(|s| {
         s.chars().count() >= 17
             && !s.chars().any(char::is_whitespace)
+            && s.chars().any(|c| c.is_ascii_digit())
             && !plain.iter().any(|p| p.contains(s.as_str()))
     });
     secret
