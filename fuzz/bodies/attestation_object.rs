@@ -62,7 +62,10 @@ pub fn decode(data: &[u8]) -> Option<Input> {
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let parsed = touchgate_agent::verify::attested_credential(&auth_data).ok();
     let att = Attestation {
-        credential_id: parsed.as_ref().map(|p| p.credential_id.clone()).unwrap_or_default(),
+        credential_id: parsed
+            .as_ref()
+            .map(|p| p.credential_id.clone())
+            .unwrap_or_default(),
         public_key_sec1: parsed
             .as_ref()
             .map(|p| p.public_key_sec1.to_vec())
@@ -86,6 +89,9 @@ pub fn decode(data: &[u8]) -> Option<Input> {
 /// `e` is one line, as every error shown to the user must be.
 pub fn assert_one_line(e: &dyn std::fmt::Display) {
     let s = e.to_string();
-    assert!(!s.contains('\n') && !s.contains('\r'), "error is not one line: {s:?}");
+    assert!(
+        !s.contains('\n') && !s.contains('\r'),
+        "error is not one line: {s:?}"
+    );
     assert!(!s.is_empty(), "empty error");
 }

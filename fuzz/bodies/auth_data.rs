@@ -21,7 +21,10 @@ const CDH: [u8; 32] = [0x5A; 32];
 
 fn one_line(e: &VerifyError) {
     let s = e.to_string();
-    assert!(!s.contains('\n') && !s.contains('\r'), "error is not one line: {s:?}");
+    assert!(
+        !s.contains('\n') && !s.contains('\r'),
+        "error is not one line: {s:?}"
+    );
 }
 
 pub fn run(data: &[u8]) -> Result<AttestedCredential, VerifyError> {

@@ -22,7 +22,10 @@ pub fn run(data: &[u8]) -> (String, String) {
     let google = error_reply_detail(status, body, &[SENT], None);
     let other = error_reply_detail(status, body, &[SENT], Some("127.0.0.1:9"));
     for d in [&google, &other] {
-        assert!(!d.contains('\n') && !d.contains('\r'), "not one line: {d:?}");
+        assert!(
+            !d.contains('\n') && !d.contains('\r'),
+            "not one line: {d:?}"
+        );
         // 300 characters and the "…" that marks a cut.
         assert!(d.chars().count() <= 301, "too long: {d:?}");
         assert!(!d.contains(SENT), "the secret is shown: {d:?}");
