@@ -8,8 +8,11 @@
 //!
 //! Each failed check has its own [`VerifyError`] variant with a one-line
 //! message naming what failed. Malformed input from the key is an error,
-//! never a panic.
+//! never a panic. The CBOR in authData (COSE key, extensions) is read with
+//! ciborium, the codec the emulated key uses too; a map holding a key twice,
+//! at any depth, is refused ([`VerifyError::DuplicateKey`]).
 
+use ciborium::value::{Integer, Value};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -79,6 +82,11 @@ pub enum VerifyError {
     AttestedKeyMismatch,
     #[error("the AAGUID in the authenticator data differs from the one the key reported")]
     AaguidMismatch,
+    #[error(
+        "{map} in the authenticator data hold the key {key} twice: a duplicate CBOR map key is \
+         malformed (the security key is faulty or not genuine)"
+    )]
+    DuplicateKey { map: &'static str, key: String },
     #[error("the key reported hmac-secret but its authenticator data does not confirm it")]
     HmacSecretNotConfirmed,
     #[error("unsupported attestation format {format:?} (supported: packed, none)")]
@@ -121,6 +129,9 @@ pub fn verify_assertion(
     let user_verified = header.flags & flags::UV != 0;
     if expected.require_uv && !user_verified {
         return Err(VerifyError::UserNotVerified);
+    }
+    if header.flags & flags::ED != 0 && header.flags & flags::AT == 0 {
+        check_assertion_extensions(&a.auth_data)?;
     }
     let key = VerifyingKey::from_sec1_bytes(expected.public_key_sec1)
         .map_err(|_| VerifyError::BadPublicKey)?;
@@ -239,6 +250,65 @@ fn check_statement_alg(alg: Option<i64>, key: &'static str) -> Result<(), Verify
     }
 }
 
+/// The extensions of an assertion's authData (ED set, AT clear): one CBOR
+/// map, no duplicate key at any depth, nothing after it. (The backend reads
+/// the hmac-secret output from them; a second `hmac-secret` would let a key
+/// choose which one is used.)
+fn check_assertion_extensions(auth_data: &[u8]) -> Result<(), VerifyError> {
+    let malformed = |what| VerifyError::MalformedAttestedData { what };
+    let mut r = auth_data.get(AUTH_DATA_MIN..).unwrap_or_default();
+    let ext = read_item(
+        &mut r,
+        "the extensions",
+        "the extensions are not valid CBOR",
+    )?;
+    if !matches!(ext, Value::Map(_)) {
+        return Err(malformed("the extensions are not a CBOR map"));
+    }
+    if !r.is_empty() {
+        return Err(malformed("unexpected bytes after the extensions"));
+    }
+    Ok(())
+}
+
+/// What a makeCredential authData says of the new credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestedCredential {
+    pub flags: u8,
+    pub sign_count: u32,
+    pub aaguid: [u8; 16],
+    pub credential_id: Vec<u8>,
+    /// 0x04 ‖ x ‖ y from the ES256 COSE key.
+    pub public_key_sec1: [u8; 65],
+    /// The extensions hold `"hmac-secret": true`.
+    pub hmac_secret: bool,
+}
+
+/// Parse a makeCredential authData on its own (no relying party, flag or
+/// signature check beyond AT being set): header, attested credential data,
+/// COSE key, extensions, with the same checks and errors as
+/// [`check_attestation`].
+pub fn attested_credential(auth_data: &[u8]) -> Result<AttestedCredential, VerifyError> {
+    let header = Header::parse(auth_data)?;
+    if header.flags & flags::AT == 0 {
+        return Err(VerifyError::AttestedDataMissing);
+    }
+    let d = AttestedData::parse(auth_data, header.flags & flags::ED != 0)?;
+    VerifyingKey::from_sec1_bytes(&d.public_key_sec1).map_err(|_| {
+        VerifyError::MalformedAttestedData {
+            what: "the COSE key is not a point on P-256",
+        }
+    })?;
+    Ok(AttestedCredential {
+        flags: header.flags,
+        sign_count: header.sign_count,
+        aaguid: d.aaguid,
+        credential_id: d.credential_id.to_vec(),
+        public_key_sec1: d.public_key_sec1,
+        hmac_secret: d.hmac_secret,
+    })
+}
+
 /// The fixed start of authenticator data.
 struct Header {
     rp_id_hash: [u8; 32],
@@ -317,37 +387,38 @@ impl<'a> AttestedData<'a> {
     /// credId ‖ COSE_Key ‖ [extensions if ED]. Nothing may follow.
     fn parse(auth_data: &'a [u8], has_extensions: bool) -> Result<Self, VerifyError> {
         let malformed = |what| VerifyError::MalformedAttestedData { what };
-        let mut r = Cbor::new(auth_data.get(AUTH_DATA_MIN..).unwrap_or_default());
-        let aaguid: [u8; 16] = r
-            .take(16)
-            .and_then(|b| b.try_into().ok())
+        let mut r = auth_data.get(AUTH_DATA_MIN..).unwrap_or_default();
+        let (aaguid, rest) = r
+            .split_first_chunk::<16>()
             .ok_or(malformed("too short for the AAGUID"))?;
-        let len = r
-            .take(2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        let (len, rest) = rest
+            .split_first_chunk::<2>()
             .ok_or(malformed("too short for the credential id length"))?;
-        let credential_id = r
-            .take(len)
+        let len = usize::from(u16::from_be_bytes(*len));
+        let (credential_id, rest) = rest
+            .split_at_checked(len)
             .ok_or(malformed("shorter than its credential id length says"))?;
-        let cose = r
-            .item(0)
-            .ok_or(malformed("the COSE key is not valid CBOR"))?;
+        let aaguid = *aaguid;
+        r = rest;
+        let cose = read_item(&mut r, "the COSE key", "the COSE key is not valid CBOR")?;
         let public_key_sec1 = cose_es256_point(&cose).ok_or(malformed(
             "the COSE key is not an ES256 P-256 key (kty 2, alg -7, crv 1, 32-byte x and y)",
         ))?;
         let mut hmac_secret = false;
         if has_extensions {
-            let ext = r
-                .item(0)
-                .ok_or(malformed("the extensions are not valid CBOR"))?;
-            let Item::Map(entries) = ext else {
+            let ext = read_item(
+                &mut r,
+                "the extensions",
+                "the extensions are not valid CBOR",
+            )?;
+            let Value::Map(entries) = ext else {
                 return Err(malformed("the extensions are not a CBOR map"));
             };
             hmac_secret = entries
                 .iter()
-                .any(|(k, v)| *k == Item::Text(b"hmac-secret") && *v == Item::Simple(21));
+                .any(|(k, v)| k.as_text() == Some("hmac-secret") && *v == Value::Bool(true));
         }
-        if !r.at_end() {
+        if !r.is_empty() {
             return Err(malformed("unexpected bytes after the credential data"));
         }
         Ok(AttestedData {
@@ -359,30 +430,21 @@ impl<'a> AttestedData<'a> {
     }
 }
 
-/// The uncompressed point of an ES256 COSE key `{1: 2, 3: -7, -1: 1, -2: x, -3: y}`.
-fn cose_es256_point(cose: &Item) -> Option<[u8; 65]> {
-    let Item::Map(entries) = cose else {
-        return None;
+/// The uncompressed point of an ES256 COSE key `{1: 2, 3: -7, -1: 1, -2: x, -3: y}`
+/// (keys are unique: [`read_item`] refused duplicates).
+fn cose_es256_point(cose: &Value) -> Option<[u8; 65]> {
+    let entries = cose.as_map()?;
+    let get = |key: i64| {
+        entries
+            .iter()
+            .find(|(k, _)| k.as_integer() == Some(Integer::from(key)))
+            .map(|(_, v)| v)
     };
-    let get = |key: &Item| {
-        let mut found = entries.iter().filter(|(k, _)| k == key).map(|(_, v)| v);
-        let first = found.next();
-        // A duplicate key is malformed.
-        if found.next().is_some() {
-            None
-        } else {
-            first
-        }
-    };
-    // Negative integer -1-n is stored as Nint(n).
-    if get(&Item::Uint(1)) != Some(&Item::Uint(2))
-        || get(&Item::Uint(3)) != Some(&Item::Nint(6))
-        || get(&Item::Nint(0)) != Some(&Item::Uint(1))
-    {
+    let int = |key: i64| get(key).and_then(Value::as_integer).map(i128::from);
+    if int(1) != Some(2) || int(3) != Some(-7) || int(-1) != Some(1) {
         return None;
     }
-    let (Some(Item::Bytes(x)), Some(Item::Bytes(y))) = (get(&Item::Nint(1)), get(&Item::Nint(2)))
-    else {
+    let (Some(Value::Bytes(x)), Some(Value::Bytes(y))) = (get(-2), get(-3)) else {
         return None;
     };
     if x.len() != 32 || y.len() != 32 {
@@ -395,116 +457,63 @@ fn cose_es256_point(cose: &Item) -> Option<[u8; 65]> {
     Some(point)
 }
 
-/// A decoded CBOR data item (just what authenticator data can hold).
-#[derive(Debug, PartialEq, Eq)]
-enum Item<'a> {
-    Uint(u64),
-    /// The negative integer `-1 - n`.
-    Nint(u64),
-    Bytes(&'a [u8]),
-    Text(&'a [u8]),
-    Array(Vec<Item<'a>>),
-    Map(Vec<(Item<'a>, Item<'a>)>),
-    /// Simple values: 20 false, 21 true, 22 null, 23 undefined.
-    Simple(u8),
-    /// A float, kept as its raw bits.
-    Float(u64),
-}
-
-/// A bounds-checked reader of definite-length CBOR. Every method returns
-/// `None` on malformed or truncated input.
-struct Cbor<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
 /// Nesting deeper than this is refused (authenticator data needs 2-3).
 const CBOR_MAX_DEPTH: usize = 16;
 
-impl<'a> Cbor<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Cbor { data, pos: 0 }
+/// Read one CBOR data item, `map` (named in errors), from the front of
+/// `data` and advance past it. A map holding a key twice, at any depth, is
+/// [`VerifyError::DuplicateKey`]; other malformed or truncated CBOR is
+/// `MalformedAttestedData { what: malformed }`.
+fn read_item(
+    data: &mut &[u8],
+    map: &'static str,
+    malformed: &'static str,
+) -> Result<Value, VerifyError> {
+    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut *data, CBOR_MAX_DEPTH)
+        .map_err(|_| VerifyError::MalformedAttestedData { what: malformed })?;
+    match duplicate_key(&value) {
+        Some(key) => Err(VerifyError::DuplicateKey { map, key }),
+        None => Ok(value),
     }
+}
 
-    fn at_end(&self) -> bool {
-        self.pos == self.data.len()
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let out = self.data.get(self.pos..end)?;
-        self.pos = end;
-        Some(out)
-    }
-
-    fn uint_arg(&mut self, info: u8) -> Option<u64> {
-        Some(match info {
-            0..=23 => u64::from(info),
-            24 => u64::from(self.take(1)?[0]),
-            25 => u64::from(u16::from_be_bytes(self.take(2)?.try_into().ok()?)),
-            26 => u64::from(u32::from_be_bytes(self.take(4)?.try_into().ok()?)),
-            27 => u64::from_be_bytes(self.take(8)?.try_into().ok()?),
-            // 28-30 reserved, 31 indefinite length (not allowed in CTAP2).
-            _ => return None,
-        })
-    }
-
-    /// A count of items that must each take at least one more byte.
-    fn count(&mut self, info: u8, per_item: usize) -> Option<usize> {
-        let n = usize::try_from(self.uint_arg(info)?).ok()?;
-        let left = self.data.len() - self.pos;
-        (n.checked_mul(per_item)? <= left).then_some(n)
-    }
-
-    fn item(&mut self, depth: usize) -> Option<Item<'a>> {
-        if depth > CBOR_MAX_DEPTH {
-            return None;
+/// The first key some map in `v` (at any depth) holds twice, named.
+fn duplicate_key(v: &Value) -> Option<String> {
+    match v {
+        Value::Map(entries) => {
+            for (i, (k, _)) in entries.iter().enumerate() {
+                if entries[..i].iter().any(|(seen, _)| seen == k) {
+                    return Some(key_text(k));
+                }
+            }
+            entries
+                .iter()
+                .find_map(|(k, v)| duplicate_key(k).or_else(|| duplicate_key(v)))
         }
-        let initial = self.take(1)?[0];
-        let (major, info) = (initial >> 5, initial & 0x1f);
-        Some(match major {
-            0 => Item::Uint(self.uint_arg(info)?),
-            1 => Item::Nint(self.uint_arg(info)?),
-            2 | 3 => {
-                let len = usize::try_from(self.uint_arg(info)?).ok()?;
-                let bytes = self.take(len)?;
-                if major == 2 {
-                    Item::Bytes(bytes)
-                } else {
-                    std::str::from_utf8(bytes).ok()?;
-                    Item::Text(bytes)
-                }
-            }
-            4 => {
-                let n = self.count(info, 1)?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.item(depth + 1)?);
-                }
-                Item::Array(items)
-            }
-            5 => {
-                let n = self.count(info, 2)?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let k = self.item(depth + 1)?;
-                    let v = self.item(depth + 1)?;
-                    entries.push((k, v));
-                }
-                Item::Map(entries)
-            }
-            // A tag: the tagged item stands for itself here.
-            6 => {
-                self.uint_arg(info)?;
-                self.item(depth + 1)?
-            }
-            _ => match info {
-                0..=23 => Item::Simple(info),
-                24 => Item::Simple(self.take(1)?[0]),
-                25..=27 => Item::Float(self.uint_arg(info)?),
-                _ => return None,
-            },
-        })
+        Value::Array(items) => items.iter().find_map(duplicate_key),
+        Value::Tag(_, inner) => duplicate_key(inner),
+        _ => None,
+    }
+}
+
+/// A map key as it is named in an error: `3`, `-1`, `"hmac-secret"`,
+/// `h'0a0b'`, or its kind; at most 40 characters, one line.
+fn key_text(k: &Value) -> String {
+    let s = match k {
+        Value::Integer(n) => i128::from(*n).to_string(),
+        Value::Text(t) => format!("{t:?}"),
+        Value::Bytes(b) => format!("h'{}'", hex::encode(b)),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Map(_) => "a map".into(),
+        Value::Tag(..) => "a tagged item".into(),
+        _ => "a float".into(),
+    };
+    if s.chars().count() > 40 {
+        s.chars().take(37).chain("...".chars()).collect()
+    } else {
+        s
     }
 }
 
@@ -1185,19 +1194,134 @@ mod tests {
         }
     }
 
+    // ---- duplicate map keys (issue #12 item 3) ----
+
+    fn duplicate(r: Result<impl std::fmt::Debug, VerifyError>, map: &'static str, key: &str) {
+        let e = r.expect_err("a duplicate key must be refused");
+        assert_eq!(
+            e,
+            VerifyError::DuplicateKey {
+                map,
+                key: key.to_string()
+            }
+        );
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
     #[test]
-    fn cbor_reader_basics() {
-        let mut r = Cbor::new(&[0x18, 0x2A, 0x20, 0x43, 1, 2, 3, 0x62, b'h', b'i', 0xF5]);
-        assert_eq!(r.item(0), Some(Item::Uint(42)));
-        assert_eq!(r.item(0), Some(Item::Nint(0)));
-        assert_eq!(r.item(0), Some(Item::Bytes(&[1, 2, 3])));
-        assert_eq!(r.item(0), Some(Item::Text(b"hi")));
-        assert_eq!(r.item(0), Some(Item::Simple(21)));
-        assert!(r.at_end());
-        assert_eq!(r.item(0), None);
-        // Invalid UTF-8 text, reserved info, truncated lengths.
-        for bad in [&[0x61, 0xFF][..], &[0x1C], &[0x19, 0x01], &[0x42, 1]] {
-            assert_eq!(Cbor::new(bad).item(0), None, "{bad:?}");
+    fn duplicate_hmac_secret_in_attestation_extensions_is_refused() {
+        let k = test_key(3);
+        let fl = flags::UP | flags::AT | flags::ED;
+        // {"hmac-secret": true, "hmac-secret": true}: exactly one duplicate key.
+        let ext = b"\xA2\x6Bhmac-secret\xF5\x6Bhmac-secret\xF5";
+        let a = attestation(&k, attested_auth_data(&k, RP_ID, fl, ext));
+        duplicate(
+            check_attestation(&a, &CDH, RP_ID, false),
+            "the extensions",
+            "\"hmac-secret\"",
+        );
+        // The same two keys false then true: not a way to smuggle a confirmation either.
+        let ext = b"\xA2\x6Bhmac-secret\xF4\x6Bhmac-secret\xF5";
+        let a = attestation(&k, attested_auth_data(&k, RP_ID, fl, ext));
+        duplicate(
+            check_attestation(&a, &CDH, RP_ID, false),
+            "the extensions",
+            "\"hmac-secret\"",
+        );
+    }
+
+    #[test]
+    fn duplicate_key_in_cose_key_is_refused() {
+        let k = test_key(3);
+        let fl = flags::UP | flags::AT | flags::ED;
+        // The good COSE key with its alg (3: -7) written twice: a map of 6 entries.
+        let mut c = cose(&k);
+        c[0] = 0xA6;
+        c.extend_from_slice(&[0x03, 0x26]);
+        let mut ad = header(RP_ID, fl, 1);
+        ad.extend_from_slice(&AAGUID);
+        ad.extend_from_slice(&(CRED.len() as u16).to_be_bytes());
+        ad.extend_from_slice(CRED);
+        ad.extend_from_slice(&c);
+        ad.extend_from_slice(HMAC_EXT);
+        let a = attestation(&k, ad);
+        duplicate(
+            check_attestation(&a, &CDH, RP_ID, false),
+            "the COSE key",
+            "3",
+        );
+    }
+
+    #[test]
+    fn duplicate_key_in_nested_extension_map_is_refused() {
+        let k = test_key(3);
+        let fl = flags::UP | flags::AT | flags::ED;
+        // {"hmac-secret": true, "x": {-1: 0, -1: 0}}
+        let ext = b"\xA2\x6Bhmac-secret\xF5\x61x\xA2\x20\x00\x20\x00";
+        let a = attestation(&k, attested_auth_data(&k, RP_ID, fl, ext));
+        duplicate(
+            check_attestation(&a, &CDH, RP_ID, false),
+            "the extensions",
+            "-1",
+        );
+    }
+
+    #[test]
+    fn duplicate_hmac_secret_in_assertion_extensions_is_refused() {
+        let k = test_key(1);
+        let pk = sec1(&k);
+        let mut auth_data = header(RP_ID, flags::UP | flags::ED, 8);
+        // {"hmac-secret": h'00..', "hmac-secret": h'01..'}: two outputs to choose from.
+        auth_data.extend_from_slice(b"\xA2\x6Bhmac-secret\x58\x20");
+        auth_data.extend_from_slice(&[0u8; 32]);
+        auth_data.extend_from_slice(b"\x6Bhmac-secret\x58\x20");
+        auth_data.extend_from_slice(&[1u8; 32]);
+        let a = Assertion {
+            credential_id: CRED.to_vec(),
+            signature: sign(&k, &auth_data, &CDH),
+            auth_data,
+            hmac_secret: None,
+        };
+        duplicate(
+            verify_assertion(&expected(&pk, 7, false), &CDH, &a),
+            "the extensions",
+            "\"hmac-secret\"",
+        );
+        // One hmac-secret output in the extensions is fine.
+        let mut auth_data = header(RP_ID, flags::UP | flags::ED, 8);
+        auth_data.extend_from_slice(b"\xA1\x6Bhmac-secret\x58\x20");
+        auth_data.extend_from_slice(&[0u8; 32]);
+        let a = Assertion {
+            credential_id: CRED.to_vec(),
+            signature: sign(&k, &auth_data, &CDH),
+            auth_data,
+            hmac_secret: None,
+        };
+        verify_assertion(&expected(&pk, 7, false), &CDH, &a).unwrap();
+    }
+
+    #[test]
+    fn cbor_items_are_read_one_at_a_time() {
+        let data = [0x18, 0x2A, 0x43, 1, 2, 3, 0xA1, 0x20, 0xF5];
+        let mut r = &data[..];
+        let item = |r: &mut &[u8]| read_item(r, "m", "bad");
+        assert_eq!(item(&mut r), Ok(Value::from(42)));
+        assert_eq!(item(&mut r), Ok(Value::Bytes(vec![1, 2, 3])));
+        assert_eq!(
+            item(&mut r),
+            Ok(Value::Map(vec![(Value::from(-1), true.into())]))
+        );
+        assert!(r.is_empty());
+        assert!(item(&mut r).is_err());
+        // Invalid UTF-8 text, reserved info, truncated lengths, too deep.
+        let deep = [0x81; 40];
+        for bad in [&[0x61, 0xFF][..], &[0x1C], &[0x19, 0x01], &[0x42, 1], &deep] {
+            let mut r = bad;
+            assert_eq!(
+                item(&mut r),
+                Err(VerifyError::MalformedAttestedData { what: "bad" }),
+                "{bad:?}"
+            );
         }
     }
 

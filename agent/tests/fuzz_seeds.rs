@@ -1,4 +1,5 @@
-//! Every seed of the `config`, `audit` and `glob` fuzz targets
+//! Every seed of the `config`, `audit`, `glob`, `auth_data`, `attestation`,
+//! `chain`, `credential` and `error_body` fuzz targets
 //! (`fuzz/corpus-seed/<target>/`) run through the target's own body, with the
 //! outcome each seed is kept for. Runs in the normal `cargo test`; the fuzz
 //! targets themselves need nightly (see fuzz/README.md).
@@ -15,6 +16,24 @@ mod audit_body {
 }
 mod glob_body {
     include!("../../fuzz/bodies/glob.rs");
+}
+mod object {
+    include!("../../fuzz/bodies/attestation_object.rs");
+}
+mod auth_data_body {
+    include!("../../fuzz/bodies/auth_data.rs");
+}
+mod attestation_body {
+    include!("../../fuzz/bodies/attestation.rs");
+}
+mod chain_body {
+    include!("../../fuzz/bodies/chain.rs");
+}
+mod credential_body {
+    include!("../../fuzz/bodies/credential.rs");
+}
+mod error_body_body {
+    include!("../../fuzz/bodies/error_body.rs");
 }
 
 include!("../../fuzz/bodies/seeds.rs");
@@ -147,4 +166,159 @@ fn fresh_signed_audit_logs_verify_like_the_seeds() {
     r.seq = 0;
     r.prev = touchgate_agent::audit::GENESIS.into();
     w("unknown-key.jsonl", &[&serde_json::to_string(&r).unwrap()]);
+}
+
+/// `res` is an error whose text holds each of `want`.
+fn err_holds<T>(name: &str, res: Result<T, impl std::fmt::Display>, want: &[&str]) {
+    let e = match res {
+        Ok(_) => panic!("{name}: accepted, but it must be refused"),
+        Err(e) => e.to_string(),
+    };
+    for w in want {
+        assert!(e.contains(w), "{name}: {e:?} does not contain {w:?}");
+    }
+}
+
+// The seeds of auth_data, attestation and chain are real answers of the
+// emulated key (tests/src/ctap, `attestation_fuzz_seeds_come_from_the_emulated_key`
+// rewrites them with TOUCHGATE_WRITE_SEEDS=1) and edits of them.
+
+#[test]
+fn every_auth_data_seed_gives_its_outcome() {
+    for (name, data) in seeds("auth_data") {
+        let res = auth_data_body::run(&data);
+        match name.as_str() {
+            "self-packed-hmac-secret.bin" | "certified.bin" => {
+                let c = res.expect(&name);
+                assert!(c.hmac_secret, "{name}");
+                assert_eq!(c.public_key_sec1[0], 4);
+            }
+            "none.bin" => assert!(!res.expect(&name).hmac_secret),
+            "duplicate-hmac-secret.bin" => err_holds(
+                &name,
+                res,
+                &["the extensions in the authenticator data hold the key \"hmac-secret\" twice"],
+            ),
+            // Found by the fuzzer: a COSE key whose x, y is not on P-256
+            // parsed, though enrolment refuses it.
+            "crash-cose-key-off-curve.bin" => {
+                err_holds(&name, res, &["the COSE key is not a point on P-256"])
+            }
+            "truncated-cose-key.bin" => err_holds(&name, res, &["the COSE key is not valid CBOR"]),
+            _ => no_expectation("auth_data", &name),
+        }
+    }
+}
+
+#[test]
+fn every_attestation_seed_gives_its_outcome() {
+    for (name, data) in seeds("attestation") {
+        let res = attestation_body::run(&data).unwrap_or_else(|| panic!("{name}: not an object"));
+        match name.as_str() {
+            "self-packed.cbor" | "none.cbor" | "x5c-packed.cbor" => res.expect(&name),
+            "x5c-bad-signature.cbor" => err_holds(
+                &name,
+                res,
+                &["does not verify with the attestation certificate's public key"],
+            ),
+            "duplicate-hmac-secret.cbor" => err_holds(&name, res, &["\"hmac-secret\" twice"]),
+            _ => no_expectation("attestation", &name),
+        }
+    }
+}
+
+#[test]
+fn every_chain_seed_gives_its_outcome() {
+    for (name, data) in seeds("chain") {
+        let res = chain_body::run(&data).unwrap_or_else(|| panic!("{name}: not an object"));
+        match name.as_str() {
+            "x5c-to-root.cbor" => {
+                let info = res.expect(&name);
+                assert_eq!(info.root_subject, "CN=emulator test root");
+                assert_eq!(info.chain_len, 2);
+            }
+            "x5c-other-root.cbor" => err_holds(&name, res, &["key.attestation_roots"]),
+            "x5c-expired.cbor" => err_holds(&name, res, &["expired"]),
+            "x5c-bad-signature.cbor" => err_holds(&name, res, &["does not verify"]),
+            "self-attestation.cbor" => err_holds(&name, res, &["self attestation"]),
+            _ => no_expectation("chain", &name),
+        }
+    }
+}
+
+#[test]
+fn every_credential_seed_gives_its_outcome() {
+    for (name, data) in seeds("credential") {
+        let text = std::str::from_utf8(&data).expect("credential seeds are UTF-8");
+        let res = credential_body::run(text);
+        match name.as_str() {
+            "service-account.json" => {
+                let c = res.expect(&name);
+                assert_eq!(c.principal(), "bot@proj-1.iam.gserviceaccount.com");
+            }
+            "authorized-user.json" => assert_eq!(res.expect(&name).kind(), "authorized_user"),
+            "impersonated.json" => {
+                assert_eq!(
+                    res.expect(&name).principal(),
+                    "inf@proj-1.iam.gserviceaccount.com"
+                )
+            }
+            "sa-bad-private-key.json" => err_holds(&name, res, &["not an RSA key in PKCS#8 PEM"]),
+            // Found by the fuzzer: a client_email with a "\n" escape split
+            // the error over two lines (the body checks it is one line).
+            "crash-client-email-newline.json" => {
+                err_holds(&name, res, &["not an RSA key in PKCS#8 PEM"])
+            }
+            // Found by the fuzzer, a fault of the target, not of the parser:
+            // a private_key "-----BEGIN PRIVATE KEY--" is part of the
+            // message's own wording.
+            "crash-secret-is-message-wording.json" => {
+                err_holds(&name, res, &["not an RSA key in PKCS#8 PEM"])
+            }
+            "crash-secret-is-type-name.json" => err_holds(&name, res, &["(missing)"]),
+            "au-truncated.json" => err_holds(&name, res, &["ends early"]),
+            "impersonated-nested.json" => {
+                err_holds(&name, res, &["unsupported source_credentials type"])
+            }
+            "unknown-type.json" => err_holds(&name, res, &["external_account"]),
+            "refresh-token-number.json" => err_holds(&name, res, &["refresh_token"]),
+            _ => no_expectation("credential", &name),
+        }
+    }
+}
+
+#[test]
+fn every_error_body_seed_gives_its_outcome() {
+    for (name, data) in seeds("error_body") {
+        let (google, other) = error_body_body::run(&data);
+        let (want_google, want_other) = match name.as_str() {
+            "oauth-invalid-grant" => (
+                "invalid_grant: Token has been expired or revoked.",
+                "invalid_grant (the reply's text is not shown",
+            ),
+            "oauth-echoes-secret" | "oauth-echo-escaped" => ("", "invalid_"),
+            // Found by the fuzzer: NULs inside the echoed secret hid it from
+            // the scrub, then the one-line cleanup removed them (the body
+            // checks the secret is not shown).
+            // Found by the fuzzer, a fault of the target: a cut detail is
+            // 300 characters and a "…".
+            "crash-cut-with-ellipsis" => {
+                ("461 <unknown status code>: ", "461 <unknown status code> (")
+            }
+            "crash-secret-split-by-nul" => ("400 Bad Request: ", "400 Bad Request ("),
+            "api-permission-denied" => (
+                "403 PERMISSION_DENIED: Permission",
+                "403 PERMISSION_DENIED (",
+            ),
+            "api-multiline-message" => (
+                "429 RESOURCE_EXHAUSTED: Quota exceeded",
+                "429 RESOURCE_EXHAUSTED (",
+            ),
+            "not-json" => ("502 Bad Gateway: <html>", "502 Bad Gateway ("),
+            "empty" => ("503 Service Unavailable", "503 Service Unavailable ("),
+            _ => no_expectation("error_body", &name),
+        };
+        assert!(google.contains(want_google), "{name}: {google:?}");
+        assert!(other.contains(want_other), "{name}: {other:?}");
+    }
 }

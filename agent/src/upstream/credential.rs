@@ -254,7 +254,7 @@ impl ServiceAccountKey {
         SigningKey::from_pkcs8_pem(self.private_key.expose_secret()).map_err(|e| {
             CredentialError(format!(
                 "the private_key of service account {} {e}",
-                self.client_email
+                one_line(&self.client_email, 100)
             ))
         })
     }

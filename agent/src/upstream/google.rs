@@ -869,7 +869,29 @@ fn error_detail(status: StatusCode, body: &[u8], secrets: &[&str], shown: &Shown
             }
         }
     };
-    one_line(&touchgate::secret::scrub(&raw, secrets), MAX_MESSAGE_CHARS)
+    // Flattened before the scrub as well as after: control characters or
+    // extra whitespace inside a quoted secret must not hide it from the scrub
+    // and then be removed, joining it back together.
+    let flat = one_line(&raw, usize::MAX);
+    one_line(&touchgate::secret::scrub(&flat, secrets), MAX_MESSAGE_CHARS)
+}
+
+/// The one-line detail of an error reply with HTTP `status` and `body`, as
+/// the agent reports it: from a Google host (`other_host` `None`) scrubbed of
+/// `secrets`, from another host only its error code and status. (The entry
+/// point of the `error_body` fuzz target.)
+pub fn error_reply_detail(
+    status: u16,
+    body: &[u8],
+    secrets: &[&str],
+    other_host: Option<&str>,
+) -> String {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let shown = match other_host {
+        None => Shown::Scrubbed,
+        Some(host) => Shown::Not(one_line(host, 100)),
+    };
+    error_detail(status, body, secrets, &shown)
 }
 
 fn token_error(

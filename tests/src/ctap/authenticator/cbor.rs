@@ -3,7 +3,8 @@
 //! Requests are decoded into [`ciborium::Value`] (ciborium limits nesting
 //! depth and never trusts declared lengths, so any input is safe to parse).
 //! Wrong types give CTAP2_ERR_CBOR_UNEXPECTED_TYPE, absent required values
-//! CTAP2_ERR_MISSING_PARAMETER. Responses are built with their map keys in
+//! CTAP2_ERR_MISSING_PARAMETER. A map holding a key twice, at any depth, is
+//! CTAP2_ERR_INVALID_CBOR (CTAP2 canonical CBOR has unique keys). Responses are built with their map keys in
 //! CTAP2 canonical order by the callers.
 
 use ciborium::value::{Integer, Value};
@@ -20,6 +21,9 @@ impl Params {
             return Ok(Params(Vec::new()));
         }
         let value: Value = ciborium::de::from_reader(body).map_err(|_| Status::INVALID_CBOR)?;
+        if has_duplicate_key(&value) {
+            return Err(Status::INVALID_CBOR);
+        }
         match value {
             Value::Map(entries) => Ok(Params(entries)),
             _ => Err(Status::CBOR_UNEXPECTED_TYPE),
@@ -34,6 +38,24 @@ impl Params {
     /// The value under `key`, or CTAP2_ERR_MISSING_PARAMETER.
     pub fn required(&self, key: i64) -> CtapResult<&Value> {
         self.get(key).ok_or(Status::MISSING_PARAMETER)
+    }
+}
+
+/// Whether a map in `v`, at any depth, holds a key twice.
+fn has_duplicate_key(v: &Value) -> bool {
+    match v {
+        Value::Map(entries) => {
+            entries
+                .iter()
+                .enumerate()
+                .any(|(i, (k, _))| entries[..i].iter().any(|(seen, _)| seen == k))
+                || entries
+                    .iter()
+                    .any(|(k, v)| has_duplicate_key(k) || has_duplicate_key(v))
+        }
+        Value::Array(items) => items.iter().any(has_duplicate_key),
+        Value::Tag(_, inner) => has_duplicate_key(inner),
+        _ => false,
     }
 }
 

@@ -894,6 +894,31 @@ fn other_commands_and_bad_requests() {
 }
 
 #[test]
+fn duplicate_map_keys_are_invalid_cbor() {
+    let f = fx(with_pin());
+    // getClientPIN getRetries {1: 1, 2: 1, 2: 1}: key 2 twice.
+    assert_eq!(
+        call(&f.auth, &[0x06, 0xA3, 0x01, 0x01, 0x02, 0x01, 0x02, 0x01]),
+        Err(0x12)
+    );
+    assert!(call(&f.auth, &[0x06, 0xA2, 0x01, 0x01, 0x02, 0x01]).is_ok());
+    // makeCredential whose extensions map holds "hmac-secret" twice.
+    let payload = mc_payload(b"challenge", None, &[]);
+    let Value::Map(mut params) = decode(&payload[1..]) else {
+        panic!("makeCredential parameters are a map")
+    };
+    params.retain(|(k, _)| cbor::as_int(k).ok() != Some(6));
+    let twice = vec![
+        (Value::Text("hmac-secret".into()), Value::Bool(true)),
+        (Value::Text("hmac-secret".into()), Value::Bool(true)),
+    ];
+    params.push((6.into(), Value::Map(twice)));
+    let mut dup = vec![payload[0]];
+    dup.extend(cbor(&Value::Map(params)));
+    assert_eq!(call(&f.auth, &dup), Err(0x12));
+}
+
+#[test]
 fn never_panics_on_garbage() {
     let f = fx_with(Arc::new(AutoTouch), with_pin());
     let att = f
@@ -952,4 +977,153 @@ fn secrets_stay_out_of_debug() {
     assert!(!format!("{options:?}").contains(PIN));
     let f = fx(options);
     assert!(!format!("{:?}", f.auth).contains(PIN));
+}
+
+/// The `auth_data`, `attestation` and `chain` fuzz seeds
+/// (`fuzz/corpus-seed/<target>/`), made from this emulated key's real
+/// answers: self, `none` and certificate attestations, and edits of them
+/// that break one thing. Without `TOUCHGATE_WRITE_SEEDS=1` fresh answers
+/// must still pass the agent's checks as the kept seeds do (their outcomes
+/// are checked by agent/tests/fuzz_seeds.rs); with it, the seeds are
+/// rewritten.
+#[test]
+fn attestation_fuzz_seeds_come_from_the_emulated_key() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    use touchgate_agent::key::Attestation as AgentAttestation;
+    const HMAC_EXT: &[u8] = b"\xA1\x6Bhmac-secret\xF5";
+
+    fn agent_att(att: &CrateAttestation) -> AgentAttestation {
+        AgentAttestation {
+            credential_id: att.credential_descriptor.id.clone(),
+            public_key_sec1: att.credential_publickey.der.clone(),
+            aaguid: att.aaguid.clone().try_into().unwrap(),
+            auth_data: att.auth_data.clone(),
+            sign_count: att.sign_count,
+            format: att.fmt.clone(),
+            attestation_signature: att.attstmt_sig.clone(),
+            x5c: att.attstmt_x5c.clone(),
+            hmac_secret: att.flags.extension_data_included,
+            statement_alg: Some(i64::from(att.attstmt_alg)),
+        }
+    }
+    /// The fuzz input: an attestation object with cdh, roots and now.
+    fn object(a: &AgentAttestation, roots: &[&[u8]], now: u64) -> Vec<u8> {
+        let mut stmt = vec![
+            ("alg".into(), Value::from(-7)),
+            ("sig".into(), Value::Bytes(a.attestation_signature.clone())),
+        ];
+        if !a.x5c.is_empty() {
+            let x5c = a.x5c.iter().map(|c| Value::Bytes(c.clone())).collect();
+            stmt.push(("x5c".into(), Value::Array(x5c)));
+        }
+        let roots = roots.iter().map(|r| Value::Bytes(r.to_vec())).collect();
+        cbor(&Value::Map(vec![
+            ("fmt".into(), a.format.clone().into()),
+            ("authData".into(), Value::Bytes(a.auth_data.clone())),
+            ("attStmt".into(), Value::Map(stmt)),
+            ("cdh".into(), Value::Bytes(sha256(b"enrol").to_vec())),
+            ("roots".into(), Value::Array(roots)),
+            ("now".into(), now.into()),
+        ]))
+    }
+
+    let cdh = sha256(b"enrol");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hmac = [Mext::HmacSecret(Some(true))];
+    let own = agent_att(&fx(Default::default()).make_credential(None, &hmac).unwrap());
+    let none = agent_att(
+        &fx(AuthenticatorOptions {
+            attestation: Attestation::None,
+            ..Default::default()
+        })
+        .make_credential(None, &[])
+        .unwrap(),
+    );
+    let aaguid = [0x42; 16];
+    let root = crate::ctap::certs::root_ca("CN=emulator test root");
+    let other_root = crate::ctap::certs::root_ca("CN=another root");
+    let (chain, leaf_key) = crate::ctap::certs::attestation_chain(&root, aaguid);
+    let certified = agent_att(
+        &fx(AuthenticatorOptions {
+            aaguid: Some(aaguid),
+            attestation: Attestation::Certificate { chain, leaf_key },
+            ..Default::default()
+        })
+        .make_credential(None, &hmac)
+        .unwrap(),
+    );
+    for a in [&own, &none, &certified] {
+        touchgate_agent::verify::check_attestation(a, &cdh, RP, false).unwrap();
+    }
+    let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(now);
+    touchgate_agent::attestation::verify_packed_chain(
+        &certified,
+        &cdh,
+        std::slice::from_ref(&root.der),
+        at,
+    )
+    .unwrap();
+
+    // Edits that break exactly one thing.
+    assert!(
+        own.auth_data.ends_with(HMAC_EXT),
+        "the extensions come last"
+    );
+    let mut dup = own.clone();
+    dup.auth_data.truncate(own.auth_data.len() - HMAC_EXT.len());
+    dup.auth_data
+        .extend_from_slice(b"\xA2\x6Bhmac-secret\xF5\x6Bhmac-secret\xF5");
+    let mut bad_sig = certified.clone();
+    let last = bad_sig.attestation_signature.len() - 1;
+    bad_sig.attestation_signature[last] ^= 1;
+    let mut truncated = own.auth_data.clone();
+    truncated.truncate(37 + 16 + 2 + own.credential_id.len() + 20);
+
+    if std::env::var_os("TOUCHGATE_WRITE_SEEDS").is_none() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus-seed");
+    let write = |target: &str, name: &str, data: &[u8]| {
+        std::fs::create_dir_all(dir.join(target)).unwrap();
+        std::fs::write(dir.join(target).join(name), data).unwrap();
+    };
+    write("auth_data", "self-packed-hmac-secret.bin", &own.auth_data);
+    write("auth_data", "none.bin", &none.auth_data);
+    write("auth_data", "certified.bin", &certified.auth_data);
+    write("auth_data", "duplicate-hmac-secret.bin", &dup.auth_data);
+    write("auth_data", "truncated-cose-key.bin", &truncated);
+    let r: &[&[u8]] = &[&root.der];
+    write("attestation", "self-packed.cbor", &object(&own, &[], now));
+    write("attestation", "none.cbor", &object(&none, &[], now));
+    write(
+        "attestation",
+        "x5c-packed.cbor",
+        &object(&certified, r, now),
+    );
+    write(
+        "attestation",
+        "x5c-bad-signature.cbor",
+        &object(&bad_sig, r, now),
+    );
+    write(
+        "attestation",
+        "duplicate-hmac-secret.cbor",
+        &object(&dup, &[], now),
+    );
+    write("chain", "x5c-to-root.cbor", &object(&certified, r, now));
+    write(
+        "chain",
+        "x5c-other-root.cbor",
+        &object(&certified, &[&other_root.der], now),
+    );
+    write(
+        "chain",
+        "x5c-expired.cbor",
+        &object(&certified, r, now + 20 * 365 * 86400),
+    );
+    write("chain", "x5c-bad-signature.cbor", &object(&bad_sig, r, now));
+    write("chain", "self-attestation.cbor", &object(&own, r, now));
 }

@@ -1,0 +1,11 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+mod body {
+    include!("../bodies/error_body.rs");
+}
+
+fuzz_target!(|data: &[u8]| {
+    let _ = body::run(data);
+});
