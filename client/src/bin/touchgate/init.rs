@@ -57,8 +57,10 @@ pub struct InitArgs {
     #[arg(long)]
     pub backup_key: bool,
     /// The clients to wire, comma separated: gcloud, adc, docker, kubectl (empty: none).
+    // Spelt `std::vec::Vec` so clap takes the parser's whole list as one value
+    // (a bare `Vec` would make it a repeated flag of single targets).
     #[arg(long, value_name = "LIST", value_parser = parse_targets)]
-    pub setup: Option<Vec<setup::Target>>,
+    pub setup: Option<std::vec::Vec<setup::Target>>,
     /// With gcloud in --setup: make `touchgate` gcloud's active configuration.
     #[arg(long)]
     pub activate_gcloud: bool,
