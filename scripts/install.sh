@@ -131,7 +131,7 @@ for v in $(compgen -e); do
     CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_NAME | CARGO_BIN_* | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | OUT_DIR) unset "$v" ;;
   esac
 done
-(cd "$repo" && cargo build --release --locked --quiet -p touchgate -p touchgate-agent -p touchgate-shim --bins)
+(cd "$repo" && cargo build --release --locked --quiet -p touchgate-cli -p touchgate-agent -p touchgate-shim --bins)
 rel="${CARGO_TARGET_DIR:-$repo/target}/release"
 bins=(touchgate touchgate-agent touchgate-shim)
 

@@ -14,7 +14,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 # tests/tests/install.rs installs and packages a release build (scripts/install.sh,
 # scripts/package.sh): build it once here, so those scripts find it up to date.
-cargo build --release --locked -p touchgate -p touchgate-agent -p touchgate-shim --bins
+cargo build --release --locked -p touchgate-cli -p touchgate-agent -p touchgate-shim --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -134,7 +134,7 @@ enum AuditCommand {
 fn main() -> ExitCode {
     // First, while nothing else owns a descriptor: a socket systemd passed us.
     let activation = activation::from_env();
-    if let Some(code) = touchgate::generate::if_requested(Args::command) {
+    if let Some(code) = touchgate_generate::if_requested(Args::command) {
         return code;
     }
     let args = Args::parse();

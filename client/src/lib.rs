@@ -14,7 +14,6 @@ pub mod agent_socket;
 pub mod client;
 pub mod exit;
 pub mod frame;
-pub mod generate;
 pub mod hidraw;
 pub mod lsof;
 pub mod paths;

@@ -68,7 +68,13 @@ mod tests {
     fn no_product_code_unwraps_a_lock() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut found = vec![];
-        for krate in ["agent/src", "shim/src", "client/src"] {
+        for krate in [
+            "agent/src",
+            "shim/src",
+            "client/src",
+            "client/cli/src",
+            "client/generate/src",
+        ] {
             let mut stack = vec![root.join(krate)];
             while let Some(dir) = stack.pop() {
                 for e in std::fs::read_dir(&dir).unwrap().flatten() {

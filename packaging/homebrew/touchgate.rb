@@ -19,7 +19,7 @@ class Touchgate < Formula
   depends_on "rust" => :build
 
   def install
-    %w[client agent shim].each do |crate|
+    %w[client/cli agent shim].each do |crate|
       system "cargo", "install", *std_cargo_args(path: crate)
     end
     bin.install_symlink "touchgate-shim" => "docker-credential-touchgate"

@@ -120,7 +120,7 @@ fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(1).collect();
         return docker::main(&args);
     }
-    if let Some(code) = touchgate::generate::if_requested(Cli::command) {
+    if let Some(code) = touchgate_generate::if_requested(Cli::command) {
         return code;
     }
     let cli = Cli::parse();

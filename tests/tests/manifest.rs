@@ -1,6 +1,8 @@
 //! The workspace manifest tells the truth: its `rust-version` is at least what every locked
 //! dependency needs, there is a LICENSE for its `license`, and each published crate carries the
-//! metadata and versioned path dependencies that `cargo package` / `cargo install` need.
+//! metadata and versioned path dependencies that `cargo package` / `cargo install` need; the
+//! `touchgate` library, which every binary and the fuzz targets link, pulls in none of the crates
+//! only a command needs (argument parsing, HTTP, TOML, ad-hoc errors).
 //!
 //! Invariant: the locked dependencies are those cargo resolves from Cargo.lock (`--locked`) for
 //! the platforms touchgate supports (Linux and macOS); each one's `rust-version` is read from its
@@ -20,7 +22,16 @@ const SUPPORTED_TARGETS: &[&str] = &[
 ];
 
 /// The crates users install; the tests crate is `publish = false`.
-const PUBLISHED: &[&str] = &["touchgate", "touchgate-agent", "touchgate-shim"];
+const PUBLISHED: &[&str] = &[
+    "touchgate",
+    "touchgate-cli",
+    "touchgate-generate",
+    "touchgate-agent",
+    "touchgate-shim",
+];
+
+/// Crates the binaries use and the `touchgate` library must not depend on, directly or not.
+const NOT_IN_THE_LIBRARY: &[&str] = &["clap", "reqwest", "toml", "anyhow"];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -206,4 +217,64 @@ fn published_crates_carry_package_metadata_and_versioned_path_dependencies() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `cargo tree -p touchgate -e normal` on every supported target: none of
+/// [`NOT_IN_THE_LIBRARY`], so the agent, the shim and the fuzz targets do not inherit the
+/// command's crates through the library.
+#[test]
+fn the_library_depends_on_no_command_crate() {
+    for target in SUPPORTED_TARGETS {
+        let meta = metadata(Some(target));
+        let nodes = meta["resolve"]["nodes"]
+            .as_array()
+            .expect("cargo metadata resolves the graph");
+        let name_of = |id: &str| {
+            packages(&meta)
+                .iter()
+                .find(|p| str_field(p, "id") == Some(id))
+                .and_then(|p| str_field(p, "name"))
+                .unwrap_or("?")
+                .to_string()
+        };
+        let root = packages(&meta)
+            .iter()
+            .find(|p| str_field(p, "name") == Some("touchgate") && p["source"].is_null())
+            .and_then(|p| str_field(p, "id"))
+            .expect("the touchgate package is a workspace member");
+        // Normal (not dev, not build) edges only, from the library outwards.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack = vec![root.to_string()];
+        let mut found = Vec::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let node = nodes
+                .iter()
+                .find(|n| str_field(n, "id") == Some(id.as_str()))
+                .expect("every package id has a node");
+            for dep in node["deps"].as_array().into_iter().flatten() {
+                let normal = dep["dep_kinds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|k| k["kind"].is_null());
+                let Some(dep_id) = str_field(dep, "pkg").filter(|_| normal) else {
+                    continue;
+                };
+                let name = name_of(dep_id);
+                if NOT_IN_THE_LIBRARY.contains(&name.as_str()) {
+                    found.push(format!("{} -> {name}", name_of(&id)));
+                }
+                stack.push(dep_id.to_string());
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "{target}: the touchgate library depends on {}; move the code that needs it into the \
+             binary that does (client/cli, agent, shim) or client/generate",
+            found.join(", ")
+        );
+    }
 }

@@ -216,7 +216,7 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = touchgate::generate::if_requested(Cli::command) {
+    if let Some(code) = touchgate_generate::if_requested(Cli::command) {
         return code;
     }
     let cli = Cli::parse();

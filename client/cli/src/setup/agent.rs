@@ -11,15 +11,15 @@ use super::backup::Backup;
 /// The units as shipped in `systemd/` and `launchd/` (what packages install).
 pub const SERVICE_UNIT: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../systemd/touchgate-agent.service"
+    "/../../systemd/touchgate-agent.service"
 ));
 pub const SOCKET_UNIT: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../systemd/touchgate-agent.socket"
+    "/../../systemd/touchgate-agent.socket"
 ));
 pub const PLIST: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../launchd/dev.touchgate.agent.plist"
+    "/../../launchd/dev.touchgate.agent.plist"
 ));
 
 const SERVICE: &str = "touchgate-agent.service";
