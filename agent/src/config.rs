@@ -42,7 +42,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::upstream::{Endpoints, CLOUD_PLATFORM};
+pub use touchgate::duration::{
+    format_duration, parse_duration, DurationRange, EXPIRY_MARGIN, GOOGLE_DEADLINE,
+    IDLE_CONNECTION, IDLE_LOCK, LIFETIME, NOTIFY_TIMEOUT, TOUCH_TIMEOUT, WINDOW,
+};
+
+pub use touchgate::config::LoginSettings;
+use touchgate::google::CLOUD_PLATFORM;
+
+use crate::upstream::Endpoints;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,21 +120,6 @@ impl Default for NotifySettings {
             timeout: Duration::from_millis(500),
         }
     }
-}
-
-/// `[login]`: settings of `touchgate login`. The CLI reads them; the agent only accepts the table.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LoginSettings {
-    /// The user's own "Desktop app" OAuth client (default: gcloud's, from the ADC file).
-    pub client_id: Option<String>,
-    pub client_secret: Option<touchgate::Secret>,
-    pub auth_uri: Option<String>,
-    pub token_uri: Option<String>,
-    pub device_auth_uri: Option<String>,
-    pub scopes: Option<Vec<String>>,
-    /// Written as quota_project_id into the sealed authorized_user credential.
-    pub quota_project: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -369,69 +362,6 @@ impl<'de> Deserialize<'de> for TouchRule {
     }
 }
 
-/// The range a duration setting may take. Every duration in the config has
-/// one: a value past it is refused where it is written (file:line:col), so no
-/// later `now + duration` can overflow and no setting can be made meaningless
-/// (a touch window of years, a zero touch timeout).
-#[derive(Debug, Clone, Copy)]
-pub struct DurationRange {
-    pub setting: &'static str,
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl DurationRange {
-    const fn new(setting: &'static str, min: Duration, max: Duration) -> DurationRange {
-        DurationRange { setting, min, max }
-    }
-
-    pub(crate) fn check(&self, text: &str, d: Duration) -> Result<Duration, String> {
-        if d < self.min || d > self.max {
-            return Err(format!(
-                "{} = \"{text}\" is out of range: use {} to {}",
-                self.setting,
-                format_duration(self.min),
-                format_duration(self.max)
-            ));
-        }
-        Ok(d)
-    }
-
-    fn parse(&self, text: &str) -> Result<Duration, String> {
-        self.check(text, parse_duration(text)?)
-    }
-}
-
-const fn mins(n: u64) -> Duration {
-    Duration::from_secs(n * 60)
-}
-
-const fn hours(n: u64) -> Duration {
-    Duration::from_secs(n * 3600)
-}
-
-/// A touch's time box: long enough to find the key, short enough that a
-/// forgotten prompt does not hold the key for long.
-pub const TOUCH_TIMEOUT: DurationRange =
-    DurationRange::new("agent.touch_timeout", Duration::from_secs(1), mins(10));
-pub const EXPIRY_MARGIN: DurationRange =
-    DurationRange::new("agent.expiry_margin", Duration::ZERO, hours(1));
-/// A connection waiting for its next request (not one waiting for a touch).
-pub const IDLE_CONNECTION: DurationRange = DurationRange::new(
-    "agent.idle_connection_timeout",
-    Duration::from_secs(1),
-    hours(24),
-);
-pub const IDLE_LOCK: DurationRange = DurationRange::new("agent.idle_lock", mins(1), hours(7 * 24));
-pub const NOTIFY_TIMEOUT: DurationRange =
-    DurationRange::new("notify.timeout", Duration::from_millis(10), mins(1));
-/// Google caps access-token lifetimes at 12 h (1 h unless the organisation allows more).
-pub const LIFETIME: DurationRange = DurationRange::new("lifetime", mins(1), hours(12));
-pub const GOOGLE_DEADLINE: DurationRange =
-    DurationRange::new("google.deadline", Duration::from_millis(100), mins(10));
-/// An approval window: at most a day, so one touch never approves for longer.
-pub const WINDOW: DurationRange = DurationRange::new("touch", Duration::from_secs(1), hours(24));
-
 fn de_in<'de, D: Deserializer<'de>>(d: D, range: DurationRange) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     range.parse(&s).map_err(serde::de::Error::custom)
@@ -459,61 +389,6 @@ fn de_notify_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Err
 
 fn de_lifetime<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     de_in(d, LIFETIME)
-}
-
-/// `90s`, `15m`, `1h`, `1h30m`, `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("\"{s}\" is not a duration: write it like \"90s\", \"15m\" or \"1h\"");
-    if let Some(ms) = s.trim().strip_suffix("ms") {
-        return match ms.parse::<u64>() {
-            Ok(n) if !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) => {
-                Ok(Duration::from_millis(n))
-            }
-            _ => Err(bad()),
-        };
-    }
-    let mut total = 0u64;
-    let mut num = String::new();
-    let mut any = false;
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return Err(bad()),
-        };
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-        any = true;
-    }
-    if !num.is_empty() || !any {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
-}
-
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if d.subsec_nanos() != 0 {
-        format!("{}ms", d.as_millis())
-    } else if s.is_multiple_of(86400) && s > 0 {
-        format!("{}d", s / 86400)
-    } else if s.is_multiple_of(3600) && s > 0 {
-        format!("{}h", s / 3600)
-    } else if s.is_multiple_of(60) && s > 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
 }
 
 /// A config error: one line with file, line and column.
@@ -649,23 +524,6 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
         Config::parse(s, Path::new("/c/config.toml"))
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert!(parse_duration("ms").is_err() && parse_duration("-5ms").is_err());
-        for bad in ["", "10", "m", "5x", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
-        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
-        assert_eq!(format_duration(Duration::from_secs(61)), "61s");
-        assert_eq!(format_duration(Duration::from_secs(2 * 86400)), "2d");
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]

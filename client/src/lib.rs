@@ -12,8 +12,11 @@
 
 pub mod agent_socket;
 pub mod client;
+pub mod config;
+pub mod duration;
 pub mod exit;
 pub mod frame;
+pub mod google;
 pub mod hidraw;
 pub mod lsof;
 pub mod paths;

@@ -21,7 +21,7 @@ pub use retry::{RecordingSleeper, Retry, Sleeper, TokioSleeper};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+pub use touchgate::google::{CLOUD_PLATFORM, DEFAULT_TOKEN_URI, DEFAULT_UNIVERSE_DOMAIN};
 
 /// What to mint.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,9 +59,6 @@ pub struct MintedToken {
     pub principal: String,
 }
 
-pub const DEFAULT_UNIVERSE_DOMAIN: &str = "googleapis.com";
-pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
-
 /// Where the Google endpoints are, and how hard to try them (`[google]` in the
 /// config). Defaults are Google's.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -79,7 +76,7 @@ pub struct Endpoints {
     /// Attempts per call when Google fails transiently (network, HTTP 5xx, 429). Default 4.
     pub max_attempts: u32,
     /// Time one mint may take, retries and waits included. Default `20s`.
-    #[serde(with = "duration_text")]
+    #[serde(with = "touchgate::duration::google_deadline")]
     pub deadline: Duration,
 }
 
@@ -177,54 +174,6 @@ impl Endpoints {
                 u.chars().take(100).collect::<String>()
             )))
         }
-    }
-}
-
-/// `"20s"`, `"1m30s"`, `"500ms"` (and plain seconds as a number) in config.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        if d.subsec_millis() == 0 {
-            s.serialize_str(&format!("{}s", d.as_secs()))
-        } else {
-            s.serialize_str(&format!("{}ms", d.as_millis()))
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        Secs(u64),
-        Str(String),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let (text, d) = match Text::deserialize(d)? {
-            Text::Secs(n) => (n.to_string(), Duration::from_secs(n)),
-            Text::Str(s) => {
-                let t = s.trim();
-                let parsed = match t.strip_suffix("ms") {
-                    Some(ms) => ms
-                        .parse::<u64>()
-                        .map(Duration::from_millis)
-                        .map_err(|_| String::new()),
-                    None => crate::config::parse_duration(t),
-                };
-                let d = parsed.map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "\"{}\" is not a duration: write it like \"20s\", \"500ms\" or \"1m\"",
-                        t.chars().take(40).collect::<String>()
-                    ))
-                })?;
-                (t.chars().take(40).collect(), d)
-            }
-        };
-        crate::config::GOOGLE_DEADLINE
-            .check(&text, d)
-            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -102,9 +102,9 @@ mod tests {
                 client_secret: Secret::new("GOCSPX-s"),
                 source: "test".into(),
             },
-            auth_uri: settings::DEFAULT_AUTH_URI.into(),
+            auth_uri: touchgate::google::DEFAULT_AUTH_URI.into(),
             token_uri: "http://127.0.0.1:9/token".into(),
-            device_auth_uri: settings::DEFAULT_DEVICE_AUTH_URI.into(),
+            device_auth_uri: touchgate::google::DEFAULT_DEVICE_AUTH_URI.into(),
             scopes: vec![],
             quota_project: Some("billing-proj".into()),
         };

@@ -495,7 +495,7 @@ mod tests {
 
     #[test]
     fn consent_without_cloud_platform_is_caught() {
-        let asked: Vec<String> = super::super::settings::DEFAULT_SCOPES
+        let asked: Vec<String> = touchgate::google::DEFAULT_LOGIN_SCOPES
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -504,9 +504,9 @@ mod tests {
                 &asked,
                 "openid https://www.googleapis.com/auth/userinfo.email"
             ),
-            vec![super::super::settings::CLOUD_PLATFORM.to_owned()]
+            vec![touchgate::google::CLOUD_PLATFORM.to_owned()]
         );
-        assert!(missing_scopes(&asked, super::super::settings::CLOUD_PLATFORM).is_empty());
+        assert!(missing_scopes(&asked, touchgate::google::CLOUD_PLATFORM).is_empty());
     }
 
     #[test]

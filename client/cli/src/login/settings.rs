@@ -6,32 +6,12 @@ use std::io::Read;
 use std::path::Path;
 
 use serde::Deserialize;
+use touchgate::config::LoginSettings as LoginConfig;
+use touchgate::google::{
+    DEFAULT_AUTH_URI, DEFAULT_DEVICE_AUTH_URI, DEFAULT_LOGIN_SCOPES, DEFAULT_TOKEN_URI,
+};
 use touchgate::Secret;
 use zeroize::Zeroizing;
-
-pub const DEFAULT_AUTH_URI: &str = "https://accounts.google.com/o/oauth2/auth";
-pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
-pub const DEFAULT_DEVICE_AUTH_URI: &str = "https://oauth2.googleapis.com/device/code";
-pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
-pub const DEFAULT_SCOPES: &[&str] = &[
-    CLOUD_PLATFORM,
-    "openid",
-    "https://www.googleapis.com/auth/userinfo.email",
-];
-
-/// The `[login]` table of the config file (the agent ignores it; the CLI reads
-/// only this table).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginConfig {
-    pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
-    pub auth_uri: Option<String>,
-    pub token_uri: Option<String>,
-    pub device_auth_uri: Option<String>,
-    pub scopes: Option<Vec<String>>,
-    pub quota_project: Option<String>,
-}
 
 /// The OAuth client the login runs as.
 #[derive(Debug)]
@@ -135,7 +115,7 @@ impl LoginSettings {
         }
         let scopes = match &cfg.scopes {
             Some(s) if !s.is_empty() => s.clone(),
-            _ => DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            _ => DEFAULT_LOGIN_SCOPES.iter().map(|s| s.to_string()).collect(),
         };
         Ok(LoginSettings {
             client,
