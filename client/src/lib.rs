@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod quote;
 pub mod refusals;
 pub mod secret;
+pub mod shim;
 pub mod sync;
 pub mod tcp_owner;
 

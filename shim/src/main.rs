@@ -184,14 +184,11 @@ fn main() -> ExitCode {
                 Ok(a) => a,
                 Err(e) => return fail(&e),
             };
-            let file = sts::adc_file(&format!("http://{addr}"), profile.as_deref());
-            match serde_json::to_string_pretty(&file) {
-                Ok(s) => {
-                    println!("{s}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e.to_string()),
-            }
+            print!(
+                "{}",
+                touchgate::shim::adc_file_text(&format!("http://{addr}"), profile.as_deref())
+            );
+            ExitCode::SUCCESS
         }
     }
 }

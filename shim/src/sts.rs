@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form, Json};
+use touchgate::shim::{audience_profile, AUDIENCE_PREFIX};
 use touchgate::sync::MutexExt;
 use touchgate::ErrorCode;
 
@@ -26,11 +27,6 @@ use crate::server::{json_error, Caller, Shim};
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-pub const SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
-/// Audience prefix; the rest names the profile. `//touchgate.local/default` is
-/// the shim's `--profile`, else the agent's default profile.
-pub const AUDIENCE_PREFIX: &str = "//touchgate.local/profile/";
-pub const AUDIENCE_DEFAULT: &str = "//touchgate.local/default";
 
 fn oauth_error(error: &str, description: &str) -> Response {
     (
@@ -41,37 +37,6 @@ fn oauth_error(error: &str, description: &str) -> Response {
         })),
     )
         .into_response()
-}
-
-/// The profile an audience names: `Some(None)` for the default, `None` if not ours.
-pub fn audience_profile(audience: &str) -> Option<Option<String>> {
-    if audience == AUDIENCE_DEFAULT {
-        return Some(None);
-    }
-    let name = audience.strip_prefix(AUDIENCE_PREFIX)?;
-    (!name.is_empty() && !name.contains('/')).then(|| Some(name.to_owned()))
-}
-
-/// The `external_account` credential file pointing at a shim on `base`
-/// (`http://127.0.0.1:PORT`), for `profile` (or the default).
-pub fn adc_file(base: &str, profile: Option<&str>) -> serde_json::Value {
-    let audience = match profile {
-        Some(p) => format!("{AUDIENCE_PREFIX}{p}"),
-        None => AUDIENCE_DEFAULT.to_owned(),
-    };
-    serde_json::json!({
-        "type": "external_account",
-        "audience": audience,
-        "subject_token_type": SUBJECT_TOKEN_TYPE,
-        "token_url": format!("{base}/sts/token"),
-        "token_info_url": format!("{base}/token_info"),
-        "credential_source": {
-            "url": format!("{base}/subject"),
-            "headers": {"Metadata-Flavor": "Google"},
-            "format": {"type": "text"},
-        },
-        "universe_domain": "googleapis.com",
-    })
 }
 
 /// `GET /subject`
@@ -211,36 +176,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn audiences_name_profiles() {
-        assert_eq!(
-            audience_profile("//touchgate.local/profile/train"),
-            Some(Some("train".into()))
-        );
-        assert_eq!(audience_profile("//touchgate.local/default"), Some(None));
-        assert_eq!(audience_profile("//touchgate.local/profile/"), None);
-        assert_eq!(
-            audience_profile("//iam.googleapis.com/projects/1/locations/global/x"),
-            None
-        );
-    }
-
-    #[test]
-    fn the_adc_file_never_names_a_project_number() {
-        let f = adc_file("http://127.0.0.1:8946", Some("inference"));
-        assert_eq!(f["type"], "external_account");
-        assert_eq!(f["token_url"], "http://127.0.0.1:8946/sts/token");
-        assert_eq!(
-            f["credential_source"]["url"],
-            "http://127.0.0.1:8946/subject"
-        );
-        assert!(!f["audience"].as_str().unwrap().contains("/projects/"));
-        assert_eq!(
-            audience_profile(f["audience"].as_str().unwrap()),
-            Some(Some("inference".into()))
-        );
-    }
 
     #[test]
     fn compares_subjects() {

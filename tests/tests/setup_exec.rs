@@ -178,6 +178,34 @@ async fn setup_then_undo_leaves_every_file_byte_identical() {
         serde_json::from_slice(&std::fs::read(&adc_path).unwrap()).unwrap();
     assert_eq!(adc["type"], "external_account");
     assert!(out.contains(&adc_path.display().to_string()), "{out}");
+    // The file is the shim's contract from the library, not a shim run: a touchgate with no
+    // touchgate-shim beside it writes it too, byte for byte what `touchgate-shim adc-file`
+    // prints for the same address and profile.
+    let lone = tempfile::tempdir().unwrap();
+    copy_program(&bin("touchgate"), &lone.path().join("touchgate"));
+    let c = touchgate(&agent, &u, &["setup", "adc", "--profile", "inference"]);
+    let mut alone = Command::new(lone.path().join("touchgate"));
+    alone.args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => alone.env(k, v),
+            None => alone.env_remove(k),
+        };
+    }
+    ok(
+        &run(alone).await,
+        "setup adc without touchgate-shim beside touchgate",
+    );
+    let printed = Command::new(shim_path())
+        .args(["adc-file", "--profile", "inference"])
+        .env("TOUCHGATE_SHIM_ADDR", "127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", stderr(&printed));
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&adc_path).unwrap()),
+        String::from_utf8_lossy(&printed.stdout)
+    );
 
     // docker: credHelpers, other keys kept; run twice (the second keeps the original backup).
     let docker = u.p("docker/config.json");

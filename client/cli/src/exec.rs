@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -18,8 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use touchgate::tcp_owner::{connect_own, OwnerError};
 use touchgate::ProfileInfo;
 
-pub const SHIM_ADDR_ENV: &str = "TOUCHGATE_SHIM_ADDR";
-pub const DEFAULT_SHIM_PORT: u16 = 8946;
+pub use touchgate::shim::ADDR_ENV as SHIM_ADDR_ENV;
 
 pub struct ExecArgs {
     pub profile: Option<String>,
@@ -87,22 +86,7 @@ async fn profile_info(name: Option<&str>) -> anyhow::Result<Option<ProfileInfo>>
 
 /// `$TOUCHGATE_SHIM_ADDR` (loopback only) or 127.0.0.1:8946.
 pub fn shared_shim_addr() -> Option<SocketAddr> {
-    match std::env::var(SHIM_ADDR_ENV).ok().filter(|v| !v.is_empty()) {
-        None => Some(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_SHIM_PORT))),
-        Some(v) => parse_loopback(&v),
-    }
-}
-
-fn parse_loopback(text: &str) -> Option<SocketAddr> {
-    let text = text.trim();
-    let addr = if let Ok(port) = text.parse::<u16>() {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-    } else if let Some(port) = text.strip_prefix("localhost:") {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, port.parse::<u16>().ok()?))
-    } else {
-        text.parse::<SocketAddr>().ok()?
-    };
-    addr.ip().is_loopback().then_some(addr)
+    touchgate::shim::listen_addr(None).ok()
 }
 
 /// Whether the listener at `addr` is ours; another user's is named in a warning.

@@ -184,29 +184,17 @@ async fn resolve_profile(
     }
 }
 
-/// The `external_account` credential file `touchgate-shim adc-file` prints.
+/// The `external_account` credential file for the shim at the shared address
+/// (`touchgate-shim adc-file` prints the same).
 fn adc_file_text(profile: Option<&str>) -> anyhow::Result<Vec<u8>> {
-    let exe = crate::exec::shim_exe()?;
-    let mut cmd = Command::new(&exe);
-    cmd.arg("adc-file");
-    if let Some(p) = profile {
-        cmd.args(["--profile", p]);
-    }
-    let out = cmd.output().map_err(|e| {
+    let addr = touchgate::shim::listen_addr(None).map_err(|e| {
         anyhow!(
-            "cannot run {}: {e}; install touchgate-shim next to touchgate",
-            exe.display()
+            "{e}; export {}=127.0.0.1:{} (or unset it)",
+            touchgate::shim::ADDR_ENV,
+            touchgate::shim::DEFAULT_PORT
         )
     })?;
-    if !out.status.success() {
-        bail!(
-            "touchgate-shim adc-file failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .context("touchgate-shim adc-file printed no JSON")?;
-    Ok(out.stdout)
+    Ok(touchgate::shim::adc_file_text(&format!("http://{addr}"), profile).into_bytes())
 }
 
 /// The files `setup gcloud|adc` write send tokens requests to the shared shim
