@@ -39,6 +39,7 @@ use p256::ecdsa::signature::Verifier as _;
 use p256::pkcs8::DecodePublicKey as _;
 use ring::signature;
 use sha2::{Digest as _, Sha384};
+use touchgate::text::{one_line, UNCUT};
 use x509_cert::der::asn1::{ObjectIdentifier, OctetString, UintRef};
 use x509_cert::der::{Decode as _, Encode as _, Header, Reader as _, SliceReader};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
@@ -175,8 +176,8 @@ struct Cert<'a> {
 
 impl<'a> Cert<'a> {
     fn parse(der: &'a [u8]) -> Result<Cert<'a>, String> {
-        let cert = Certificate::from_der(der).map_err(|e| one_line(&e.to_string()))?;
-        let tbs = tbs_bytes(der).map_err(|e| one_line(&e.to_string()))?;
+        let cert = Certificate::from_der(der).map_err(|e| one_line(&e.to_string(), UNCUT))?;
+        let tbs = tbs_bytes(der).map_err(|e| one_line(&e.to_string(), UNCUT))?;
         if cert.signature_algorithm != cert.tbs_certificate.signature {
             return Err("signatureAlgorithm differs from the signature in tbsCertificate".into());
         }
@@ -382,7 +383,7 @@ enum PublicKey {
 
 fn public_key(cert: &Certificate) -> Result<PublicKey, String> {
     let spki = &cert.tbs_certificate.subject_public_key_info;
-    let der = spki.to_der().map_err(|e| one_line(&e.to_string()))?;
+    let der = spki.to_der().map_err(|e| one_line(&e.to_string(), UNCUT))?;
     if spki.algorithm.oid == ID_EC_PUBLIC_KEY {
         let curve = spki
             .algorithm
@@ -423,7 +424,7 @@ fn rsa_public_key(der: &[u8]) -> Result<Vec<u8>, String> {
             })?;
             r.finish(bits)
         })
-        .map_err(|e| one_line(&format!("an unusable RSA key: {e}")))?;
+        .map_err(|e| one_line(&format!("an unusable RSA key: {e}"), UNCUT))?;
     if !(2048..=8192).contains(&modulus_bits) {
         return Err(format!(
             "an RSA key of {modulus_bits} bits (2048 to 8192 are accepted)"
@@ -461,18 +462,12 @@ fn display_name(name: &x509_cert::name::Name) -> String {
     if s.is_empty() {
         return "(empty name)".into();
     }
-    let s = one_line(&s);
+    let s = one_line(&s, UNCUT);
     if s.chars().count() > 200 {
         format!("{}…", s.chars().take(200).collect::<String>())
     } else {
         s
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 /// The attestation key of a leaf certificate: its P-256 public key. Used by
@@ -687,7 +682,7 @@ fn webpki_path(
         None,
     )
     .map(|_| ())
-    .map_err(|e| refused(one_line(&format!("{e:?}"))))
+    .map_err(|e| refused(one_line(&format!("{e:?}"), UNCUT)))
 }
 
 /// The packed leaf (WebAuthn §8.2.1): its key signed authData ‖
@@ -802,7 +797,7 @@ fn load_root_file(path: &Path) -> Result<Vec<Vec<u8>>, AttestationError> {
     let name = path.display().to_string();
     let file_error = |reason: String| AttestationError::RootFile {
         path: name.clone(),
-        reason: one_line(&reason),
+        reason: one_line(&reason, UNCUT),
     };
     let len = std::fs::metadata(path)
         .map_err(|e| file_error(e.to_string()))?
@@ -1388,7 +1383,7 @@ mod tests {
             let m = e.to_string();
             assert!(!m.contains('\n'), "{m}");
         }
-        assert_eq!(one_line("a\nb\rc"), "a b c");
+        assert_eq!(one_line("a\nb\rc", UNCUT), "a b c");
     }
 
     // ---- one test per chain rule: a chain built to break exactly that rule ----

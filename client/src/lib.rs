@@ -28,6 +28,7 @@ pub mod secret;
 pub mod shim;
 pub mod sync;
 pub mod tcp_owner;
+pub mod text;
 
 pub use client::{Client, ClientError, HelloReply};
 pub use exit::Exit;

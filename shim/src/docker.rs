@@ -17,6 +17,8 @@
 use std::io::Read;
 use std::process::ExitCode;
 
+use touchgate::text::{one_line, UNCUT};
+
 use crate::oneshot::{self, Prompt};
 
 const WHO: &str = "docker-credential-touchgate";
@@ -159,7 +161,7 @@ pub fn main(args: &[String]) -> ExitCode {
         }
         other => fail(&format!(
             "unknown action {:?}: expected get, store, erase, list or version",
-            oneshot::one_line(other)
+            one_line(other, UNCUT)
         )),
     }
 }
@@ -204,7 +206,7 @@ fn get() -> ExitCode {
 }
 
 fn fail(msg: &str) -> ExitCode {
-    let msg = oneshot::one_line(msg);
+    let msg = one_line(msg, UNCUT);
     println!("{WHO}: {msg}");
     eprintln!("{WHO}: {msg}");
     ExitCode::FAILURE

@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use touchgate::text::{one_line, UNCUT};
+
 use crate::oneshot::{self, Prompt};
 
 const WHO: &str = "touchgate-shim kubectl-credential";
@@ -29,7 +31,7 @@ pub fn api_version(exec_info: Option<&str>) -> Result<&'static str, String> {
         Some(V1BETA1) => Ok(V1BETA1),
         Some(other) => Err(format!(
             "kubectl asked for ExecCredential {}; this plugin speaks {V1} and {V1BETA1}: set that apiVersion in the kubeconfig's user.exec",
-            oneshot::one_line(other)
+            one_line(other, UNCUT)
         )),
     }
 }
@@ -72,7 +74,7 @@ pub fn main(profile: Option<String>) -> ExitCode {
 }
 
 fn fail(msg: &str) -> ExitCode {
-    eprintln!("{WHO}: {}", oneshot::one_line(msg));
+    eprintln!("{WHO}: {}", one_line(msg, UNCUT));
     ExitCode::FAILURE
 }
 

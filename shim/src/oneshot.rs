@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use touchgate::protocol::TokenReply;
+use touchgate::text::{one_line, UNCUT};
 use touchgate::Client;
 
 /// Where the "touch your key" prompt goes while a helper waits.
@@ -31,7 +32,7 @@ pub fn fetch(
         c.on_touch_needed(move |p| say(prompt, who, p));
         c.get_token(profile, &[], crate::parent_hint()).await
     })
-    .map_err(|e| one_line(&e.to_string()))
+    .map_err(|e| one_line(&e.to_string(), UNCUT))
 }
 
 fn say(prompt: Prompt, who: &str, msg: &str) {
@@ -43,9 +44,4 @@ fn say(prompt: Prompt, who: &str, msg: &str) {
         }
     }
     eprintln!("{who}: {msg}");
-}
-
-/// Errors are printed on one line.
-pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -16,6 +16,7 @@ use ctap_hid_fido2::fidokey::{
 use ctap_hid_fido2::{FidoKeyHid, HidParam, LibCfg};
 use secrecy::ExposeSecret;
 use touchgate::sync::MutexExt;
+use touchgate::text::{one_line, UNCUT};
 use zeroize::Zeroizing;
 
 use super::{
@@ -91,7 +92,7 @@ impl HidKey {
                 } else {
                     KeyError::Device(format!(
                         "cannot open the security key {path}: {}",
-                        one_line(&e)
+                        one_line(&format!("{e:#}"), UNCUT)
                     ))
                 }
             })
@@ -365,13 +366,9 @@ fn cred_protect(
     }
 }
 
-fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").lines().collect::<Vec<_>>().join("; ")
-}
-
 /// Map the crate's error text (it reports CTAP status bytes as `0xNN …`) to a [`KeyError`].
 fn map_error(path: &str, e: &anyhow::Error, dev: &FidoKeyHid) -> KeyError {
-    let msg = one_line(e);
+    let msg = one_line(&format!("{e:#}"), UNCUT);
     let has = |code: &str| msg.contains(code);
     if has("0x27") {
         KeyError::TouchDenied

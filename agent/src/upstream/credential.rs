@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::jwt::SigningKey;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use touchgate::text::one_line;
 
 /// A credential file was refused. One line, never a value from the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -297,19 +298,6 @@ fn json_error_message(e: &serde_json::Error) -> String {
         ),
         Category::Io => "cannot read the credential file".to_owned(),
     }
-}
-
-/// Cuts a non-secret string to one printable line of at most `max` characters.
-fn one_line(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max)
-        .collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
 }
 
 struct FieldReader {

@@ -28,6 +28,7 @@ use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{Client, RequestBuilder, StatusCode, Url};
 use secrecy::ExposeSecret;
 use serde_json::Value;
+use touchgate::text::one_line;
 use touchgate::Secret;
 use zeroize::Zeroizing;
 
@@ -1122,30 +1123,9 @@ fn check_account(account: &str, what: &str) -> Result<(), UpstreamError> {
     }
 }
 
-/// One printable line of at most `max` characters.
-fn one_line(s: &str, max: usize) -> String {
-    let collapsed = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut out: String = collapsed
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(max)
-        .collect();
-    if collapsed.chars().count() > max {
-        out.push('…');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_line_cuts_and_flattens() {
-        assert_eq!(one_line("a\n  b\tc", 300), "a b c");
-        let long = "x".repeat(400);
-        assert_eq!(one_line(&long, 300).chars().count(), 301);
-    }
 
     #[test]
     fn text_of_other_hosts_is_not_shown() {

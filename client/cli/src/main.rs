@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use touchgate::text::{one_line, UNCUT};
 use touchgate::{CallerHint, Client, ClientError, Exit, Secret};
 
 mod adc;
@@ -234,7 +235,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli.command)) {
         Ok(exit) => exit.into(),
         Err(e) => {
-            let message = one_line(&format!("{e:#}"));
+            let message = one_line(&format!("{e:#}"), UNCUT);
             let exit = Exit::of_error(e.as_ref());
             eprintln!("touchgate: {message}");
             if json {
@@ -250,10 +251,6 @@ fn main() -> ExitCode {
 }
 
 use json_out::print_json;
-
-fn one_line(s: &str) -> String {
-    s.lines().collect::<Vec<_>>().join("; ")
-}
 
 async fn connect() -> Result<Client, ClientError> {
     let mut c = Client::connect_default().await?;

@@ -9,6 +9,7 @@ use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use touchgate::text::one_line;
 use touchgate::Secret;
 use zeroize::Zeroizing;
 
@@ -169,7 +170,7 @@ async fn post_form<T: DeserializeOwned>(
             let description = e.error_description.as_deref().unwrap_or("");
             return Ok(Err(OAuthError {
                 error: error.to_owned(),
-                description: one_line(&touchgate::secret::scrub(description, &secrets)),
+                description: one_line(&touchgate::secret::scrub(description, &secrets), 200),
             }));
         }
     }
@@ -186,12 +187,6 @@ async fn post_form<T: DeserializeOwned>(
         ),
         transient,
     })
-}
-
-/// Server text for an error message: one line, bounded.
-fn one_line(s: &str) -> String {
-    let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    s.chars().take(200).collect()
 }
 
 fn describe(e: &OAuthError) -> String {
