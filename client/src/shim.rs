@@ -2,13 +2,17 @@
 //! `$TOUCHGATE_SHIM_ADDR`, 127.0.0.1:8946) and the `external_account` credential
 //! file (the ADC file) that sends Google's client libraries to it. The shim serves
 //! what these say; `touchgate setup` and `touchgate exec` write and look for the same,
-//! without running the shim to ask.
+//! without running the shim to ask; [`metadata_get`] is how they ask a running one.
 //!
 //! Invariants: an address is loopback only (a token server must not be reachable
 //! from the network); the ADC file names no project number and only the shim's own
 //! URLs, and its audience names the profile ([`audience_profile`] reads it back).
 
+use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::tcp_owner::{connect_own, OwnerError};
 
 /// The shim's default port: `127.0.0.1:8946`.
 pub const DEFAULT_PORT: u16 = 8946;
@@ -94,6 +98,72 @@ pub fn adc_file_text(base: &str, profile: Option<&str>) -> String {
     format!("{:#}\n", adc_file(base, profile))
 }
 
+/// What a metadata server answered to [`metadata_get`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataReply {
+    /// The HTTP status.
+    pub status: u16,
+    /// Whether it said `Metadata-Flavor: Google` (a metadata server, not something else).
+    pub flavored: bool,
+    /// The body, at most 64 KiB of the reply, lossily UTF-8.
+    pub body: String,
+}
+
+/// Why [`metadata_get`] got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataGetError {
+    /// Nothing listens there, it does not answer, or another user's listener holds it.
+    #[error(transparent)]
+    Connect(#[from] OwnerError),
+    #[error("no usable answer: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not an HTTP answer")]
+    NotHttp,
+}
+
+/// `GET path` with `Metadata-Flavor: Google` from the metadata server at `addr`, only if
+/// the listener there is this user's own ([`connect_own`]: another user's gets no request).
+/// `connect` bounds the connect, `io` each read and write.
+pub fn metadata_get(
+    addr: SocketAddr,
+    path: &str,
+    connect: Duration,
+    io: Duration,
+) -> Result<MetadataReply, MetadataGetError> {
+    let mut s = connect_own(addr, connect)?;
+    s.set_read_timeout(Some(io))?;
+    s.set_write_timeout(Some(io))?;
+    // One write: the request must not reach the server in pieces.
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.0\r\nHost: {addr}\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )?;
+    let mut buf = Vec::new();
+    s.take(64 * 1024).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or(MetadataGetError::NotHttp)?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or(MetadataGetError::NotHttp)?;
+    let flavored = lines.any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("metadata-flavor") && v.trim() == "Google"
+        })
+    });
+    Ok(MetadataReply {
+        status,
+        flavored,
+        body: body.to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +226,38 @@ mod tests {
             audience_profile(f["audience"].as_str().unwrap()),
             Some(Some("inference".into()))
         );
+    }
+
+    /// One loopback listener that answers one request with `reply`.
+    fn answering(reply: &'static str) -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut byte = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap() == 1 {
+                req.push(byte[0]);
+            }
+            s.write_all(reply.as_bytes()).unwrap();
+        });
+        addr
+    }
+
+    #[test]
+    fn metadata_get_reads_status_flavor_and_body() {
+        let t = Duration::from_secs(5);
+        let addr = answering("HTTP/1.0 200 OK\r\nmetadata-flavor:  Google\r\n\r\nmy-proj");
+        let r = metadata_get(addr, "/computeMetadata/v1/project/project-id", t, t).unwrap();
+        assert_eq!(
+            (r.status, r.flavored, r.body.as_str()),
+            (200, true, "my-proj")
+        );
+        let addr = answering("HTTP/1.0 404 Not Found\r\nServer: other\r\n\r\n");
+        let r = metadata_get(addr, "/", t, t).unwrap();
+        assert_eq!((r.status, r.flavored), (404, false));
+        let addr = answering("SSH-2.0-OpenSSH\r\n");
+        let e = metadata_get(addr, "/", t, t).unwrap_err();
+        assert_eq!(e.to_string(), "not an HTTP answer");
     }
 }

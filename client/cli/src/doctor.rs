@@ -13,7 +13,6 @@
 //! private shim when none runs).
 
 use std::fmt::Display;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! gets nothing, not even the probe, and a private shim serves instead.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
@@ -126,29 +126,9 @@ fn shim_serves(addr: SocketAddr, wanted: Option<&str>, profile: &Option<ProfileI
 
 /// A metadata GET on loopback: (status 200 with `Metadata-Flavor: Google`, body).
 fn metadata_get(addr: SocketAddr, path: &str) -> Option<(bool, String)> {
-    if !addr.ip().is_loopback() {
-        return None;
-    }
-    let mut s = connect_own(addr, PROBE_TIMEOUT).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.set_write_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.take(64 * 1024).read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let mut lines = head.lines();
-    let ok = lines.next()?.split_whitespace().nth(1) == Some("200");
-    let flavored = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("metadata-flavor") && v.trim() == "Google"
-        })
-    });
-    Some((ok && flavored, body.to_owned()))
+    let r =
+        touchgate::shim::metadata_get(addr, path, PROBE_TIMEOUT, Duration::from_secs(3)).ok()?;
+    Some((r.status == 200 && r.flavored, r.body))
 }
 
 /// `touchgate-shim` next to this executable.

@@ -59,11 +59,14 @@ pub(super) fn check(r: &mut Report, addr: Result<SocketAddr, String>, used: bool
 
 /// A metadata GET on loopback with 2 s time-outs: (status, Metadata-Flavor: Google, body).
 fn metadata_get(addr: SocketAddr, path: &str) -> Result<(u16, bool, String), String> {
-    use touchgate::tcp_owner::{connect_own, OwnerError};
+    use touchgate::shim::MetadataGetError;
+    use touchgate::tcp_owner::OwnerError;
     // Only our own listener is asked anything (another user's gets no request).
-    let mut s = connect_own(addr, TIMEOUT).map_err(|e| match e {
-        OwnerError::NothingListens { .. } => "nothing listens there".to_owned(),
-        OwnerError::Connect { source, .. }
+    let r = touchgate::shim::metadata_get(addr, path, TIMEOUT, TIMEOUT).map_err(|e| match e {
+        MetadataGetError::Connect(OwnerError::NothingListens { .. }) => {
+            "nothing listens there".to_owned()
+        }
+        MetadataGetError::Connect(OwnerError::Connect { source, .. })
             if matches!(
                 source.kind(),
                 std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
@@ -71,33 +74,13 @@ fn metadata_get(addr: SocketAddr, path: &str) -> Result<(u16, bool, String), Str
         {
             "no answer within 2 s".to_owned()
         }
-        OwnerError::Connect { source, .. } => format!("cannot connect: {source}"),
-        e => format!("{e}; stop that listener or point {SHIM_ADDR_ENV} at your own shim"),
+        MetadataGetError::Connect(OwnerError::Connect { source, .. }) => {
+            format!("cannot connect: {source}")
+        }
+        MetadataGetError::Connect(e) => {
+            format!("{e}; stop that listener or point {SHIM_ADDR_ENV} at your own shim")
+        }
+        e => e.to_string(),
     })?;
-    let io = |e: std::io::Error| format!("no usable answer: {e}");
-    s.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-    s.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
-    let mut buf = Vec::new();
-    s.take(64 * 1024).read_to_end(&mut buf).map_err(io)?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| "not an HTTP answer".to_owned())?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| "not an HTTP answer".to_owned())?;
-    let flavored = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("metadata-flavor") && v.trim() == "Google"
-        })
-    });
-    Ok((status, flavored, body.to_owned()))
+    Ok((r.status, r.flavored, r.body))
 }
