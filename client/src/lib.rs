@@ -1,5 +1,9 @@
-//! touchgate: the wire protocol between clients and `touchgate-agent`, and the
-//! client library that speaks it.
+//! touchgate: the wire protocol between clients and `touchgate-agent`, the
+//! client library that speaks it, and the contracts the three binaries share:
+//! the config file's tables ([`config`], [`duration`]), Google's default
+//! endpoints ([`google`]), the shim's address and ADC file ([`shim`]) and the
+//! one-line text helper ([`text`]). The `touchgate` command is the
+//! `touchgate-cli` package; this library needs none of its crates.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), touchgate::ClientError> {

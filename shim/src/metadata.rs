@@ -91,7 +91,9 @@ pub async fn handle(
         "" => return text("instance/\nproject/\nuniverse/\n"),
         "project" | "project/" => return text("numeric-project-id\nproject-id\n"),
         "universe" | "universe/" => return text("universe-domain\n"),
-        "universe/universe-domain" => return reply("googleapis.com".into()),
+        "universe/universe-domain" => {
+            return reply(touchgate::google::DEFAULT_UNIVERSE_DOMAIN.into())
+        }
         "instance" | "instance/" => return text("service-accounts/\n"),
         _ => {}
     }
