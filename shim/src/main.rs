@@ -120,6 +120,10 @@ fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(1).collect();
         return docker::main(&args);
     }
+    // The docker helper's own actions skip building clap's command tree (once per pull/push).
+    if let Some(action) = fast_docker_action(std::env::args_os().skip(1)) {
+        return docker::main(&[action]);
+    }
     if let Some(code) = touchgate_generate::if_requested(Cli::command) {
         return code;
     }
@@ -268,6 +272,14 @@ fn token(profile: Option<String>) -> ExitCode {
 }
 
 /// The program that ran us, so the touch prompt names it (e.g. `python3`).
+/// `docker-credential ACTION` for one of the helper's actions: what clap would
+/// hand [`docker::main`], without clap (anything else goes to clap).
+fn fast_docker_action(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<String> {
+    let (cmd, action) = (args.next()?, args.next()?.into_string().ok()?);
+    let known = ["get", "store", "erase", "list", "version"].contains(&action.as_str());
+    (cmd == "docker-credential" && known && args.next().is_none()).then_some(action)
+}
+
 fn parent_hint() -> CallerHint {
     let ppid = std::os::unix::process::parent_id();
     let program = touchgate::process::exe_of(ppid)
@@ -276,5 +288,37 @@ fn parent_hint() -> CallerHint {
         program,
         pid: Some(ppid),
         ..CallerHint::from_env()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_docker_path_agrees_with_clap() {
+        for action in ["get", "store", "erase", "list", "version"] {
+            let args = ["docker-credential", action];
+            let fast = fast_docker_action(args.iter().map(Into::into));
+            let clap = Cli::try_parse_from(std::iter::once("touchgate-shim").chain(args)).unwrap();
+            match clap.command {
+                Cmd::DockerCredential { action: a } => assert_eq!(fast, Some(a)),
+                other => panic!("{other:?}"),
+            }
+        }
+        for args in [
+            &["docker-credential"][..],
+            &["docker-credential", "--help"],
+            &["docker-credential", "get", "extra"],
+            &["docker-credential", "fetch"],
+            &["token", "get"],
+            &[],
+        ] {
+            assert_eq!(
+                fast_docker_action(args.iter().map(Into::into)),
+                None,
+                "{args:?} must go to clap"
+            );
+        }
     }
 }

@@ -466,6 +466,48 @@ async fn the_journal_catches_a_cut_or_replaced_tail_after_the_last_touch() {
     assert_one_line_error(&verify(true), "replaced");
 }
 
+/// The journal sends at most one head a second: the heads of a burst just
+/// before SIGTERM are held back, and shutdown must still send the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_sigterm_the_journal_holds_the_final_head() {
+    let journald = Journald::start();
+    let (emu, key_json) = emulator().await;
+    let mut agent = AgentProc::start_with_env(
+        &config_text(&emu.base_url(), "auto", "10m", ""),
+        vec![(
+            touchgate_agent::audit::journal::SOCKET_ENV.into(),
+            journald.socket().into(),
+        )],
+    );
+    agent.enrol_and_import(&key_json);
+    agent.ok(&["token"]);
+    agent.ok(&["token"]);
+    agent.ok(&["lock"]);
+    assert!(agent.stop(), "the agent did not stop cleanly on SIGTERM");
+    let path = agent.state_dir().join("audit.jsonl");
+    let records = std::fs::read_to_string(&path).unwrap().lines().count() as u64;
+    assert!(records >= 5, "{records} records");
+    journald.wait_head(records);
+    let o = journald
+        .inside(&bin("touchgate-agent"))
+        .envs(agent.env())
+        .args([
+            "audit",
+            "verify",
+            "--journal",
+            "--file",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("newest: seq {records})")),
+        "{}",
+        stdout(&o)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_of_a_replaced_key_still_verify_from_the_vault_and_an_exported_key_file() {
     let (emu, key_json) = emulator().await;

@@ -4,18 +4,25 @@
 //! Writing ([`JournalSink`]): after durable writes the newest head goes, as one
 //! native-protocol datagram, to journald's socket from a thread of its own — an
 //! issuance never waits for it, and at most one head a second is sent (the
-//! newest; a burst costs one message). No socket, no sink.
+//! newest; a burst costs one message). No socket, no sink. The head held back
+//! in the quiet second is not lost at shutdown: it is sent when the thread
+//! that reported it (the audit writer, which ends only when the log is
+//! closed) ends, and when the sink is dropped.
 //!
 //! Reading ([`JournalHeads`]): `journalctl -o json`, matched on our fields and
 //! on the uid that owns the log (journald sets `_UID`; the user cannot).
 //! Every head found must agree with the log: a user can add messages to the
 //! journal but not take the agent's out.
 
+use std::cell::RefCell;
 use std::io::BufRead;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
+
+use touchgate::sync::MutexExt;
 
 use super::{Head, HeadSink, Verified};
 
@@ -29,7 +36,60 @@ const IDENTIFIER: &str = "touchgate-agent";
 
 /// Sends the newest head to the journal, off the caller's thread.
 pub struct JournalSink {
-    pending: Arc<(Mutex<Option<Head>>, Condvar)>,
+    inner: Arc<Inner>,
+}
+
+/// What the sink, its thread and the flush at a thread's end share.
+struct Inner {
+    /// The newest head not sent yet.
+    pending: Mutex<Option<Head>>,
+    wake: Condvar,
+    sock: UnixDatagram,
+    to: PathBuf,
+    /// The log's name in the journal ([`journal_name`]).
+    file: String,
+    warned: AtomicBool,
+}
+
+impl Inner {
+    fn send(&self, head: &Head) {
+        if let Err(e) = self.sock.send_to(&datagram(head, &self.file), &self.to) {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "cannot send the audit head to the journal ({}): {e}; further failures are not logged",
+                    self.to.display()
+                );
+            }
+        }
+    }
+
+    /// Send the held-back head now, quiet second or not.
+    fn flush(&self) {
+        let head = self.pending.locked().take();
+        if let Some(h) = head {
+            self.send(&h);
+        }
+    }
+}
+
+thread_local! {
+    /// The sinks this thread told a head, flushed when the thread ends: the
+    /// audit writer ends only when the log is closed (shutdown), and
+    /// `AuditLog::close` waits for it, so the final head is sent before the
+    /// agent exits instead of dying in the quiet second.
+    static FLUSH_AT_THREAD_END: FlushAtThreadEnd = const { FlushAtThreadEnd(RefCell::new(Vec::new())) };
+}
+
+struct FlushAtThreadEnd(RefCell<Vec<Weak<Inner>>>);
+
+impl Drop for FlushAtThreadEnd {
+    fn drop(&mut self) {
+        for sink in self.0.get_mut().drain(..) {
+            if let Some(s) = sink.upgrade() {
+                s.flush();
+            }
+        }
+    }
 }
 
 impl JournalSink {
@@ -53,52 +113,59 @@ impl JournalSink {
         }
         let sock = UnixDatagram::unbound().ok()?;
         sock.set_nonblocking(true).ok()?;
-        let pending: Arc<(Mutex<Option<Head>>, Condvar)> = Arc::default();
-        let file = canonical(file).display().to_string();
-        let p = pending.clone();
+        let inner = Arc::new(Inner {
+            pending: Mutex::new(None),
+            wake: Condvar::new(),
+            sock,
+            to: socket,
+            file: canonical(file).display().to_string(),
+            warned: AtomicBool::new(false),
+        });
+        let i = inner.clone();
         std::thread::Builder::new()
             .name("audit-journal".into())
-            .spawn(move || send_loop(&p, &sock, &socket, &file))
+            .spawn(move || send_loop(&i))
             .ok()?;
-        Some(Arc::new(JournalSink { pending }))
+        Some(Arc::new(JournalSink { inner }))
     }
 }
 
 impl HeadSink for JournalSink {
     fn durable(&self, head: &Head) {
-        let (m, cv) = &*self.pending;
-        if let Ok(mut p) = m.lock() {
-            *p = Some(head.clone());
-            cv.notify_one();
-        }
+        *self.inner.pending.locked() = Some(head.clone());
+        self.inner.wake.notify_one();
+        let me = Arc::downgrade(&self.inner);
+        let _ = FLUSH_AT_THREAD_END.try_with(|f| {
+            if let Ok(mut sinks) = f.0.try_borrow_mut() {
+                if !sinks.iter().any(|s| Weak::ptr_eq(s, &me)) {
+                    sinks.push(me);
+                }
+            }
+        });
     }
 }
 
-fn send_loop(pending: &(Mutex<Option<Head>>, Condvar), sock: &UnixDatagram, to: &Path, file: &str) {
-    let (m, cv) = pending;
-    let mut warned = false;
+impl Drop for JournalSink {
+    fn drop(&mut self) {
+        self.inner.flush();
+    }
+}
+
+fn send_loop(inner: &Inner) {
     loop {
         let head = {
-            let Ok(mut p) = m.lock() else { return };
+            let mut p = inner.pending.locked();
             loop {
                 if let Some(h) = p.take() {
                     break h;
                 }
-                p = match cv.wait(p) {
+                p = match inner.wake.wait(p) {
                     Ok(p) => p,
                     Err(_) => return,
                 };
             }
         };
-        if let Err(e) = sock.send_to(&datagram(&head, file), to) {
-            if !warned {
-                tracing::warn!(
-                    "cannot send the audit head to the journal ({}): {e}; further failures are not logged",
-                    to.display()
-                );
-                warned = true;
-            }
-        }
+        inner.send(&head);
         std::thread::sleep(MIN_INTERVAL);
     }
 }
@@ -279,6 +346,32 @@ mod tests {
         assert_eq!(fields(&buf[..n])["TOUCHGATE_AUDIT_SEQ"], "50");
         journal.set_nonblocking(true).unwrap();
         assert!(journal.recv(&mut buf).is_err(), "one message for the burst");
+    }
+
+    #[test]
+    fn the_held_back_head_is_sent_when_the_reporting_thread_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock_path = dir.path().join("socket");
+        let journal = UnixDatagram::bind(&sock_path).unwrap();
+        let sink = JournalSink::start_at(sock_path, &dir.path().join("a")).unwrap();
+        let head = |seq| Head {
+            seq,
+            hash: format!("{seq:064}"),
+        };
+        sink.durable(&head(1));
+        let mut buf = [0u8; 4096];
+        let n = journal.recv(&mut buf).unwrap();
+        assert_eq!(fields(&buf[..n])["TOUCHGATE_AUDIT_SEQ"], "1");
+        // Like the audit writer at close: reports inside the quiet second, then ends.
+        let s = sink.clone();
+        std::thread::spawn(move || s.durable(&head(2)))
+            .join()
+            .unwrap();
+        journal.set_nonblocking(true).unwrap();
+        let n = journal
+            .recv(&mut buf)
+            .expect("sent before the thread ended");
+        assert_eq!(fields(&buf[..n])["TOUCHGATE_AUDIT_SEQ"], "2");
     }
 
     #[test]

@@ -216,11 +216,36 @@ enum KeysCommand {
     },
 }
 
+/// `touchgate token [--profile P]` without building clap's whole command tree
+/// (the common call, made once per token by scripts and helpers). Only forms
+/// clap parses the same way; anything else is `None` and goes to clap, so
+/// messages and flags stay clap's (a test checks the two agree).
+fn fast_token(args: &[std::ffi::OsString]) -> Option<Command> {
+    let args: Vec<&str> = args.iter().map(|a| a.to_str()).collect::<Option<_>>()?;
+    let plain = |p: &str| !p.is_empty() && !p.starts_with('-');
+    let profile = match args.as_slice() {
+        ["token"] => None,
+        ["token", "--profile" | "-p", p] if plain(p) => Some(*p),
+        ["token", a] => Some(a.strip_prefix("--profile=").filter(|p| plain(p))?),
+        _ => return None,
+    };
+    Some(Command::Token {
+        profile: profile.map(str::to_owned),
+        scopes: Vec::new(),
+    })
+}
+
 fn main() -> ExitCode {
-    if let Some(code) = touchgate_generate::if_requested(Cli::command) {
-        return code;
-    }
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let command = match fast_token(&args) {
+        Some(c) => c,
+        None => {
+            if let Some(code) = touchgate_generate::if_requested(Cli::command) {
+                return code;
+            }
+            Cli::parse().command
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -231,8 +256,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let json = cli.command.json();
-    match rt.block_on(run(cli.command)) {
+    let json = command.json();
+    match rt.block_on(run(command)) {
         Ok(exit) => exit.into(),
         Err(e) => {
             let message = one_line(&format!("{e:#}"), UNCUT);
@@ -498,5 +523,56 @@ fn print_profiles(p: &[touchgate::ProfileInfo]) {
                 .map(|s| format!(", project {s}"))
                 .unwrap_or_default(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every form the fast path takes, clap parses to the same command; the
+    /// rest it leaves to clap.
+    #[test]
+    fn the_fast_token_path_agrees_with_clap() {
+        let cases: &[&[&str]] = &[
+            &["token"],
+            &["token", "--profile", "window"],
+            &["token", "-p", "window"],
+            &["token", "--profile=window"],
+            &["token", "--profile", "a b=c"],
+            &["token", "--profile", "token"],
+        ];
+        for case in cases {
+            let args: Vec<std::ffi::OsString> = case.iter().map(Into::into).collect();
+            let fast = fast_token(&args).unwrap_or_else(|| panic!("{case:?}: not fast"));
+            let clap =
+                Cli::try_parse_from(std::iter::once("touchgate").chain(case.iter().copied()))
+                    .unwrap_or_else(|e| panic!("{case:?}: {e}"));
+            assert_eq!(
+                format!("{fast:?}"),
+                format!("{:?}", clap.command),
+                "{case:?}"
+            );
+        }
+        let to_clap: &[&[&str]] = &[
+            &[],
+            &["token", "--profile"],
+            &["token", "--profile", ""],
+            &["token", "--profile", "-x"],
+            &["token", "--profile=-x"],
+            &["token", "--profile="],
+            &["token", "-pwindow"],
+            &["token", "--profile", "a", "--profile", "b"],
+            &["token", "--scopes", "x"],
+            &["token", "--help"],
+            &["token", "extra"],
+            &["tokens"],
+            &["--version"],
+            &["status", "--json"],
+        ];
+        for case in to_clap {
+            let args: Vec<std::ffi::OsString> = case.iter().map(Into::into).collect();
+            assert!(fast_token(&args).is_none(), "{case:?} must go to clap");
+        }
     }
 }
