@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make the Python venv the end-to-end tests use (tests/tests/shim_python.rs):
+# Make the Python venv the end-to-end tests use (tests/tests/clients/shim_python.rs):
 # google-auth, google-cloud-aiplatform and requests from the package index, in
 # target/pyvenv. Idempotent: when the venv already has them, it returns at once.
 #

@@ -12,7 +12,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 ./scripts/check-macos.sh
 # End-to-end tests run the real binaries of every crate: build them all first.
 cargo build --workspace --bins
-# tests/tests/install.rs installs and packages a release build (scripts/install.sh,
+# tests/tests/clients/install.rs installs and packages a release build (scripts/install.sh,
 # scripts/package.sh): build it once here, so those scripts find it up to date.
 cargo build --release --locked -p touchgate-cli -p touchgate-agent -p touchgate-shim --bins
 log=$(mktemp)

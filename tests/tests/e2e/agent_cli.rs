@@ -1,6 +1,6 @@
 //! The shipped binaries: `touchgate-agent` and `touchgate`, as a user runs them.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

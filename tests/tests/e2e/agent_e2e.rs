@@ -1,7 +1,7 @@
 //! End-to-end: the real agent (in-process over its real socket, or as the
 //! shipped binary), the software key, the Google emulator, the CLI.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

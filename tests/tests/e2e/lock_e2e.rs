@@ -2,7 +2,7 @@
 //! A locked agent drops its tokens, fails waiting callers with "agent locked",
 //! and opens again only after a touch.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

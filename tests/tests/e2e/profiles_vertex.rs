@@ -2,7 +2,7 @@
 //! with a 15-minute lifetime, `train` a training service account with a
 //! 5-minute lifetime; the emulator's Vertex AI roles decide what each token may do.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

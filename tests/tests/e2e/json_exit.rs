@@ -3,7 +3,7 @@
 //! no secret, and one exit code per reason a command failed (the table in
 //! `touchgate --help` and the README).
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

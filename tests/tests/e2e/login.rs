@@ -8,7 +8,7 @@
 //! The CLI reads `[login]` from its own `TOUCHGATE_CONFIG`; the tests give it a
 //! file of its own (under the test's HOME) while the agent keeps its config.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};

@@ -7,7 +7,7 @@
 //! Both scripts make one release build (`cargo build --release`); the tests
 //! share it (cargo builds once, the second call finds it up to date).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! `touchgate doctor`: one line per check, exit status 10 on a failure, a fix on
 //! every line that is not ok, and never a secret in its output.
 
-mod common;
-mod shim_common;
+use crate::common;
+use crate::shim_common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! A running agent re-reads its config on `touchgate reload` and on SIGHUP,
 //! and keeps its last good config when the file is bad.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

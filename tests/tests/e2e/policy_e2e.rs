@@ -2,7 +2,7 @@
 //! `touchgate-agent policy check` agreeing with what the agent does — one test
 //! table drives both.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

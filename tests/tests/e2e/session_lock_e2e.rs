@@ -5,7 +5,7 @@
 //! sleep inhibitors (one end of a socket pair; the test keeps the other and
 //! sees the agent close its end) and emits the signals.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -3,8 +3,8 @@
 //! time; and many processes asking at once during one touch all get a token
 //! through the agent's limited connections.
 
-mod common;
-mod shim_common;
+use crate::common;
+use crate::shim_common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

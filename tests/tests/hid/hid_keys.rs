@@ -3,7 +3,7 @@
 //! credProtect for --uv enrolments, suspect keys, key operations that need an
 //! enrolled key's touch, key-model allow-list, keys without hmac-secret.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! unmodified ctap-hid-fido2 over an emulated CTAPHID key (a SOCK_SEQPACKET
 //! socket opened as a hidraw node through the LD_PRELOAD interposer).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

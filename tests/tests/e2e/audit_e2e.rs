@@ -2,7 +2,7 @@
 //! touch signature verify, tampering is found and named, and no secret is in it,
 //! not even when a token endpoint quotes back what it was sent.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};

@@ -1,8 +1,8 @@
 //! `touchgate-shim serve` over HTTP: the metadata routes and their rules, the
 //! local STS, and who may call.
 
-mod common;
-mod shim_common;
+use crate::common;
+use crate::shim_common;
 
 use std::process::Command;
 

@@ -2,8 +2,8 @@
 //! metadata route and by the ADC-file route, and calls (emulated) Vertex AI;
 //! caller rules name it by its script, and `policy check` agrees with the agent.
 
-mod common;
-mod shim_common;
+use crate::common;
+use crate::shim_common;
 
 use std::path::Path;
 use std::process::{Command, Output};

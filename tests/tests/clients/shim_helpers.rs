@@ -3,8 +3,8 @@
 //! registry credentials through it) and the kubectl exec plugin against an
 //! emulated HTTPS API server that only accepts tokens the Google emulator issued.
 
-mod common;
-mod shim_common;
+use crate::common;
+use crate::shim_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -2,7 +2,7 @@
 //! version, too many connections. The agent answers with a typed error where it
 //! can, closes that connection, and keeps serving everyone else.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! attestation chains to one of those roots enrols; self attestation is
 //! refused then, and still enrols when no roots are configured.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Desktop notifications on a private D-Bus session: a `dbus-daemon` of the
 //! test's own and a recording org.freedesktop.Notifications server (zbus).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::pin::Pin;

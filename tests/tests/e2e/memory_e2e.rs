@@ -3,7 +3,7 @@
 //! non-dumpable at start, as ssh-agent does. Run as uid 65534 on both sides,
 //! with an ordinary process of that uid as the control.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

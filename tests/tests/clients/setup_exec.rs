@@ -2,8 +2,8 @@
 //! config byte-identical; `touchgate exec` points a command at a shim (a
 //! private one when none runs), passes its exit status and signals on.
 
-mod common;
-mod shim_common;
+use crate::common;
+use crate::shim_common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

@@ -4,8 +4,8 @@
 //! and a touch given 8 s late, after google-auth's 3-s metadata timeout has
 //! fired and it retried, still serves it.
 
-mod common;
-mod shim_common;
+use crate::common;
+use crate::shim_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! `systemd-socket-activate`), what the agent does with `LISTEN_*` variables
 //! that are not for it, and the units / plist `touchgate setup agent` installs.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
