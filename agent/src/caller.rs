@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use touchgate::{process, CallerHint};
 
-use crate::subject::Subject;
+use crate::policy::subject::Subject;
 
 /// The peer of a connection, from the socket's peer credentials and the
 /// kernel's process table (`touchgate::process`), plus what a front end

@@ -145,9 +145,9 @@ pub struct AgentSettings {
     pub idle_lock: Option<Duration>,
     /// Lock when the security key is unplugged (hardware keys).
     pub lock_on_key_removal: bool,
-    /// Lock when logind says the machine goes to sleep (see [`crate::session_lock`]).
+    /// Lock when logind says the machine goes to sleep (see [`crate::daemon::session_lock`]).
     pub lock_on_sleep: bool,
-    /// Lock when a logind session of this user locks (see [`crate::session_lock`]).
+    /// Lock when a logind session of this user locks (see [`crate::daemon::session_lock`]).
     pub lock_on_session_lock: bool,
 }
 

@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use touchgate::sync::MutexExt;
 
 use crate::caller::Caller;
-use crate::key::Assertion;
+use crate::fido::key::Assertion;
 
 /// The hash that stands before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -1,5 +1,5 @@
 //! The agent's state and its answers to every request but GetToken (see
-//! [`crate::issue`]) and the key ceremonies (see [`crate::enrol`]).
+//! [`crate::service::issue`]) and the key ceremonies (see [`crate::service::enrol`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,11 +17,11 @@ use crate::audit::AuditLog;
 use crate::caller::Caller;
 use crate::clock::Clock;
 use crate::config::{Config, OnAuditFailure};
-use crate::issue::Flight;
-use crate::key::SecurityKey;
+use crate::fido::key::SecurityKey;
+use crate::fido::pin::{PinEntry, Pinentry};
 use crate::notify::Notifier;
-use crate::pin::{PinEntry, Pinentry};
-use crate::session::{CacheKey, Sessions};
+use crate::service::issue::Flight;
+use crate::service::session::{CacheKey, Sessions};
 use crate::upstream::Upstream;
 use crate::vault::VaultFile;
 
@@ -174,7 +174,7 @@ impl Agent {
                 "fix the file and run touchgate reload again",
             ))
         })?;
-        if let Err(e) = new.key.touch.parse::<crate::key::soft::TouchMode>() {
+        if let Err(e) = new.key.touch.parse::<crate::fido::key::soft::TouchMode>() {
             return Err(refused(format!(
                 "config {}: key.touch: {e}",
                 path.display()

@@ -11,17 +11,17 @@ use tokio::sync::watch;
 use touchgate::sync::MutexExt;
 use touchgate::{ErrorCode, ErrorReply, Secret, TokenReply};
 
-use crate::agent::{Agent, Progress};
 use crate::audit::{Approved, Record, TouchEvidence};
 use crate::caller::Caller;
-use crate::ceremony::Waiters;
 use crate::clock::unix;
 use crate::config::UserVerification;
 use crate::config::{format_duration, Profile, TouchRule};
 use crate::notify::{Kind, Notification};
+use crate::policy::subject::Subject;
 use crate::policy::{self, Approval, Decision};
-use crate::session::{CacheKey, CachedToken};
-use crate::subject::Subject;
+use crate::service::agent::{Agent, Progress};
+use crate::service::ceremony::Waiters;
+use crate::service::session::{CacheKey, CachedToken};
 use crate::upstream::{BoxFuture, MintRequest, UpstreamError};
 
 type Outcome = Option<Result<TokenReply, ErrorReply>>;

@@ -14,19 +14,19 @@ use touchgate::sync::MutexExt;
 use touchgate::{CallerHint, EnrolledReply, ErrorCode, ErrorReply, KeyInfo, Secret};
 use zeroize::Zeroizing;
 
-use crate::agent::{enrolled_reply, format_aaguid, short_id, Agent, Progress};
-use crate::attestation;
 use crate::audit::{Approved, ChallengeInputs, Record, TouchEvidence};
 use crate::caller::Caller;
-use crate::ceremony::{self, Waiters};
-use crate::key::{
+use crate::fido::attestation;
+use crate::fido::key::{
     Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
     RP_ID,
 };
-use crate::pin::PinContext;
+use crate::fido::pin::PinContext;
+use crate::fido::verify::{self, Expected, VerifyError};
+use crate::service::agent::{enrolled_reply, format_aaguid, short_id, Agent, Progress};
+use crate::service::ceremony::{self, Waiters};
 use crate::upstream::UpstreamCredential;
 use crate::vault::{Dek, Enrolment, VaultFile};
-use crate::verify::{self, Expected, VerifyError};
 
 fn not_enrolled() -> ErrorReply {
     ErrorReply::new(
@@ -649,7 +649,7 @@ impl Agent {
         // The touch signs the history so far (the head) and what its record will say.
         let inputs = ChallengeInputs::bound(purpose, self.audit.head(), self.clock.unix_now());
         let challenge = inputs.challenge_for(approved);
-        let cdh = crate::key::client_data_hash(&challenge);
+        let cdh = crate::fido::key::client_data_hash(&challenge);
         let (salt, uv) = (first.hmac_salt, first.uv);
         let op: KeyOp<Assertion> = Arc::new(move |k, pin| {
             k.get_assertion(&GetAssertionRequest {

@@ -6,10 +6,12 @@
 //! executable and, behind an interpreter, its script; a `callers` glob
 //! matches either.
 
+pub mod subject;
+
 use std::time::Duration;
 
 use crate::config::{format_duration, Per, Profile, TouchRule};
-use crate::subject::Subject;
+use subject::Subject;
 
 /// The outcome of the caller and scope rules for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

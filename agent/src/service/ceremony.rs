@@ -16,7 +16,7 @@ use touchgate::{ErrorCode, ErrorReply};
 
 use crate::audit::ChallengeInputs;
 use crate::config::format_duration;
-use crate::key::{KeyError, SecurityKey};
+use crate::fido::key::{KeyError, SecurityKey};
 use crate::upstream::BoxFuture;
 
 /// How long a key operation may run before we tell the user to touch.
@@ -183,7 +183,7 @@ pub fn key_error(e: KeyError) -> ErrorReply {
 pub fn challenge(purpose: &str, parts: &[&str], now_unix: u64) -> ([u8; 32], [u8; 32]) {
     let c = ChallengeInputs::fresh(purpose, parts, now_unix);
     let challenge = c.challenge();
-    (challenge, crate::key::client_data_hash(&challenge))
+    (challenge, crate::fido::key::client_data_hash(&challenge))
 }
 
 #[cfg(test)]

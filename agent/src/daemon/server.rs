@@ -1,5 +1,5 @@
 //! The Unix socket: bind safely, check the peer's uid at accept, admit our
-//! own user's connections within the caps of [`crate::admission`], close idle
+//! own user's connections within the caps of [`crate::daemon::admission`], close idle
 //! ones, speak the protocol, shut down cleanly.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -15,9 +15,9 @@ use touchgate::{ErrorCode, ErrorReply, Hello, HelloReply, Request, Response, PRO
 
 use touchgate::refusals::RefusalLog;
 
-use crate::admission::Admission;
-use crate::agent::Agent;
 use crate::caller::Caller;
+use crate::daemon::admission::Admission;
+use crate::service::agent::Agent;
 
 /// How long a client may take to say hello (at most the idle timeout).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,7 +53,7 @@ impl Listener {
     }
 
     /// Serve a socket passed by socket activation (needs a tokio runtime).
-    pub fn activated(passed: crate::activation::Passed) -> std::io::Result<Listener> {
+    pub fn activated(passed: crate::daemon::activation::Passed) -> std::io::Result<Listener> {
         Ok(Listener {
             inner: UnixListener::from_std(passed.listener)?,
             path: passed.path,
