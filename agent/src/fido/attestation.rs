@@ -44,8 +44,8 @@ use x509_cert::der::{Decode as _, Encode as _, Header, Reader as _, SliceReader}
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::Certificate;
 
+use crate::fido::ids::format_aaguid;
 use crate::fido::key::Attestation;
-use crate::service::agent::format_aaguid;
 
 // The test certificate builder is shared with the end-to-end tests.
 #[cfg(test)]

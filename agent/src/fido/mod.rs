@@ -8,6 +8,7 @@
 //! used.
 
 pub mod attestation;
+pub(crate) mod ids;
 pub mod key;
 pub mod pin;
 pub mod verify;

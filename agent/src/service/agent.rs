@@ -17,6 +17,7 @@ use crate::audit::AuditLog;
 use crate::caller::Caller;
 use crate::clock::Clock;
 use crate::config::{Config, OnAuditFailure};
+use crate::fido::ids::{format_aaguid, short_id};
 use crate::fido::key::SecurityKey;
 use crate::fido::pin::{PinEntry, Pinentry};
 use crate::notify::Notifier;
@@ -520,21 +521,4 @@ pub(crate) fn enrolled_reply(e: &crate::vault::Enrolment) -> EnrolledReply {
         key_name: e.key_name.clone(),
         backup: None,
     }
-}
-
-/// The first 8 bytes of a credential id, hex: how keys are named to people.
-pub(crate) fn short_id(id: &[u8]) -> String {
-    hex::encode(&id[..id.len().min(8)])
-}
-
-pub(crate) fn format_aaguid(a: &[u8; 16]) -> String {
-    let h = hex::encode(a);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }

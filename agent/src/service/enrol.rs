@@ -17,13 +17,14 @@ use zeroize::Zeroizing;
 use crate::audit::{Approved, ChallengeInputs, Record, TouchEvidence};
 use crate::caller::Caller;
 use crate::fido::attestation;
+use crate::fido::ids::{format_aaguid, short_id};
 use crate::fido::key::{
     Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
     RP_ID,
 };
 use crate::fido::pin::PinContext;
 use crate::fido::verify::{self, Expected, VerifyError};
-use crate::service::agent::{enrolled_reply, format_aaguid, short_id, Agent, Progress};
+use crate::service::agent::{enrolled_reply, Agent, Progress};
 use crate::service::ceremony::{self, Waiters};
 use crate::upstream::UpstreamCredential;
 use crate::vault::{Dek, Enrolment, VaultFile};
