@@ -34,3 +34,4 @@ pub mod vault;
 pub use daemon::server;
 pub use fido::{attestation, key, pin, verify};
 pub use service::agent::{Agent, StatePaths};
+pub use service::error::AgentError;

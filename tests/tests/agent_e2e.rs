@@ -445,7 +445,8 @@ async fn a_shared_touch_is_cancelled_only_when_every_waiter_is_gone() {
             tokio::spawn(async move { a.get_token(&Caller::default(), None, vec![], tx).await });
         (t, rx)
     };
-    type Asked = tokio::task::JoinHandle<Result<touchgate::TokenReply, touchgate::ErrorReply>>;
+    type Asked =
+        tokio::task::JoinHandle<Result<touchgate::TokenReply, touchgate_agent::AgentError>>;
     let ended = |t: Asked| {
         let touch = touch.clone();
         async move {

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc::UnboundedSender;
 use touchgate::sync::{MutexExt, RwLockExt};
 use touchgate::{
-    EnrolledReply, ErrorCode, ErrorReply, ProfileInfo, Request, Response, SecurityWarning,
-    StatusReply,
+    EnrolledReply, ErrorCode, ProfileInfo, Request, Response, SecurityWarning, StatusReply,
 };
 
 use crate::audit::AuditLog;
@@ -21,6 +20,7 @@ use crate::fido::ids::{format_aaguid, short_id};
 use crate::fido::key::SecurityKey;
 use crate::fido::pin::{PinEntry, Pinentry};
 use crate::notify::Notifier;
+use crate::service::error::AgentError;
 use crate::service::issue::Flight;
 use crate::service::session::{CacheKey, Sessions};
 use crate::upstream::Upstream;
@@ -85,7 +85,7 @@ impl Agent {
         upstream: Arc<dyn Upstream>,
         clock: Arc<dyn Clock>,
         paths: StatePaths,
-    ) -> Result<Arc<Agent>, ErrorReply> {
+    ) -> Result<Arc<Agent>, AgentError> {
         let pin_entry = Arc::new(Pinentry {
             program: config.key.pinentry.clone(),
         });
@@ -99,12 +99,12 @@ impl Agent {
         clock: Arc<dyn Clock>,
         paths: StatePaths,
         pin_entry: Arc<dyn PinEntry>,
-    ) -> Result<Arc<Agent>, ErrorReply> {
+    ) -> Result<Arc<Agent>, AgentError> {
         let started = clock.now();
         let vault = VaultFile::load(&paths.vault)
-            .map_err(|e| ErrorReply::new(ErrorCode::Vault, e.to_string()))?;
+            .map_err(|e| AgentError::new(ErrorCode::Vault, e.to_string()))?;
         let audit = AuditLog::open(&paths.audit).map_err(|e| {
-            ErrorReply::new(
+            AgentError::new(
                 ErrorCode::Internal,
                 format!("cannot read the audit log {}: {e}", paths.audit.display()),
             )
@@ -147,9 +147,9 @@ impl Agent {
     /// `[notify]` take effect at once; `[key]` and `[google]` at the next start.
     /// Changed profiles drop cached tokens and approval windows (a tighter rule
     /// must not be bypassed by a window the old one opened).
-    pub fn reload(&self) -> Result<Vec<String>, ErrorReply> {
+    pub fn reload(&self) -> Result<Vec<String>, AgentError> {
         let path = self.config_path.locked().clone().ok_or_else(|| {
-            ErrorReply::new(
+            AgentError::new(
                 ErrorCode::Config,
                 "this agent was started without a config file path: nothing to reload",
             )
@@ -158,7 +158,7 @@ impl Agent {
         self.audit.flush_reuse();
         let refused = |msg: String| {
             tracing::warn!("reload refused, the running config stays: {msg}");
-            ErrorReply::new(
+            AgentError::new(
                 ErrorCode::Config,
                 format!("{msg} (the agent keeps its running config)"),
             )
@@ -287,7 +287,7 @@ impl Agent {
                 .await
                 .map(|credential| Response::KeyTrusted { credential }),
         };
-        res.unwrap_or_else(Response::Error)
+        res.unwrap_or_else(|e| Response::Error(e.into()))
     }
 
     pub async fn status(&self) -> StatusReply {
@@ -332,7 +332,7 @@ impl Agent {
     /// Make `r` durable before going on. When it cannot be, the caller gets a
     /// one-line error naming the file and the OS error — unless
     /// `audit.on_failure = "allow"`, which issues anyway (logged).
-    pub(crate) async fn record(&self, r: crate::audit::Record) -> Result<(), ErrorReply> {
+    pub(crate) async fn record(&self, r: crate::audit::Record) -> Result<(), AgentError> {
         match self.audit.commit(r).await {
             Ok(()) => Ok(()),
             Err(e) if self.config().audit.on_failure == OnAuditFailure::Allow => {
@@ -385,10 +385,10 @@ impl Agent {
     }
 
     /// The error every token request gets while locked.
-    pub(crate) fn check_unlocked(&self) -> Result<(), ErrorReply> {
+    pub(crate) fn check_unlocked(&self) -> Result<(), AgentError> {
         match &*self.locked.locked() {
             None => Ok(()),
-            Some(why) => Err(ErrorReply::new(
+            Some(why) => Err(AgentError::new(
                 ErrorCode::Locked,
                 format!("the agent is locked ({why}): run touchgate unlock and touch your key"),
             )),
@@ -397,14 +397,14 @@ impl Agent {
 
     /// The lock count, to hand to [`Agent::still_unlocked`] after a touch or a mint.
     /// Noted before checking that the agent is unlocked.
-    pub(crate) fn lock_count(&self) -> Result<u64, ErrorReply> {
+    pub(crate) fn lock_count(&self) -> Result<u64, AgentError> {
         let n = *self.locks.borrow();
         self.check_unlocked()?;
         Ok(n)
     }
 
     /// Whether nothing locked the agent since [`Agent::lock_count`] said `since`.
-    pub(crate) fn still_unlocked(&self, since: u64) -> Result<(), ErrorReply> {
+    pub(crate) fn still_unlocked(&self, since: u64) -> Result<(), AgentError> {
         self.check_unlocked()?;
         if *self.locks.borrow() != since {
             return Err(locked_meanwhile());
@@ -414,7 +414,7 @@ impl Agent {
 
     /// Resolves once the agent is locked after [`Agent::lock_count`] said
     /// `since`, with the error for the caller.
-    pub(crate) async fn locked_since(&self, since: u64) -> ErrorReply {
+    pub(crate) async fn locked_since(&self, since: u64) -> AgentError {
         let mut rx = self.locks.subscribe();
         // The sender lives as long as `self`: it cannot close while we borrow it.
         let _ = rx.wait_for(|n| *n != since).await;
@@ -500,15 +500,15 @@ impl Agent {
 }
 
 /// The error a caller gets when its record cannot be made durable.
-fn audit_refusal(e: &crate::audit::AuditFailure) -> ErrorReply {
-    ErrorReply::new(
+fn audit_refusal(e: &crate::audit::AuditFailure) -> AgentError {
+    AgentError::new(
         ErrorCode::Internal,
         format!("{e}: nothing is issued that the audit log does not hold; make the file writable or free space, or set on_failure = \"allow\" in [audit] to issue anyway"),
     )
 }
 
-fn locked_meanwhile() -> ErrorReply {
-    ErrorReply::new(
+fn locked_meanwhile() -> AgentError {
+    AgentError::new(
         ErrorCode::Locked,
         "the agent was locked while this token was being made, so it was not handed out: run the command again",
     )

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use touchgate::sync::MutexExt;
-use touchgate::{ErrorCode, ErrorReply, Secret, TokenReply};
+use touchgate::{ErrorCode, Secret, TokenReply};
 
 use crate::audit::{Approved, Record, TouchEvidence};
 use crate::caller::Caller;
@@ -21,10 +21,11 @@ use crate::policy::subject::Subject;
 use crate::policy::{self, Approval, Decision};
 use crate::service::agent::{Agent, Progress};
 use crate::service::ceremony::Waiters;
+use crate::service::error::AgentError;
 use crate::service::session::{CacheKey, CachedToken};
 use crate::upstream::{BoxFuture, MintRequest, UpstreamError};
 
-type Outcome = Option<Result<TokenReply, ErrorReply>>;
+type Outcome = Option<Result<TokenReply, AgentError>>;
 
 /// One issuance in progress, shared by every caller that asks for the same
 /// thing meanwhile: each subscribes ([`Flight::join`]). Its touch is cancelled
@@ -60,7 +61,7 @@ impl Agent {
         profile: Option<String>,
         scopes: Vec<String>,
         progress: Progress,
-    ) -> Result<TokenReply, ErrorReply> {
+    ) -> Result<TokenReply, AgentError> {
         self.check_unlocked()?;
         self.touch_last_use();
         let (name, profile) = self.resolve_profile(profile)?;
@@ -94,7 +95,7 @@ impl Agent {
                         ..Default::default()
                     })
                     .await;
-                return Err(ErrorReply::new(ErrorCode::PolicyRefused, reason));
+                return Err(AgentError::new(ErrorCode::PolicyRefused, reason));
             }
         };
         let key = CacheKey::new(&window, &name, &scopes);
@@ -118,25 +119,25 @@ impl Agent {
             tokio::select! {
                 r = flight.result.changed() => if r.is_err() {
                     // The flight ended without a result (it panicked): a bug.
-                    return Err(ErrorReply::new(ErrorCode::Internal, "token issuance stopped unexpectedly; see the agent's log"));
+                    return Err(AgentError::new(ErrorCode::Internal, "token issuance stopped unexpectedly; see the agent's log"));
                 },
                 _ = flight.touch.changed(), if !told => {}
                 // The client hung up: leave the flight (the last to leave cancels its touch).
                 () = progress.closed() => {
                     self.leave_flight(&key, flight);
-                    return Err(ErrorReply::new(ErrorCode::Key, "the client hung up before its token was issued"));
+                    return Err(AgentError::new(ErrorCode::Key, "the client hung up before its token was issued"));
                 }
             }
         }
     }
 
-    fn resolve_profile(&self, asked: Option<String>) -> Result<(String, Profile), ErrorReply> {
+    fn resolve_profile(&self, asked: Option<String>) -> Result<(String, Profile), AgentError> {
         let config = self.config();
         let names = || config.profile_names().join(", ");
         let name = match asked {
             Some(n) => n,
             None => config.default_profile_name().map(str::to_owned).ok_or_else(|| {
-                ErrorReply::new(
+                AgentError::new(
                     ErrorCode::UnknownProfile,
                     format!("no profile named and no default_profile in the config: pass --profile (one of: {})", names()),
                 )
@@ -144,7 +145,7 @@ impl Agent {
         };
         match config.profiles.get(&name) {
             Some(p) => Ok((name, p.clone())),
-            None => Err(ErrorReply::new(
+            None => Err(AgentError::new(
                 ErrorCode::UnknownProfile,
                 format!(
                     "unknown profile {}: use one of {} (see touchgate profiles)",
@@ -291,7 +292,7 @@ impl Agent {
         key: &CacheKey,
         flight: &Arc<Flight>,
         touch: &mut Option<TouchEvidence>,
-    ) -> Result<TokenReply, ErrorReply> {
+    ) -> Result<TokenReply, AgentError> {
         let locks = self.lock_count()?;
         if let Some(t) = self.cached_recorded(key) {
             self.note_reuse(caller, profile, key, &t);
@@ -373,7 +374,7 @@ impl Agent {
             .checked_add(margin)
             .is_none_or(|m| minted.expires_at <= m)
         {
-            return Err(ErrorReply::new(
+            return Err(AgentError::new(
                 ErrorCode::Upstream,
                 format!(
                     "Google issued a token for profile \"{name}\" that expires in {}s, inside agent.expiry_margin ({}): lower expiry_margin or raise the profile's lifetime",
@@ -438,13 +439,13 @@ impl Agent {
         caller: &Caller,
         name: &str,
         profile: &Profile,
-        r: &Result<TokenReply, ErrorReply>,
+        r: &Result<TokenReply, AgentError>,
         touched: bool,
     ) {
         let kind = match r {
             Ok(_) if touched => Kind::Issued,
-            Err(e) if e.code == ErrorCode::TouchDenied => Kind::Denied,
-            Err(e) if e.code == ErrorCode::TouchTimeout => Kind::TimedOut,
+            Err(e) if e.code() == ErrorCode::TouchDenied => Kind::Denied,
+            Err(e) if e.code() == ErrorCode::TouchTimeout => Kind::TimedOut,
             _ => return,
         };
         self.notify(&Notification::outcome(
@@ -464,11 +465,11 @@ impl Agent {
         name: &str,
         profile: &Profile,
         key: &CacheKey,
-        r: &Result<TokenReply, ErrorReply>,
+        r: &Result<TokenReply, AgentError>,
         touch: Option<TouchEvidence>,
     ) {
         let Err(e) = r else { return };
-        let event = match e.code {
+        let event = match e.code() {
             ErrorCode::TouchDenied => "denied",
             ErrorCode::TouchTimeout => "timed-out",
             _ => "failed",
@@ -479,7 +480,7 @@ impl Agent {
                 time: self.clock.unix_now(),
                 event: event.into(),
                 touch,
-                reason: Some(e.message.clone()),
+                reason: Some(e.message().to_string()),
                 ..approved(caller, name, profile, key).record()
             })
             .await;
@@ -498,6 +499,6 @@ fn approved(caller: &Caller, name: &str, profile: &Profile, key: &CacheKey) -> A
     }
 }
 
-fn upstream_error(e: UpstreamError) -> ErrorReply {
-    ErrorReply::new(ErrorCode::Upstream, e.to_string())
+fn upstream_error(e: UpstreamError) -> AgentError {
+    AgentError::new(ErrorCode::Upstream, e.to_string())
 }

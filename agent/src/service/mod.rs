@@ -10,5 +10,6 @@
 pub mod agent;
 pub mod ceremony;
 pub mod enrol;
+pub mod error;
 pub mod issue;
 pub mod session;
