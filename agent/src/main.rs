@@ -531,7 +531,7 @@ fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
         }
     };
     let decision = decide(&name, p, &who, &scopes);
-    let code = if matches!(decision, Decision::Allow { .. }) {
+    let code = if matches!(decision, Decision::Allow(_)) {
         Exit::Ok
     } else {
         Exit::PolicyRefused
@@ -555,8 +555,8 @@ fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
         return code.into();
     }
     match decision {
-        Decision::Allow { rule, window } => {
-            let window = window.replace('\u{0}', " for ");
+        Decision::Allow(grant) => {
+            let (rule, window) = (grant.rule(), &grant.window);
             println!(
                 "allow: profile {name} for {who} (rule: {rule}; touch: {}; window: {window})",
                 p.touch
@@ -602,9 +602,7 @@ impl PolicyCheckJson {
     ) -> Self {
         use touchgate_agent::policy::Decision;
         let (decision, rule, window, reason) = match decision {
-            Decision::Allow { rule, window } => {
-                ("allow", rule, Some(window.replace('\u{0}', " for ")), None)
-            }
+            Decision::Allow(grant) => ("allow", grant.rule(), Some(grant.window.to_string()), None),
             Decision::Refuse { rule, reason } => ("refuse", rule, None, Some(reason)),
         };
         PolicyCheckJson {

@@ -15,14 +15,14 @@ use crate::audit::{Approved, Record, TouchEvidence};
 use crate::caller::Caller;
 use crate::clock::unix;
 use crate::config::UserVerification;
-use crate::config::{format_duration, Profile, TouchRule};
+use crate::config::{format_duration, Config, Profile, TouchRule};
 use crate::notify::{Kind, Notification};
 use crate::policy::subject::Subject;
-use crate::policy::{self, Approval, Decision};
+use crate::policy::{self, Approval, Decision, Terms};
 use crate::service::agent::{Agent, Progress};
 use crate::service::ceremony::Waiters;
 use crate::service::error::AgentError;
-use crate::service::session::{CacheKey, CachedToken};
+use crate::service::session::{scope_set, CacheKey, CachedToken};
 use crate::upstream::{BoxFuture, MintRequest, UpstreamError};
 
 type Outcome = Option<Result<TokenReply, AgentError>>;
@@ -42,6 +42,16 @@ struct Joined {
     result: watch::Receiver<Outcome>,
     touch: watch::Receiver<Option<String>>,
     flight: Arc<Flight>,
+}
+
+/// What one flight issues, owned by its task: who asked, for which profile,
+/// on which terms, under which key.
+struct Ask {
+    caller: Caller,
+    name: String,
+    profile: Profile,
+    terms: Terms,
+    key: CacheKey,
 }
 
 impl Flight {
@@ -64,21 +74,25 @@ impl Agent {
     ) -> Result<TokenReply, AgentError> {
         self.check_unlocked()?;
         self.touch_last_use();
-        let (name, profile) = self.resolve_profile(profile)?;
-        let scopes = if scopes.is_empty() {
-            profile.scopes.clone()
+        // A window hit allocates nothing beyond its reply: the profile and the
+        // grant are borrowed from the config, the window and scopes looked up
+        // as they are.
+        let config = self.config();
+        let (name, profile) = resolve_profile(&config, profile.as_deref())?;
+        let scopes: &[String] = if scopes.is_empty() {
+            &profile.scopes
         } else {
-            scopes
+            &scopes
         };
         // Who the caller is (a read of /proc) only matters to caller rules: a
         // profile without them answers a window hit with no file system call.
-        let who = if policy::looks_at_caller(&profile) {
+        let who = if policy::looks_at_caller(profile) {
             caller.policy_subject()
         } else {
             Subject::default()
         };
-        let window = match policy::decide(&name, &profile, &who, &scopes) {
-            Decision::Allow { window, .. } => window,
+        let grant = match policy::decide(name, profile, &who, scopes) {
+            Decision::Allow(grant) => grant,
             Decision::Refuse { rule, reason } => {
                 tracing::warn!(%caller, profile = %name, %rule, "refused by policy");
                 // A refusal either way; the writer logs a record it could not write.
@@ -88,9 +102,9 @@ impl Agent {
                         time: self.clock.unix_now(),
                         event: "refused".into(),
                         caller: Some(caller.into()),
-                        profile: Some(name.clone()),
+                        profile: Some(name.to_owned()),
                         service_account: profile.service_account.clone(),
-                        scopes: scopes.clone(),
+                        scopes: scopes.to_vec(),
                         reason: Some(reason.clone()),
                         ..Default::default()
                     })
@@ -98,13 +112,15 @@ impl Agent {
                 return Err(AgentError::new(ErrorCode::PolicyRefused, reason));
             }
         };
-        let key = CacheKey::new(&window, &name, &scopes);
-        if let Some(t) = self.cached_recorded(&key) {
+        let window = grant.window.text();
+        let scopes = scope_set(scopes);
+        if let Some(t) = self.cached_recorded(&window, name, &scopes) {
             tracing::trace!(%caller, profile = %name, "token from the approval window, no touch");
-            self.note_reuse(caller, &profile, &key, &t);
+            self.note_reuse(caller, profile, &window, &t);
             return Ok(t);
         }
-        let mut flight = self.join_flight(caller, &name, &profile, &key);
+        let key = CacheKey::new(&window, name, &scopes);
+        let mut flight = self.join_flight(caller, name, profile, grant.terms, &key);
         let mut told = false;
         loop {
             if let Some(r) = flight.result.borrow_and_update().clone() {
@@ -131,67 +147,39 @@ impl Agent {
         }
     }
 
-    fn resolve_profile(&self, asked: Option<String>) -> Result<(String, Profile), AgentError> {
-        let config = self.config();
-        let names = || config.profile_names().join(", ");
-        let name = match asked {
-            Some(n) => n,
-            None => config.default_profile_name().map(str::to_owned).ok_or_else(|| {
-                AgentError::new(
-                    ErrorCode::UnknownProfile,
-                    format!("no profile named and no default_profile in the config: pass --profile (one of: {})", names()),
-                )
-            })?,
-        };
-        match config.profiles.get(&name) {
-            Some(p) => Ok((name, p.clone())),
-            None => Err(AgentError::new(
-                ErrorCode::UnknownProfile,
-                format!(
-                    "unknown profile {}: use one of {} (see touchgate profiles)",
-                    touchgate::quote(&name),
-                    names()
-                ),
-            )),
-        }
-    }
-
     /// A cached token, while the audit log takes records (a window hit is
     /// recorded, in memory first, so it needs a log that writes).
-    fn cached_recorded(&self, key: &CacheKey) -> Option<TokenReply> {
+    fn cached_recorded(&self, window: &str, name: &str, scopes: &[String]) -> Option<TokenReply> {
         if !self.may_reuse() {
             return None;
         }
-        self.cached(key)
+        self.cached(window, name, scopes)
     }
 
     /// Count a window hit for the audit log: no file system call (see [`crate::audit::AuditLog::reused`]).
-    fn note_reuse(&self, caller: &Caller, profile: &Profile, key: &CacheKey, t: &TokenReply) {
-        let k =
-            crate::audit::reuse_key(caller, &key.window, &key.profile, &key.scopes, t.expires_at);
+    fn note_reuse(&self, caller: &Caller, profile: &Profile, window: &str, t: &TokenReply) {
+        let k = crate::audit::reuse_key(caller, window, &t.profile, &t.scopes, t.expires_at);
         self.audit.reused(k, self.clock.unix_now(), || Record {
             event: "reused".into(),
             caller: Some(caller.into()),
-            profile: Some(key.profile.clone()),
+            profile: Some(t.profile.clone()),
             service_account: profile.service_account.clone(),
-            scopes: key.scopes.clone(),
+            scopes: t.scopes.clone(),
             token: Some(t.access_token.fingerprint()),
             expires_at: Some(t.expires_at),
             ..Default::default()
         });
     }
 
-    fn cached(&self, key: &CacheKey) -> Option<TokenReply> {
+    fn cached(&self, window: &str, name: &str, scopes: &[String]) -> Option<TokenReply> {
         let now = self.clock.now();
-        let t = self
-            .sessions
-            .locked()
-            .token(key, now, self.config().agent.expiry_margin)?;
+        let margin = self.config().agent.expiry_margin;
+        let t = self.sessions.locked().token(window, scopes, now, margin)?;
         Some(TokenReply {
             access_token: t.token,
             expires_at: unix(t.expires_at),
-            profile: key.profile.clone(),
-            scopes: key.scopes.clone(),
+            profile: name.to_owned(),
+            scopes: scopes.to_vec(),
             from_cache: true,
         })
     }
@@ -201,6 +189,7 @@ impl Agent {
         caller: &Caller,
         name: &str,
         profile: &Profile,
+        terms: Terms,
         key: &CacheKey,
     ) -> Joined {
         let mut inflight = self.inflight.locked();
@@ -214,22 +203,28 @@ impl Agent {
         let joined = flight.join();
         inflight.insert(key.clone(), flight.clone());
         let this = self.clone();
-        let (caller, name, profile, key) = (
-            caller.clone(),
-            name.to_owned(),
-            profile.clone(),
-            key.clone(),
-        );
+        let ask = Ask {
+            caller: caller.clone(),
+            name: name.to_owned(),
+            profile: profile.clone(),
+            terms,
+            key: key.clone(),
+        };
         // The flight runs on its own task: a caller that hangs up does not cancel it for the others.
         tokio::spawn(async move {
             let mut touch = None;
-            let r = this
-                .issue(&caller, &name, &profile, &key, &flight, &mut touch)
+            let r = this.issue(&ask, &flight, &mut touch).await;
+            let Ask {
+                caller,
+                name,
+                profile,
+                key,
+                ..
+            } = &ask;
+            this.notify_outcome(caller, name, profile, &r, touch.is_some());
+            this.audit_failure(caller, name, profile, key, &r, touch)
                 .await;
-            this.notify_outcome(&caller, &name, &profile, &r, touch.is_some());
-            this.audit_failure(&caller, &name, &profile, &key, &r, touch)
-                .await;
-            this.leave_inflight(&key, &flight);
+            this.leave_inflight(key, &flight);
             flight.result.send_replace(Some(r));
         });
         joined
@@ -286,16 +281,20 @@ impl Agent {
 
     async fn issue(
         self: &Arc<Self>,
-        caller: &Caller,
-        name: &str,
-        profile: &Profile,
-        key: &CacheKey,
+        ask: &Ask,
         flight: &Arc<Flight>,
         touch: &mut Option<TouchEvidence>,
     ) -> Result<TokenReply, AgentError> {
+        let Ask {
+            caller,
+            name,
+            profile,
+            terms,
+            key,
+        } = ask;
         let locks = self.lock_count()?;
-        if let Some(t) = self.cached_recorded(key) {
-            self.note_reuse(caller, profile, key, &t);
+        if let Some(t) = self.cached_recorded(&key.window, name, &key.scopes) {
+            self.note_reuse(caller, profile, &key.window, &t);
             return Ok(t);
         }
         let started = self.clock.now();
@@ -328,7 +327,7 @@ impl Agent {
                         &profile.credential,
                         &approved,
                         &hint,
-                        profile.user_verification == UserVerification::Required,
+                        terms.user_verification == UserVerification::Required,
                         prompt,
                         &notify,
                     )
@@ -341,12 +340,12 @@ impl Agent {
                     // Locked while the touch was pending: no window, nothing minted.
                     let mut sessions = self.sessions.locked();
                     self.still_unlocked(locks)?;
-                    if let TouchRule::Window(w) = profile.touch {
+                    if let TouchRule::Window(w) = terms.touch {
                         sessions.open_window(
                             &key.window,
                             self.clock.now(),
                             w,
-                            profile.max_tokens_per_window,
+                            terms.max_tokens,
                             cred.clone(),
                         );
                     }
@@ -357,7 +356,7 @@ impl Agent {
         let req = MintRequest {
             scopes: key.scopes.clone(),
             impersonate: profile.service_account.clone(),
-            lifetime: profile.lifetime,
+            lifetime: terms.lifetime,
             delegates: profile.delegates.clone(),
             quota_project: profile.quota_project.clone(),
         };
@@ -418,7 +417,6 @@ impl Agent {
                 CachedToken {
                     token: minted.access_token.clone(),
                     expires_at: minted.expires_at,
-                    principal: minted.principal.clone(),
                 },
             );
         }
@@ -484,6 +482,34 @@ impl Agent {
                 ..approved(caller, name, profile, key).record()
             })
             .await;
+    }
+}
+
+/// The profile asked for (or the default one), borrowed from `config`.
+fn resolve_profile<'a>(
+    config: &'a Config,
+    asked: Option<&'a str>,
+) -> Result<(&'a str, &'a Profile), AgentError> {
+    let names = || config.profile_names().join(", ");
+    let name = match asked {
+        Some(n) => n,
+        None => config.default_profile_name().ok_or_else(|| {
+            AgentError::new(
+                ErrorCode::UnknownProfile,
+                format!("no profile named and no default_profile in the config: pass --profile (one of: {})", names()),
+            )
+        })?,
+    };
+    match config.profiles.get(name) {
+        Some(p) => Ok((name, p)),
+        None => Err(AgentError::new(
+            ErrorCode::UnknownProfile,
+            format!(
+                "unknown profile {}: use one of {} (see touchgate profiles)",
+                touchgate::quote(name),
+                names()
+            ),
+        )),
     }
 }
 
