@@ -22,6 +22,7 @@ use crate::fido::pin::{PinEntry, Pinentry};
 use crate::notify::Notifier;
 use crate::service::error::AgentError;
 use crate::service::issue::Flight;
+use crate::service::lock::LockState;
 use crate::service::session::{CacheKey, Sessions};
 use crate::upstream::Upstream;
 use crate::vault::VaultFile;
@@ -62,17 +63,8 @@ pub struct Agent {
     pub(crate) mints: AtomicU64,
     pub(crate) pin_entry: Arc<dyn PinEntry>,
     pub(crate) audit: AuditLog,
-    /// Why the agent is locked, when it is.
-    pub(crate) locked: Mutex<Option<String>>,
-    /// How many times the agent was locked. An issuance notes it before its
-    /// touch and mint and hands out (or caches) nothing if it moved meanwhile,
-    /// even when the agent was unlocked again since; a lock also ends a pending
-    /// mint at once.
-    pub(crate) locks: tokio::sync::watch::Sender<u64>,
-    /// When a client last asked for a token (for the idle lock).
-    pub(crate) last_use: Mutex<std::time::SystemTime>,
-    /// Whether the key was seen plugged in at the last check.
-    pub(crate) key_was_present: std::sync::atomic::AtomicBool,
+    /// Locked or not, and why; the lock count an issuance checks against.
+    pub(crate) lock_state: LockState,
     /// Desktop notifications (never waited for).
     pub(crate) notifier: Mutex<Arc<dyn Notifier>>,
 }
@@ -125,10 +117,7 @@ impl Agent {
             mints: AtomicU64::new(0),
             pin_entry,
             audit,
-            locked: Mutex::new(None),
-            locks: tokio::sync::watch::Sender::new(0),
-            last_use: Mutex::new(started),
-            key_was_present: std::sync::atomic::AtomicBool::new(false),
+            lock_state: LockState::new(started),
         }))
     }
 
@@ -293,7 +282,7 @@ impl Agent {
     pub async fn status(&self) -> StatusReply {
         self.check_idle();
         self.check_key();
-        let locked = self.locked.locked().clone();
+        let locked = self.lock_state.reason();
         let vault = self.vault.lock().await;
         StatusReply {
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -357,10 +346,7 @@ impl Agent {
     /// Lock: drop every cached token, approval window and unsealed credential,
     /// cancel a pending touch, and refuse tokens until `unlock` (a touch).
     pub fn lock(&self, caller: &Caller, why: &str) -> u32 {
-        *self.locked.locked() = Some(why.to_owned());
-        // After `locked` is set: an issuance that noted the old count before
-        // checking `locked` sees one or the other.
-        self.locks.send_modify(|n| *n += 1);
+        self.lock_state.lock(why);
         let n = self.sessions.locked().lock();
         self.key.cancel();
         // Queued behind the window hits counted so far; `Request::Lock` waits for it.
@@ -386,44 +372,12 @@ impl Agent {
 
     /// The error every token request gets while locked.
     pub(crate) fn check_unlocked(&self) -> Result<(), AgentError> {
-        match &*self.locked.locked() {
-            None => Ok(()),
-            Some(why) => Err(AgentError::new(
-                ErrorCode::Locked,
-                format!("the agent is locked ({why}): run touchgate unlock and touch your key"),
-            )),
-        }
-    }
-
-    /// The lock count, to hand to [`Agent::still_unlocked`] after a touch or a mint.
-    /// Noted before checking that the agent is unlocked.
-    pub(crate) fn lock_count(&self) -> Result<u64, AgentError> {
-        let n = *self.locks.borrow();
-        self.check_unlocked()?;
-        Ok(n)
-    }
-
-    /// Whether nothing locked the agent since [`Agent::lock_count`] said `since`.
-    pub(crate) fn still_unlocked(&self, since: u64) -> Result<(), AgentError> {
-        self.check_unlocked()?;
-        if *self.locks.borrow() != since {
-            return Err(locked_meanwhile());
-        }
-        Ok(())
-    }
-
-    /// Resolves once the agent is locked after [`Agent::lock_count`] said
-    /// `since`, with the error for the caller.
-    pub(crate) async fn locked_since(&self, since: u64) -> AgentError {
-        let mut rx = self.locks.subscribe();
-        // The sender lives as long as `self`: it cannot close while we borrow it.
-        let _ = rx.wait_for(|n| *n != since).await;
-        self.check_unlocked().err().unwrap_or_else(locked_meanwhile)
+        self.lock_state.check()
     }
 
     /// Note a token request (for the idle lock).
     pub(crate) fn touch_last_use(&self) {
-        *self.last_use.locked() = self.clock.now();
+        self.lock_state.note_use(self.clock.now());
     }
 
     /// Lock if no token was asked for during `agent.idle_lock`.
@@ -431,10 +385,10 @@ impl Agent {
         let Some(idle) = self.config().agent.idle_lock else {
             return;
         };
-        if self.locked.locked().is_some() {
+        if self.lock_state.is_locked() {
             return;
         }
-        let since = *self.last_use.locked();
+        let since = self.lock_state.last_use();
         if self.clock.now().duration_since(since).unwrap_or_default() >= idle {
             self.lock(
                 &Caller::default(),
@@ -451,8 +405,7 @@ impl Agent {
         let Some(now) = self.key.present() else {
             return;
         };
-        let before = self.key_was_present.swap(now, Ordering::SeqCst);
-        if before && !now && self.locked.locked().is_none() {
+        if self.lock_state.key_removed(now) && !self.lock_state.is_locked() {
             self.lock(&Caller::default(), "security key removed");
         }
     }
@@ -504,13 +457,6 @@ fn audit_refusal(e: &crate::audit::AuditFailure) -> AgentError {
     AgentError::new(
         ErrorCode::Internal,
         format!("{e}: nothing is issued that the audit log does not hold; make the file writable or free space, or set on_failure = \"allow\" in [audit] to issue anyway"),
-    )
-}
-
-fn locked_meanwhile() -> AgentError {
-    AgentError::new(
-        ErrorCode::Locked,
-        "the agent was locked while this token was being made, so it was not handed out: run the command again",
     )
 }
 

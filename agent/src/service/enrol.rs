@@ -385,7 +385,7 @@ impl Agent {
         hint: &CallerHint,
         progress: Progress,
     ) -> Result<(), AgentError> {
-        if self.locked.locked().is_none() {
+        if !self.lock_state.is_locked() {
             return Ok(());
         }
         let mut vault = self.vault.lock().await;
@@ -413,7 +413,7 @@ impl Agent {
             ..Default::default()
         })
         .await?;
-        *self.locked.locked() = None;
+        self.lock_state.unlock();
         self.touch_last_use();
         tracing::info!(%caller, "unlocked");
         Ok(())

@@ -292,7 +292,7 @@ impl Agent {
             terms,
             key,
         } = ask;
-        let locks = self.lock_count()?;
+        let locks = self.lock_state.count()?;
         if let Some(t) = self.cached_recorded(&key.window, name, &key.scopes) {
             self.note_reuse(caller, profile, &key.window, &t);
             return Ok(t);
@@ -333,13 +333,13 @@ impl Agent {
                     )
                     .await
                     // Locked meanwhile (the lock cancelled the touch): say so.
-                    .map_err(|e| self.still_unlocked(locks).err().unwrap_or(e))?;
+                    .map_err(|e| self.lock_state.still_unlocked(locks).err().unwrap_or(e))?;
                 *touch = Some(evidence);
                 let cred = Arc::new(cred);
                 {
                     // Locked while the touch was pending: no window, nothing minted.
                     let mut sessions = self.sessions.locked();
-                    self.still_unlocked(locks)?;
+                    self.lock_state.still_unlocked(locks)?;
                     if let TouchRule::Window(w) = terms.touch {
                         sessions.open_window(
                             &key.window,
@@ -363,7 +363,7 @@ impl Agent {
         // A lock ends the mint at once; whatever it would have brought is dropped.
         let minted = tokio::select! {
             m = self.upstream.mint(&credential, &req) => m.map_err(upstream_error)?,
-            e = self.locked_since(locks) => return Err(e),
+            e = self.lock_state.locked_since(locks) => return Err(e),
         };
         drop(credential);
         self.mints.fetch_add(1, Ordering::Relaxed);
@@ -406,7 +406,7 @@ impl Agent {
             // Under the session lock, as `lock` drops windows and tokens under it:
             // a lock from here on drops what is stored now, and one before is seen.
             let mut sessions = self.sessions.locked();
-            if let Err(e) = self.still_unlocked(locks) {
+            if let Err(e) = self.lock_state.still_unlocked(locks) {
                 // Its touch is in the issued record already: not in a second one.
                 touch.take();
                 return Err(e);

@@ -12,4 +12,5 @@ pub mod ceremony;
 pub mod enrol;
 pub mod error;
 pub mod issue;
+pub(crate) mod lock;
 pub mod session;
