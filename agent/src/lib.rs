@@ -9,8 +9,10 @@
 //!
 //! - [`daemon`] — the process: socket, admission, activation, hardening,
 //!   session lock, assembly from config.
-//! - [`service`] — the answers to requests: [`Agent`], token issuance, key
-//!   ceremonies, approval windows and the token cache.
+//! - `service` (private) — the answers to requests: [`Agent`] dispatches
+//!   each one to issuance, the key ceremonies, the lock, approval windows and
+//!   the token cache; every failure is an [`AgentError`], made a wire reply
+//!   at one point.
 //! - leaves: [`policy`] (who may have which token, whose window a touch
 //!   opens), `fido` (the security key and checking its answers; re-exported
 //!   as [`key`], [`verify`], [`attestation`]), [`vault`] (sealed upstream
@@ -26,7 +28,7 @@ pub mod daemon;
 mod fido;
 pub mod notify;
 pub mod policy;
-pub mod service;
+mod service;
 pub mod state_dir;
 pub mod upstream;
 pub mod vault;

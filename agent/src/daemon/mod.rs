@@ -4,7 +4,7 @@
 //! machine sleeps, and assembling a real agent from config.
 //!
 //! Invariant: arrows point down from here. The daemon calls into
-//! [`crate::service`]; nothing below imports the daemon.
+//! the service (`crate::service`); nothing below imports the daemon.
 
 pub mod activation;
 pub mod admission;

@@ -60,25 +60,9 @@ impl Waiters {
 /// Run `op` on the key. `on_touch_needed` fires once if the key has not
 /// answered after [`TOUCH_SIGNAL_AFTER`]. After `timeout` the operation is
 /// cancelled on the key and the caller gets a `TouchTimeout` error; once
-/// `gone` resolves (the caller hung up) it is cancelled too.
-pub async fn run<T, F>(
-    key: Arc<dyn SecurityKey>,
-    timeout: Duration,
-    on_touch_needed: impl FnOnce(),
-    gone: impl Future<Output = ()>,
-    op: F,
-) -> Result<T, AgentError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn SecurityKey) -> Result<T, KeyError> + Send + 'static,
-{
-    run_raw(key, timeout, on_touch_needed, gone, op)
-        .await?
-        .map_err(key_error)
-}
-
-/// Like [`run`], but hands back the key's own error (so a caller can react to
-/// `PinRequired`); the outer error is the timeout, the caller gone or a crashed task.
+/// `gone` resolves (the caller hung up) it is cancelled too. Hands back the
+/// key's own error (so a caller can react to `PinRequired`); the outer error
+/// is the timeout, the caller gone or a crashed task.
 pub async fn run_raw<T, F>(
     key: Arc<dyn SecurityKey>,
     timeout: Duration,

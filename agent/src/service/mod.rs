@@ -8,9 +8,9 @@
 //! clock); none of those imports the service.
 
 pub mod agent;
-pub mod ceremony;
-pub mod enrol;
+mod ceremony;
+mod enrol;
 pub mod error;
-pub mod issue;
+mod issue;
 pub(crate) mod lock;
-pub mod session;
+mod session;
