@@ -67,9 +67,9 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<Agent>> {
     )?;
     agent.set_config_path(settings.config_path.clone());
     // The audit head also goes to the system journal, where one listens.
-    if let Some(sink) = crate::audit::journal::JournalSink::start(agent.audit.path()) {
-        crate::audit::HeadSink::durable(sink.as_ref(), &agent.audit.head());
-        agent.audit.add_sink(sink);
+    if let Some(sink) = crate::audit::journal::JournalSink::start(agent.audit().path()) {
+        crate::audit::HeadSink::durable(sink.as_ref(), &agent.audit().head());
+        agent.audit().add_sink(sink);
     }
     // Lock on session lock and sleep (logind); never waited for.
     crate::daemon::session_lock::spawn(&agent);

@@ -51,22 +51,22 @@ pub struct Agent {
     config: RwLock<Arc<Config>>,
     /// Where `reload` reads the config from (unset: no reload).
     config_path: Mutex<Option<PathBuf>>,
-    pub(crate) key: Arc<dyn SecurityKey>,
-    pub(crate) upstream: Arc<dyn Upstream>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) paths: StatePaths,
+    pub(super) key: Arc<dyn SecurityKey>,
+    pub(super) upstream: Arc<dyn Upstream>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) paths: StatePaths,
     /// The vault file as last saved. Held across a key ceremony so one touch runs at a time.
-    pub(crate) vault: tokio::sync::Mutex<VaultFile>,
-    pub(crate) sessions: Mutex<Sessions>,
-    pub(crate) inflight: Mutex<HashMap<CacheKey, Arc<Flight>>>,
-    pub(crate) touches: AtomicU64,
-    pub(crate) mints: AtomicU64,
-    pub(crate) pin_entry: Arc<dyn PinEntry>,
-    pub(crate) audit: AuditLog,
+    pub(super) vault: tokio::sync::Mutex<VaultFile>,
+    pub(super) sessions: Mutex<Sessions>,
+    pub(super) inflight: Mutex<HashMap<CacheKey, Arc<Flight>>>,
+    pub(super) touches: AtomicU64,
+    pub(super) mints: AtomicU64,
+    pub(super) pin_entry: Arc<dyn PinEntry>,
+    pub(super) audit: AuditLog,
     /// Locked or not, and why; the lock count an issuance checks against.
-    pub(crate) lock_state: LockState,
+    pub(super) lock_state: LockState,
     /// Desktop notifications (never waited for).
-    pub(crate) notifier: Mutex<Arc<dyn Notifier>>,
+    pub(super) notifier: Mutex<Arc<dyn Notifier>>,
 }
 
 impl Agent {
@@ -336,6 +336,11 @@ impl Agent {
     /// (or the config says to go on without).
     pub(crate) fn may_reuse(&self) -> bool {
         self.audit.healthy() || self.config().audit.on_failure == OnAuditFailure::Allow
+    }
+
+    /// The open audit log (the daemon adds the journal as a sink for its head).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// Write what the audit log holds pending and stop its writer (at shutdown).
