@@ -550,7 +550,9 @@ mod counting {
 }
 
 /// The hot path: a GetToken answered from an open window allocates only the
-/// reply it returns — no copy of the profile, the caller or a cache key.
+/// reply it returns — no copy of the profile, the caller or a cache key —
+/// also for a real peer (its executable and parent known) whose request
+/// names a display.
 #[tokio::test(flavor = "current_thread")]
 async fn a_window_hit_allocates_only_its_reply() {
     use touchgate::{Request, Response};
@@ -564,12 +566,20 @@ async fn a_window_hit_allocates_only_its_reply() {
         let first = c.get_token(None, &[], CallerHint::default()).await.unwrap();
         assert!(!first.from_cache);
     }
-    let caller = Caller::default();
+    let caller = Caller::from_peer(0, i32::try_from(std::process::id()).ok());
+    assert!(
+        caller.exe.is_some() && caller.parent.is_some(),
+        "{caller:?}"
+    );
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let ask = || Request::GetToken {
         profile: None,
         scopes: vec![],
-        caller: CallerHint::default(),
+        caller: CallerHint {
+            display: Some(":1".into()),
+            tty: Some("/dev/pts/3".into()),
+            ..CallerHint::default()
+        },
     };
     // The first hit writes the window's "reused" record; count the ones after.
     let _ = agent.agent.handle(&caller, ask(), tx.clone()).await;

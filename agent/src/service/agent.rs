@@ -222,7 +222,7 @@ impl Agent {
                 scopes,
                 caller: hint,
             } => self
-                .get_token(&caller.with_hint(&hint), profile, scopes, progress)
+                .ask_token(caller.asking(&hint), profile, scopes, progress)
                 .await
                 .map(Response::Token),
             Request::Status => Ok(Response::Status(self.status().await)),

@@ -12,7 +12,7 @@ use touchgate::sync::MutexExt;
 use touchgate::{ErrorCode, Secret, TokenReply};
 
 use crate::audit::{Approved, Record, TouchEvidence};
-use crate::caller::Caller;
+use crate::caller::{Asking, Caller};
 use crate::clock::unix;
 use crate::config::UserVerification;
 use crate::config::{format_duration, Config, Profile, TouchRule};
@@ -72,11 +72,24 @@ impl Agent {
         scopes: Vec<String>,
         progress: Progress,
     ) -> Result<TokenReply, AgentError> {
+        self.ask_token(caller.into(), profile, scopes, progress)
+            .await
+    }
+
+    /// [`Agent::get_token`] for a peer with its request's hint, which is
+    /// applied to a copy of the caller only when a token is not at hand.
+    pub(super) async fn ask_token(
+        self: &Arc<Self>,
+        asking: Asking<'_>,
+        profile: Option<String>,
+        scopes: Vec<String>,
+        progress: Progress,
+    ) -> Result<TokenReply, AgentError> {
         self.check_unlocked()?;
         self.touch_last_use();
         // A window hit allocates nothing beyond its reply: the profile and the
         // grant are borrowed from the config, the window and scopes looked up
-        // as they are.
+        // as they are, the caller not copied.
         let config = self.config();
         let (name, profile) = resolve_profile(&config, profile.as_deref())?;
         let scopes: &[String] = if scopes.is_empty() {
@@ -87,13 +100,14 @@ impl Agent {
         // Who the caller is (a read of /proc) only matters to caller rules: a
         // profile without them answers a window hit with no file system call.
         let who = if policy::looks_at_caller(profile) {
-            caller.policy_subject()
+            asking.caller().policy_subject()
         } else {
             Subject::default()
         };
         let grant = match policy::decide(name, profile, &who, scopes) {
             Decision::Allow(grant) => grant,
             Decision::Refuse { rule, reason } => {
+                let caller = &*asking.caller();
                 tracing::warn!(%caller, profile = %name, %rule, "refused by policy");
                 // A refusal either way; the writer logs a record it could not write.
                 let _ = self
@@ -115,10 +129,11 @@ impl Agent {
         let window = grant.window.text();
         let scopes = scope_set(scopes);
         if let Some(t) = self.cached_recorded(&window, name, &scopes) {
-            tracing::trace!(%caller, profile = %name, "token from the approval window, no touch");
-            self.note_reuse(caller, profile, &window, &t);
+            tracing::trace!(caller = %asking.caller(), profile = %name, "token from the approval window, no touch");
+            self.note_reuse(asking, profile, &window, &t);
             return Ok(t);
         }
+        let caller = &*asking.caller();
         let key = CacheKey::new(&window, name, &scopes);
         let mut flight = self.join_flight(caller, name, profile, grant.terms, &key);
         let mut told = false;
@@ -157,11 +172,11 @@ impl Agent {
     }
 
     /// Count a window hit for the audit log: no file system call (see [`crate::audit::AuditLog::reused`]).
-    fn note_reuse(&self, caller: &Caller, profile: &Profile, window: &str, t: &TokenReply) {
-        let k = crate::audit::reuse_key(caller, window, &t.profile, &t.scopes, t.expires_at);
+    fn note_reuse(&self, asking: Asking<'_>, profile: &Profile, window: &str, t: &TokenReply) {
+        let k = crate::audit::reuse_key(asking, window, &t.profile, &t.scopes, t.expires_at);
         self.audit.reused(k, self.clock.unix_now(), || Record {
             event: "reused".into(),
-            caller: Some(caller.into()),
+            caller: Some((&*asking.caller()).into()),
             profile: Some(t.profile.clone()),
             service_account: profile.service_account.clone(),
             scopes: t.scopes.clone(),
@@ -294,7 +309,7 @@ impl Agent {
         } = ask;
         let locks = self.lock_state.count()?;
         if let Some(t) = self.cached_recorded(&key.window, name, &key.scopes) {
-            self.note_reuse(caller, profile, &key.window, &t);
+            self.note_reuse(caller.into(), profile, &key.window, &t);
             return Ok(t);
         }
         let started = self.clock.now();
