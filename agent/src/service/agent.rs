@@ -1,7 +1,6 @@
 //! The agent's state and its answers to every request but GetToken (see
 //! [`crate::service::issue`]) and the key ceremonies (see [`crate::service::enrol`]).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -21,9 +20,9 @@ use crate::fido::key::SecurityKey;
 use crate::fido::pin::{PinEntry, Pinentry};
 use crate::notify::Notifier;
 use crate::service::error::AgentError;
-use crate::service::issue::Flight;
+use crate::service::flights::Flights;
 use crate::service::lock::LockState;
-use crate::service::session::{CacheKey, Sessions};
+use crate::service::session::Sessions;
 use crate::upstream::Upstream;
 use crate::vault::VaultFile;
 
@@ -58,7 +57,8 @@ pub struct Agent {
     /// The vault file as last saved. Held across a key ceremony so one touch runs at a time.
     pub(super) vault: tokio::sync::Mutex<VaultFile>,
     pub(super) sessions: Mutex<Sessions>,
-    pub(super) inflight: Mutex<HashMap<CacheKey, Arc<Flight>>>,
+    /// Issuances in progress, one per (window, profile, scopes).
+    pub(super) flights: Flights,
     pub(super) touches: AtomicU64,
     pub(super) mints: AtomicU64,
     pub(super) pin_entry: Arc<dyn PinEntry>,
@@ -112,7 +112,7 @@ impl Agent {
             paths,
             vault: tokio::sync::Mutex::new(vault),
             sessions: Mutex::new(Sessions::default()),
-            inflight: Mutex::new(HashMap::new()),
+            flights: Flights::default(),
             touches: AtomicU64::new(0),
             mints: AtomicU64::new(0),
             pin_entry,

@@ -7,7 +7,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::watch;
 use touchgate::sync::MutexExt;
 use touchgate::{ErrorCode, Secret, TokenReply};
 
@@ -22,27 +21,9 @@ use crate::policy::{self, Approval, Decision, Terms};
 use crate::service::agent::{Agent, Progress};
 use crate::service::ceremony::Waiters;
 use crate::service::error::AgentError;
+use crate::service::flights::{Flight, Joined};
 use crate::service::session::{scope_set, CacheKey, CachedToken};
 use crate::upstream::{BoxFuture, MintRequest, UpstreamError};
-
-type Outcome = Option<Result<TokenReply, AgentError>>;
-
-/// One issuance in progress, shared by every caller that asks for the same
-/// thing meanwhile: each subscribes ([`Flight::join`]). Its touch is cancelled
-/// on the key once every one of them has hung up.
-pub struct Flight {
-    result: watch::Sender<Outcome>,
-    /// The touch prompt, once the key waits for a touch.
-    touch: watch::Sender<Option<String>>,
-}
-
-/// One caller's place in a [`Flight`]; dropping it is leaving (see
-/// [`Agent::leave_flight`] for leaving early).
-struct Joined {
-    result: watch::Receiver<Outcome>,
-    touch: watch::Receiver<Option<String>>,
-    flight: Arc<Flight>,
-}
 
 /// What one flight issues, owned by its task: who asked, for which profile,
 /// on which terms, under which key.
@@ -52,16 +33,6 @@ struct Ask {
     profile: Profile,
     terms: Terms,
     key: CacheKey,
-}
-
-impl Flight {
-    fn join(self: &Arc<Self>) -> Joined {
-        Joined {
-            result: self.result.subscribe(),
-            touch: self.touch.subscribe(),
-            flight: self.clone(),
-        }
-    }
 }
 
 impl Agent {
@@ -155,7 +126,7 @@ impl Agent {
                 _ = flight.touch.changed(), if !told => {}
                 // The client hung up: leave the flight (the last to leave cancels its touch).
                 () = progress.closed() => {
-                    self.leave_flight(&key, flight);
+                    self.flights.leave(&key, flight);
                     return Err(AgentError::new(ErrorCode::Key, "the client hung up before its token was issued"));
                 }
             }
@@ -207,16 +178,10 @@ impl Agent {
         terms: Terms,
         key: &CacheKey,
     ) -> Joined {
-        let mut inflight = self.inflight.locked();
-        if let Some(f) = inflight.get(key) {
-            return f.join();
-        }
-        let flight = Arc::new(Flight {
-            result: watch::Sender::new(None),
-            touch: watch::Sender::new(None),
-        });
-        let joined = flight.join();
-        inflight.insert(key.clone(), flight.clone());
+        let (joined, started) = self.flights.join_or_start(key);
+        let Some(flight) = started else {
+            return joined;
+        };
         let this = self.clone();
         let ask = Ask {
             caller: caller.clone(),
@@ -239,34 +204,10 @@ impl Agent {
             this.notify_outcome(caller, name, profile, &r, touch.is_some());
             this.audit_failure(caller, name, profile, key, &r, touch)
                 .await;
-            this.leave_inflight(key, &flight);
+            this.flights.finish(key, &flight);
             flight.result.send_replace(Some(r));
         });
         joined
-    }
-
-    /// A caller leaves its flight before the result: the last to leave takes the
-    /// flight out of the in-flight map at once, so whoever asks next starts a
-    /// flight (and a touch) of their own rather than joining one being cancelled.
-    fn leave_flight(&self, key: &CacheKey, joined: Joined) {
-        let flight = joined.flight.clone();
-        // Callers join under the map's lock: count them under it too.
-        let mut inflight = self.inflight.locked();
-        drop(joined);
-        if flight.result.receiver_count() == 0
-            && inflight.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight))
-        {
-            inflight.remove(key);
-        }
-    }
-
-    /// Take `flight` out of the in-flight map (if it is still there: a flight
-    /// everyone left is taken out early, and another may stand in its place).
-    fn leave_inflight(&self, key: &CacheKey, flight: &Arc<Flight>) {
-        let mut inflight = self.inflight.locked();
-        if inflight.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
-            inflight.remove(key);
-        }
     }
 
     /// Resolves once every caller has left `flight`; it is then out of the
@@ -279,18 +220,7 @@ impl Agent {
         let (this, key, flight) = (self.clone(), key.clone(), flight.clone());
         move || {
             let (this, key, flight) = (this.clone(), key.clone(), flight.clone());
-            Box::pin(async move {
-                loop {
-                    flight.result.closed().await;
-                    // Callers join under the map's lock: count them under it too.
-                    let _inflight = this.inflight.locked();
-                    if flight.result.receiver_count() == 0 {
-                        drop(_inflight);
-                        this.leave_inflight(&key, &flight);
-                        return;
-                    }
-                }
-            })
+            Box::pin(async move { this.flights.abandoned(&key, &flight).await })
         }
     }
 
