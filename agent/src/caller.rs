@@ -1,12 +1,13 @@
 //! Who is on the other end of the socket.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use touchgate::{process, CallerHint};
 
-use crate::subject::Subject;
+use crate::policy::subject::Subject;
 
 /// The peer of a connection, from the socket's peer credentials and the
 /// kernel's process table (`touchgate::process`), plus what a front end
@@ -24,6 +25,44 @@ pub struct Caller {
     pub display: CallerHint,
     /// The program that started the peer, e.g. `bash (pid 77)`, for the prompt.
     pub parent: Option<String>,
+}
+
+/// A peer and what one request says about it, before any copy: the
+/// [`Caller`] that [`Caller::with_hint`] makes is made only when needed, so a
+/// window hit does not copy the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Asking<'a> {
+    peer: &'a Caller,
+    hint: Option<&'a CallerHint>,
+}
+
+impl<'a> Asking<'a> {
+    /// The peer's `on_behalf_of` once the hint is applied.
+    pub fn on_behalf_of(&self) -> Option<&'a CallerHint> {
+        match self.hint {
+            Some(h) if h.names_a_program() && self.peer.is_trusted_shim() => Some(h),
+            _ => self.peer.on_behalf_of.as_ref(),
+        }
+    }
+
+    /// The peer itself (uid, pid, executable: what no hint changes).
+    pub fn peer(&self) -> &'a Caller {
+        self.peer
+    }
+
+    /// The caller with the hint applied, copied only if there is a hint.
+    pub fn caller(&self) -> Cow<'a, Caller> {
+        match self.hint {
+            Some(h) => Cow::Owned(self.peer.with_hint(h)),
+            None => Cow::Borrowed(self.peer),
+        }
+    }
+}
+
+impl<'a> From<&'a Caller> for Asking<'a> {
+    fn from(peer: &'a Caller) -> Self {
+        Asking { peer, hint: None }
+    }
 }
 
 /// The executable name whose identity claims are believed.
@@ -69,6 +108,14 @@ impl Caller {
             c.on_behalf_of = Some(hint.clone());
         }
         c
+    }
+
+    /// This caller with `hint`, not yet copied (see [`Asking`]).
+    pub fn asking<'a>(&'a self, hint: &'a CallerHint) -> Asking<'a> {
+        Asking {
+            peer: self,
+            hint: Some(hint),
+        }
     }
 
     /// The program whose policy applies: the program the shim asks for (when it

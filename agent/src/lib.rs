@@ -1,32 +1,39 @@
 //! touchgate-agent: a per-user daemon that keeps a FIDO2 security-key session
 //! and hands out short-lived Google Cloud access tokens over a Unix socket,
 //! each only after the touch the user's policy asks for.
+//!
+//! # Layout
+//!
+//! Modules are arranged by role and import one way only, from the daemon
+//! down to the leaves (a test in `agent/tests/` fails on any import cycle):
+//!
+//! - [`daemon`] — the process: socket, admission, activation, hardening,
+//!   session lock, assembly from config.
+//! - `service` (private) — the answers to requests: [`Agent`] dispatches
+//!   each one to issuance, the key ceremonies, the lock, approval windows and
+//!   the token cache; every failure is an [`AgentError`], made a wire reply
+//!   at one point.
+//! - leaves: [`policy`] (who may have which token, whose window a touch
+//!   opens), `fido` (the security key and checking its answers; re-exported
+//!   as [`key`], [`verify`], [`attestation`]), [`vault`] (sealed upstream
+//!   credentials), [`audit`] (the signed audit log), [`upstream`] (Google),
+//!   [`notify`], [`caller`], [`clock`], [`config`], [`state_dir`].
 #![deny(unsafe_code)]
 
-pub mod activation;
-pub mod admission;
-pub mod agent;
-pub mod attestation;
 pub mod audit;
 pub mod caller;
-pub mod ceremony;
 pub mod clock;
 pub mod config;
-pub mod enrol;
-pub mod harden;
-pub mod issue;
-pub mod key;
+pub mod daemon;
+mod fido;
 pub mod notify;
-pub mod pin;
 pub mod policy;
-pub mod run;
-pub mod server;
-pub mod session;
-pub mod session_lock;
+mod service;
 pub mod state_dir;
-pub mod subject;
 pub mod upstream;
 pub mod vault;
-pub mod verify;
 
-pub use agent::{Agent, StatePaths};
+pub use daemon::server;
+pub use fido::{attestation, key, pin, verify};
+pub use service::agent::{Agent, StatePaths};
+pub use service::error::AgentError;

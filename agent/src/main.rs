@@ -9,9 +9,9 @@ use std::process::{Command, ExitCode, Stdio};
 
 use clap::{CommandFactory, Parser};
 use touchgate::Exit;
-use touchgate_agent::activation::{self, Activation};
-use touchgate_agent::run::{build, Settings};
-use touchgate_agent::server;
+use touchgate_agent::daemon::activation::{self, Activation};
+use touchgate_agent::daemon::run::{build, Settings};
+use touchgate_agent::daemon::server;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -168,7 +168,7 @@ fn main() -> ExitCode {
     }
     init_logging();
     // Before anything is unsealed: no other process of ours may read our memory.
-    if let Err(e) = touchgate_agent::harden::deny_tracing() {
+    if let Err(e) = touchgate_agent::daemon::harden::deny_tracing() {
         tracing::warn!("{e}; other processes of this user may be able to read the agent's memory");
     }
     match &activation {
@@ -466,8 +466,8 @@ fn keys_command(settings: &Settings, cmd: &KeysCommand) -> ExitCode {
 
 fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
     use touchgate_agent::config::Config;
+    use touchgate_agent::policy::subject::Subject;
     use touchgate_agent::policy::{decide, Decision};
-    use touchgate_agent::subject::Subject;
     let PolicyCommand::Check {
         profile,
         exe,
@@ -531,7 +531,7 @@ fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
         }
     };
     let decision = decide(&name, p, &who, &scopes);
-    let code = if matches!(decision, Decision::Allow { .. }) {
+    let code = if matches!(decision, Decision::Allow(_)) {
         Exit::Ok
     } else {
         Exit::PolicyRefused
@@ -555,8 +555,8 @@ fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
         return code.into();
     }
     match decision {
-        Decision::Allow { rule, window } => {
-            let window = window.replace('\u{0}', " for ");
+        Decision::Allow(grant) => {
+            let (rule, window) = (grant.rule(), &grant.window);
             println!(
                 "allow: profile {name} for {who} (rule: {rule}; touch: {}; window: {window})",
                 p.touch
@@ -595,16 +595,14 @@ impl PolicyCheckJson {
     fn new(
         profile: &str,
         touch: &str,
-        who: &touchgate_agent::subject::Subject,
+        who: &touchgate_agent::policy::subject::Subject,
         scopes: &[String],
         decision: touchgate_agent::policy::Decision,
         note: Option<String>,
     ) -> Self {
         use touchgate_agent::policy::Decision;
         let (decision, rule, window, reason) = match decision {
-            Decision::Allow { rule, window } => {
-                ("allow", rule, Some(window.replace('\u{0}', " for ")), None)
-            }
+            Decision::Allow(grant) => ("allow", grant.rule(), Some(grant.window.to_string()), None),
             Decision::Refuse { rule, reason } => ("refuse", rule, None, Some(reason)),
         };
         PolicyCheckJson {

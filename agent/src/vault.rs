@@ -781,8 +781,8 @@ mod tests {
 
     #[test]
     fn soft_key_uv_and_no_uv_outputs_are_different_keys() {
-        use crate::key::soft::{AutoTouch, SoftKey};
-        use crate::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
+        use crate::fido::key::soft::{AutoTouch, SoftKey};
+        use crate::fido::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
         use std::sync::Arc;
 
         let dir = tempfile::tempdir().unwrap();

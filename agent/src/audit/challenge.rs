@@ -166,7 +166,7 @@ impl ChallengeInputs {
 
     /// What the key signs over after the authenticator data: SHA-256(challenge).
     pub fn client_data_hash_for(&self, approved: &Approved) -> [u8; 32] {
-        crate::key::client_data_hash(&self.challenge_for(approved))
+        crate::fido::key::client_data_hash(&self.challenge_for(approved))
     }
 }
 

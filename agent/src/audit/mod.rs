@@ -41,8 +41,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use touchgate::sync::MutexExt;
 
-use crate::caller::Caller;
-use crate::key::Assertion;
+use crate::caller::{Asking, Caller};
+use crate::fido::key::Assertion;
 
 /// The hash that stands before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -292,16 +292,14 @@ impl Drop for AuditLog {
 /// The key of a window hit's line: caller, profile, window, scopes and token
 /// (hashed from borrowed parts: nothing allocated).
 pub fn reuse_key(
-    caller: &Caller,
+    caller: Asking<'_>,
     window: &str,
     profile: &str,
     scopes: &[String],
     token_expires_at: u64,
 ) -> u64 {
-    let hint = caller
-        .on_behalf_of
-        .as_ref()
-        .map(|h| (h.program.as_deref(), h.pid));
+    let hint = caller.on_behalf_of().map(|h| (h.program.as_deref(), h.pid));
+    let caller = caller.peer();
     coalesce::key_of(&[
         &caller.uid,
         &caller.pid,

@@ -10,7 +10,7 @@ use super::{Approved, AuditCaller, AuditLog, ChallengeInputs, Record, TouchEvide
 /// at `dir/k.json`. For tests and the fuzz seeds; panics on any failure.
 #[doc(hidden)]
 pub fn sample_log(dir: &Path, caller: &str, time: u64) -> PathBuf {
-    use crate::key::{GetAssertionRequest, SecurityKey, RP_ID};
+    use crate::fido::key::{GetAssertionRequest, SecurityKey, RP_ID};
 
     let (key, att) = sample_key(dir);
     let path = dir.join("audit.jsonl");
@@ -74,9 +74,14 @@ pub fn sample_log(dir: &Path, caller: &str, time: u64) -> PathBuf {
 }
 
 /// A new software key at `dir/k.json` and its credential (for the sample and tests).
-pub(crate) fn sample_key(dir: &Path) -> (crate::key::soft::SoftKey, crate::key::Attestation) {
-    use crate::key::soft::{AutoTouch, SoftKey};
-    use crate::key::{MakeCredentialRequest, SecurityKey, RP_ID};
+pub(crate) fn sample_key(
+    dir: &Path,
+) -> (
+    crate::fido::key::soft::SoftKey,
+    crate::fido::key::Attestation,
+) {
+    use crate::fido::key::soft::{AutoTouch, SoftKey};
+    use crate::fido::key::{MakeCredentialRequest, SecurityKey, RP_ID};
     let key = SoftKey::open(&dir.join("k.json"), std::sync::Arc::new(AutoTouch))
         .expect("a software key in the sample dir");
     let att = key

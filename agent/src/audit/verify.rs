@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use super::{events_for, line_hash, prefix, Approved, Record, TouchEvidence, GENESIS};
-use crate::verify::{signature_holds_sec1, VerifyError};
+use crate::fido::verify::{signature_holds_sec1, VerifyError};
 
 /// Why a log does not verify: the line (1-based) and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,7 +185,7 @@ fn check_touch(
             }
             t.challenge.client_data_hash_for(&Approved::of(r, purpose))
         }
-        None => crate::key::client_data_hash(&t.challenge.challenge()),
+        None => crate::fido::key::client_data_hash(&t.challenge.challenge()),
     };
     let auth_data =
         hex::decode(&t.auth_data).map_err(|_| "authenticator data is not hex".to_string())?;
@@ -384,7 +384,7 @@ mod tests {
 
     #[test]
     fn an_old_v1_touch_still_verifies_but_is_reported_without_the_history() {
-        use crate::key::{GetAssertionRequest, SecurityKey, RP_ID};
+        use crate::fido::key::{GetAssertionRequest, SecurityKey, RP_ID};
         let dir = tempfile::tempdir().unwrap();
         let (key, att) = crate::audit::sample::sample_key(dir.path());
         let c = ChallengeInputs::fresh("get-token", &["curl (pid 1)", "p"], 5);

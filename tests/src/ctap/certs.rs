@@ -7,7 +7,7 @@
 //!
 //! Self-contained on purpose (only `x509-cert`, `p256`, `rsa`, `ring`, `sha2`,
 //! `base64` and std): the agent's unit tests include this same file
-//! (`#[path]` in `agent/src/attestation.rs`), so both sides test against
+//! (`#[path]` in `agent/src/fido/attestation.rs`), so both sides test against
 //! one certificate builder.
 
 use std::path::Path;

@@ -445,7 +445,8 @@ async fn a_shared_touch_is_cancelled_only_when_every_waiter_is_gone() {
             tokio::spawn(async move { a.get_token(&Caller::default(), None, vec![], tx).await });
         (t, rx)
     };
-    type Asked = tokio::task::JoinHandle<Result<touchgate::TokenReply, touchgate::ErrorReply>>;
+    type Asked =
+        tokio::task::JoinHandle<Result<touchgate::TokenReply, touchgate_agent::AgentError>>;
     let ended = |t: Asked| {
         let touch = touch.clone();
         async move {
@@ -504,5 +505,101 @@ async fn a_shared_touch_is_cancelled_only_when_every_waiter_is_gone() {
         2,
         "nothing was minted for those who left"
     );
+    agent.shutdown().await;
+}
+
+/// Counts this thread's heap allocations, so a test can say what a window
+/// hit costs beyond the reply it hands out (as frame.rs's test does for a frame).
+#[allow(unsafe_code)]
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: forwards to the system allocator; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+            unsafe { System.alloc_zeroed(l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// Allocations made on this thread so far.
+    pub fn allocs() -> usize {
+        ALLOCS.with(Cell::get)
+    }
+}
+
+/// The hot path: a GetToken answered from an open window allocates only the
+/// reply it returns — no copy of the profile, the caller or a cache key —
+/// also for a real peer (its executable and parent known) whose request
+/// names a display.
+#[tokio::test(flavor = "current_thread")]
+async fn a_window_hit_allocates_only_its_reply() {
+    use touchgate::{Request, Response};
+    use touchgate_agent::caller::Caller;
+    let (emu, key_json) = emulator().await;
+    let cfg = config_text(&emu.base_url(), "auto", "15m", "");
+    let agent = InProcess::start(&cfg, Arc::new(AutoTouch)).await;
+    {
+        let mut c = agent.client().await;
+        enrol_and_import(&mut c, &key_json).await;
+        let first = c.get_token(None, &[], CallerHint::default()).await.unwrap();
+        assert!(!first.from_cache);
+    }
+    let caller = Caller::from_peer(0, i32::try_from(std::process::id()).ok());
+    assert!(
+        caller.exe.is_some() && caller.parent.is_some(),
+        "{caller:?}"
+    );
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let ask = || Request::GetToken {
+        profile: None,
+        scopes: vec![],
+        caller: CallerHint {
+            display: Some(":1".into()),
+            tty: Some("/dev/pts/3".into()),
+            ..CallerHint::default()
+        },
+    };
+    // The first hit writes the window's "reused" record; count the ones after.
+    let _ = agent.agent.handle(&caller, ask(), tx.clone()).await;
+    for _ in 0..3 {
+        let req = ask();
+        let before = counting::allocs();
+        let r = agent.agent.handle(&caller, req, tx.clone()).await;
+        let spent = counting::allocs() - before;
+        let Response::Token(t) = r else {
+            panic!("not a token: {r:?}")
+        };
+        assert!(t.from_cache, "not a window hit");
+        let before = counting::allocs();
+        let copy = t.clone();
+        let reply = counting::allocs() - before;
+        drop(copy);
+        assert!(
+            spent <= reply,
+            "a window hit made {spent} allocations; its reply owns {reply}"
+        );
+    }
     agent.shutdown().await;
 }

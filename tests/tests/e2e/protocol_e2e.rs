@@ -120,7 +120,7 @@ async fn a_wrong_version_is_named() {
 
 #[tokio::test]
 async fn connections_over_the_cap_are_told_busy() {
-    // One process may hold half of the connections (the whole cap: agent/src/admission.rs).
+    // One process may hold half of the connections (the whole cap: agent/src/daemon/admission.rs).
     let a = agent("max_connections = 4").await;
     let c1 = a.client().await;
     let c2 = a.client().await;

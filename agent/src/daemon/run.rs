@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::agent::{Agent, StatePaths};
 use crate::clock::SystemClock;
 use crate::config::{Config, KeyBackend};
-use crate::key::hid::HidKey;
-use crate::key::soft::{touch_source, SoftKey, TouchMode};
-use crate::key::SecurityKey;
+use crate::fido::key::hid::HidKey;
+use crate::fido::key::soft::{touch_source, SoftKey, TouchMode};
+use crate::fido::key::SecurityKey;
+use crate::service::agent::{Agent, StatePaths};
 use crate::upstream::google::GoogleUpstream;
 
 /// Everything a running agent needs to know about where it lives.
@@ -67,11 +67,11 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<Agent>> {
     )?;
     agent.set_config_path(settings.config_path.clone());
     // The audit head also goes to the system journal, where one listens.
-    if let Some(sink) = crate::audit::journal::JournalSink::start(agent.audit.path()) {
-        crate::audit::HeadSink::durable(sink.as_ref(), &agent.audit.head());
-        agent.audit.add_sink(sink);
+    if let Some(sink) = crate::audit::journal::JournalSink::start(agent.audit().path()) {
+        crate::audit::HeadSink::durable(sink.as_ref(), &agent.audit().head());
+        agent.audit().add_sink(sink);
     }
     // Lock on session lock and sleep (logind); never waited for.
-    crate::session_lock::spawn(&agent);
+    crate::daemon::session_lock::spawn(&agent);
     Ok(agent)
 }

@@ -50,8 +50,8 @@ use std::time::Duration;
 use zbus::export::futures_core::Stream;
 use zbus::{Connection, MatchRule, Message, MessageStream, OwnedFd, OwnedVariant};
 
-use crate::agent::Agent;
 use crate::caller::Caller;
+use crate::service::agent::Agent;
 
 const LOGIND: &str = "org.freedesktop.login1";
 const MANAGER: &str = "org.freedesktop.login1.Manager";

@@ -7,6 +7,7 @@
 //! `every-token` profiles keep nothing. Locking drops it all; dropping a
 //! credential zeroizes its secrets.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +16,7 @@ use touchgate::Secret;
 
 use crate::upstream::UpstreamCredential;
 
-/// A token cache key: the window, the profile and its (sorted, de-duplicated) scopes.
+/// A single-flight key: the window, the profile and its (sorted, de-duplicated) scopes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     /// The approval window this request belongs to (see [`crate::policy::decide`]).
@@ -26,22 +27,30 @@ pub struct CacheKey {
 
 impl CacheKey {
     pub fn new(window: &str, profile: &str, scopes: &[String]) -> CacheKey {
-        let mut scopes = scopes.to_vec();
-        scopes.sort();
-        scopes.dedup();
         CacheKey {
             window: window.to_owned(),
             profile: profile.to_owned(),
-            scopes,
+            scopes: scope_set(scopes).into_owned(),
         }
     }
+}
+
+/// `scopes` sorted and de-duplicated: the same set asked in any order is one
+/// cache entry. Borrowed when already so (one scope, or the profile's own).
+pub fn scope_set(scopes: &[String]) -> Cow<'_, [String]> {
+    if scopes.windows(2).all(|w| w[0] < w[1]) {
+        return Cow::Borrowed(scopes);
+    }
+    let mut sorted = scopes.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    Cow::Owned(sorted)
 }
 
 #[derive(Debug, Clone)]
 pub struct CachedToken {
     pub token: Secret,
     pub expires_at: SystemTime,
-    pub principal: String,
 }
 
 struct Window {
@@ -49,6 +58,8 @@ struct Window {
     credential: Arc<UpstreamCredential>,
     handed: u32,
     max: Option<u32>,
+    /// Tokens minted under this window, by their scope set.
+    tokens: HashMap<Vec<String>, CachedToken>,
 }
 
 impl Window {
@@ -60,7 +71,6 @@ impl Window {
 #[derive(Default)]
 pub struct Sessions {
     windows: HashMap<String, Window>,
-    tokens: HashMap<CacheKey, CachedToken>,
 }
 
 impl Sessions {
@@ -91,6 +101,7 @@ impl Sessions {
                 credential,
                 handed: 0,
                 max: max_tokens,
+                tokens: HashMap::new(),
             },
         );
     }
@@ -102,50 +113,51 @@ impl Sessions {
         }
     }
 
-    /// A cached token for `key`, only while its window is open (and under its token
-    /// limit) and the token has more than `margin` left. Counts as handed out.
+    /// A cached token for `scopes` (a [`scope_set`]) under `window`, only while
+    /// the window is open (and under its token limit) and the token has more
+    /// than `margin` left. Counts as handed out. Allocates nothing but the
+    /// returned token's copy.
     pub fn token(
         &mut self,
-        key: &CacheKey,
+        window: &str,
+        scopes: &[String],
         now: SystemTime,
         margin: Duration,
     ) -> Option<CachedToken> {
         self.purge(now);
-        if !self.windows.contains_key(&key.window) {
-            return None;
-        }
-        let t = self
+        let w = self.windows.get_mut(window)?;
+        let t = w
             .tokens
-            .get(key)
+            .get(scopes)
             .filter(|t| now.checked_add(margin).is_some_and(|m| t.expires_at > m))
             .cloned()?;
-        self.note_handed(&key.window);
+        w.handed += 1;
         Some(t)
     }
 
+    /// Keep `token` for `key`'s scopes while `key`'s window is open.
     pub fn store_token(&mut self, key: CacheKey, token: CachedToken) {
-        if self.windows.contains_key(&key.window) {
-            self.tokens.insert(key, token);
+        if let Some(w) = self.windows.get_mut(&key.window) {
+            w.tokens.insert(key.scopes, token);
         }
     }
 
     pub fn cached_tokens(&self) -> u32 {
-        self.tokens.len() as u32
+        self.windows.values().map(|w| w.tokens.len() as u32).sum()
     }
 
     /// Drop every window and token; returns how many tokens were dropped.
     pub fn lock(&mut self) -> u32 {
-        let n = self.tokens.len() as u32;
-        self.tokens.clear();
+        let n = self.cached_tokens();
         self.windows.clear();
         n
     }
 
     fn purge(&mut self, now: SystemTime) {
         self.windows.retain(|_, w| w.usable(now));
-        let windows = &self.windows;
-        self.tokens
-            .retain(|k, t| t.expires_at > now && windows.contains_key(&k.window));
+        for w in self.windows.values_mut() {
+            w.tokens.retain(|_, t| t.expires_at > now);
+        }
     }
 }
 
@@ -167,7 +179,6 @@ mod tests {
         CachedToken {
             token: Secret::new("t"),
             expires_at: exp,
-            principal: "p".into(),
         }
     }
 
@@ -185,16 +196,16 @@ mod tests {
         let margin = Duration::from_secs(60);
         // No window: nothing is cached.
         s.store_token(k.clone(), tok(clock.now() + Duration::from_secs(3600)));
-        assert!(s.token(&k, clock.now(), margin).is_none());
+        assert!(s.token(&k.window, &k.scopes, clock.now(), margin).is_none());
 
         s.open_window("p", clock.now(), Duration::from_secs(600), None, cred());
         s.store_token(k.clone(), tok(clock.now() + Duration::from_secs(300)));
-        assert!(s.token(&k, clock.now(), margin).is_some());
+        assert!(s.token(&k.window, &k.scopes, clock.now(), margin).is_some());
         assert!(s.window_credential("p", clock.now()).is_some());
 
         // Inside the window but within the margin of expiry: not handed out.
         clock.advance(Duration::from_secs(241));
-        assert!(s.token(&k, clock.now(), margin).is_none());
+        assert!(s.token(&k.window, &k.scopes, clock.now(), margin).is_none());
         assert!(s.window_credential("p", clock.now()).is_some());
 
         // Window closed: credential and tokens gone.
@@ -212,9 +223,12 @@ mod tests {
         s.open_window("w", clock.now(), Duration::from_secs(600), Some(2), cred());
         s.note_handed("w"); // the token minted with the touch
         s.store_token(k.clone(), tok(clock.now() + Duration::from_secs(3600)));
-        assert!(s.token(&k, clock.now(), margin).is_some(), "second token");
         assert!(
-            s.token(&k, clock.now(), margin).is_none(),
+            s.token(&k.window, &k.scopes, clock.now(), margin).is_some(),
+            "second token"
+        );
+        assert!(
+            s.token(&k.window, &k.scopes, clock.now(), margin).is_none(),
             "third needs a touch"
         );
         assert!(s.window_credential("w", clock.now()).is_none());

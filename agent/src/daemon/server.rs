@@ -1,5 +1,5 @@
 //! The Unix socket: bind safely, check the peer's uid at accept, admit our
-//! own user's connections within the caps of [`crate::admission`], close idle
+//! own user's connections within the caps of [`crate::daemon::admission`], close idle
 //! ones, speak the protocol, shut down cleanly.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -11,13 +11,14 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use touchgate::frame::{read_frame, write_frame, FrameBuf, FrameError};
-use touchgate::{ErrorCode, ErrorReply, Hello, HelloReply, Request, Response, PROTOCOL_VERSION};
+use touchgate::{ErrorCode, Hello, HelloReply, Request, Response, PROTOCOL_VERSION};
 
 use touchgate::refusals::RefusalLog;
 
-use crate::admission::Admission;
-use crate::agent::Agent;
 use crate::caller::Caller;
+use crate::daemon::admission::Admission;
+use crate::service::agent::Agent;
+use crate::service::error::AgentError;
 
 /// How long a client may take to say hello (at most the idle timeout).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,7 +54,7 @@ impl Listener {
     }
 
     /// Serve a socket passed by socket activation (needs a tokio runtime).
-    pub fn activated(passed: crate::activation::Passed) -> std::io::Result<Listener> {
+    pub fn activated(passed: crate::daemon::activation::Passed) -> std::io::Result<Listener> {
         Ok(Listener {
             inner: UnixListener::from_std(passed.listener)?,
             path: passed.path,
@@ -159,7 +160,7 @@ pub async fn serve(
                     if let Some(n) = refusals.note(cred.uid()) {
                         tracing::warn!(peer_uid = cred.uid(), peer_pid = ?cred.pid(), refused_since_last_line = n, "refused a connection from another user");
                     }
-                    let reply = ErrorReply::new(
+                    let reply = AgentError::new(
                         ErrorCode::PeerRefused,
                         format!(
                             "this touchgate agent serves uid {me} only, and you are uid {}: start your own agent",
@@ -180,7 +181,7 @@ pub async fn serve(
                     }
                     Err(why) => {
                         tracing::warn!(peer_pid = ?cred.pid(), "refused a connection: {why}");
-                        refuse_bounded(&admission, stream, ErrorReply::new(ErrorCode::Busy, why));
+                        refuse_bounded(&admission, stream, AgentError::new(ErrorCode::Busy, why));
                     }
                 }
             }
@@ -193,7 +194,7 @@ pub async fn serve(
 }
 
 /// Answer a refused connection if a refusal slot is free; else just close it.
-fn refuse_bounded(admission: &Admission, stream: UnixStream, e: ErrorReply) {
+fn refuse_bounded(admission: &Admission, stream: UnixStream, e: AgentError) {
     if let Some(slot) = admission.refusal_slot() {
         tokio::spawn(async move {
             refuse(stream, e).await;
@@ -204,7 +205,7 @@ fn refuse_bounded(admission: &Admission, stream: UnixStream, e: ErrorReply) {
 
 /// Answer a connection's hello with an error and close. The client's hello is
 /// read (briefly) first, so the refusal does not race the client's write.
-async fn refuse(mut stream: UnixStream, e: ErrorReply) {
+async fn refuse(mut stream: UnixStream, e: AgentError) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = read_frame::<_, Hello>(&mut stream).await;
     })
@@ -212,10 +213,10 @@ async fn refuse(mut stream: UnixStream, e: ErrorReply) {
     refuse_now(stream, e).await;
 }
 
-async fn refuse_now(mut stream: UnixStream, e: ErrorReply) {
+async fn refuse_now(mut stream: UnixStream, e: AgentError) {
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
-        write_frame(&mut stream, &HelloReply::Error(e)),
+        write_frame(&mut stream, &HelloReply::Error(e.into())),
     )
     .await;
 }
@@ -240,7 +241,7 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
             tracing::warn!(%caller, client_version = h.protocol, "refused a client of another protocol version");
             refuse_now(
                 stream,
-                ErrorReply::new(
+                AgentError::new(
                     ErrorCode::VersionMismatch,
                     format!(
                         "client speaks protocol version {} and this agent speaks {PROTOCOL_VERSION}: run a touchgate and touchgate-agent of the same release",
@@ -284,7 +285,13 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
             Ok(Err(FrameError::Closed)) => return,
             Ok(Err(e)) => {
                 tracing::warn!(%caller, "bad frame, closing the connection: {e}");
-                let _ = send(&mut frames, &mut wr, &Response::Error(bad_frame(&e)), idle).await;
+                let _ = send(
+                    &mut frames,
+                    &mut wr,
+                    &Response::Error(bad_frame(&e).into()),
+                    idle,
+                )
+                .await;
                 return;
             }
         };
@@ -328,7 +335,13 @@ async fn connection(agent: Arc<Agent>, mut stream: UnixStream, caller: Caller, i
         let mut sent = send(&mut frames, &mut wr, &resp, idle).await;
         if let Err(Some(n)) = sent {
             tracing::warn!(%caller, bytes = n, "an answer over the frame cap was replaced by an error");
-            sent = send(&mut frames, &mut wr, &Response::Error(too_large(n)), idle).await;
+            sent = send(
+                &mut frames,
+                &mut wr,
+                &Response::Error(too_large(n).into()),
+                idle,
+            )
+            .await;
         }
         if sent.is_err() {
             tracing::debug!(%caller, "client left before its answer");
@@ -352,8 +365,8 @@ async fn send<W: tokio::io::AsyncWrite + Unpin, T: serde::Serialize>(
     }
 }
 
-fn too_large(bytes: usize) -> ErrorReply {
-    ErrorReply::new(
+fn too_large(bytes: usize) -> AgentError {
+    AgentError::new(
         ErrorCode::Internal,
         format!(
             "the answer is {bytes} bytes, over the {}-byte frame cap, and was not sent; this is a bug, please report it",
@@ -376,8 +389,8 @@ async fn hung_up<R: AsyncBufRead + Unpin>(rd: &mut R) -> bool {
     rd.fill_buf().await.map_or(true, |b| b.is_empty())
 }
 
-fn bad_frame(e: &FrameError) -> ErrorReply {
-    ErrorReply::new(
+fn bad_frame(e: &FrameError) -> AgentError {
+    AgentError::new(
         ErrorCode::BadFrame,
         format!("bad frame from client ({e}); the connection is closed"),
     )

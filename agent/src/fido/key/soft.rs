@@ -1102,7 +1102,7 @@ impl SecurityKey for SoftKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::RP_ID;
+    use crate::fido::key::RP_ID;
     use p256::ecdsa::signature::Verifier;
     use p256::ecdsa::VerifyingKey;
     use std::io::Read;

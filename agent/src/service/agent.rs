@@ -1,7 +1,6 @@
 //! The agent's state and its answers to every request but GetToken (see
-//! [`crate::issue`]) and the key ceremonies (see [`crate::enrol`]).
+//! [`crate::service::issue`]) and the key ceremonies (see [`crate::service::enrol`]).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -9,19 +8,21 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc::UnboundedSender;
 use touchgate::sync::{MutexExt, RwLockExt};
 use touchgate::{
-    EnrolledReply, ErrorCode, ErrorReply, ProfileInfo, Request, Response, SecurityWarning,
-    StatusReply,
+    EnrolledReply, ErrorCode, ProfileInfo, Request, Response, SecurityWarning, StatusReply,
 };
 
 use crate::audit::AuditLog;
 use crate::caller::Caller;
 use crate::clock::Clock;
 use crate::config::{Config, OnAuditFailure};
-use crate::issue::Flight;
-use crate::key::SecurityKey;
+use crate::fido::ids::{format_aaguid, short_id};
+use crate::fido::key::SecurityKey;
+use crate::fido::pin::{PinEntry, Pinentry};
 use crate::notify::Notifier;
-use crate::pin::{PinEntry, Pinentry};
-use crate::session::{CacheKey, Sessions};
+use crate::service::error::AgentError;
+use crate::service::flights::Flights;
+use crate::service::lock::LockState;
+use crate::service::session::Sessions;
 use crate::upstream::Upstream;
 use crate::vault::VaultFile;
 
@@ -49,31 +50,23 @@ pub struct Agent {
     config: RwLock<Arc<Config>>,
     /// Where `reload` reads the config from (unset: no reload).
     config_path: Mutex<Option<PathBuf>>,
-    pub(crate) key: Arc<dyn SecurityKey>,
-    pub(crate) upstream: Arc<dyn Upstream>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) paths: StatePaths,
+    pub(super) key: Arc<dyn SecurityKey>,
+    pub(super) upstream: Arc<dyn Upstream>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) paths: StatePaths,
     /// The vault file as last saved. Held across a key ceremony so one touch runs at a time.
-    pub(crate) vault: tokio::sync::Mutex<VaultFile>,
-    pub(crate) sessions: Mutex<Sessions>,
-    pub(crate) inflight: Mutex<HashMap<CacheKey, Arc<Flight>>>,
-    pub(crate) touches: AtomicU64,
-    pub(crate) mints: AtomicU64,
-    pub(crate) pin_entry: Arc<dyn PinEntry>,
-    pub(crate) audit: AuditLog,
-    /// Why the agent is locked, when it is.
-    pub(crate) locked: Mutex<Option<String>>,
-    /// How many times the agent was locked. An issuance notes it before its
-    /// touch and mint and hands out (or caches) nothing if it moved meanwhile,
-    /// even when the agent was unlocked again since; a lock also ends a pending
-    /// mint at once.
-    pub(crate) locks: tokio::sync::watch::Sender<u64>,
-    /// When a client last asked for a token (for the idle lock).
-    pub(crate) last_use: Mutex<std::time::SystemTime>,
-    /// Whether the key was seen plugged in at the last check.
-    pub(crate) key_was_present: std::sync::atomic::AtomicBool,
+    pub(super) vault: tokio::sync::Mutex<VaultFile>,
+    pub(super) sessions: Mutex<Sessions>,
+    /// Issuances in progress, one per (window, profile, scopes).
+    pub(super) flights: Flights,
+    pub(super) touches: AtomicU64,
+    pub(super) mints: AtomicU64,
+    pub(super) pin_entry: Arc<dyn PinEntry>,
+    pub(super) audit: AuditLog,
+    /// Locked or not, and why; the lock count an issuance checks against.
+    pub(super) lock_state: LockState,
     /// Desktop notifications (never waited for).
-    pub(crate) notifier: Mutex<Arc<dyn Notifier>>,
+    pub(super) notifier: Mutex<Arc<dyn Notifier>>,
 }
 
 impl Agent {
@@ -84,7 +77,7 @@ impl Agent {
         upstream: Arc<dyn Upstream>,
         clock: Arc<dyn Clock>,
         paths: StatePaths,
-    ) -> Result<Arc<Agent>, ErrorReply> {
+    ) -> Result<Arc<Agent>, AgentError> {
         let pin_entry = Arc::new(Pinentry {
             program: config.key.pinentry.clone(),
         });
@@ -98,12 +91,12 @@ impl Agent {
         clock: Arc<dyn Clock>,
         paths: StatePaths,
         pin_entry: Arc<dyn PinEntry>,
-    ) -> Result<Arc<Agent>, ErrorReply> {
+    ) -> Result<Arc<Agent>, AgentError> {
         let started = clock.now();
         let vault = VaultFile::load(&paths.vault)
-            .map_err(|e| ErrorReply::new(ErrorCode::Vault, e.to_string()))?;
+            .map_err(|e| AgentError::new(ErrorCode::Vault, e.to_string()))?;
         let audit = AuditLog::open(&paths.audit).map_err(|e| {
-            ErrorReply::new(
+            AgentError::new(
                 ErrorCode::Internal,
                 format!("cannot read the audit log {}: {e}", paths.audit.display()),
             )
@@ -119,15 +112,12 @@ impl Agent {
             paths,
             vault: tokio::sync::Mutex::new(vault),
             sessions: Mutex::new(Sessions::default()),
-            inflight: Mutex::new(HashMap::new()),
+            flights: Flights::default(),
             touches: AtomicU64::new(0),
             mints: AtomicU64::new(0),
             pin_entry,
             audit,
-            locked: Mutex::new(None),
-            locks: tokio::sync::watch::Sender::new(0),
-            last_use: Mutex::new(started),
-            key_was_present: std::sync::atomic::AtomicBool::new(false),
+            lock_state: LockState::new(started),
         }))
     }
 
@@ -146,9 +136,9 @@ impl Agent {
     /// `[notify]` take effect at once; `[key]` and `[google]` at the next start.
     /// Changed profiles drop cached tokens and approval windows (a tighter rule
     /// must not be bypassed by a window the old one opened).
-    pub fn reload(&self) -> Result<Vec<String>, ErrorReply> {
+    pub fn reload(&self) -> Result<Vec<String>, AgentError> {
         let path = self.config_path.locked().clone().ok_or_else(|| {
-            ErrorReply::new(
+            AgentError::new(
                 ErrorCode::Config,
                 "this agent was started without a config file path: nothing to reload",
             )
@@ -157,7 +147,7 @@ impl Agent {
         self.audit.flush_reuse();
         let refused = |msg: String| {
             tracing::warn!("reload refused, the running config stays: {msg}");
-            ErrorReply::new(
+            AgentError::new(
                 ErrorCode::Config,
                 format!("{msg} (the agent keeps its running config)"),
             )
@@ -174,7 +164,7 @@ impl Agent {
                 "fix the file and run touchgate reload again",
             ))
         })?;
-        if let Err(e) = new.key.touch.parse::<crate::key::soft::TouchMode>() {
+        if let Err(e) = new.key.touch.parse::<crate::fido::key::soft::TouchMode>() {
             return Err(refused(format!(
                 "config {}: key.touch: {e}",
                 path.display()
@@ -232,7 +222,7 @@ impl Agent {
                 scopes,
                 caller: hint,
             } => self
-                .get_token(&caller.with_hint(&hint), profile, scopes, progress)
+                .ask_token(caller.asking(&hint), profile, scopes, progress)
                 .await
                 .map(Response::Token),
             Request::Status => Ok(Response::Status(self.status().await)),
@@ -286,13 +276,13 @@ impl Agent {
                 .await
                 .map(|credential| Response::KeyTrusted { credential }),
         };
-        res.unwrap_or_else(Response::Error)
+        res.unwrap_or_else(|e| Response::Error(e.into()))
     }
 
     pub async fn status(&self) -> StatusReply {
         self.check_idle();
         self.check_key();
-        let locked = self.locked.locked().clone();
+        let locked = self.lock_state.reason();
         let vault = self.vault.lock().await;
         StatusReply {
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -331,7 +321,7 @@ impl Agent {
     /// Make `r` durable before going on. When it cannot be, the caller gets a
     /// one-line error naming the file and the OS error — unless
     /// `audit.on_failure = "allow"`, which issues anyway (logged).
-    pub(crate) async fn record(&self, r: crate::audit::Record) -> Result<(), ErrorReply> {
+    pub(crate) async fn record(&self, r: crate::audit::Record) -> Result<(), AgentError> {
         match self.audit.commit(r).await {
             Ok(()) => Ok(()),
             Err(e) if self.config().audit.on_failure == OnAuditFailure::Allow => {
@@ -348,6 +338,11 @@ impl Agent {
         self.audit.healthy() || self.config().audit.on_failure == OnAuditFailure::Allow
     }
 
+    /// The open audit log (the daemon adds the journal as a sink for its head).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
     /// Write what the audit log holds pending and stop its writer (at shutdown).
     pub fn close_audit(&self) {
         self.audit.close();
@@ -356,10 +351,7 @@ impl Agent {
     /// Lock: drop every cached token, approval window and unsealed credential,
     /// cancel a pending touch, and refuse tokens until `unlock` (a touch).
     pub fn lock(&self, caller: &Caller, why: &str) -> u32 {
-        *self.locked.locked() = Some(why.to_owned());
-        // After `locked` is set: an issuance that noted the old count before
-        // checking `locked` sees one or the other.
-        self.locks.send_modify(|n| *n += 1);
+        self.lock_state.lock(why);
         let n = self.sessions.locked().lock();
         self.key.cancel();
         // Queued behind the window hits counted so far; `Request::Lock` waits for it.
@@ -384,45 +376,13 @@ impl Agent {
     }
 
     /// The error every token request gets while locked.
-    pub(crate) fn check_unlocked(&self) -> Result<(), ErrorReply> {
-        match &*self.locked.locked() {
-            None => Ok(()),
-            Some(why) => Err(ErrorReply::new(
-                ErrorCode::Locked,
-                format!("the agent is locked ({why}): run touchgate unlock and touch your key"),
-            )),
-        }
-    }
-
-    /// The lock count, to hand to [`Agent::still_unlocked`] after a touch or a mint.
-    /// Noted before checking that the agent is unlocked.
-    pub(crate) fn lock_count(&self) -> Result<u64, ErrorReply> {
-        let n = *self.locks.borrow();
-        self.check_unlocked()?;
-        Ok(n)
-    }
-
-    /// Whether nothing locked the agent since [`Agent::lock_count`] said `since`.
-    pub(crate) fn still_unlocked(&self, since: u64) -> Result<(), ErrorReply> {
-        self.check_unlocked()?;
-        if *self.locks.borrow() != since {
-            return Err(locked_meanwhile());
-        }
-        Ok(())
-    }
-
-    /// Resolves once the agent is locked after [`Agent::lock_count`] said
-    /// `since`, with the error for the caller.
-    pub(crate) async fn locked_since(&self, since: u64) -> ErrorReply {
-        let mut rx = self.locks.subscribe();
-        // The sender lives as long as `self`: it cannot close while we borrow it.
-        let _ = rx.wait_for(|n| *n != since).await;
-        self.check_unlocked().err().unwrap_or_else(locked_meanwhile)
+    pub(crate) fn check_unlocked(&self) -> Result<(), AgentError> {
+        self.lock_state.check()
     }
 
     /// Note a token request (for the idle lock).
     pub(crate) fn touch_last_use(&self) {
-        *self.last_use.locked() = self.clock.now();
+        self.lock_state.note_use(self.clock.now());
     }
 
     /// Lock if no token was asked for during `agent.idle_lock`.
@@ -430,10 +390,10 @@ impl Agent {
         let Some(idle) = self.config().agent.idle_lock else {
             return;
         };
-        if self.locked.locked().is_some() {
+        if self.lock_state.is_locked() {
             return;
         }
-        let since = *self.last_use.locked();
+        let since = self.lock_state.last_use();
         if self.clock.now().duration_since(since).unwrap_or_default() >= idle {
             self.lock(
                 &Caller::default(),
@@ -450,8 +410,7 @@ impl Agent {
         let Some(now) = self.key.present() else {
             return;
         };
-        let before = self.key_was_present.swap(now, Ordering::SeqCst);
-        if before && !now && self.locked.locked().is_none() {
+        if self.lock_state.key_removed(now) && !self.lock_state.is_locked() {
             self.lock(&Caller::default(), "security key removed");
         }
     }
@@ -499,17 +458,10 @@ impl Agent {
 }
 
 /// The error a caller gets when its record cannot be made durable.
-fn audit_refusal(e: &crate::audit::AuditFailure) -> ErrorReply {
-    ErrorReply::new(
+fn audit_refusal(e: &crate::audit::AuditFailure) -> AgentError {
+    AgentError::new(
         ErrorCode::Internal,
         format!("{e}: nothing is issued that the audit log does not hold; make the file writable or free space, or set on_failure = \"allow\" in [audit] to issue anyway"),
-    )
-}
-
-fn locked_meanwhile() -> ErrorReply {
-    ErrorReply::new(
-        ErrorCode::Locked,
-        "the agent was locked while this token was being made, so it was not handed out: run the command again",
     )
 }
 
@@ -520,21 +472,4 @@ pub(crate) fn enrolled_reply(e: &crate::vault::Enrolment) -> EnrolledReply {
         key_name: e.key_name.clone(),
         backup: None,
     }
-}
-
-/// The first 8 bytes of a credential id, hex: how keys are named to people.
-pub(crate) fn short_id(id: &[u8]) -> String {
-    hex::encode(&id[..id.len().min(8)])
-}
-
-pub(crate) fn format_aaguid(a: &[u8; 16]) -> String {
-    let h = hex::encode(a);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }

@@ -7,50 +7,32 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::watch;
 use touchgate::sync::MutexExt;
-use touchgate::{ErrorCode, ErrorReply, Secret, TokenReply};
+use touchgate::{ErrorCode, Secret, TokenReply};
 
-use crate::agent::{Agent, Progress};
 use crate::audit::{Approved, Record, TouchEvidence};
-use crate::caller::Caller;
-use crate::ceremony::Waiters;
+use crate::caller::{Asking, Caller};
 use crate::clock::unix;
 use crate::config::UserVerification;
-use crate::config::{format_duration, Profile, TouchRule};
+use crate::config::{format_duration, Config, Profile, TouchRule};
 use crate::notify::{Kind, Notification};
-use crate::policy::{self, Approval, Decision};
-use crate::session::{CacheKey, CachedToken};
-use crate::subject::Subject;
+use crate::policy::subject::Subject;
+use crate::policy::{self, Approval, Decision, Terms};
+use crate::service::agent::{Agent, Progress};
+use crate::service::ceremony::Waiters;
+use crate::service::error::AgentError;
+use crate::service::flights::{Flight, Joined};
+use crate::service::session::{scope_set, CacheKey, CachedToken};
 use crate::upstream::{BoxFuture, MintRequest, UpstreamError};
 
-type Outcome = Option<Result<TokenReply, ErrorReply>>;
-
-/// One issuance in progress, shared by every caller that asks for the same
-/// thing meanwhile: each subscribes ([`Flight::join`]). Its touch is cancelled
-/// on the key once every one of them has hung up.
-pub struct Flight {
-    result: watch::Sender<Outcome>,
-    /// The touch prompt, once the key waits for a touch.
-    touch: watch::Sender<Option<String>>,
-}
-
-/// One caller's place in a [`Flight`]; dropping it is leaving (see
-/// [`Agent::leave_flight`] for leaving early).
-struct Joined {
-    result: watch::Receiver<Outcome>,
-    touch: watch::Receiver<Option<String>>,
-    flight: Arc<Flight>,
-}
-
-impl Flight {
-    fn join(self: &Arc<Self>) -> Joined {
-        Joined {
-            result: self.result.subscribe(),
-            touch: self.touch.subscribe(),
-            flight: self.clone(),
-        }
-    }
+/// What one flight issues, owned by its task: who asked, for which profile,
+/// on which terms, under which key.
+struct Ask {
+    caller: Caller,
+    name: String,
+    profile: Profile,
+    terms: Terms,
+    key: CacheKey,
 }
 
 impl Agent {
@@ -60,25 +42,43 @@ impl Agent {
         profile: Option<String>,
         scopes: Vec<String>,
         progress: Progress,
-    ) -> Result<TokenReply, ErrorReply> {
+    ) -> Result<TokenReply, AgentError> {
+        self.ask_token(caller.into(), profile, scopes, progress)
+            .await
+    }
+
+    /// [`Agent::get_token`] for a peer with its request's hint, which is
+    /// applied to a copy of the caller only when a token is not at hand.
+    pub(super) async fn ask_token(
+        self: &Arc<Self>,
+        asking: Asking<'_>,
+        profile: Option<String>,
+        scopes: Vec<String>,
+        progress: Progress,
+    ) -> Result<TokenReply, AgentError> {
         self.check_unlocked()?;
         self.touch_last_use();
-        let (name, profile) = self.resolve_profile(profile)?;
-        let scopes = if scopes.is_empty() {
-            profile.scopes.clone()
+        // A window hit allocates nothing beyond its reply: the profile and the
+        // grant are borrowed from the config, the window and scopes looked up
+        // as they are, the caller not copied.
+        let config = self.config();
+        let (name, profile) = resolve_profile(&config, profile.as_deref())?;
+        let scopes: &[String] = if scopes.is_empty() {
+            &profile.scopes
         } else {
-            scopes
+            &scopes
         };
         // Who the caller is (a read of /proc) only matters to caller rules: a
         // profile without them answers a window hit with no file system call.
-        let who = if policy::looks_at_caller(&profile) {
-            caller.policy_subject()
+        let who = if policy::looks_at_caller(profile) {
+            asking.caller().policy_subject()
         } else {
             Subject::default()
         };
-        let window = match policy::decide(&name, &profile, &who, &scopes) {
-            Decision::Allow { window, .. } => window,
+        let grant = match policy::decide(name, profile, &who, scopes) {
+            Decision::Allow(grant) => grant,
             Decision::Refuse { rule, reason } => {
+                let caller = &*asking.caller();
                 tracing::warn!(%caller, profile = %name, %rule, "refused by policy");
                 // A refusal either way; the writer logs a record it could not write.
                 let _ = self
@@ -87,23 +87,26 @@ impl Agent {
                         time: self.clock.unix_now(),
                         event: "refused".into(),
                         caller: Some(caller.into()),
-                        profile: Some(name.clone()),
+                        profile: Some(name.to_owned()),
                         service_account: profile.service_account.clone(),
-                        scopes: scopes.clone(),
+                        scopes: scopes.to_vec(),
                         reason: Some(reason.clone()),
                         ..Default::default()
                     })
                     .await;
-                return Err(ErrorReply::new(ErrorCode::PolicyRefused, reason));
+                return Err(AgentError::new(ErrorCode::PolicyRefused, reason));
             }
         };
-        let key = CacheKey::new(&window, &name, &scopes);
-        if let Some(t) = self.cached_recorded(&key) {
-            tracing::trace!(%caller, profile = %name, "token from the approval window, no touch");
-            self.note_reuse(caller, &profile, &key, &t);
+        let window = grant.window.text();
+        let scopes = scope_set(scopes);
+        if let Some(t) = self.cached_recorded(&window, name, &scopes) {
+            tracing::trace!(caller = %asking.caller(), profile = %name, "token from the approval window, no touch");
+            self.note_reuse(asking, profile, &window, &t);
             return Ok(t);
         }
-        let mut flight = self.join_flight(caller, &name, &profile, &key);
+        let caller = &*asking.caller();
+        let key = CacheKey::new(&window, name, &scopes);
+        let mut flight = self.join_flight(caller, name, profile, grant.terms, &key);
         let mut told = false;
         loop {
             if let Some(r) = flight.result.borrow_and_update().clone() {
@@ -118,79 +121,51 @@ impl Agent {
             tokio::select! {
                 r = flight.result.changed() => if r.is_err() {
                     // The flight ended without a result (it panicked): a bug.
-                    return Err(ErrorReply::new(ErrorCode::Internal, "token issuance stopped unexpectedly; see the agent's log"));
+                    return Err(AgentError::new(ErrorCode::Internal, "token issuance stopped unexpectedly; see the agent's log"));
                 },
                 _ = flight.touch.changed(), if !told => {}
                 // The client hung up: leave the flight (the last to leave cancels its touch).
                 () = progress.closed() => {
-                    self.leave_flight(&key, flight);
-                    return Err(ErrorReply::new(ErrorCode::Key, "the client hung up before its token was issued"));
+                    self.flights.leave(&key, flight);
+                    return Err(AgentError::new(ErrorCode::Key, "the client hung up before its token was issued"));
                 }
             }
         }
     }
 
-    fn resolve_profile(&self, asked: Option<String>) -> Result<(String, Profile), ErrorReply> {
-        let config = self.config();
-        let names = || config.profile_names().join(", ");
-        let name = match asked {
-            Some(n) => n,
-            None => config.default_profile_name().map(str::to_owned).ok_or_else(|| {
-                ErrorReply::new(
-                    ErrorCode::UnknownProfile,
-                    format!("no profile named and no default_profile in the config: pass --profile (one of: {})", names()),
-                )
-            })?,
-        };
-        match config.profiles.get(&name) {
-            Some(p) => Ok((name, p.clone())),
-            None => Err(ErrorReply::new(
-                ErrorCode::UnknownProfile,
-                format!(
-                    "unknown profile {}: use one of {} (see touchgate profiles)",
-                    touchgate::quote(&name),
-                    names()
-                ),
-            )),
-        }
-    }
-
     /// A cached token, while the audit log takes records (a window hit is
     /// recorded, in memory first, so it needs a log that writes).
-    fn cached_recorded(&self, key: &CacheKey) -> Option<TokenReply> {
+    fn cached_recorded(&self, window: &str, name: &str, scopes: &[String]) -> Option<TokenReply> {
         if !self.may_reuse() {
             return None;
         }
-        self.cached(key)
+        self.cached(window, name, scopes)
     }
 
     /// Count a window hit for the audit log: no file system call (see [`crate::audit::AuditLog::reused`]).
-    fn note_reuse(&self, caller: &Caller, profile: &Profile, key: &CacheKey, t: &TokenReply) {
-        let k =
-            crate::audit::reuse_key(caller, &key.window, &key.profile, &key.scopes, t.expires_at);
+    fn note_reuse(&self, asking: Asking<'_>, profile: &Profile, window: &str, t: &TokenReply) {
+        let k = crate::audit::reuse_key(asking, window, &t.profile, &t.scopes, t.expires_at);
         self.audit.reused(k, self.clock.unix_now(), || Record {
             event: "reused".into(),
-            caller: Some(caller.into()),
-            profile: Some(key.profile.clone()),
+            caller: Some((&*asking.caller()).into()),
+            profile: Some(t.profile.clone()),
             service_account: profile.service_account.clone(),
-            scopes: key.scopes.clone(),
+            scopes: t.scopes.clone(),
             token: Some(t.access_token.fingerprint()),
             expires_at: Some(t.expires_at),
             ..Default::default()
         });
     }
 
-    fn cached(&self, key: &CacheKey) -> Option<TokenReply> {
+    fn cached(&self, window: &str, name: &str, scopes: &[String]) -> Option<TokenReply> {
         let now = self.clock.now();
-        let t = self
-            .sessions
-            .locked()
-            .token(key, now, self.config().agent.expiry_margin)?;
+        let margin = self.config().agent.expiry_margin;
+        let t = self.sessions.locked().token(window, scopes, now, margin)?;
         Some(TokenReply {
             access_token: t.token,
             expires_at: unix(t.expires_at),
-            profile: key.profile.clone(),
-            scopes: key.scopes.clone(),
+            profile: name.to_owned(),
+            scopes: scopes.to_vec(),
             from_cache: true,
         })
     }
@@ -200,62 +175,39 @@ impl Agent {
         caller: &Caller,
         name: &str,
         profile: &Profile,
+        terms: Terms,
         key: &CacheKey,
     ) -> Joined {
-        let mut inflight = self.inflight.locked();
-        if let Some(f) = inflight.get(key) {
-            return f.join();
-        }
-        let flight = Arc::new(Flight {
-            result: watch::Sender::new(None),
-            touch: watch::Sender::new(None),
-        });
-        let joined = flight.join();
-        inflight.insert(key.clone(), flight.clone());
+        let (joined, started) = self.flights.join_or_start(key);
+        let Some(flight) = started else {
+            return joined;
+        };
         let this = self.clone();
-        let (caller, name, profile, key) = (
-            caller.clone(),
-            name.to_owned(),
-            profile.clone(),
-            key.clone(),
-        );
+        let ask = Ask {
+            caller: caller.clone(),
+            name: name.to_owned(),
+            profile: profile.clone(),
+            terms,
+            key: key.clone(),
+        };
         // The flight runs on its own task: a caller that hangs up does not cancel it for the others.
         tokio::spawn(async move {
             let mut touch = None;
-            let r = this
-                .issue(&caller, &name, &profile, &key, &flight, &mut touch)
+            let r = this.issue(&ask, &flight, &mut touch).await;
+            let Ask {
+                caller,
+                name,
+                profile,
+                key,
+                ..
+            } = &ask;
+            this.notify_outcome(caller, name, profile, &r, touch.is_some());
+            this.audit_failure(caller, name, profile, key, &r, touch)
                 .await;
-            this.notify_outcome(&caller, &name, &profile, &r, touch.is_some());
-            this.audit_failure(&caller, &name, &profile, &key, &r, touch)
-                .await;
-            this.leave_inflight(&key, &flight);
+            this.flights.finish(key, &flight);
             flight.result.send_replace(Some(r));
         });
         joined
-    }
-
-    /// A caller leaves its flight before the result: the last to leave takes the
-    /// flight out of the in-flight map at once, so whoever asks next starts a
-    /// flight (and a touch) of their own rather than joining one being cancelled.
-    fn leave_flight(&self, key: &CacheKey, joined: Joined) {
-        let flight = joined.flight.clone();
-        // Callers join under the map's lock: count them under it too.
-        let mut inflight = self.inflight.locked();
-        drop(joined);
-        if flight.result.receiver_count() == 0
-            && inflight.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight))
-        {
-            inflight.remove(key);
-        }
-    }
-
-    /// Take `flight` out of the in-flight map (if it is still there: a flight
-    /// everyone left is taken out early, and another may stand in its place).
-    fn leave_inflight(&self, key: &CacheKey, flight: &Arc<Flight>) {
-        let mut inflight = self.inflight.locked();
-        if inflight.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
-            inflight.remove(key);
-        }
     }
 
     /// Resolves once every caller has left `flight`; it is then out of the
@@ -268,33 +220,26 @@ impl Agent {
         let (this, key, flight) = (self.clone(), key.clone(), flight.clone());
         move || {
             let (this, key, flight) = (this.clone(), key.clone(), flight.clone());
-            Box::pin(async move {
-                loop {
-                    flight.result.closed().await;
-                    // Callers join under the map's lock: count them under it too.
-                    let _inflight = this.inflight.locked();
-                    if flight.result.receiver_count() == 0 {
-                        drop(_inflight);
-                        this.leave_inflight(&key, &flight);
-                        return;
-                    }
-                }
-            })
+            Box::pin(async move { this.flights.abandoned(&key, &flight).await })
         }
     }
 
     async fn issue(
         self: &Arc<Self>,
-        caller: &Caller,
-        name: &str,
-        profile: &Profile,
-        key: &CacheKey,
+        ask: &Ask,
         flight: &Arc<Flight>,
         touch: &mut Option<TouchEvidence>,
-    ) -> Result<TokenReply, ErrorReply> {
-        let locks = self.lock_count()?;
-        if let Some(t) = self.cached_recorded(key) {
-            self.note_reuse(caller, profile, key, &t);
+    ) -> Result<TokenReply, AgentError> {
+        let Ask {
+            caller,
+            name,
+            profile,
+            terms,
+            key,
+        } = ask;
+        let locks = self.lock_state.count()?;
+        if let Some(t) = self.cached_recorded(&key.window, name, &key.scopes) {
+            self.note_reuse(caller.into(), profile, &key.window, &t);
             return Ok(t);
         }
         let started = self.clock.now();
@@ -327,25 +272,25 @@ impl Agent {
                         &profile.credential,
                         &approved,
                         &hint,
-                        profile.user_verification == UserVerification::Required,
+                        terms.user_verification == UserVerification::Required,
                         prompt,
                         &notify,
                     )
                     .await
                     // Locked meanwhile (the lock cancelled the touch): say so.
-                    .map_err(|e| self.still_unlocked(locks).err().unwrap_or(e))?;
+                    .map_err(|e| self.lock_state.still_unlocked(locks).err().unwrap_or(e))?;
                 *touch = Some(evidence);
                 let cred = Arc::new(cred);
                 {
                     // Locked while the touch was pending: no window, nothing minted.
                     let mut sessions = self.sessions.locked();
-                    self.still_unlocked(locks)?;
-                    if let TouchRule::Window(w) = profile.touch {
+                    self.lock_state.still_unlocked(locks)?;
+                    if let TouchRule::Window(w) = terms.touch {
                         sessions.open_window(
                             &key.window,
                             self.clock.now(),
                             w,
-                            profile.max_tokens_per_window,
+                            terms.max_tokens,
                             cred.clone(),
                         );
                     }
@@ -356,14 +301,14 @@ impl Agent {
         let req = MintRequest {
             scopes: key.scopes.clone(),
             impersonate: profile.service_account.clone(),
-            lifetime: profile.lifetime,
+            lifetime: terms.lifetime,
             delegates: profile.delegates.clone(),
             quota_project: profile.quota_project.clone(),
         };
         // A lock ends the mint at once; whatever it would have brought is dropped.
         let minted = tokio::select! {
             m = self.upstream.mint(&credential, &req) => m.map_err(upstream_error)?,
-            e = self.locked_since(locks) => return Err(e),
+            e = self.lock_state.locked_since(locks) => return Err(e),
         };
         drop(credential);
         self.mints.fetch_add(1, Ordering::Relaxed);
@@ -373,7 +318,7 @@ impl Agent {
             .checked_add(margin)
             .is_none_or(|m| minted.expires_at <= m)
         {
-            return Err(ErrorReply::new(
+            return Err(AgentError::new(
                 ErrorCode::Upstream,
                 format!(
                     "Google issued a token for profile \"{name}\" that expires in {}s, inside agent.expiry_margin ({}): lower expiry_margin or raise the profile's lifetime",
@@ -406,7 +351,7 @@ impl Agent {
             // Under the session lock, as `lock` drops windows and tokens under it:
             // a lock from here on drops what is stored now, and one before is seen.
             let mut sessions = self.sessions.locked();
-            if let Err(e) = self.still_unlocked(locks) {
+            if let Err(e) = self.lock_state.still_unlocked(locks) {
                 // Its touch is in the issued record already: not in a second one.
                 touch.take();
                 return Err(e);
@@ -417,7 +362,6 @@ impl Agent {
                 CachedToken {
                     token: minted.access_token.clone(),
                     expires_at: minted.expires_at,
-                    principal: minted.principal.clone(),
                 },
             );
         }
@@ -438,13 +382,13 @@ impl Agent {
         caller: &Caller,
         name: &str,
         profile: &Profile,
-        r: &Result<TokenReply, ErrorReply>,
+        r: &Result<TokenReply, AgentError>,
         touched: bool,
     ) {
         let kind = match r {
             Ok(_) if touched => Kind::Issued,
-            Err(e) if e.code == ErrorCode::TouchDenied => Kind::Denied,
-            Err(e) if e.code == ErrorCode::TouchTimeout => Kind::TimedOut,
+            Err(e) if e.code() == ErrorCode::TouchDenied => Kind::Denied,
+            Err(e) if e.code() == ErrorCode::TouchTimeout => Kind::TimedOut,
             _ => return,
         };
         self.notify(&Notification::outcome(
@@ -464,11 +408,11 @@ impl Agent {
         name: &str,
         profile: &Profile,
         key: &CacheKey,
-        r: &Result<TokenReply, ErrorReply>,
+        r: &Result<TokenReply, AgentError>,
         touch: Option<TouchEvidence>,
     ) {
         let Err(e) = r else { return };
-        let event = match e.code {
+        let event = match e.code() {
             ErrorCode::TouchDenied => "denied",
             ErrorCode::TouchTimeout => "timed-out",
             _ => "failed",
@@ -479,10 +423,38 @@ impl Agent {
                 time: self.clock.unix_now(),
                 event: event.into(),
                 touch,
-                reason: Some(e.message.clone()),
+                reason: Some(e.message().to_string()),
                 ..approved(caller, name, profile, key).record()
             })
             .await;
+    }
+}
+
+/// The profile asked for (or the default one), borrowed from `config`.
+fn resolve_profile<'a>(
+    config: &'a Config,
+    asked: Option<&'a str>,
+) -> Result<(&'a str, &'a Profile), AgentError> {
+    let names = || config.profile_names().join(", ");
+    let name = match asked {
+        Some(n) => n,
+        None => config.default_profile_name().ok_or_else(|| {
+            AgentError::new(
+                ErrorCode::UnknownProfile,
+                format!("no profile named and no default_profile in the config: pass --profile (one of: {})", names()),
+            )
+        })?,
+    };
+    match config.profiles.get(name) {
+        Some(p) => Ok((name, p)),
+        None => Err(AgentError::new(
+            ErrorCode::UnknownProfile,
+            format!(
+                "unknown profile {}: use one of {} (see touchgate profiles)",
+                touchgate::quote(name),
+                names()
+            ),
+        )),
     }
 }
 
@@ -498,6 +470,6 @@ fn approved(caller: &Caller, name: &str, profile: &Profile, key: &CacheKey) -> A
     }
 }
 
-fn upstream_error(e: UpstreamError) -> ErrorReply {
-    ErrorReply::new(ErrorCode::Upstream, e.to_string())
+fn upstream_error(e: UpstreamError) -> AgentError {
+    AgentError::new(ErrorCode::Upstream, e.to_string())
 }

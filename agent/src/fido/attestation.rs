@@ -1,7 +1,7 @@
 //! Attestation trust: the chain of a `packed` attestation with `x5c` checked
 //! against the roots in `key.attestation_roots`.
 //!
-//! [`crate::verify::check_attestation`] already checked that the answer is
+//! [`crate::fido::verify::check_attestation`] already checked that the answer is
 //! self-consistent and that the attestation signature holds with the leaf
 //! certificate's key. [`verify_packed_chain`] is the policy step, run only
 //! when roots are configured. Its own checks, each refusal naming the
@@ -45,13 +45,13 @@ use x509_cert::der::{Decode as _, Encode as _, Header, Reader as _, SliceReader}
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::Certificate;
 
-use crate::agent::format_aaguid;
-use crate::key::Attestation;
+use crate::fido::ids::format_aaguid;
+use crate::fido::key::Attestation;
 
 // The test certificate builder is shared with the end-to-end tests.
 #[cfg(test)]
 #[allow(dead_code)]
-#[path = "../../tests/src/ctap/certs.rs"]
+#[path = "../../../tests/src/ctap/certs.rs"]
 pub(crate) mod test_certs;
 
 /// The most certificates accepted in `x5c`.
@@ -471,7 +471,7 @@ fn display_name(name: &x509_cert::name::Name) -> String {
 }
 
 /// The attestation key of a leaf certificate: its P-256 public key. Used by
-/// [`crate::verify::check_attestation`] for the signature check (the
+/// [`crate::fido::verify::check_attestation`] for the signature check (the
 /// reason, on error, is a short phrase).
 pub(crate) fn leaf_verifying_key(der: &[u8]) -> Result<p256::ecdsa::VerifyingKey, String> {
     let cert = Cert::parse(der).map_err(|e| format!("not a valid X.509 certificate ({e})"))?;
@@ -977,12 +977,12 @@ mod tests {
             let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap();
             key.to_public_key().to_pkcs1_der().unwrap().into_vec()
         };
-        let weak = public(include_str!("upstream/testdata/rsa-1024.pem"));
+        let weak = public(include_str!("../upstream/testdata/rsa-1024.pem"));
         assert_eq!(
             rsa_public_key(&weak).unwrap_err(),
             "an RSA key of 1024 bits (2048 to 8192 are accepted)"
         );
-        let good = public(include_str!("upstream/testdata/rsa-2048.pem"));
+        let good = public(include_str!("../upstream/testdata/rsa-2048.pem"));
         assert_eq!(rsa_public_key(&good).unwrap(), good);
         assert!(rsa_public_key(&good[..good.len() - 1])
             .unwrap_err()

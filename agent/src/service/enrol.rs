@@ -11,32 +11,34 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 use touchgate::sync::MutexExt;
-use touchgate::{CallerHint, EnrolledReply, ErrorCode, ErrorReply, KeyInfo, Secret};
+use touchgate::{CallerHint, EnrolledReply, ErrorCode, KeyInfo, Secret};
 use zeroize::Zeroizing;
 
-use crate::agent::{enrolled_reply, format_aaguid, short_id, Agent, Progress};
-use crate::attestation;
 use crate::audit::{Approved, ChallengeInputs, Record, TouchEvidence};
 use crate::caller::Caller;
-use crate::ceremony::{self, Waiters};
-use crate::key::{
+use crate::fido::attestation;
+use crate::fido::ids::{format_aaguid, short_id};
+use crate::fido::key::{
     Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
     RP_ID,
 };
-use crate::pin::PinContext;
+use crate::fido::pin::PinContext;
+use crate::fido::verify::{self, Expected, VerifyError};
+use crate::service::agent::{enrolled_reply, Agent, Progress};
+use crate::service::ceremony::{self, Waiters};
+use crate::service::error::AgentError;
 use crate::upstream::UpstreamCredential;
 use crate::vault::{Dek, Enrolment, VaultFile};
-use crate::verify::{self, Expected, VerifyError};
 
-fn not_enrolled() -> ErrorReply {
-    ErrorReply::new(
+fn not_enrolled() -> AgentError {
+    AgentError::new(
         ErrorCode::NotEnrolled,
         "no security key is enrolled: run touchgate enroll first",
     )
 }
 
-fn vault_error(e: impl std::fmt::Display) -> ErrorReply {
-    ErrorReply::new(ErrorCode::Vault, e.to_string())
+fn vault_error(e: impl std::fmt::Display) -> AgentError {
+    AgentError::new(ErrorCode::Vault, e.to_string())
 }
 
 /// The connection that asked: told when the key wants a touch, gone when the
@@ -67,7 +69,7 @@ impl Agent {
         prompt: &str,
         notify: &Waiters,
         op: KeyOp<T>,
-    ) -> Result<T, ErrorReply> {
+    ) -> Result<T, AgentError> {
         let mut pin: Option<SecretString> = None;
         loop {
             let (o, p, pr, tx) = (op.clone(), pin.clone(), prompt.to_owned(), notify.clone());
@@ -92,7 +94,7 @@ impl Agent {
         }
     }
 
-    async fn ask_pin(&self, hint: &CallerHint, why: &str) -> Result<SecretString, ErrorReply> {
+    async fn ask_pin(&self, hint: &CallerHint, why: &str) -> Result<SecretString, AgentError> {
         let entry = self.pin_entry.clone();
         let ctx = PinContext::from_hint(hint);
         let desc = format!(
@@ -104,9 +106,9 @@ impl Agent {
         tokio::task::spawn_blocking(move || entry.ask(&desc, None, &ctx))
             .await
             .map_err(|e| {
-                ErrorReply::new(ErrorCode::Internal, format!("PIN entry task failed: {e}"))
+                AgentError::new(ErrorCode::Internal, format!("PIN entry task failed: {e}"))
             })?
-            .map_err(|e| ErrorReply::new(ErrorCode::Pin, e.to_string()))
+            .map_err(|e| AgentError::new(ErrorCode::Pin, e.to_string()))
     }
 
     /// makeCredential on the key (excluding already enrolled credentials), checked.
@@ -117,10 +119,10 @@ impl Agent {
         uv: bool,
         exclude: Vec<Vec<u8>>,
         notify: &Waiters,
-    ) -> Result<Attestation, ErrorReply> {
+    ) -> Result<Attestation, AgentError> {
         // Read the attestation roots first: a bad root file must not cost a touch.
         let roots = attestation::load_roots(&self.config().key.attestation_roots)
-            .map_err(|e| ErrorReply::new(ErrorCode::Config, e.to_string()))?;
+            .map_err(|e| AgentError::new(ErrorCode::Config, e.to_string()))?;
         let (challenge, cdh) =
             ceremony::challenge("enroll", &[&caller.to_string()], self.clock.unix_now());
         let mut user_id = vec![0u8; 16];
@@ -141,9 +143,9 @@ impl Agent {
         let att = self.key_op(hint, &prompt, notify, op).await?;
         self.touches.fetch_add(1, Ordering::Relaxed);
         verify::check_attestation(&att, &cdh, RP_ID, uv)
-            .map_err(|e| ErrorReply::new(ErrorCode::KeyVerification, e.to_string()))?;
+            .map_err(|e| AgentError::new(ErrorCode::KeyVerification, e.to_string()))?;
         if !att.hmac_secret {
-            return Err(ErrorReply::new(
+            return Err(AgentError::new(
                 ErrorCode::Key,
                 format!(
                     "the {} does not support hmac-secret, which touchgate needs to seal credentials: use a FIDO2 key with hmac-secret",
@@ -155,7 +157,7 @@ impl Agent {
         let config = self.config();
         let allowed = &config.key.allowed_aaguids;
         if !allowed.is_empty() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(&aaguid)) {
-            return Err(ErrorReply::new(
+            return Err(AgentError::new(
                 ErrorCode::Key,
                 format!("this security key's model (AAGUID {aaguid}) is not in key.allowed_aaguids: use an allowed key or add it to the config"),
             ));
@@ -164,7 +166,7 @@ impl Agent {
             let chain = attestation::verify_packed_chain(&att, &cdh, &roots, self.clock.now())
                 .map_err(|e| {
                     tracing::warn!(aaguid = %aaguid, "attestation refused: {e}");
-                    ErrorReply::new(ErrorCode::KeyVerification, e.to_string())
+                    AgentError::new(ErrorCode::KeyVerification, e.to_string())
                 })?;
             tracing::info!(
                 aaguid = %aaguid,
@@ -201,13 +203,13 @@ impl Agent {
         uv: bool,
         hint: &CallerHint,
         progress: Progress,
-    ) -> Result<EnrolledReply, ErrorReply> {
+    ) -> Result<EnrolledReply, AgentError> {
         let notify = notify(progress);
         let mut vault = self.vault.lock().await;
         let mut approval = None;
         if let Some(e) = vault.enrolment() {
             if !force {
-                return Err(ErrorReply::new(
+                return Err(AgentError::new(
                     ErrorCode::AlreadyEnrolled,
                     format!(
                         "a key is already enrolled (credential {}): add a backup with touchgate keys add, or run touchgate enroll --force to start over (with a touch on an enrolled key; the old vault is kept as a backup file)",
@@ -304,7 +306,7 @@ impl Agent {
         caller: &Caller,
         hint: &CallerHint,
         progress: Progress,
-    ) -> Result<EnrolledReply, ErrorReply> {
+    ) -> Result<EnrolledReply, AgentError> {
         let notify = notify(progress);
         let mut vault = self.vault.lock().await;
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
@@ -354,7 +356,7 @@ impl Agent {
         self.touches.fetch_add(1, Ordering::Relaxed);
         let new = next.enrolments.last().expect("pushed").clone();
         let verified = verify::verify_assertion(&expected(&new), &cdh, &assertion)
-            .map_err(|e| ErrorReply::new(ErrorCode::KeyVerification, e.to_string()))?;
+            .map_err(|e| AgentError::new(ErrorCode::KeyVerification, e.to_string()))?;
         next.enrolments.last_mut().expect("pushed").sign_count = verified.sign_count;
         let hmac = hmac_output(&assertion)?;
         next.add_slot(&att.credential_id, &hmac, &dek)
@@ -382,8 +384,8 @@ impl Agent {
         caller: &Caller,
         hint: &CallerHint,
         progress: Progress,
-    ) -> Result<(), ErrorReply> {
-        if self.locked.locked().is_none() {
+    ) -> Result<(), AgentError> {
+        if !self.lock_state.is_locked() {
             return Ok(());
         }
         let mut vault = self.vault.lock().await;
@@ -411,7 +413,7 @@ impl Agent {
             ..Default::default()
         })
         .await?;
-        *self.locked.locked() = None;
+        self.lock_state.unlock();
         self.touch_last_use();
         tracing::info!(%caller, "unlocked");
         Ok(())
@@ -435,11 +437,11 @@ impl Agent {
         prefix: &str,
         hint: &CallerHint,
         progress: Progress,
-    ) -> Result<String, ErrorReply> {
+    ) -> Result<String, AgentError> {
         let mut vault = self.vault.lock().await;
         let id = find_key(&vault, prefix)?;
         if vault.enrolments.len() == 1 {
-            return Err(ErrorReply::new(
+            return Err(AgentError::new(
                 ErrorCode::Key,
                 "this is the last enrolled key, and removing it would lock the sealed credentials away for good: add another key first (touchgate keys add)",
             ));
@@ -482,7 +484,7 @@ impl Agent {
         prefix: &str,
         hint: &CallerHint,
         progress: Progress,
-    ) -> Result<String, ErrorReply> {
+    ) -> Result<String, AgentError> {
         let mut vault = self.vault.lock().await;
         let id = find_key(&vault, prefix)?;
         let short = short_id(&id);
@@ -531,11 +533,11 @@ impl Agent {
         credential_json: Secret,
         hint: &CallerHint,
         progress: Progress,
-    ) -> Result<&'static str, ErrorReply> {
+    ) -> Result<&'static str, AgentError> {
         valid_name(name)?;
         // Parse first: a bad file must not cost a touch.
         let cred = UpstreamCredential::parse(credential_json.expose())
-            .map_err(|e| ErrorReply::new(ErrorCode::BadCredential, e.to_string()))?;
+            .map_err(|e| AgentError::new(ErrorCode::BadCredential, e.to_string()))?;
         let kind = cred.kind();
         drop(cred);
         let prompt =
@@ -579,17 +581,17 @@ impl Agent {
         require_uv: bool,
         prompt: String,
         notify: &Waiters,
-    ) -> Result<(UpstreamCredential, TouchEvidence), ErrorReply> {
+    ) -> Result<(UpstreamCredential, TouchEvidence), AgentError> {
         let mut vault = self.vault.lock().await;
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
         if require_uv && !first.uv {
-            return Err(ErrorReply::new(
+            return Err(AgentError::new(
                 ErrorCode::Config,
                 "this profile requires user verification, but the keys were enrolled without it: run touchgate enroll --force --uv (then import again)",
             ));
         }
         if !vault.entry_names().iter().any(|n| n == credential) {
-            return Err(ErrorReply::new(
+            return Err(AgentError::new(
                 ErrorCode::UnknownCredential,
                 format!("no credential named \"{credential}\" is sealed: run touchgate import FILE --name {credential}"),
             ));
@@ -600,13 +602,13 @@ impl Agent {
         let (_kind, plaintext) = vault.open(&dek, credential).map_err(vault_error)?;
         drop(dek);
         let text = std::str::from_utf8(&plaintext).map_err(|_| {
-            ErrorReply::new(
+            AgentError::new(
                 ErrorCode::Vault,
                 format!("sealed credential \"{credential}\" is not text: import it again"),
             )
         })?;
         let cred = UpstreamCredential::parse(text)
-            .map_err(|e| ErrorReply::new(ErrorCode::BadCredential, e.to_string()))?;
+            .map_err(|e| AgentError::new(ErrorCode::BadCredential, e.to_string()))?;
         // The counter is saved only once everything checked out.
         let mut next = vault.clone();
         replace_enrolment(&mut next, used);
@@ -629,7 +631,7 @@ impl Agent {
         hint: &CallerHint,
         prompt: String,
         notify: &Waiters,
-    ) -> Result<(Dek, Enrolment, TouchEvidence), ErrorReply> {
+    ) -> Result<(Dek, Enrolment, TouchEvidence), AgentError> {
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
         let allow: Vec<Vec<u8>> = vault
             .enrolments
@@ -638,7 +640,7 @@ impl Agent {
             .map(|e| e.credential_id.clone())
             .collect();
         if allow.is_empty() {
-            return Err(ErrorReply::new(
+            return Err(AgentError::new(
                 ErrorCode::KeyVerification,
                 format!(
                     "every enrolled key is marked suspect (a possible clone), so none can approve anything: if you are sure the keys are yours, stop the agent, move {} aside, enrol again and import your credentials again",
@@ -649,7 +651,7 @@ impl Agent {
         // The touch signs the history so far (the head) and what its record will say.
         let inputs = ChallengeInputs::bound(purpose, self.audit.head(), self.clock.unix_now());
         let challenge = inputs.challenge_for(approved);
-        let cdh = crate::key::client_data_hash(&challenge);
+        let cdh = crate::fido::key::client_data_hash(&challenge);
         let (salt, uv) = (first.hmac_salt, first.uv);
         let op: KeyOp<Assertion> = Arc::new(move |k, pin| {
             k.get_assertion(&GetAssertionRequest {
@@ -668,7 +670,7 @@ impl Agent {
             .enrolment_for(&assertion.credential_id)
             .cloned()
             .ok_or_else(|| {
-                ErrorReply::new(
+                AgentError::new(
                     ErrorCode::KeyVerification,
                     "the security key answered with a credential that is not enrolled: refused",
                 )
@@ -677,7 +679,7 @@ impl Agent {
         if let Some(why) = &enrolment.suspect {
             let short = short_id(&enrolment.credential_id);
             tracing::error!(alert = "suspect-key-answered", credential = %short, key = %enrolment.key_name, "ALERT: a key marked suspect answered although it was not asked: refused");
-            return Err(ErrorReply::new(
+            return Err(AgentError::new(
                 ErrorCode::KeyVerification,
                 format!(
                     "the security key answered with credential {short}, which is marked suspect ({why}): refused; see touchgate keys list"
@@ -695,14 +697,14 @@ impl Agent {
                     .suspect = Some(e.to_string());
                 next.save(&self.paths.vault).map_err(vault_error)?;
                 *vault = next;
-                return Err(ErrorReply::new(
+                return Err(AgentError::new(
                     ErrorCode::KeyVerification,
                     format!("{e}; key {short} is now marked suspect and refused until you run touchgate keys trust {short}"),
                 ));
             }
             Err(e) => {
                 tracing::warn!("security key answer refused: {e}");
-                return Err(ErrorReply::new(ErrorCode::KeyVerification, e.to_string()));
+                return Err(AgentError::new(ErrorCode::KeyVerification, e.to_string()));
             }
         };
         enrolment.sign_count = verified.sign_count;
@@ -735,9 +737,9 @@ fn expected(e: &Enrolment) -> Expected<'_> {
     }
 }
 
-fn hmac_output(a: &Assertion) -> Result<Zeroizing<[u8; 32]>, ErrorReply> {
+fn hmac_output(a: &Assertion) -> Result<Zeroizing<[u8; 32]>, AgentError> {
     let h = a.hmac_secret.as_ref().ok_or_else(|| {
-        ErrorReply::new(
+        AgentError::new(
             ErrorCode::Key,
             "the security key returned no hmac-secret output: it cannot unseal the vault",
         )
@@ -763,7 +765,7 @@ pub(crate) fn key_info(e: &Enrolment) -> KeyInfo {
 }
 
 /// The one enrolled key whose credential id starts with `prefix` (hex).
-fn find_key(vault: &VaultFile, prefix: &str) -> Result<Vec<u8>, ErrorReply> {
+fn find_key(vault: &VaultFile, prefix: &str) -> Result<Vec<u8>, AgentError> {
     let p = prefix.trim().to_ascii_lowercase();
     let matches: Vec<&Enrolment> = vault
         .enrolments
@@ -772,14 +774,14 @@ fn find_key(vault: &VaultFile, prefix: &str) -> Result<Vec<u8>, ErrorReply> {
         .collect();
     match matches.as_slice() {
         [one] => Ok(one.credential_id.clone()),
-        [] => Err(ErrorReply::new(
+        [] => Err(AgentError::new(
             ErrorCode::Key,
             format!(
                 "no enrolled key has a credential id starting with {}: see touchgate keys list",
                 touchgate::quote(prefix)
             ),
         )),
-        _ => Err(ErrorReply::new(
+        _ => Err(AgentError::new(
             ErrorCode::Key,
             format!(
                 "{} matches several enrolled keys: give more of the credential id",
@@ -789,7 +791,7 @@ fn find_key(vault: &VaultFile, prefix: &str) -> Result<Vec<u8>, ErrorReply> {
     }
 }
 
-fn valid_name(name: &str) -> Result<(), ErrorReply> {
+fn valid_name(name: &str) -> Result<(), AgentError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -798,7 +800,7 @@ fn valid_name(name: &str) -> Result<(), ErrorReply> {
     if ok {
         Ok(())
     } else {
-        Err(ErrorReply::new(
+        Err(AgentError::new(
             ErrorCode::BadCredential,
             format!(
                 "credential name {} is not allowed: use up to 64 letters, digits, '-', '_' or '.'",

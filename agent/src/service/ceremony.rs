@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use touchgate::{ErrorCode, ErrorReply};
+use touchgate::ErrorCode;
 
 use crate::audit::ChallengeInputs;
 use crate::config::format_duration;
-use crate::key::{KeyError, SecurityKey};
+use crate::fido::key::{KeyError, SecurityKey};
+use crate::service::error::AgentError;
 use crate::upstream::BoxFuture;
 
 /// How long a key operation may run before we tell the user to touch.
@@ -59,32 +60,16 @@ impl Waiters {
 /// Run `op` on the key. `on_touch_needed` fires once if the key has not
 /// answered after [`TOUCH_SIGNAL_AFTER`]. After `timeout` the operation is
 /// cancelled on the key and the caller gets a `TouchTimeout` error; once
-/// `gone` resolves (the caller hung up) it is cancelled too.
-pub async fn run<T, F>(
-    key: Arc<dyn SecurityKey>,
-    timeout: Duration,
-    on_touch_needed: impl FnOnce(),
-    gone: impl Future<Output = ()>,
-    op: F,
-) -> Result<T, ErrorReply>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn SecurityKey) -> Result<T, KeyError> + Send + 'static,
-{
-    run_raw(key, timeout, on_touch_needed, gone, op)
-        .await?
-        .map_err(key_error)
-}
-
-/// Like [`run`], but hands back the key's own error (so a caller can react to
-/// `PinRequired`); the outer error is the timeout, the caller gone or a crashed task.
+/// `gone` resolves (the caller hung up) it is cancelled too. Hands back the
+/// key's own error (so a caller can react to `PinRequired`); the outer error
+/// is the timeout, the caller gone or a crashed task.
 pub async fn run_raw<T, F>(
     key: Arc<dyn SecurityKey>,
     timeout: Duration,
     on_touch_needed: impl FnOnce(),
     gone: impl Future<Output = ()>,
     op: F,
-) -> Result<Result<T, KeyError>, ErrorReply>
+) -> Result<Result<T, KeyError>, AgentError>
 where
     T: Send + 'static,
     F: FnOnce(&dyn SecurityKey) -> Result<T, KeyError> + Send + 'static,
@@ -108,7 +93,7 @@ where
             res = &mut task => {
                 return match res {
                     Ok(r) => Ok(r),
-                    Err(e) => Err(ErrorReply::new(ErrorCode::Internal, format!("security key task failed: {e}"))),
+                    Err(e) => Err(AgentError::new(ErrorCode::Internal, format!("security key task failed: {e}"))),
                 };
             }
             _ = &mut nudge, if signal.is_some() => {
@@ -121,7 +106,7 @@ where
             }
             _ = &mut deadline => {
                 cancel_until_done(key.as_ref(), &mut task).await;
-                return Err(ErrorReply::new(
+                return Err(AgentError::new(
                     ErrorCode::TouchTimeout,
                     format!(
                         "no touch on the security key within {}: run the command again and touch the key when it blinks (or raise agent.touch_timeout)",
@@ -145,15 +130,15 @@ async fn cancel_until_done<T>(key: &dyn SecurityKey, task: &mut JoinHandle<T>) {
 }
 
 /// The error of an operation whose caller hung up (no one reads it; the audit log does).
-fn caller_gone() -> ErrorReply {
-    ErrorReply::new(
+fn caller_gone() -> AgentError {
+    AgentError::new(
         ErrorCode::Key,
         "the caller hung up while the security key waited: the key operation was cancelled",
     )
 }
 
 /// Map a key error to the protocol's typed error.
-pub fn key_error(e: KeyError) -> ErrorReply {
+pub fn key_error(e: KeyError) -> AgentError {
     let code = match e {
         KeyError::TouchDenied => ErrorCode::TouchDenied,
         KeyError::Cancelled => ErrorCode::TouchTimeout,
@@ -175,7 +160,7 @@ pub fn key_error(e: KeyError) -> ErrorReply {
         ),
         other => other.to_string(),
     };
-    ErrorReply::new(code, msg)
+    AgentError::new(code, msg)
 }
 
 /// A fresh challenge bound to one request: who asks, for what, a nonce and the time.
@@ -183,7 +168,7 @@ pub fn key_error(e: KeyError) -> ErrorReply {
 pub fn challenge(purpose: &str, parts: &[&str], now_unix: u64) -> ([u8; 32], [u8; 32]) {
     let c = ChallengeInputs::fresh(purpose, parts, now_unix);
     let challenge = c.challenge();
-    (challenge, crate::key::client_data_hash(&challenge))
+    (challenge, crate::fido::key::client_data_hash(&challenge))
 }
 
 #[cfg(test)]

@@ -6,22 +6,113 @@
 //! executable and, behind an interpreter, its script; a `callers` glob
 //! matches either.
 
+pub mod subject;
+
+use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::config::{format_duration, Per, Profile, TouchRule};
-use crate::subject::Subject;
+use crate::config::{format_duration, Per, Profile, TouchRule, UserVerification};
+use subject::Subject;
 
 /// The outcome of the caller and scope rules for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Allowed; `window` keys the approval window this request uses or opens.
-    Allow { rule: String, window: String },
+pub enum Decision<'a> {
+    /// Allowed, on the terms of the grant.
+    Allow(Grant<'a>),
     /// Refused, with the rule that refused and a one-line reason with the fix.
     Refuse { rule: String, reason: String },
 }
 
+/// What an allowed request gets: every answer the profile's rules give, so
+/// the service reads them here rather than from the profile. Borrowed from
+/// the request and the config, so deciding a window hit allocates nothing
+/// (a `per = "caller"` window names its program, which is text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant<'a> {
+    /// The approval window this request uses or opens.
+    pub window: WindowKey<'a>,
+    /// The touch, verification and limits it is issued under.
+    pub terms: Terms,
+    allowed_by: AllowedBy,
+}
+
+/// The terms a token is issued under: the touch rule, user verification and
+/// limits, as the profile's rules give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    /// Whether a touch opens a window, and for how long.
+    pub touch: TouchRule,
+    /// Whether the key must verify the user (PIN or biometrics) for the touch.
+    pub user_verification: UserVerification,
+    /// The most tokens one window hands out, if limited.
+    pub max_tokens: Option<u32>,
+    /// How long each token lives.
+    pub lifetime: Duration,
+}
+
+/// Which setting allowed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AllowedBy {
+    AnyProgram,
+    Callers,
+    PerCaller,
+}
+
+impl Grant<'_> {
+    /// The setting that allowed the request, as `policy check` names it.
+    pub fn rule(&self) -> String {
+        let name = self.window.profile();
+        match self.allowed_by {
+            AllowedBy::AnyProgram => format!("profiles.{name}: any program of this user"),
+            AllowedBy::Callers => format!("profiles.{name}.callers"),
+            AllowedBy::PerCaller => format!("profiles.{name}: per = \"caller\""),
+        }
+    }
+}
+
+/// Whose approval window a request belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WindowKey<'a> {
+    /// The profile's one window, whoever asks (`per = "profile"`).
+    Profile(&'a str),
+    /// One window per program (`per = "caller"`): the program as [`Subject`] shows it.
+    Caller { profile: &'a str, who: String },
+}
+
+impl<'a> WindowKey<'a> {
+    /// The profile the window belongs to.
+    pub fn profile(&self) -> &'a str {
+        match self {
+            WindowKey::Profile(p) | WindowKey::Caller { profile: p, .. } => p,
+        }
+    }
+
+    /// The window's key in the agent's maps: unique per window, and borrowed
+    /// for a profile's window. Not for people (see `Display`).
+    pub(crate) fn text(&self) -> Cow<'a, str> {
+        match self {
+            WindowKey::Profile(p) => Cow::Borrowed(p),
+            WindowKey::Caller { profile, who } => Cow::Owned(format!("{profile}\u{0}{who}")),
+        }
+    }
+}
+
+impl std::fmt::Display for WindowKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WindowKey::Profile(p) => f.write_str(p),
+            WindowKey::Caller { profile, who } => write!(f, "{profile} for {who}"),
+        }
+    }
+}
+
 /// Apply profile `name`'s rules to a request from program `who` for `scopes`.
-pub fn decide(name: &str, profile: &Profile, who: &Subject, scopes: &[String]) -> Decision {
+pub fn decide<'a>(
+    name: &'a str,
+    profile: &Profile,
+    who: &Subject,
+    scopes: &[String],
+) -> Decision<'a> {
     if !profile.callers.is_empty() {
         let matched = who.paths().any(|p| {
             let p = p.display().to_string();
@@ -52,21 +143,29 @@ pub fn decide(name: &str, profile: &Profile, who: &Subject, scopes: &[String]) -
             ),
         };
     }
-    let (rule, window) = match profile.per {
-        Per::Profile => (
-            if profile.callers.is_empty() {
-                format!("profiles.{name}: any program of this user")
-            } else {
-                format!("profiles.{name}.callers")
-            },
-            name.to_owned(),
-        ),
+    let (allowed_by, window) = match profile.per {
+        Per::Profile if profile.callers.is_empty() => {
+            (AllowedBy::AnyProgram, WindowKey::Profile(name))
+        }
+        Per::Profile => (AllowedBy::Callers, WindowKey::Profile(name)),
         Per::Caller => (
-            format!("profiles.{name}: per = \"caller\""),
-            format!("{name}\u{0}{who}"),
+            AllowedBy::PerCaller,
+            WindowKey::Caller {
+                profile: name,
+                who: who.to_string(),
+            },
         ),
     };
-    Decision::Allow { rule, window }
+    Decision::Allow(Grant {
+        window,
+        terms: Terms {
+            touch: profile.touch,
+            user_verification: profile.user_verification,
+            max_tokens: profile.max_tokens_per_window,
+            lifetime: profile.lifetime,
+        },
+        allowed_by,
+    })
 }
 
 /// Whether [`decide`] looks at who asks for `profile` (its `callers` or `per =
@@ -227,7 +326,7 @@ mod tests {
         let p = profile(&["/usr/bin/gcloud"], Per::Profile, &[]);
         assert!(matches!(
             decide("train", &p, &exe("/usr/bin/gcloud"), &[]),
-            Decision::Allow { .. }
+            Decision::Allow(_)
         ));
         match decide("train", &p, &exe("/usr/bin/python3"), &[]) {
             Decision::Refuse { rule, reason } => {
@@ -257,12 +356,12 @@ mod tests {
         let by_script = profile(&["*/google-cloud-sdk/lib/gcloud.py"], Per::Profile, &[]);
         assert!(matches!(
             decide("p", &by_script, &gcloud, &[]),
-            Decision::Allow { .. }
+            Decision::Allow(_)
         ));
         let by_interpreter = profile(&["*/bundledpythonunix/bin/python3"], Per::Profile, &[]);
         assert!(matches!(
             decide("p", &by_interpreter, &gcloud, &[]),
-            Decision::Allow { .. }
+            Decision::Allow(_)
         ));
         // The launcher's path is neither: the refusal names both and what to write.
         let by_launcher = profile(&["/usr/bin/gcloud"], Per::Profile, &[]);
@@ -281,7 +380,7 @@ mod tests {
     fn per_caller_windows_differ_by_program() {
         let p = profile(&[], Per::Caller, &[]);
         let w = |path: &str| match decide("inf", &p, &exe(path), &[]) {
-            Decision::Allow { window, .. } => window,
+            Decision::Allow(g) => g.window.text().into_owned(),
             d => panic!("{d:?}"),
         };
         assert_ne!(w("/usr/bin/gcloud"), w("/usr/bin/python3"));
@@ -292,14 +391,14 @@ mod tests {
             script: Some(script.into()),
         };
         let w2 = |s: &Subject| match decide("inf", &p, s, &[]) {
-            Decision::Allow { window, .. } => window,
+            Decision::Allow(g) => g.window.text().into_owned(),
             d => panic!("{d:?}"),
         };
         assert_ne!(w2(&run("/a/gcloud.py")), w2(&run("/a/train.py")));
         assert_ne!(w2(&run("/a/gcloud.py")), w("/usr/bin/python3"));
         let shared = profile(&[], Per::Profile, &[]);
         assert!(
-            matches!(decide("inf", &shared, &exe("/x"), &[]), Decision::Allow { window, .. } if window == "inf")
+            matches!(decide("inf", &shared, &exe("/x"), &[]), Decision::Allow(g) if g.window == WindowKey::Profile("inf"))
         );
     }
 
@@ -313,7 +412,7 @@ mod tests {
             assert!(
                 matches!(
                     decide("narrow", &p, &Subject::default(), ok),
-                    Decision::Allow { .. }
+                    Decision::Allow(_)
                 ),
                 "{ok:?}"
             );
@@ -339,7 +438,7 @@ mod tests {
         let p = profile(&[], Per::Profile, &["s1", "s2"]);
         assert!(matches!(
             decide("p", &p, &Subject::default(), &["s1".into()]),
-            Decision::Allow { .. }
+            Decision::Allow(_)
         ));
         assert!(
             matches!(decide("p", &p, &Subject::default(), &["s3".into()]), Decision::Refuse { rule, .. } if rule == "profiles.p.allowed_scopes")

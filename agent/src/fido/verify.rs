@@ -17,7 +17,7 @@ use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::key::{flags, Assertion, Attestation};
+use crate::fido::key::{flags, Assertion, Attestation};
 
 /// rpIdHash(32) ‖ flags(1) ‖ signCount(4).
 const AUTH_DATA_MIN: usize = 37;
@@ -163,7 +163,7 @@ pub fn verify_assertion(
 /// * `packed` with `x5c` (full attestation by a hardware key): the signature
 ///   must verify with the P-256 key of the leaf certificate (`x5c[0]`).
 ///   Whether the chain leads to a trusted root is policy, checked by
-///   [`crate::attestation::verify_packed_chain`] when `key.attestation_roots`
+///   [`crate::fido::attestation::verify_packed_chain`] when `key.attestation_roots`
 ///   is set.
 ///
 /// Any other format is refused.
@@ -217,9 +217,9 @@ pub fn check_attestation(
             }
         }
         // Full attestation: signed by the leaf certificate's key (chain
-        // trust is crate::attestation's, when roots are configured).
+        // trust is crate::fido::attestation's, when roots are configured).
         "packed" => {
-            let leaf = crate::attestation::leaf_verifying_key(&a.x5c[0])
+            let leaf = crate::fido::attestation::leaf_verifying_key(&a.x5c[0])
                 .map_err(|reason| VerifyError::AttestationCertificate { reason })?;
             check_statement_alg(a.statement_alg, "the attestation certificate's P-256 key")?;
             if signature_holds(
@@ -520,9 +520,9 @@ fn key_text(k: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attestation::test_certs;
-    use crate::key::soft::{AutoTouch, SoftKey};
-    use crate::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
+    use crate::fido::attestation::test_certs;
+    use crate::fido::key::soft::{AutoTouch, SoftKey};
+    use crate::fido::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
     use p256::ecdsa::signature::Signer;
     use p256::ecdsa::SigningKey;
     use rand::{Rng, RngCore, SeedableRng};
@@ -657,14 +657,14 @@ mod tests {
             .unwrap();
         check_attestation(
             &att,
-            &crate::key::client_data_hash(&CHALLENGE),
+            &crate::fido::key::client_data_hash(&CHALLENGE),
             RP_ID,
             false,
         )
         .unwrap();
 
         let challenge2 = [0x77; 32];
-        let cdh2 = crate::key::client_data_hash(&challenge2);
+        let cdh2 = crate::fido::key::client_data_hash(&challenge2);
         let a = key
             .get_assertion(&GetAssertionRequest {
                 rp_id: RP_ID.into(),
@@ -926,8 +926,13 @@ mod tests {
         let k = test_key(3);
         let (good, root) = certified_attestation(&k);
         // And the chain itself holds (policy check, done by enrol).
-        crate::attestation::verify_packed_chain(&good, &CDH, &[root], std::time::SystemTime::now())
-            .unwrap();
+        crate::fido::attestation::verify_packed_chain(
+            &good,
+            &CDH,
+            &[root],
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
         // Signed by the credential key (self attestation) while sending a certificate.
         let mut a = good.clone();
         a.attestation_signature = sign(&k, &a.auth_data, &CDH);
