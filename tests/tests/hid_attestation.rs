@@ -272,3 +272,52 @@ fn enrolment_with_uv_refuses_an_attestation_without_the_uv_flag() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_packed_statement_naming_another_alg_than_the_key_is_refused() {
+    // Self attestation signed with the credential's ES256 key, but the
+    // statement says RS256 (-257).
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key_with(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            misstate_packed_alg: Some(-257),
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&key, &[]);
+    assert_one_line_error(
+        &agent.cli(&["enroll"]),
+        "the packed attestation statement names algorithm alg -257 but the credential key is ES256 (-7): refused",
+    );
+    let o = agent.cli(&["keys", "list"]);
+    assert!(
+        o.status.success() && stdout(&o).trim().is_empty(),
+        "nothing enrolled: {}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_certificate_statement_naming_another_alg_than_its_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = certs::root_ca("CN=vendor root,O=touchgate tests");
+    let roots = write_root(dir.path(), "root.pem", &root);
+    let (chain, leaf_key) = certs::attestation_chain(&root, AAGUID);
+    let key = emu_key_with(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            aaguid: Some(AAGUID),
+            attestation: Attestation::Certificate { chain, leaf_key },
+            misstate_packed_alg: Some(-8),
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&key, &[roots]);
+    assert_one_line_error(
+        &agent.cli(&["enroll"]),
+        "the packed attestation statement names algorithm alg -8 but the attestation certificate's P-256 key is ES256 (-7): refused",
+    );
+}
