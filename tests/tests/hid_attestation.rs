@@ -321,3 +321,43 @@ fn a_certificate_statement_naming_another_alg_than_its_key_is_refused() {
         "the packed attestation statement names algorithm alg -8 but the attestation certificate's P-256 key is ES256 (-7): refused",
     );
 }
+
+/// A response with one key written twice (same value both times): the key is
+/// refused naming the key and where it is, before anything is enrolled.
+fn assert_duplicate_refused(key_name: &'static str, field: &str, attestation: Attestation) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key_with(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            aaguid: Some(AAGUID),
+            attestation,
+            duplicate_response_key: Some(key_name),
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&key, &[]);
+    assert_one_line_error(
+        &agent.cli(&["enroll"]),
+        &format!("the security key's makeCredential response has {field} twice"),
+    );
+    let o = agent.cli(&["keys", "list"]);
+    assert!(
+        o.status.success() && stdout(&o).trim().is_empty(),
+        "nothing enrolled: {}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_make_credential_response_with_a_duplicate_key_is_refused() {
+    let root = certs::root_ca("CN=vendor root,O=touchgate tests");
+    let chain = || {
+        let (chain, leaf_key) = certs::attestation_chain(&root, AAGUID);
+        Attestation::Certificate { chain, leaf_key }
+    };
+    assert_duplicate_refused("sig", "\"sig\" (in attStmt)", Attestation::SelfPacked);
+    assert_duplicate_refused("x5c", "\"x5c\" (in attStmt)", chain());
+    assert_duplicate_refused("authData", "authData (key 2)", Attestation::SelfPacked);
+    assert_duplicate_refused("fmt", "fmt (key 1)", Attestation::SelfPacked);
+}

@@ -110,6 +110,38 @@ async fn no_touch_times_out_cancels_on_the_device_and_the_agent_lives() {
     assert!(o.status.success(), "{}\n{}", stderr(&o), agent.stderr());
 }
 
+/// Enrolment goes over the agent's own CTAPHID channel: a touch that never
+/// comes is cancelled there too, and the key is free for the next enrolment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_touch_at_enrolment_times_out_and_cancels_on_the_device() {
+    let (emu, _key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let touch = Arc::new(ScriptedTouch::new());
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        touch.clone(),
+        AuthenticatorOptions::default(),
+    );
+    let agent = start_agent(&hid_config(
+        &emu.base_url(),
+        &[key.path()],
+        "every-token",
+        "2s",
+        "",
+    ));
+    let cancels = key.device.stats().cancels;
+    let o = agent.cli(&["enroll"]);
+    assert_one_line_error(&o, "no touch on the security key within 2s");
+    assert!(
+        key.device.stats().cancels > cancels,
+        "the agent cancelled on the device"
+    );
+    touch.approve();
+    let o = agent.cli(&["enroll"]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), agent.stderr());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_pulled_out_mid_touch_is_a_clear_error_and_the_agent_lives() {
     let (emu, key_json) = emulator().await;
