@@ -352,6 +352,20 @@ impl SecurityKey for HidKey {
             return Err(KeyError::NoCredentials);
         }
         let a = all.swap_remove(0);
+        // The crate decodes this response itself and keeps the last of a key
+        // written twice; an authData twice still shows as two hmac-secret
+        // outputs (the first taken, the last signed): refused.
+        let outputs = a
+            .extensions
+            .iter()
+            .filter(|e| matches!(e, Gext::HmacSecret(Some(_)) | Gext::HmacSecret2(Some(_))))
+            .count();
+        if outputs > 1 {
+            return Err(KeyError::Device(format!(
+                "the security key's getAssertion response carries {outputs} hmac-secret outputs \
+                 (authData, key 2, twice?): refused (a faulty or hostile key; use another key)"
+            )));
+        }
         self.remember(&path);
         let hmac_secret = a.extensions.iter().find_map(|e| match e {
             Gext::HmacSecret(Some(out)) => Some(Zeroizing::new(*out)),

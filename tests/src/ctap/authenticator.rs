@@ -96,6 +96,8 @@ pub struct AuthenticatorOptions {
     /// same value: a top-level member by its name (`"fmt"`, `"authData"`,
     /// `"attStmt"`) or a member of the packed statement (`"alg"`, `"sig"`, `"x5c"`).
     pub duplicate_response_key: Option<&'static str>,
+    /// Misbehave: write authData (key 2) of getAssertion responses twice.
+    pub duplicate_assertion_auth_data: bool,
     /// How long a touch is waited for before CTAP2_ERR_USER_ACTION_TIMEOUT
     /// (ctap-hid-fido2 itself gives up after ~50 s).
     pub touch_timeout: Duration,
@@ -112,6 +114,7 @@ impl Default for AuthenticatorOptions {
             omit_uv_flag_in_attestation: false,
             misstate_packed_alg: None,
             duplicate_response_key: None,
+            duplicate_assertion_auth_data: false,
             touch_timeout: Duration::from_secs(30),
         }
     }
@@ -131,6 +134,10 @@ impl std::fmt::Debug for AuthenticatorOptions {
             )
             .field("misstate_packed_alg", &self.misstate_packed_alg)
             .field("duplicate_response_key", &self.duplicate_response_key)
+            .field(
+                "duplicate_assertion_auth_data",
+                &self.duplicate_assertion_auth_data,
+            )
             .field("touch_timeout", &self.touch_timeout)
             .finish()
     }
