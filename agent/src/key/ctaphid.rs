@@ -298,6 +298,77 @@ fn stmt_name(k: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    const CID: [u8; 4] = [1, 2, 3, 4];
+
+    /// A channel on one end of a datagram pair (one datagram per report),
+    /// the key's end, which has already sent `reports`.
+    fn channel_answered_by(reports: &[Vec<u8>]) -> (Channel, UnixDatagram) {
+        let (host, key) = UnixDatagram::pair().unwrap();
+        for r in reports {
+            let mut report = r.clone();
+            report.resize(REPORT_LEN, 0);
+            key.send(&report).unwrap();
+        }
+        let file = File::from(std::os::fd::OwnedFd::from(host));
+        (Channel { file, cid: CID }, key)
+    }
+
+    /// An initialisation report: cid, cmd, length, data.
+    fn init(cid: [u8; 4], cmd: u8, len: u16, data: &[u8]) -> Vec<u8> {
+        [&cid[..], &[cmd], &len.to_be_bytes(), data].concat()
+    }
+
+    #[test]
+    fn keepalives_and_other_channels_are_skipped_and_messages_reassembled() {
+        let body: Vec<u8> = (0..100u8).collect();
+        let mut answer = vec![0u8];
+        answer.extend_from_slice(&body);
+        let (ch, key) = channel_answered_by(&[
+            init(CID, CMD_KEEPALIVE, 1, &[2]),
+            init([9; 4], CMD_CBOR, 1, &[0x27]),
+            init(CID, CMD_CBOR, answer.len() as u16, &answer[..INIT_DATA]),
+            [&CID[..], &[0], &answer[INIT_DATA..]].concat(),
+        ]);
+        assert_eq!(ch.cbor(&[0x01, 0xa0]).unwrap(), body);
+        // The request went out as hidapi writes it: report id 0 and a 64-byte report.
+        let mut sent = [0u8; 80];
+        let n = key.recv(&mut sent).unwrap();
+        assert_eq!(n, REPORT_LEN + 1);
+        assert_eq!(&sent[..8], &[0, 1, 2, 3, 4, CMD_CBOR, 0, 2]);
+    }
+
+    #[test]
+    fn hostile_framing_is_an_error_not_a_hang_or_a_panic() {
+        let too_long = (MAX_MESSAGE + 1) as u16;
+        for (reports, needle) in [
+            (
+                vec![init(CID, CMD_CBOR, too_long, &[])],
+                "more than CTAPHID allows",
+            ),
+            (
+                vec![
+                    init(CID, CMD_CBOR, 100, &[0; INIT_DATA]),
+                    [&CID[..], &[1]].concat(),
+                ],
+                "out of sequence",
+            ),
+            (vec![init(CID, CMD_CBOR, 1, &[0x27])], "0x27"),
+            (vec![init(CID, CMD_ERROR, 1, &[0x06])], "CTAPHID error 0x06"),
+            (vec![init(CID, CMD_CBOR, 0, &[])], "empty CTAP2 response"),
+            (vec![init(CID, 0x83, 0, &[])], "CTAPHID command 0x83"),
+        ] {
+            let (ch, _key) = channel_answered_by(&reports);
+            let e = ch.cbor(&[0x01]).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        // The key goes away mid-message: the read error hid.rs maps to "stopped answering".
+        let (ch, key) = channel_answered_by(&[init(CID, CMD_CBOR, 100, &[0; INIT_DATA])]);
+        drop(key);
+        let e = ch.cbor(&[0x01]).unwrap_err().to_string();
+        assert!(e.contains("read err") || e.contains("write error"), "{e}");
+    }
 
     fn encode(v: &Value) -> Vec<u8> {
         let mut out = vec![];
