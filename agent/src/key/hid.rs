@@ -155,7 +155,13 @@ impl HidKey {
         *self.channel.locked() = Some(channel.clone());
         let answer = channel.cbor(&request);
         *self.channel.locked() = None;
-        let cbor = answer.map_err(|e| map_error(path, &e, dev))?;
+        // On Linux every open hidraw handle gets every report: `dev`'s holds
+        // this channel's answers, which ctap-hid-fido2 (it does not check
+        // channel ids) would take for its own. Ask PIN retries on a fresh handle.
+        let cbor = answer.map_err(|e| match self.open(path) {
+            Ok(fresh) => map_error(path, &e, &fresh),
+            Err(_) => map_error(path, &e, dev),
+        })?;
         ctaphid::parse_make_credential(&cbor).map_err(KeyError::Device)
     }
 
