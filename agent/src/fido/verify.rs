@@ -478,7 +478,7 @@ fn read_item(
 }
 
 /// The first key some map in `v` (at any depth) holds twice, named.
-fn duplicate_key(v: &Value) -> Option<String> {
+pub(crate) fn duplicate_key(v: &Value) -> Option<String> {
     match v {
         Value::Map(entries) => {
             for (i, (k, _)) in entries.iter().enumerate() {

@@ -90,6 +90,14 @@ pub struct AuthenticatorOptions {
     /// Misbehave: leave the UV flag out of makeCredential's authenticator
     /// data even when the user was verified (signed as sent).
     pub omit_uv_flag_in_attestation: bool,
+    /// Misbehave: the packed statement names this `alg` (the signature stays ES256).
+    pub misstate_packed_alg: Option<i64>,
+    /// Misbehave: write one key of the makeCredential response twice, with the
+    /// same value: a top-level member by its name (`"fmt"`, `"authData"`,
+    /// `"attStmt"`) or a member of the packed statement (`"alg"`, `"sig"`, `"x5c"`).
+    pub duplicate_response_key: Option<&'static str>,
+    /// Misbehave: write authData (key 2) of getAssertion responses twice.
+    pub duplicate_assertion_auth_data: bool,
     /// How long a touch is waited for before CTAP2_ERR_USER_ACTION_TIMEOUT
     /// (ctap-hid-fido2 itself gives up after ~50 s).
     pub touch_timeout: Duration,
@@ -104,6 +112,9 @@ impl Default for AuthenticatorOptions {
             built_in_uv: false,
             attestation: Attestation::SelfPacked,
             omit_uv_flag_in_attestation: false,
+            misstate_packed_alg: None,
+            duplicate_response_key: None,
+            duplicate_assertion_auth_data: false,
             touch_timeout: Duration::from_secs(30),
         }
     }
@@ -120,6 +131,12 @@ impl std::fmt::Debug for AuthenticatorOptions {
             .field(
                 "omit_uv_flag_in_attestation",
                 &self.omit_uv_flag_in_attestation,
+            )
+            .field("misstate_packed_alg", &self.misstate_packed_alg)
+            .field("duplicate_response_key", &self.duplicate_response_key)
+            .field(
+                "duplicate_assertion_auth_data",
+                &self.duplicate_assertion_auth_data,
             )
             .field("touch_timeout", &self.touch_timeout)
             .finish()

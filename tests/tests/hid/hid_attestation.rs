@@ -272,3 +272,92 @@ fn enrolment_with_uv_refuses_an_attestation_without_the_uv_flag() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_packed_statement_naming_another_alg_than_the_key_is_refused() {
+    // Self attestation signed with the credential's ES256 key, but the
+    // statement says RS256 (-257).
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key_with(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            misstate_packed_alg: Some(-257),
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&key, &[]);
+    assert_one_line_error(
+        &agent.cli(&["enroll"]),
+        "the packed attestation statement names algorithm alg -257 but the credential key is ES256 (-7): refused",
+    );
+    let o = agent.cli(&["keys", "list"]);
+    assert!(
+        o.status.success() && stdout(&o).trim().is_empty(),
+        "nothing enrolled: {}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_certificate_statement_naming_another_alg_than_its_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = certs::root_ca("CN=vendor root,O=touchgate tests");
+    let roots = write_root(dir.path(), "root.pem", &root);
+    let (chain, leaf_key) = certs::attestation_chain(&root, AAGUID);
+    let key = emu_key_with(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            aaguid: Some(AAGUID),
+            attestation: Attestation::Certificate { chain, leaf_key },
+            misstate_packed_alg: Some(-8),
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&key, &[roots]);
+    assert_one_line_error(
+        &agent.cli(&["enroll"]),
+        "the packed attestation statement names algorithm alg -8 but the attestation certificate's P-256 key is ES256 (-7): refused",
+    );
+}
+
+/// A response with one key written twice (same value both times): the key is
+/// refused naming the key and where it is, before anything is enrolled.
+fn assert_duplicate_refused(key_name: &'static str, field: &str, attestation: Attestation) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = emu_key_with(
+        dir.path(),
+        "k1",
+        AuthenticatorOptions {
+            aaguid: Some(AAGUID),
+            attestation,
+            duplicate_response_key: Some(key_name),
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&key, &[]);
+    assert_one_line_error(
+        &agent.cli(&["enroll"]),
+        &format!("the security key's makeCredential response has {field} twice"),
+    );
+    let o = agent.cli(&["keys", "list"]);
+    assert!(
+        o.status.success() && stdout(&o).trim().is_empty(),
+        "nothing enrolled: {}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_make_credential_response_with_a_duplicate_key_is_refused() {
+    let root = certs::root_ca("CN=vendor root,O=touchgate tests");
+    let chain = || {
+        let (chain, leaf_key) = certs::attestation_chain(&root, AAGUID);
+        Attestation::Certificate { chain, leaf_key }
+    };
+    assert_duplicate_refused("sig", "\"sig\" (in attStmt)", Attestation::SelfPacked);
+    assert_duplicate_refused("x5c", "\"x5c\" (in attStmt)", chain());
+    assert_duplicate_refused("authData", "authData (key 2)", Attestation::SelfPacked);
+    assert_duplicate_refused("fmt", "fmt (key 1)", Attestation::SelfPacked);
+}

@@ -110,6 +110,71 @@ async fn no_touch_times_out_cancels_on_the_device_and_the_agent_lives() {
     assert!(o.status.success(), "{}\n{}", stderr(&o), agent.stderr());
 }
 
+/// Enrolment goes over the agent's own CTAPHID channel: a touch that never
+/// comes is cancelled there too, and the key is free for the next enrolment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_touch_at_enrolment_times_out_and_cancels_on_the_device() {
+    let (emu, _key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let touch = Arc::new(ScriptedTouch::new());
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        touch.clone(),
+        AuthenticatorOptions::default(),
+    );
+    let agent = start_agent(&hid_config(
+        &emu.base_url(),
+        &[key.path()],
+        "every-token",
+        "2s",
+        "",
+    ));
+    let cancels = key.device.stats().cancels;
+    let o = agent.cli(&["enroll"]);
+    assert_one_line_error(&o, "no touch on the security key within 2s");
+    assert!(
+        key.device.stats().cancels > cancels,
+        "the agent cancelled on the device"
+    );
+    touch.approve();
+    let o = agent.cli(&["enroll"]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), agent.stderr());
+}
+
+/// ctap-hid-fido2 decodes getAssertion itself: an authData written twice
+/// shows as two hmac-secret outputs, and is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_assertion_with_authdata_twice_is_refused() {
+    let (emu, key_json) = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let touch = Arc::new(ScriptedTouch::new());
+    let key = emu_key(
+        dir.path(),
+        "k1",
+        touch.clone(),
+        AuthenticatorOptions {
+            duplicate_assertion_auth_data: true,
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&hid_config(
+        &emu.base_url(),
+        &[key.path()],
+        "every-token",
+        "10s",
+        "",
+    ));
+    touch.approve();
+    touch.approve();
+    // makeCredential is well formed; the first hmac-secret assertion seals the vault.
+    agent.ok(&["enroll"]);
+    assert_one_line_error(
+        &agent.cli_stdin(&["import", "-"], Some(&key_json)),
+        "the security key's getAssertion response carries 2 hmac-secret outputs",
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_pulled_out_mid_touch_is_a_clear_error_and_the_agent_lives() {
     let (emu, key_json) = emulator().await;

@@ -5,11 +5,16 @@
 //! allow-list finds the one holding the enrolled credential. Keep-alive
 //! printing is off: the agent raises its own "touch your key" signal. A
 //! pending touch is cancelled with CTAPHID_CANCEL from another thread.
+//! makeCredential goes over a CTAPHID channel of the agent's own
+//! ([`super::ctaphid`]), so its raw response is checked (no key written twice)
+//! before anything reads it; the request is still built by ctap-hid-fido2.
 
 use std::sync::{Arc, Mutex};
 
 use ctap_hid_fido2::fidokey::credential_management::credential_management_params::CredentialProtectionPolicy;
 use ctap_hid_fido2::fidokey::get_assertion::get_assertion_params::Extension as Gext;
+use ctap_hid_fido2::fidokey::make_credential::make_credential_command;
+use ctap_hid_fido2::fidokey::make_credential::MakeCredentialArgs;
 use ctap_hid_fido2::fidokey::{
     AssertionExtension, CredentialExtension, GetAssertionArgsBuilder, MakeCredentialArgsBuilder,
 };
@@ -19,6 +24,7 @@ use touchgate::sync::MutexExt;
 use touchgate::text::{one_line, UNCUT};
 use zeroize::Zeroizing;
 
+use super::ctaphid::{self, Channel};
 use super::{
     Assertion, Attestation, GetAssertionRequest, KeyError, MakeCredentialRequest, SecurityKey,
 };
@@ -30,6 +36,8 @@ pub struct HidKey {
     pin_protocol: u8,
     /// The device of the operation in progress, so `cancel` can reach it.
     current: Mutex<Option<Arc<FidoKeyHid>>>,
+    /// The agent's own channel of a makeCredential in progress, for `cancel`.
+    channel: Mutex<Option<Arc<Channel>>>,
     /// One operation at a time.
     op: Mutex<()>,
     /// The device that last made or answered for a touchgate credential: where
@@ -52,6 +60,7 @@ impl HidKey {
             paths,
             pin_protocol,
             current: Mutex::new(None),
+            channel: Mutex::new(None),
             op: Mutex::new(()),
             last_used: Mutex::new(None),
         }
@@ -115,6 +124,46 @@ impl HidKey {
         let r = f(dev);
         *self.current.locked() = None;
         r
+    }
+
+    /// makeCredential on a CTAPHID channel of the agent's own, so the raw
+    /// response is read and checked ([`ctaphid::parse_make_credential`]);
+    /// the request is the one ctap-hid-fido2 would send for `args`.
+    fn make_credential_raw(
+        &self,
+        path: &str,
+        dev: &FidoKeyHid,
+        args: &MakeCredentialArgs,
+    ) -> Result<ctaphid::MakeCredentialResponse, KeyError> {
+        let mut params =
+            make_credential_command::Params::new(&args.rpid, args.challenge.clone(), vec![]);
+        params.option_uv = args.uv;
+        params.exclude_list = args.exclude_list.clone();
+        if let Some(pin) = args.pin {
+            params.pin_auth = dev
+                .create_pin_auth(pin, &params.client_data_hash)
+                .map_err(|e| map_error(path, &e, dev))?;
+        }
+        let request = Zeroizing::new(
+            make_credential_command::create_payload(
+                params,
+                args.extensions.as_ref(),
+                self.pin_protocol,
+            )
+            .map_err(|e| map_error(path, &e, dev))?,
+        );
+        let channel = Arc::new(Channel::open(path).map_err(|e| map_error(path, &e, dev))?);
+        *self.channel.locked() = Some(channel.clone());
+        let answer = channel.cbor(&request);
+        *self.channel.locked() = None;
+        // On Linux every open hidraw handle gets every report: `dev`'s holds
+        // this channel's answers, which ctap-hid-fido2 (it does not check
+        // channel ids) would take for its own. Ask PIN retries on a fresh handle.
+        let cbor = answer.map_err(|e| match self.open(path) {
+            Ok(fresh) => map_error(path, &e, &fresh),
+            Err(_) => map_error(path, &e, dev),
+        })?;
+        ctaphid::parse_make_credential(&cbor).map_err(KeyError::Device)
     }
 
     /// Whether the key at `path` holds one of `ids` (a silent probe, no touch).
@@ -263,28 +312,21 @@ impl SecurityKey for HidKey {
             (None, false) => b.without_pin_and_uv(),
             (None, true) => b,
         };
-        let att = self
-            .with_current(&dev, |d| d.make_credential_with_args(&b.build()))
-            .map_err(|e| map_error(path, &e, &dev))?;
-        let aaguid: [u8; 16] = att.aaguid.as_slice().try_into().map_err(|_| {
-            KeyError::Device(format!("security key {path} returned a malformed AAGUID"))
-        })?;
-        let hmac_secret = att
-            .extensions
-            .iter()
-            .any(|e| matches!(e, CredentialExtension::HmacSecret(Some(true))));
+        let att = self.make_credential_raw(path, &dev, &b.build())?;
+        let cred = crate::verify::attested_credential(&att.auth_data)
+            .map_err(|e| KeyError::Device(format!("security key {path}: {e}")))?;
         self.remember(path);
         Ok(Attestation {
-            credential_id: att.credential_descriptor.id.clone(),
-            public_key_sec1: att.credential_publickey.der.clone(),
-            aaguid,
-            auth_data: att.auth_data.clone(),
-            sign_count: att.sign_count,
-            format: att.fmt.clone(),
-            attestation_signature: att.attstmt_sig.clone(),
-            statement_alg: Some(i64::from(att.attstmt_alg)),
-            x5c: att.attstmt_x5c.clone(),
-            hmac_secret,
+            credential_id: cred.credential_id,
+            public_key_sec1: cred.public_key_sec1.to_vec(),
+            aaguid: cred.aaguid,
+            auth_data: att.auth_data,
+            sign_count: cred.sign_count,
+            format: att.fmt,
+            attestation_signature: att.sig,
+            statement_alg: att.alg,
+            x5c: att.x5c,
+            hmac_secret: cred.hmac_secret,
         })
     }
 
@@ -317,6 +359,20 @@ impl SecurityKey for HidKey {
             return Err(KeyError::NoCredentials);
         }
         let a = all.swap_remove(0);
+        // The crate decodes this response itself and keeps the last of a key
+        // written twice; an authData twice still shows as two hmac-secret
+        // outputs (the first taken, the last signed): refused.
+        let outputs = a
+            .extensions
+            .iter()
+            .filter(|e| matches!(e, Gext::HmacSecret(Some(_)) | Gext::HmacSecret2(Some(_))))
+            .count();
+        if outputs > 1 {
+            return Err(KeyError::Device(format!(
+                "the security key's getAssertion response carries {outputs} hmac-secret outputs \
+                 (authData, key 2, twice?): refused (a faulty or hostile key; use another key)"
+            )));
+        }
         self.remember(&path);
         let hmac_secret = a.extensions.iter().find_map(|e| match e {
             Gext::HmacSecret(Some(out)) => Some(Zeroizing::new(*out)),
@@ -342,6 +398,10 @@ impl SecurityKey for HidKey {
         let dev = self.current.locked().clone();
         if let Some(d) = dev {
             let _ = d.cancel_selection();
+        }
+        let channel = self.channel.locked().clone();
+        if let Some(c) = channel {
+            c.cancel();
         }
     }
 }

@@ -10,6 +10,7 @@
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+pub mod ctaphid;
 pub mod hid;
 pub mod soft;
 

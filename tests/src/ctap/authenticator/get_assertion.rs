@@ -83,7 +83,7 @@ pub(super) fn handle(auth: &Authenticator, p: &Params, ctx: &OpContext) -> CtapR
         )])));
     }
     let signature = session.sign(&cred, &auth_data, &cdh);
-    Ok(int_map(vec![
+    let mut response = vec![
         (
             0x01,
             text_map(vec![
@@ -91,9 +91,13 @@ pub(super) fn handle(auth: &Authenticator, p: &Params, ctx: &OpContext) -> CtapR
                 ("type", text("public-key")),
             ]),
         ),
-        (0x02, Value::Bytes(auth_data)),
-        (0x03, Value::Bytes(signature)),
-    ]))
+        (0x02, Value::Bytes(auth_data.clone())),
+    ];
+    if auth.options.duplicate_assertion_auth_data {
+        response.push((0x02, Value::Bytes(auth_data)));
+    }
+    response.push((0x03, Value::Bytes(signature)));
+    Ok(int_map(response))
 }
 
 /// The hmac-secret input `{1: keyAgreement, 2: saltEnc, 3: saltAuth,

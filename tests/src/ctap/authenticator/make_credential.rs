@@ -95,12 +95,13 @@ pub(super) fn handle(auth: &Authenticator, p: &Params, ctx: &OpContext) -> CtapR
         auth_data.extend_from_slice(&encode(&text_map(ext)));
     }
 
+    let alg = int(auth.options.misstate_packed_alg.unwrap_or(ALG_ES256));
     let (fmt, att_stmt) = match &auth.options.attestation {
         Attestation::SelfPacked => {
             let sig = session.sign(&cred, &auth_data, &cdh);
             (
                 "packed",
-                text_map(vec![("alg", int(ALG_ES256)), ("sig", Value::Bytes(sig))]),
+                text_map(vec![("alg", alg), ("sig", Value::Bytes(sig))]),
             )
         }
         Attestation::None => ("none", Value::Map(Vec::new())),
@@ -111,18 +112,50 @@ pub(super) fn handle(auth: &Authenticator, p: &Params, ctx: &OpContext) -> CtapR
             (
                 "packed",
                 text_map(vec![
-                    ("alg", int(ALG_ES256)),
+                    ("alg", alg),
                     ("sig", Value::Bytes(sig.to_der().as_bytes().to_vec())),
                     ("x5c", Value::Array(x5c)),
                 ]),
             )
         }
     };
-    Ok(int_map(vec![
+    let response = int_map(vec![
         (0x01, text(fmt)),
         (0x02, Value::Bytes(auth_data)),
         (0x03, att_stmt),
-    ]))
+    ]);
+    Ok(match auth.options.duplicate_response_key {
+        Some(key) => with_duplicate(response, key),
+        None => response,
+    })
+}
+
+/// The response with `key` (a top-level member's name, or a member of the
+/// attestation statement) written twice, the copy right after the original.
+fn with_duplicate(response: Value, key: &str) -> Value {
+    let top = match key {
+        "fmt" => Some(0x01),
+        "authData" => Some(0x02),
+        "attStmt" => Some(0x03),
+        _ => None,
+    };
+    let Value::Map(mut entries) = response else {
+        return response;
+    };
+    let twice = |entries: &mut Vec<(Value, Value)>, at: usize| {
+        let copy = entries[at].clone();
+        entries.insert(at + 1, copy);
+    };
+    if let Some(n) = top {
+        if let Some(at) = entries.iter().position(|(k, _)| *k == int(n)) {
+            twice(&mut entries, at);
+        }
+    } else if let Some((_, Value::Map(stmt))) = entries.iter_mut().find(|(k, _)| *k == int(0x03)) {
+        if let Some(at) = stmt.iter().position(|(k, _)| *k == text(key)) {
+            twice(stmt, at);
+        }
+    }
+    Value::Map(entries)
 }
 
 /// A required byte-string field of a map (user.id).
