@@ -19,6 +19,7 @@
 //!   credentials), [`audit`] (the signed audit log), [`upstream`] (Google),
 //!   [`notify`], [`caller`], [`clock`], [`config`], [`state_dir`].
 #![deny(unsafe_code)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod audit;
 pub mod caller;

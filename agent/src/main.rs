@@ -2,6 +2,13 @@
 //!
 //! Without `--foreground` it starts itself in the background and prints
 //! `TOUCHGATE_SOCK=…; export TOUCHGATE_SOCK;` for `eval "$(touchgate-agent)"`.
+//!
+//! # Layout
+//!
+//! This file is the command line only: flags, starting in the background, and
+//! the hand-over to `touchgate_agent::daemon` (the library's crate root maps
+//! the rest).
+#![deny(rustdoc::broken_intra_doc_links)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

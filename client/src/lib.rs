@@ -5,6 +5,20 @@
 //! one-line text helper ([`text`]). The `touchgate` command is the
 //! `touchgate-cli` package; this library needs none of its crates.
 //!
+//! # Layout
+//!
+//! - The wire: [`protocol`] (the typed requests and replies), [`frame`]
+//!   (length-prefixed postcard frames), [`secret`] (a string that travels but
+//!   never prints).
+//! - The client: [`client`] (connect, hello, ask), [`agent_socket`] (which
+//!   socket a client may talk to, checked before a byte is sent), [`paths`]
+//!   (where the files are), [`exit`] (exit codes).
+//! - Contracts the binaries share: [`config`] and [`duration`] (the config
+//!   file), [`google`] (endpoints and scopes), [`shim`] (the shim's address and
+//!   ADC file), [`text`] and [`quote`](mod@quote) (one-line text from elsewhere).
+//! - Naming callers, for the agent and the shim: [`process`], [`tcp_owner`],
+//!   [`lsof`], [`refusals`], [`hidraw`]; [`sync`] (locks that outlive a panic).
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), touchgate::ClientError> {
 //! let mut agent = touchgate::Client::connect_default().await?;
@@ -13,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 #![deny(unsafe_code)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod agent_socket;
 pub mod client;

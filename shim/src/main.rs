@@ -12,7 +12,18 @@
 //! - `touchgate-shim kubectl-credential`: a kubectl exec credential plugin.
 //!
 //! It talks to the agent only through the client library (`TOUCHGATE_SOCK`).
+//!
+//! # Layout
+//!
+//! - The HTTP server: `server` (the rules for every request: no proxies,
+//!   loopback, headers), `accept` (who may hold a connection, how many, how
+//!   long), `peer` (who is on the other end), `broker` (asking the agent on
+//!   behalf of HTTP callers), and its two routes, `metadata` and `sts`;
+//!   `config` (what it says about the project).
+//! - The one-shot helpers: `oneshot` (one token from the agent), `docker`,
+//!   `kube`.
 #![deny(unsafe_code)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 mod accept;
 mod broker;

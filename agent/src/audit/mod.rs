@@ -9,11 +9,11 @@
 
 //!
 //! Layout: this file holds the record types and the open log ([`AuditLog`]);
-//! [`challenge`] is what a touch signs (its record's fields and the head),
+//! `challenge` is what a touch signs (its record's fields and the head),
 //! `writer` is the one thread that writes the file (group commit, fail closed,
-//! torn-line repair), `coalesce` counts window hits in memory; [`verify`]
+//! torn-line repair), `coalesce` counts window hits in memory; `verify`
 //! re-checks a log against the keys [`trust`] names, [`journal`] keeps the
-//! head in the systemd journal, [`show`] prints a log, [`sample`] builds a real
+//! head in the systemd journal, [`show`] prints a log, `sample` builds a real
 //! one for tests and fuzz seeds.
 
 mod challenge;

@@ -1,5 +1,18 @@
 //! `touchgate`: talk to the agent — status, enrol, login, import, token, lock — and
 //! `touchgate demo`, the whole flow on a software key and a Google emulator.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the command line (clap), the fast path of `touchgate token`,
+//!   and the commands that are one request to the agent (status, lock, token,
+//!   enrol, import, keys, audit, policy).
+//! - `init`, `login` (`login/`: flows, loopback redirect, settings), `adc`
+//!   (gcloud's ADC file and `import`), `setup` (`setup/`: the agent's units,
+//!   docker's link, backups of what it edits), `exec`, `doctor` (`doctor/`:
+//!   agent, shim, wiring), `demo`, `json_out` (`--json`).
+//!
+//! What the three binaries share lives in the `touchgate` library, never here.
+#![deny(rustdoc::broken_intra_doc_links)]
 
 use std::io::Read;
 use std::path::PathBuf;

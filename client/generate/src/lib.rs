@@ -8,9 +8,15 @@
 //! generators list hidden subcommands too, and a word for installers has no
 //! place in the user's completions, help or man pages.
 //!
+//! # Layout
+//!
+//! One file: [`if_requested`] (the hook each binary's `main` calls first) and
+//! the writers of completions and man pages it dispatches to.
+//!
 //! Invariants: the files get the names the shells and man look up (bash
 //! `NAME`, zsh `_NAME`, fish `NAME.fish`, man `NAME.1` and `NAME-SUB.1` for
 //! each visible subcommand); nothing but those files is written.
+#![deny(rustdoc::broken_intra_doc_links)]
 
 use std::ffi::OsString;
 use std::io::Write;

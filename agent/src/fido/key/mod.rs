@@ -94,7 +94,7 @@ impl GetAssertionRequest {
 /// What getAssertion returns.
 pub struct Assertion {
     pub credential_id: Vec<u8>,
-    /// rpIdHash(32) ‖ flags(1) ‖ signCount(4, big endian) ‖ [extensions].
+    /// rpIdHash(32) ‖ flags(1) ‖ signCount(4, big endian) ‖ \[extensions\].
     pub auth_data: Vec<u8>,
     /// DER-encoded ECDSA P-256 signature over authData ‖ clientDataHash.
     pub signature: Vec<u8>,
