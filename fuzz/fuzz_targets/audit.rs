@@ -2,10 +2,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-mod body {
-    include!("../bodies/audit.rs");
-}
-
 fuzz_target!(|data: &[u8]| {
-    let _ = body::run(data);
+    let _ = touchgate_fuzz_bodies::audit::run(data);
 });

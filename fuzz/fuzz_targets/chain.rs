@@ -2,13 +2,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-mod object {
-    include!("../bodies/attestation_object.rs");
-}
-mod body {
-    include!("../bodies/chain.rs");
-}
-
 fuzz_target!(|data: &[u8]| {
-    let _ = body::run(data);
+    let _ = touchgate_fuzz_bodies::chain::run(data);
 });

@@ -2,10 +2,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-mod body {
-    include!("../bodies/glob.rs");
-}
-
 fuzz_target!(|data: &[u8]| {
-    body::run(data);
+    touchgate_fuzz_bodies::glob::run(data);
 });

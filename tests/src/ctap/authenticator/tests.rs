@@ -984,7 +984,7 @@ fn secrets_stay_out_of_debug() {
 /// answers: self, `none` and certificate attestations, and edits of them
 /// that break one thing. Without `TOUCHGATE_WRITE_SEEDS=1` fresh answers
 /// must still pass the agent's checks as the kept seeds do (their outcomes
-/// are checked by agent/tests/fuzz_seeds.rs); with it, the seeds are
+/// are checked by fuzz/bodies/tests/agent_seeds.rs); with it, the seeds are
 /// rewritten.
 #[test]
 fn attestation_fuzz_seeds_come_from_the_emulated_key() {
