@@ -530,7 +530,7 @@ fn binary_announces_writes_ready_file_and_stops_on_sigterm() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("emulator.url");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_touchgate-google-emulator"))
+    let mut child = Command::new(crate::common::bin("touchgate-google-emulator"))
         .args(["--listen", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .env("RUST_LOG", "info")
