@@ -7,6 +7,23 @@
 //! request) can be injected per test
 //! ([`EmulatorState::inject`]). Admin routes under `/__emulator/` set it up and
 //! read what it saw.
+//!
+//! # Layout
+//!
+//! A package of its own (`touchgate-emulator`): the tests link this library,
+//! and `touchgate demo` starts its program, `touchgate-google-emulator`
+//! (`src/main.rs`), found beside its own executable.
+//!
+//! - this file — [`Emulator`] (listener, fault-injecting connections, the
+//!   router) and the call recorder.
+//! - `state` — what the emulator knows ([`EmulatorState`]): accounts, keys,
+//!   clients, tokens, grants, faults, its clock, the calls it saw.
+//! - routes: `oauth` (`POST /token`), `authorize` (a user login with PKCE),
+//!   `device` (the device flow), `iam` (IAM Credentials), `vertex` (Vertex AI
+//!   REST), `admin` (`/__emulator/…`).
+//! - `client` — [`EmulatorClient`], the admin routes from another process.
+#![deny(unsafe_code)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 mod admin;
 mod authorize;
