@@ -278,6 +278,28 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// An ID token for `audience` from `profile`, for the caller `hint`
+    /// describes. Asked of the agent each time (it shares one touch among
+    /// concurrent asks and keeps the token for its window).
+    pub async fn id_token(
+        &self,
+        profile: Option<&str>,
+        audience: &str,
+        hint: CallerHint,
+    ) -> Result<touchgate::Secret, AskError> {
+        let mut c = self.connect().await?;
+        c.client
+            .on_touch_needed(|p| eprintln!("touchgate-shim: {p}"));
+        let t = c
+            .client
+            .get_id_token(profile, audience, hint)
+            .await
+            .map_err(ask_error)?;
+        Ok(t.id_token)
+    }
+}
+
 /// The scopes to ask the agent for: the profile's scopes play the part of a
 /// GCE instance's access scopes. A client's own list narrows them (gcloud asks
 /// for seven scopes, google-auth for one); a list with nothing in common with
