@@ -200,7 +200,7 @@ pub async fn handle(
                 .id_token(Some(&profile.name), audience, caller.hint())
                 .await
             {
-                Ok(t) => text(t.expose().to_owned()),
+                Ok(t) => text(t.access_token.expose().to_owned()),
                 Err(e) => agent_error(&e),
             }
         }
