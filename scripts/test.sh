@@ -3,9 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # What the build and the tests need, installed only when missing (says what and
-# why), and the Python venv of the end-to-end tests (quick when it is there).
+# why), and the Python venv and Node modules of the end-to-end tests (quick when
+# they are there).
 ./scripts/system-deps.sh test
 ./scripts/python-venv.sh
+./scripts/node-modules.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The docs build without a warning: every intra-doc link resolves (each crate root

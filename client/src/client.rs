@@ -6,8 +6,8 @@ use tokio::net::UnixStream;
 
 use crate::frame::{FrameBuf, FrameError};
 use crate::protocol::{
-    CallerHint, ErrorCode, ErrorReply, Hello, ProfileInfo, Request, Response, StatusReply,
-    TokenReply, PROTOCOL_VERSION,
+    CallerHint, ErrorCode, ErrorReply, Hello, IdTokenReply, ProfileInfo, Request, Response,
+    StatusReply, TokenReply, PROTOCOL_VERSION,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +172,24 @@ impl Client {
         }
     }
 
+    /// An ID token for `audience` (see [`Request::GetIdToken`]).
+    pub async fn get_id_token(
+        &mut self,
+        profile: Option<&str>,
+        audience: &str,
+        caller: CallerHint,
+    ) -> Result<IdTokenReply, ClientError> {
+        let req = Request::GetIdToken {
+            profile: profile.map(str::to_owned),
+            audience: audience.to_owned(),
+            caller,
+        };
+        match self.request(&req).await? {
+            Response::IdToken(t) => Ok(t),
+            other => Err(unexpected("GetIdToken", &other)),
+        }
+    }
+
     pub async fn status(&mut self) -> Result<StatusReply, ClientError> {
         match self.request(&Request::Status).await? {
             Response::Status(s) => Ok(s),
@@ -318,6 +336,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::KeyTrusted { .. } => "KeyTrusted",
         Response::Unlocked => "Unlocked",
         Response::Reloaded { .. } => "Reloaded",
+        Response::IdToken(_) => "IdToken",
     }
 }
 

@@ -104,7 +104,8 @@ impl Exit {
             | ErrorCode::Key
             | ErrorCode::Vault
             | ErrorCode::Config
-            | ErrorCode::Internal => Exit::Failure,
+            | ErrorCode::Internal
+            | ErrorCode::BadRequest => Exit::Failure,
         }
     }
 

@@ -15,6 +15,11 @@ pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 pub const DEFAULT_AUTH_URI: &str = "https://accounts.google.com/o/oauth2/auth";
 /// Google's OAuth device-authorization endpoint (device flow).
 pub const DEFAULT_DEVICE_AUTH_URI: &str = "https://oauth2.googleapis.com/device/code";
+/// gcloud's own OAuth client id. gcloud asks the metadata server for an ID token
+/// with this audience at every access-token refresh (for its own bookkeeping, and
+/// it does without one); the shim answers that ask "not found", as it did before
+/// it served ID tokens, so it costs no touch and no mint.
+pub const GCLOUD_CLIENT_ID: &str = "32555940559.apps.googleusercontent.com";
 /// The scopes `touchgate login` asks for unless `[login] scopes` says otherwise.
 pub const DEFAULT_LOGIN_SCOPES: &[&str] = &[
     CLOUD_PLATFORM,

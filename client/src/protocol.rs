@@ -122,6 +122,16 @@ pub enum Request {
     },
     /// Re-read the config file; a bad file is an error and the running config stays.
     Reload,
+    /// Mint or reuse a Google-signed OpenID Connect ID token whose `aud` is
+    /// `audience` (the metadata route's `identity`, `touchgate token --id-token`):
+    /// the same policy, touch, windows, caching and audit as [`Request::GetToken`].
+    /// `profile: None` → the config's default profile. The audience must pass
+    /// [`check_audience`].
+    GetIdToken {
+        profile: Option<String>,
+        audience: String,
+        caller: CallerHint,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +165,50 @@ pub enum Response {
     Reloaded {
         profiles: Vec<String>,
     },
+    IdToken(IdTokenReply),
+}
+
+/// An ID token (a JWT signed by Google) for one audience.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdTokenReply {
+    pub id_token: Secret,
+    /// Seconds since the Unix epoch.
+    pub expires_at: u64,
+    pub profile: String,
+    pub audience: String,
+    /// True when answered inside an approval window without a touch.
+    pub from_cache: bool,
+}
+
+/// The longest ID-token audience accepted, in bytes (a URL or an OAuth client id
+/// is far shorter; the cap keeps prompts, audit records and frames small).
+pub const MAX_AUDIENCE: usize = 512;
+
+/// Checks an ID-token audience before it reaches a prompt, a log or Google:
+/// 1 to [`MAX_AUDIENCE`] bytes of printable ASCII, no space. The error is one
+/// line and quotes nothing of the audience.
+pub fn check_audience(audience: &str) -> Result<(), String> {
+    if audience.is_empty() {
+        return Err(
+            "the ID-token audience is empty: pass the URL of the service to call (--audience URL)"
+                .into(),
+        );
+    }
+    if audience.len() > MAX_AUDIENCE {
+        return Err(format!(
+            "the ID-token audience is {} bytes long, over the limit of {MAX_AUDIENCE}: pass the \
+             URL of the service to call",
+            audience.len()
+        ));
+    }
+    if !audience.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "the ID-token audience holds a space, a control character or non-ASCII text: \
+             pass the URL of the service to call"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// One enrolled security key.
@@ -326,6 +380,8 @@ pub enum ErrorCode {
     Vault,
     Config,
     Internal,
+    /// The request itself is malformed (e.g. an ID-token audience with control characters).
+    BadRequest,
 }
 
 impl ErrorCode {
@@ -352,6 +408,7 @@ impl ErrorCode {
             ErrorCode::Vault => "vault",
             ErrorCode::Config => "config",
             ErrorCode::Internal => "internal",
+            ErrorCode::BadRequest => "bad-request",
         }
     }
 }
@@ -445,6 +502,11 @@ mod tests {
                 caller: CallerHint::default(),
             },
             Request::Reload,
+            Request::GetIdToken {
+                profile: Some("run".into()),
+                audience: "https://svc-abc-uc.a.run.app".into(),
+                caller: CallerHint::default(),
+            },
         ] {
             round_trip(&r);
         }
@@ -509,6 +571,13 @@ mod tests {
             Response::Reloaded {
                 profiles: vec!["inference".into(), "train".into()],
             },
+            Response::IdToken(IdTokenReply {
+                id_token: Secret::new("eyJ.x.y"),
+                expires_at: 1_800_000_000,
+                profile: "run".into(),
+                audience: "https://svc-abc-uc.a.run.app".into(),
+                from_cache: false,
+            }),
         ] {
             round_trip(&r);
         }
@@ -538,6 +607,7 @@ mod tests {
             Vault,
             Config,
             Internal,
+            BadRequest,
         ];
         let mut names = std::collections::HashSet::new();
         for c in all {
@@ -559,6 +629,38 @@ mod tests {
     fn error_messages_are_one_line() {
         let e = ErrorReply::new(ErrorCode::Internal, "a\nb");
         assert_eq!(e.message, "a; b");
+    }
+
+    #[test]
+    fn audiences_are_printable_and_bounded() {
+        assert!(check_audience("https://svc-abc-uc.a.run.app").is_ok());
+        assert!(check_audience("123-abc.apps.googleusercontent.com").is_ok());
+        assert!(check_audience(&"a".repeat(MAX_AUDIENCE)).is_ok());
+        for bad in [
+            String::new(),
+            "a".repeat(MAX_AUDIENCE + 1),
+            "https://x\n[touch approved]".into(),
+            "https://x\u{1b}[2J".into(),
+            "https://x y".into(),
+            "https://x\u{0}".into(),
+            "https://ünicode".into(),
+        ] {
+            let e = check_audience(&bad).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+            assert!(!e.contains("https://"), "quotes the audience: {e}");
+        }
+    }
+
+    #[test]
+    fn id_token_debug_hides_the_token() {
+        let r = Response::IdToken(IdTokenReply {
+            id_token: Secret::new("eyJSECRET"),
+            expires_at: 0,
+            profile: "p".into(),
+            audience: "a".into(),
+            from_cache: false,
+        });
+        assert!(!format!("{r:?}").contains("SECRET"));
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! tries with backoff); a touch takes longer. So an ask is not tied to the HTTP
 //! request that started it:
 //!
-//! - each ask for a (process, profile, scopes) runs as a *flight* on its own
-//!   task; a request from the same process arriving meanwhile (its retry)
-//!   joins it instead of asking again, and a request that hangs up leaves it
-//!   running;
+//! - each ask for a (process, profile, scopes or ID-token audience) runs as a
+//!   *flight* on its own task; a request from the same process arriving
+//!   meanwhile (its retry) joins it instead of asking again, and a request that
+//!   hangs up leaves it running;
 //! - a token whose flight ended while nobody was waiting (the touch came
 //!   between two retries) is held for [`UNCLAIMED_HOLD`] for the next request
 //!   from that process, once, then dropped;
@@ -79,6 +79,8 @@ struct FlightKey {
     pid: Option<u32>,
     profile: Option<String>,
     scopes: Vec<String>,
+    /// An ID token for this audience (and no scopes), not an access token.
+    audience: Option<String>,
 }
 
 impl FlightKey {
@@ -90,6 +92,14 @@ impl FlightKey {
             pid,
             profile: profile.map(str::to_owned),
             scopes,
+            audience: None,
+        }
+    }
+
+    fn id_token(pid: Option<u32>, profile: Option<&str>, audience: &str) -> Self {
+        FlightKey {
+            audience: Some(audience.to_owned()),
+            ..FlightKey::new(pid, profile, &[])
         }
     }
 }
@@ -199,6 +209,22 @@ impl Broker {
         hint: CallerHint,
     ) -> Outcome {
         let key = FlightKey::new(hint.pid, profile, scopes);
+        self.join_or_fly(key, hint).await
+    }
+
+    /// An ID token for `audience` from `profile` (in [`Token::access_token`]),
+    /// for the caller `hint` describes: the same flights as [`Broker::token`].
+    pub async fn id_token(
+        self: &Arc<Self>,
+        profile: Option<&str>,
+        audience: &str,
+        hint: CallerHint,
+    ) -> Outcome {
+        let key = FlightKey::id_token(hint.pid, profile, audience);
+        self.join_or_fly(key, hint).await
+    }
+
+    async fn join_or_fly(self: &Arc<Self>, key: FlightKey, hint: CallerHint) -> Outcome {
         let mut rx = {
             let mut st = self.state.locked();
             let now = Instant::now();
@@ -266,6 +292,17 @@ impl Broker {
         let mut c = self.connect().await?;
         c.client
             .on_touch_needed(|p| eprintln!("touchgate-shim: {p}"));
+        if let Some(audience) = &key.audience {
+            let t = c
+                .client
+                .get_id_token(key.profile.as_deref(), audience, hint)
+                .await
+                .map_err(ask_error)?;
+            return Ok(Token {
+                access_token: t.id_token,
+                expires_at: t.expires_at,
+            });
+        }
         let t = c
             .client
             .get_token(key.profile.as_deref(), &key.scopes, hint)
@@ -361,19 +398,32 @@ mod tests {
                         .await
                         .unwrap();
                     while let Ok(req) = read_frame::<_, Request>(&mut s).await {
-                        let Request::GetToken { scopes, .. } = req else {
-                            continue;
+                        let reply = match req {
+                            Request::GetToken { scopes, .. } => {
+                                let n = a.fetch_add(1, Ordering::SeqCst) + 1;
+                                r.acquire().await.unwrap().forget();
+                                Response::Token(TokenReply {
+                                    access_token: Secret::new(format!("ya29.fake-{n}")),
+                                    expires_at: unix_now() + 900,
+                                    profile: "p".into(),
+                                    scopes,
+                                    from_cache: false,
+                                })
+                            }
+                            Request::GetIdToken { audience, .. } => {
+                                let n = a.fetch_add(1, Ordering::SeqCst) + 1;
+                                r.acquire().await.unwrap().forget();
+                                Response::IdToken(touchgate::IdTokenReply {
+                                    id_token: Secret::new(format!("eyJ.fake-{n}")),
+                                    expires_at: unix_now() + 3600,
+                                    profile: "p".into(),
+                                    audience,
+                                    from_cache: false,
+                                })
+                            }
+                            _ => continue,
                         };
-                        let n = a.fetch_add(1, Ordering::SeqCst) + 1;
-                        r.acquire().await.unwrap().forget();
-                        let t = TokenReply {
-                            access_token: Secret::new(format!("ya29.fake-{n}")),
-                            expires_at: unix_now() + 900,
-                            profile: "p".into(),
-                            scopes,
-                            from_cache: false,
-                        };
-                        let _ = write_frame(&mut s, &Response::Token(t)).await;
+                        let _ = write_frame(&mut s, &reply).await;
                     }
                 });
             }
@@ -458,6 +508,36 @@ mod tests {
             other.await.unwrap().unwrap().access_token.expose(),
             "ya29.fake-3"
         );
+        let _ = std::fs::remove_file(&agent.path);
+    }
+
+    #[tokio::test]
+    async fn an_id_token_retry_joins_its_own_flight_apart_from_access_tokens() {
+        let agent = fake_agent();
+        let broker = Broker::new(Some(agent.path.clone()));
+        let aud = "https://svc.example";
+        // Try 1 hangs up while the agent waits for a touch; try 2 joins it.
+        let b = broker.clone();
+        let first = tokio::spawn(async move { b.id_token(Some("p"), aud, hint(42)).await });
+        while agent.asks.load(Ordering::SeqCst) == 0 {
+            settle().await;
+        }
+        first.abort();
+        let b = broker.clone();
+        let second = tokio::spawn(async move { b.id_token(Some("p"), aud, hint(42)).await });
+        settle().await;
+        assert_eq!(agent.asks.load(Ordering::SeqCst), 1);
+        // An access token for the same process is another flight.
+        let b = broker.clone();
+        let access = tokio::spawn(async move { b.token(Some("p"), &[], hint(42)).await });
+        while agent.asks.load(Ordering::SeqCst) < 2 {
+            settle().await;
+        }
+        agent.release.add_permits(2);
+        let id = second.await.unwrap().unwrap();
+        let at = access.await.unwrap().unwrap();
+        assert!(id.access_token.expose().starts_with("eyJ.fake-"));
+        assert!(at.access_token.expose().starts_with("ya29.fake-"));
         let _ = std::fs::remove_file(&agent.path);
     }
 

@@ -1,5 +1,6 @@
 //! The GCE metadata subset that gcloud, google-auth, Go, Java and Node read
-//! (see the shared clients.md): ping, project, the service account, its token.
+//! (see the shared clients.md): ping, project, the service account, its access
+//! token and ID tokens (`identity?audience=…`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -179,8 +180,30 @@ pub async fn handle(
                 Err(e) => agent_error(&e),
             }
         }
-        // ID tokens are not built: clients treat 404 as "not available".
-        "identity" => not_found(),
+        "identity" => {
+            // As GCE: the audience is required; `format` and `licenses` change
+            // only claims Google adds on a VM, so they are accepted and ignored.
+            let audience = query.get("audience").map(String::as_str).unwrap_or("");
+            if audience == touchgate::google::GCLOUD_CLIENT_ID {
+                return not_found();
+            }
+            if let Err(e) = touchgate::check_audience(audience) {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    format!("touchgate: {e}\n"),
+                )
+                    .into_response();
+            }
+            match shim
+                .broker
+                .id_token(Some(&profile.name), audience, caller.hint())
+                .await
+            {
+                Ok(t) => text(t.access_token.expose().to_owned()),
+                Err(e) => agent_error(&e),
+            }
+        }
         _ => not_found(),
     }
 }
@@ -213,7 +236,7 @@ pub fn agent_error(e: &AskError) -> Response {
     let status = match e.code {
         Some(
             TouchDenied | TouchTimeout | PeerRefused | UnknownProfile | UnknownCredential
-            | NotEnrolled | Pin | KeyVerification | Config,
+            | NotEnrolled | Pin | KeyVerification | Config | BadRequest,
         ) => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };

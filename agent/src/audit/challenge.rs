@@ -43,6 +43,10 @@ pub struct Approved {
     pub lifetime: Option<u64>,
     /// The sealed credential, or the key a key operation is about.
     pub credential: Option<String>,
+    /// An ID token's audience. Absent (and so outside the challenge) for access
+    /// tokens, whose challenges stay what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 impl Approved {
@@ -69,6 +73,7 @@ impl Approved {
                 "replace-vault" | "add-key" => None,
                 _ => r.credential.clone(),
             },
+            audience: r.audience.clone(),
         }
     }
 
@@ -81,6 +86,7 @@ impl Approved {
             scopes: self.scopes.clone(),
             lifetime: self.lifetime,
             credential: self.credential.clone(),
+            audience: self.audience.clone(),
             ..Default::default()
         }
     }

@@ -114,6 +114,9 @@ pub struct Record {
     /// The lifetime asked for the token, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime: Option<u64>,
+    /// An ID token's audience (absent for access tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
     /// `sha256:` fingerprint of the token handed out.
     pub token: Option<String>,
     pub expires_at: Option<u64>,

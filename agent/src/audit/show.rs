@@ -111,10 +111,17 @@ pub fn show_as(
                 }
             })
             .unwrap_or_default();
+        let as_sa = r.service_account.as_ref().map(|s| format!("as {s}"));
         let detail = r
             .reason
             .clone()
-            .or_else(|| r.service_account.as_ref().map(|s| format!("as {s}")))
+            .or_else(|| {
+                r.audience.as_ref().map(|a| match &as_sa {
+                    Some(sa) => format!("ID token for {a} {sa}"),
+                    None => format!("ID token for {a}"),
+                })
+            })
+            .or(as_sa)
             .or_else(|| {
                 r.credential
                     .as_ref()

@@ -195,6 +195,8 @@ pub struct Approval {
     pub lifetime: Duration,
     pub touch: TouchRule,
     pub per: Per,
+    /// An ID token for this audience, instead of an access token for the scopes.
+    pub audience: Option<String>,
 }
 
 impl Approval {
@@ -207,6 +209,15 @@ impl Approval {
             lifetime: profile.lifetime,
             touch: profile.touch,
             per: profile.per,
+            audience: None,
+        }
+    }
+
+    /// What a touch for an ID token for `audience` of profile `name` approves.
+    pub fn id_token(name: &str, profile: &Profile, audience: &str) -> Approval {
+        Approval {
+            audience: Some(audience.to_owned()),
+            ..Approval::new(name, profile, &[])
         }
     }
 }
@@ -222,12 +233,16 @@ impl std::fmt::Display for Approval {
             Some(sa) => write!(f, "service account {sa}")?,
             None => f.write_str("the sealed credential's own account")?,
         }
-        write!(
-            f,
-            ", scopes {}, token lifetime {}, ",
-            scopes.join(" "),
-            format_duration(self.lifetime)
-        )?;
+        match &self.audience {
+            // Checked printable ASCII (touchgate::check_audience) before it gets here.
+            Some(aud) => write!(f, ", an ID token for audience {aud}, ")?,
+            None => write!(
+                f,
+                ", scopes {}, token lifetime {}, ",
+                scopes.join(" "),
+                format_duration(self.lifetime)
+            )?,
+        }
         match self.touch {
             TouchRule::EveryToken => f.write_str("this token only"),
             TouchRule::Window(w) => write!(

@@ -1,4 +1,4 @@
-//! The agent's state and its answers to every request but GetToken (see
+//! The agent's state and its answers to every request but GetToken and GetIdToken (see
 //! [`crate::service::issue`]) and the key ceremonies (see [`crate::service::enrol`]).
 
 use std::path::PathBuf;
@@ -225,6 +225,14 @@ impl Agent {
                 .ask_token(caller.asking(&hint), profile, scopes, progress)
                 .await
                 .map(Response::Token),
+            Request::GetIdToken {
+                profile,
+                audience,
+                caller: hint,
+            } => self
+                .ask_id_token(caller.asking(&hint), profile, audience, progress)
+                .await
+                .map(Response::IdToken),
             Request::Status => Ok(Response::Status(self.status().await)),
             Request::Lock => Ok(Response::Locked {
                 dropped_tokens: self.lock_recorded(caller, "locked by touchgate lock").await,

@@ -1,4 +1,7 @@
-//! Issuing a token: cache, single-flight, touch, unseal, mint.
+//! Issuing a token: cache, single-flight, touch, unseal, mint. An ID token
+//! ([`Agent::get_id_token`]) takes the same path, under the same policy and
+//! window as the profile's access tokens, keyed by its audience instead of
+//! scopes, and names the audience in the prompt and the audit record.
 //!
 //! Concurrent asks for the same (profile, scopes) share one [`Flight`]: one
 //! touch and one upstream mint, whose result every waiter gets — also for
@@ -8,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use touchgate::sync::MutexExt;
-use touchgate::{ErrorCode, Secret, TokenReply};
+use touchgate::{ErrorCode, IdTokenReply, Secret, TokenReply};
 
 use crate::audit::{Approved, Record, TouchEvidence};
 use crate::caller::{Asking, Caller};
@@ -23,7 +26,7 @@ use crate::service::ceremony::Waiters;
 use crate::service::error::AgentError;
 use crate::service::flights::{Flight, Joined};
 use crate::service::session::{scope_set, CacheKey, CachedToken};
-use crate::upstream::{BoxFuture, MintRequest, UpstreamError};
+use crate::upstream::{BoxFuture, IdTokenRequest, MintRequest, UpstreamError};
 
 /// What one flight issues, owned by its task: who asked, for which profile,
 /// on which terms, under which key.
@@ -35,7 +38,47 @@ struct Ask {
     key: CacheKey,
 }
 
+/// What is asked for: an access token for scopes (empty: the profile's), or
+/// an ID token for an audience.
+enum Want {
+    Access(Vec<String>),
+    Id(String),
+}
+
 impl Agent {
+    /// An ID token for `audience` (checked with [`touchgate::check_audience`]).
+    pub async fn get_id_token(
+        self: &Arc<Self>,
+        caller: &Caller,
+        profile: Option<String>,
+        audience: String,
+        progress: Progress,
+    ) -> Result<IdTokenReply, AgentError> {
+        self.ask_id_token(caller.into(), profile, audience, progress)
+            .await
+    }
+
+    pub(super) async fn ask_id_token(
+        self: &Arc<Self>,
+        asking: Asking<'_>,
+        profile: Option<String>,
+        audience: String,
+        progress: Progress,
+    ) -> Result<IdTokenReply, AgentError> {
+        touchgate::check_audience(&audience)
+            .map_err(|e| AgentError::new(ErrorCode::BadRequest, e))?;
+        let t = self
+            .ask(asking, profile, Want::Id(audience.clone()), progress)
+            .await?;
+        Ok(IdTokenReply {
+            id_token: t.access_token,
+            expires_at: t.expires_at,
+            profile: t.profile,
+            audience,
+            from_cache: t.from_cache,
+        })
+    }
+
     pub async fn get_token(
         self: &Arc<Self>,
         caller: &Caller,
@@ -56,6 +99,17 @@ impl Agent {
         scopes: Vec<String>,
         progress: Progress,
     ) -> Result<TokenReply, AgentError> {
+        self.ask(asking, profile, Want::Access(scopes), progress)
+            .await
+    }
+
+    async fn ask(
+        self: &Arc<Self>,
+        asking: Asking<'_>,
+        profile: Option<String>,
+        want: Want,
+        progress: Progress,
+    ) -> Result<TokenReply, AgentError> {
         self.check_unlocked()?;
         self.touch_last_use();
         // A window hit allocates nothing beyond its reply: the profile and the
@@ -63,10 +117,11 @@ impl Agent {
         // as they are, the caller not copied.
         let config = self.config();
         let (name, profile) = resolve_profile(&config, profile.as_deref())?;
-        let scopes: &[String] = if scopes.is_empty() {
-            &profile.scopes
-        } else {
-            &scopes
+        // An ID token carries no scope: the policy sees the profile's own.
+        let (scopes, audience): (&[String], Option<&str>) = match &want {
+            Want::Access(s) if !s.is_empty() => (s, None),
+            Want::Access(_) => (&profile.scopes, None),
+            Want::Id(a) => (&profile.scopes, Some(a)),
         };
         // Who the caller is (a read of /proc) only matters to caller rules: a
         // profile without them answers a window hit with no file system call.
@@ -89,7 +144,12 @@ impl Agent {
                         caller: Some(caller.into()),
                         profile: Some(name.to_owned()),
                         service_account: profile.service_account.clone(),
-                        scopes: scopes.to_vec(),
+                        scopes: if audience.is_some() {
+                            Vec::new()
+                        } else {
+                            scopes.to_vec()
+                        },
+                        audience: audience.map(str::to_owned),
                         reason: Some(reason.clone()),
                         ..Default::default()
                     })
@@ -99,13 +159,16 @@ impl Agent {
         };
         let window = grant.window.text();
         let scopes = scope_set(scopes);
-        if let Some(t) = self.cached_recorded(&window, name, &scopes) {
+        if let Some(t) = self.cached_recorded(&window, name, &scopes, audience) {
             tracing::trace!(caller = %asking.caller(), profile = %name, "token from the approval window, no touch");
-            self.note_reuse(asking, profile, &window, &t);
+            self.note_reuse(asking, profile, &window, &t, audience);
             return Ok(t);
         }
         let caller = &*asking.caller();
-        let key = CacheKey::new(&window, name, &scopes);
+        let key = match audience {
+            Some(a) => CacheKey::id_token(&window, name, a),
+            None => CacheKey::new(&window, name, &scopes),
+        };
         let mut flight = self.join_flight(caller, name, profile, grant.terms, &key);
         let mut told = false;
         loop {
@@ -133,34 +196,61 @@ impl Agent {
         }
     }
 
-    /// A cached token, while the audit log takes records (a window hit is
-    /// recorded, in memory first, so it needs a log that writes).
-    fn cached_recorded(&self, window: &str, name: &str, scopes: &[String]) -> Option<TokenReply> {
+    /// A cached token (an ID token for `audience`, if given), while the audit
+    /// log takes records (a window hit is recorded, in memory first, so it
+    /// needs a log that writes).
+    fn cached_recorded(
+        &self,
+        window: &str,
+        name: &str,
+        scopes: &[String],
+        audience: Option<&str>,
+    ) -> Option<TokenReply> {
         if !self.may_reuse() {
             return None;
         }
-        self.cached(window, name, scopes)
+        self.cached(window, name, scopes, audience)
     }
 
     /// Count a window hit for the audit log: no file system call (see [`crate::audit::AuditLog::reused`]).
-    fn note_reuse(&self, asking: Asking<'_>, profile: &Profile, window: &str, t: &TokenReply) {
-        let k = crate::audit::reuse_key(asking, window, &t.profile, &t.scopes, t.expires_at);
+    fn note_reuse(
+        &self,
+        asking: Asking<'_>,
+        profile: &Profile,
+        window: &str,
+        t: &TokenReply,
+        audience: Option<&str>,
+    ) {
+        let aud = audience.map(str::to_owned);
+        let what = aud.as_ref().map_or(&t.scopes[..], std::slice::from_ref);
+        let k = crate::audit::reuse_key(asking, window, &t.profile, what, t.expires_at);
         self.audit.reused(k, self.clock.unix_now(), || Record {
             event: "reused".into(),
             caller: Some((&*asking.caller()).into()),
             profile: Some(t.profile.clone()),
             service_account: profile.service_account.clone(),
             scopes: t.scopes.clone(),
+            audience: aud.clone(),
             token: Some(t.access_token.fingerprint()),
             expires_at: Some(t.expires_at),
             ..Default::default()
         });
     }
 
-    fn cached(&self, window: &str, name: &str, scopes: &[String]) -> Option<TokenReply> {
+    fn cached(
+        &self,
+        window: &str,
+        name: &str,
+        scopes: &[String],
+        audience: Option<&str>,
+    ) -> Option<TokenReply> {
         let now = self.clock.now();
         let margin = self.config().agent.expiry_margin;
-        let t = self.sessions.locked().token(window, scopes, now, margin)?;
+        let t = match audience {
+            Some(a) => self.sessions.locked().id_token(window, a, now, margin)?,
+            None => self.sessions.locked().token(window, scopes, now, margin)?,
+        };
+        let scopes = if audience.is_some() { &[][..] } else { scopes };
         Some(TokenReply {
             access_token: t.token,
             expires_at: unix(t.expires_at),
@@ -238,8 +328,9 @@ impl Agent {
             key,
         } = ask;
         let locks = self.lock_state.count()?;
-        if let Some(t) = self.cached_recorded(&key.window, name, &key.scopes) {
-            self.note_reuse(caller.into(), profile, &key.window, &t);
+        let audience = key.audience.as_deref();
+        if let Some(t) = self.cached_recorded(&key.window, name, &key.scopes, audience) {
+            self.note_reuse(caller.into(), profile, &key.window, &t, audience);
             return Ok(t);
         }
         let started = self.clock.now();
@@ -251,10 +342,18 @@ impl Agent {
             Some(c) => (c, false),
             None => {
                 let approved = approved(caller, name, profile, key);
-                let approval = Approval::new(name, profile, &key.scopes);
-                let prompt = format!(
-                    "touch your security key: {caller} asks for profile `{name}`: {approval}"
-                );
+                let approval = match audience {
+                    Some(a) => Approval::id_token(name, profile, a),
+                    None => Approval::new(name, profile, &key.scopes),
+                };
+                let prompt = match audience {
+                    Some(a) => format!(
+                        "touch your security key: {caller} asks for an ID token for audience {a} with profile `{name}`: {approval}"
+                    ),
+                    None => format!(
+                        "touch your security key: {caller} asks for profile `{name}`: {approval}"
+                    ),
+                };
                 let desktop = self.notifier.locked().clone();
                 let note =
                     Notification::touch_needed(caller, &approval, profile.project.as_deref());
@@ -298,19 +397,33 @@ impl Agent {
                 (cred, true)
             }
         };
-        let req = MintRequest {
-            scopes: key.scopes.clone(),
-            impersonate: profile.service_account.clone(),
-            lifetime: terms.lifetime,
-            delegates: profile.delegates.clone(),
-            quota_project: profile.quota_project.clone(),
+        let mint = match audience {
+            Some(a) => {
+                let req = IdTokenRequest {
+                    audience: a.to_owned(),
+                    impersonate: profile.service_account.clone(),
+                    delegates: profile.delegates.clone(),
+                    quota_project: profile.quota_project.clone(),
+                };
+                Box::pin(async move { self.upstream.mint_id_token(&credential, &req).await })
+                    as BoxFuture<'_, _>
+            }
+            None => {
+                let req = MintRequest {
+                    scopes: key.scopes.clone(),
+                    impersonate: profile.service_account.clone(),
+                    lifetime: terms.lifetime,
+                    delegates: profile.delegates.clone(),
+                    quota_project: profile.quota_project.clone(),
+                };
+                Box::pin(async move { self.upstream.mint(&credential, &req).await })
+            }
         };
         // A lock ends the mint at once; whatever it would have brought is dropped.
         let minted = tokio::select! {
-            m = self.upstream.mint(&credential, &req) => m.map_err(upstream_error)?,
+            m = mint => m.map_err(upstream_error)?,
             e = self.lock_state.locked_since(locks) => return Err(e),
         };
-        drop(credential);
         self.mints.fetch_add(1, Ordering::Relaxed);
         let now = self.clock.now();
         let margin = self.config().agent.expiry_margin;
@@ -331,6 +444,7 @@ impl Agent {
             %caller,
             profile = %name,
             principal = %minted.principal,
+            audience = audience.unwrap_or("-"),
             token = %minted.access_token.fingerprint(),
             expires_at = unix(minted.expires_at),
             touched,
@@ -465,8 +579,13 @@ fn approved(caller: &Caller, name: &str, profile: &Profile, key: &CacheKey) -> A
         profile: Some(name.to_owned()),
         service_account: profile.service_account.clone(),
         scopes: key.scopes.clone(),
-        lifetime: Some(profile.lifetime.as_secs()),
+        lifetime: match key.audience {
+            // An ID token's lifetime is Google's (an hour), not the profile's.
+            Some(_) => None,
+            None => Some(profile.lifetime.as_secs()),
+        },
         credential: Some(profile.credential.clone()),
+        audience: key.audience.clone(),
     }
 }
 

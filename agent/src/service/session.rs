@@ -16,13 +16,16 @@ use touchgate::Secret;
 
 use crate::upstream::UpstreamCredential;
 
-/// A single-flight key: the window, the profile and its (sorted, de-duplicated) scopes.
+/// A single-flight key: the window, the profile and its (sorted, de-duplicated)
+/// scopes, or, for an ID token, its audience (and no scopes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     /// The approval window this request belongs to (see [`crate::policy::decide`]).
     pub window: String,
     pub profile: String,
     pub scopes: Vec<String>,
+    /// An ID token for this audience, not an access token.
+    pub audience: Option<String>,
 }
 
 impl CacheKey {
@@ -31,6 +34,17 @@ impl CacheKey {
             window: window.to_owned(),
             profile: profile.to_owned(),
             scopes: scope_set(scopes).into_owned(),
+            audience: None,
+        }
+    }
+
+    /// The key of an ID token for `audience`.
+    pub fn id_token(window: &str, profile: &str, audience: &str) -> CacheKey {
+        CacheKey {
+            window: window.to_owned(),
+            profile: profile.to_owned(),
+            scopes: Vec::new(),
+            audience: Some(audience.to_owned()),
         }
     }
 }
@@ -60,6 +74,8 @@ struct Window {
     max: Option<u32>,
     /// Tokens minted under this window, by their scope set.
     tokens: HashMap<Vec<String>, CachedToken>,
+    /// ID tokens minted under this window, by their audience.
+    id_tokens: HashMap<String, CachedToken>,
 }
 
 impl Window {
@@ -102,6 +118,7 @@ impl Sessions {
                 handed: 0,
                 max: max_tokens,
                 tokens: HashMap::new(),
+                id_tokens: HashMap::new(),
             },
         );
     }
@@ -135,15 +152,40 @@ impl Sessions {
         Some(t)
     }
 
-    /// Keep `token` for `key`'s scopes while `key`'s window is open.
+    /// [`Sessions::token`] for an ID token for `audience`.
+    pub fn id_token(
+        &mut self,
+        window: &str,
+        audience: &str,
+        now: SystemTime,
+        margin: Duration,
+    ) -> Option<CachedToken> {
+        self.purge(now);
+        let w = self.windows.get_mut(window)?;
+        let t = w
+            .id_tokens
+            .get(audience)
+            .filter(|t| now.checked_add(margin).is_some_and(|m| t.expires_at > m))
+            .cloned()?;
+        w.handed += 1;
+        Some(t)
+    }
+
+    /// Keep `token` for `key`'s scopes (or audience) while `key`'s window is open.
     pub fn store_token(&mut self, key: CacheKey, token: CachedToken) {
         if let Some(w) = self.windows.get_mut(&key.window) {
-            w.tokens.insert(key.scopes, token);
+            match key.audience {
+                Some(audience) => w.id_tokens.insert(audience, token),
+                None => w.tokens.insert(key.scopes, token),
+            };
         }
     }
 
     pub fn cached_tokens(&self) -> u32 {
-        self.windows.values().map(|w| w.tokens.len() as u32).sum()
+        self.windows
+            .values()
+            .map(|w| (w.tokens.len() + w.id_tokens.len()) as u32)
+            .sum()
     }
 
     /// Drop every window and token; returns how many tokens were dropped.
@@ -157,6 +199,7 @@ impl Sessions {
         self.windows.retain(|_, w| w.usable(now));
         for w in self.windows.values_mut() {
             w.tokens.retain(|_, t| t.expires_at > now);
+            w.id_tokens.retain(|_, t| t.expires_at > now);
         }
     }
 }
@@ -247,6 +290,29 @@ mod tests {
         );
         assert!(s
             .window_credential("p\0/usr/bin/python3", clock.now())
+            .is_none());
+    }
+
+    #[test]
+    fn id_tokens_are_kept_by_audience_apart_from_access_tokens() {
+        let clock = TestClock::default();
+        let mut s = Sessions::default();
+        let margin = Duration::from_secs(60);
+        s.open_window("p", clock.now(), Duration::from_secs(600), None, cred());
+        let a = CacheKey::id_token("p", "p", "https://a.example");
+        assert_ne!(a, CacheKey::new("p", "p", &[]), "separate flights");
+        s.store_token(a, tok(clock.now() + Duration::from_secs(3600)));
+        assert!(s
+            .id_token("p", "https://a.example", clock.now(), margin)
+            .is_some());
+        assert!(s
+            .id_token("p", "https://b.example", clock.now(), margin)
+            .is_none());
+        assert!(s.token("p", &[], clock.now(), margin).is_none());
+        assert_eq!(s.cached_tokens(), 1);
+        assert_eq!(s.lock(), 1);
+        assert!(s
+            .id_token("p", "https://a.example", clock.now(), margin)
             .is_none());
     }
 

@@ -10,6 +10,8 @@
 //!    cloud-platform) buys a token for the service account from
 //!    `generateAccessToken`, with the asked lifetime and delegates, billed to the
 //!    quota project if there is one (`x-goog-user-project`).
+//! 3. ID tokens take the same steps with `generateIdToken`, or the grant's own
+//!    `id_token` without impersonation (see `id_token`).
 //!
 //! Transient failures (network, HTTP 5xx, 429) are retried with exponential
 //! backoff and full jitter, `Retry-After` honoured, under one deadline per mint
@@ -35,10 +37,12 @@ use zeroize::Zeroizing;
 use super::credential::{AuthorizedUser, ServiceAccountKey, UpstreamCredential};
 use super::retry::{parse_retry_after, Retry, Sleeper, TokioSleeper};
 use super::{
-    attempts_text, jwt, BoxFuture, Endpoints, MintRequest, MintedToken, Upstream, UpstreamError,
-    CLOUD_PLATFORM,
+    attempts_text, jwt, BoxFuture, Endpoints, IdTokenRequest, MintRequest, MintedToken, Upstream,
+    UpstreamError, CLOUD_PLATFORM,
 };
 use crate::clock::Clock;
+
+mod id_token;
 
 /// Longest a single request may take (the mint's deadline usually ends it sooner).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -155,7 +159,7 @@ impl GoogleUpstream {
             request.scopes.clone()
         };
         // Refuse a bad target, delegate, endpoint or quota project before minting anything.
-        let plan = self.impersonation_plan(credential, request)?;
+        let plan = self.impersonation_plan(credential, request, "generateAccessToken")?;
         let quota_project = match &request.quota_project {
             Some(p) => Some(p.as_str()),
             None => credential.quota_project(),
@@ -208,11 +212,13 @@ impl GoogleUpstream {
         // `base.token` (Zeroizing) is wiped here.
     }
 
-    /// Whom `generateAccessToken` is asked for, through whom, and where.
+    /// Whom `method` (`generateAccessToken`, `generateIdToken`) is asked for,
+    /// through whom, and where.
     fn impersonation_plan(
         &self,
         credential: &UpstreamCredential,
         request: &MintRequest,
+        method: &str,
     ) -> Result<Option<Plan>, UpstreamError> {
         let (target, delegates) = match (credential, &request.impersonate) {
             // The file's account is a hop on the way to the profile's.
@@ -234,7 +240,7 @@ impl GoogleUpstream {
             check_account(d, "delegate")?;
         }
         let url = format!(
-            "{}/v1/projects/-/serviceAccounts/{target}:generateAccessToken",
+            "{}/v1/projects/-/serviceAccounts/{target}:{method}",
             self.iam_credentials_for(credential)
         );
         check_url(&url)?;
@@ -471,6 +477,14 @@ impl Upstream for GoogleUpstream {
         request: &'a MintRequest,
     ) -> BoxFuture<'a, Result<MintedToken, UpstreamError>> {
         Box::pin(self.mint_inner(credential, request))
+    }
+
+    fn mint_id_token<'a>(
+        &'a self,
+        credential: &'a UpstreamCredential,
+        request: &'a IdTokenRequest,
+    ) -> BoxFuture<'a, Result<MintedToken, UpstreamError>> {
+        Box::pin(self.mint_id_token_inner(credential, request))
     }
 }
 

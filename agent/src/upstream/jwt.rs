@@ -133,9 +133,36 @@ impl Claims {
     }
 }
 
+/// What the service account asserts to get an ID token for `target_audience`
+/// (no scope: Google answers with `{"id_token"}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdTokenClaims {
+    pub iss: String,
+    pub aud: String,
+    pub target_audience: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+impl IdTokenClaims {
+    pub fn new(email: &str, target_audience: &str, token_uri: &str, iat: u64) -> Self {
+        IdTokenClaims {
+            iss: email.to_owned(),
+            aud: token_uri.to_owned(),
+            target_audience: target_audience.to_owned(),
+            iat,
+            exp: iat + ASSERTION_LIFETIME_SECS,
+        }
+    }
+}
+
 /// `header.claims.signature`, base64url without padding, signed RS256
 /// (RSASSA-PKCS1-v1_5 with SHA-256). `kid` is the key file's `private_key_id`.
-pub fn sign(key: &SigningKey, kid: &str, claims: &Claims) -> Result<Zeroizing<String>, SignError> {
+pub fn sign<C: serde::Serialize>(
+    key: &SigningKey,
+    kid: &str,
+    claims: &C,
+) -> Result<Zeroizing<String>, SignError> {
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid});
     let claims = serde_json::to_vec(claims).expect("claims serialise");
     let mut jwt = Zeroizing::new(String::with_capacity(1024));

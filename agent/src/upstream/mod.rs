@@ -50,6 +50,17 @@ impl Default for MintRequest {
     }
 }
 
+/// What ID token to mint: for `audience`, as the credential's principal or,
+/// with `impersonate`, as that service account (through `delegates`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IdTokenRequest {
+    pub audience: String,
+    pub impersonate: Option<String>,
+    pub delegates: Vec<String>,
+    /// Project billed for the IAM Credentials call (`x-goog-user-project`).
+    pub quota_project: Option<String>,
+}
+
 /// A minted token.
 #[derive(Debug, Clone)]
 pub struct MintedToken {
@@ -230,6 +241,20 @@ pub trait Upstream: Send + Sync {
         credential: &'a UpstreamCredential,
         request: &'a MintRequest,
     ) -> BoxFuture<'a, Result<MintedToken, UpstreamError>>;
+
+    /// An ID token (in [`MintedToken::access_token`]). Upstreams that cannot
+    /// make one say so.
+    fn mint_id_token<'a>(
+        &'a self,
+        _credential: &'a UpstreamCredential,
+        _request: &'a IdTokenRequest,
+    ) -> BoxFuture<'a, Result<MintedToken, UpstreamError>> {
+        Box::pin(async {
+            Err(UpstreamError::Protocol(
+                "this upstream cannot mint ID tokens".into(),
+            ))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -95,13 +95,20 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Print an access token for a profile on stdout (nothing else).
+    /// Print an access token for a profile on stdout (nothing else); with `--id-token
+    /// --audience AUD`, an ID token for AUD (e.g. a Cloud Run URL).
     Token {
         #[arg(long, short)]
         profile: Option<String>,
         /// Scopes, comma separated (default: the profile's).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', conflicts_with = "id_token")]
         scopes: Vec<String>,
+        /// Print a Google-signed ID token instead (needs --audience).
+        #[arg(long, requires = "audience")]
+        id_token: bool,
+        /// The ID token's audience: the URL (or OAuth client id) of the service to call.
+        #[arg(long, value_name = "AUD", requires = "id_token")]
+        audience: Option<String>,
     },
     /// List the configured profiles.
     Profiles {
@@ -245,6 +252,8 @@ fn fast_token(args: &[std::ffi::OsString]) -> Option<Command> {
     Some(Command::Token {
         profile: profile.map(str::to_owned),
         scopes: Vec::new(),
+        id_token: false,
+        audience: None,
     })
 }
 
@@ -378,7 +387,20 @@ async fn run(cmd: Command) -> anyhow::Result<Exit> {
             };
             adc::import(file, &name, after).await?
         }
-        Command::Token { profile, scopes } => {
+        Command::Token {
+            profile,
+            audience: Some(audience),
+            ..
+        } => {
+            let t = connect()
+                .await?
+                .get_id_token(profile.as_deref(), &audience, CallerHint::from_env())
+                .await?;
+            println!("{}", t.id_token.expose());
+        }
+        Command::Token {
+            profile, scopes, ..
+        } => {
             let t = connect()
                 .await?
                 .get_token(profile.as_deref(), &scopes, CallerHint::from_env())

@@ -4,8 +4,8 @@
 
 use touchgate::frame::{FrameError, MAX_FRAME};
 use touchgate::{
-    CallerHint, ErrorCode, ErrorReply, Hello, HelloReply, ProfileInfo, Request, Response, Secret,
-    StatusReply, TokenReply,
+    CallerHint, ErrorCode, ErrorReply, Hello, HelloReply, IdTokenReply, ProfileInfo, Request,
+    Response, Secret, StatusReply, TokenReply,
 };
 
 use touchgate_fuzz_bodies::frame as body;
@@ -74,6 +74,41 @@ fn status() -> Response {
         locked: None,
         warnings: vec![],
     })
+}
+
+fn get_id_token() -> Request {
+    Request::GetIdToken {
+        profile: Some("run".into()),
+        audience: "https://hello-abc123-uc.a.run.app".into(),
+        caller: CallerHint {
+            program: Some("gcloud".into()),
+            pid: Some(4242),
+            ..CallerHint::default()
+        },
+    }
+}
+
+fn id_token() -> Response {
+    Response::IdToken(IdTokenReply {
+        id_token: Secret::new("eyJhbGciOiJSUzI1NiJ9.seed.sig"),
+        expires_at: 1_800_000_000,
+        profile: "run".into(),
+        audience: "https://hello-abc123-uc.a.run.app".into(),
+        from_cache: false,
+    })
+}
+
+/// An ID-token ask and its answer, each after its hello.
+fn id_token_session() -> Vec<u8> {
+    let mut s = frame(&hello());
+    s.extend(frame(&get_id_token()));
+    s
+}
+
+fn id_token_reply() -> Vec<u8> {
+    let mut s = frame(&agent_hello());
+    s.extend(frame(&id_token()));
+    s
 }
 
 fn refused() -> HelloReply {
@@ -155,6 +190,24 @@ fn every_frame_seed_gives_its_outcome() {
                 );
                 assert!(ended_closed(&run), "{name}: {run:?}");
             }
+            "id-token-session.bin" => {
+                assert_eq!(
+                    data,
+                    id_token_session(),
+                    "{name} no longer matches its messages"
+                );
+                assert_eq!(run.requests.frames[1..], [Ok(get_id_token())]);
+                assert!(ended_closed(&run), "{name}: {run:?}");
+            }
+            "id-token-reply.bin" => {
+                assert_eq!(
+                    data,
+                    id_token_reply(),
+                    "{name} no longer matches its messages"
+                );
+                assert_eq!(run.responses.frames[1..], [Ok(id_token())]);
+                assert!(ended_closed(&run), "{name}: {run:?}");
+            }
             "refused-hello.bin" => {
                 assert_eq!(data, frame(&refused()));
                 assert_eq!(run.hello_replies.frames, [Ok(refused())]);
@@ -224,6 +277,8 @@ fn frame_seeds_are_current() {
     w("agent-session.bin", &agent_session());
     w("client-session.bin", &client_session());
     w("refused-hello.bin", &frame(&refused()));
+    w("id-token-session.bin", &id_token_session());
+    w("id-token-reply.bin", &id_token_reply());
     w("empty.bin", b"");
     let mut big = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
     big.extend_from_slice(&[0; 16]);

@@ -23,6 +23,7 @@ mod manifest;
 mod setup_exec;
 mod shim_gcloud;
 mod shim_helpers;
+mod shim_id_tokens;
 mod shim_limits;
 mod shim_metadata;
 mod shim_python;

@@ -110,9 +110,14 @@ async fn metadata_routes_answer_like_gce() {
             serde_json::json!({"aliases": ["default"], "email": INFERENCE, "scopes": [CLOUD_PLATFORM]})
         );
     }
-    // ID tokens are not built; other accounts do not exist.
+    // gcloud's own ID-token ask is "not found" (see shim_id_tokens.rs); other
+    // accounts do not exist.
+    let gcloud_own = format!(
+        "instance/service-accounts/default/identity?audience={}",
+        touchgate::google::GCLOUD_CLIENT_ID
+    );
     for p in [
-        "instance/service-accounts/default/identity?audience=x",
+        gcloud_own.as_str(),
         "instance/service-accounts/someone@else.iam.gserviceaccount.com/email",
         "no/such/path",
     ] {

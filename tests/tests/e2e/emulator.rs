@@ -530,7 +530,7 @@ fn binary_announces_writes_ready_file_and_stops_on_sigterm() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("emulator.url");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_touchgate-google-emulator"))
+    let mut child = Command::new(crate::common::bin("touchgate-google-emulator"))
         .args(["--listen", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .env("RUST_LOG", "info")
@@ -938,4 +938,126 @@ async fn faults_answer_in_order_then_run_out() {
     assert!(started.elapsed() < Duration::from_secs(4));
     let r = pending.await.unwrap();
     assert!(r.map(|r| r.status().as_u16() == 503).unwrap_or(true));
+}
+
+/// The emulator's JWKS over HTTP, as a relying party fetches it.
+async fn published_jwks(e: &Env) -> Value {
+    let r = e
+        .http
+        .get(format!(
+            "{}{}",
+            e.base,
+            touchgate_tests::emulator::JWKS_PATH
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn generate_id_token_needs_the_grant_and_signs_for_the_audience() {
+    let e = env().await;
+    let bearer = e.sa_token().await;
+    e.state.add_service_account(TARGET);
+    let url = format!(
+        "{}/v1/projects/-/serviceAccounts/{TARGET}:generateIdToken",
+        e.base
+    );
+    let ask = |body: Value| e.http.post(&url).bearer_auth(&bearer).json(&body).send();
+    let r = ask(json!({"audience": "https://svc.example", "includeEmail": true}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no grant yet");
+    e.state.grant_token_creator(SA, TARGET);
+    let r = ask(json!({"includeEmail": true})).await.unwrap();
+    assert_eq!(r.status(), 400, "the audience is required");
+    let body: Value = ask(json!({"audience": "https://svc.example", "includeEmail": true}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = body["token"].as_str().unwrap();
+    let claims =
+        touchgate_tests::emulator::verify_id_token(&published_jwks(&e).await, token, e.state.now())
+            .unwrap();
+    assert_eq!(claims["aud"], "https://svc.example");
+    assert_eq!(claims["email"], TARGET);
+    assert_eq!(claims["iss"], "https://accounts.google.com");
+    let exp = claims["exp"].as_u64().unwrap();
+    assert_eq!(exp - claims["iat"].as_u64().unwrap(), 3600);
+    // Without includeEmail: no email claim.
+    let body: Value = ask(json!({"audience": "https://svc.example"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bare = touchgate_tests::emulator::verify_id_token(
+        &published_jwks(&e).await,
+        body["token"].as_str().unwrap(),
+        e.state.now(),
+    )
+    .unwrap();
+    assert!(bare.get("email").is_none(), "{bare}");
+    let calls = e.state.calls_of(CallKind::GenerateIdToken);
+    assert_eq!(calls.len(), 4);
+    assert_eq!(
+        calls[2].issued_fingerprint.as_deref(),
+        Some(fingerprint(token.as_bytes()).as_str())
+    );
+    drop(e.emu);
+}
+
+#[tokio::test]
+async fn jwt_bearer_with_a_target_audience_answers_an_id_token_only() {
+    let e = env().await;
+    let (email, kid, key) = key_of(&e.state.add_service_account(SA));
+    let claims = jwt::IdTokenClaims::new(
+        &email,
+        "https://svc.example",
+        &e.state.token_url(),
+        unix(e.state.now()),
+    );
+    let assertion = jwt::sign(&key, &kid, &claims).unwrap();
+    let (status, body) = e.jwt_grant(&assertion).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("access_token").is_none(), "{body}");
+    let claims = touchgate_tests::emulator::verify_id_token(
+        &published_jwks(&e).await,
+        body["id_token"].as_str().unwrap(),
+        e.state.now(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], "https://svc.example");
+    assert_eq!(claims["email"], SA);
+}
+
+#[tokio::test]
+async fn a_refresh_of_an_openid_login_carries_an_id_token_for_the_client() {
+    let e = env().await;
+    let adc: Value = serde_json::from_str(&e.state.add_authorized_user("ada@example.com")).unwrap();
+    let (status, body) = e
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", adc["client_id"].as_str().unwrap()),
+                ("client_secret", adc["client_secret"].as_str().unwrap()),
+                ("refresh_token", adc["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["access_token"].is_string());
+    let claims = touchgate_tests::emulator::verify_id_token(
+        &published_jwks(&e).await,
+        body["id_token"].as_str().unwrap(),
+        e.state.now(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], adc["client_id"]);
+    assert_eq!(claims["email"], "ada@example.com");
 }

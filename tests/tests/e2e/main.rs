@@ -18,6 +18,7 @@ mod agent_cli;
 mod agent_e2e;
 mod audit_e2e;
 mod emulator;
+mod id_tokens;
 mod json_exit;
 mod lock_e2e;
 mod login;

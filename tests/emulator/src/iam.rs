@@ -1,5 +1,6 @@
 //! IAM Service Account Credentials:
-//! `POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken`.
+//! `POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken` and
+//! `…:generateIdToken`.
 
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
-use super::state::{known_scope, EmulatorState, CLOUD_PLATFORM, MAX_LIFETIME_SECS};
+use super::idtoken::IdClaims;
+use super::state::{known_scope, numeric_id, EmulatorState, CLOUD_PLATFORM, MAX_LIFETIME_SECS};
 use super::{authenticate, google_error, rfc3339, AppState, Details};
 
 const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
@@ -49,6 +51,10 @@ pub(crate) async fn service_account_method(
             details.target = Some(email.to_owned());
             generate_access_token(&state, email, &headers, &body, &mut details)
                 .unwrap_or_else(|r| r)
+        }
+        Some((email, "generateIdToken")) => {
+            details.target = Some(email.to_owned());
+            generate_id_token(&state, email, &headers, &body, &mut details).unwrap_or_else(|r| r)
         }
         _ => google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Method not found."),
     };
@@ -152,6 +158,76 @@ fn generate_access_token(
         "expireTime": rfc3339(expires_at),
     }))
     .into_response())
+}
+
+/// `generateIdToken`: `{audience, includeEmail, delegates}` → `{token}`, an ID
+/// token for the service account signed with the emulator's key. The same
+/// chain of grants as `generateAccessToken`.
+#[allow(clippy::result_large_err)]
+fn generate_id_token(
+    state: &EmulatorState,
+    target: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    details: &mut Details,
+) -> Result<Response, Response> {
+    let caller = authenticate(state, headers, details, &[CLOUD_PLATFORM, IAM_SCOPE])?;
+    let request: Value = serde_json::from_slice(body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| invalid("Invalid JSON payload received."))?;
+    let audience = match request.get("audience") {
+        Some(Value::String(a)) if !a.is_empty() => a.clone(),
+        _ => return Err(invalid("Audience required.")),
+    };
+    let include_email = request.get("includeEmail") == Some(&Value::Bool(true));
+    let delegates = delegates_of(&request);
+    if !state.has_service_account(target) {
+        return Err(not_found(target));
+    }
+    if let Some(missing) = delegates.iter().find(|d| !state.has_service_account(d)) {
+        return Err(not_found(missing));
+    }
+    let mut chain = Vec::with_capacity(delegates.len() + 2);
+    chain.push(caller.principal.as_str());
+    chain.extend(delegates.iter().map(String::as_str));
+    chain.push(target);
+    if chain
+        .windows(2)
+        .any(|hop| !state.has_token_creator(hop[0], hop[1]))
+    {
+        return Err(google_error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).",
+        ));
+    }
+    let id = numeric_id(target);
+    let (token, _) = state.sign_id_token(&IdClaims {
+        audience: &audience,
+        subject: &id,
+        authorized_party: &id,
+        email: include_email.then_some(target),
+    });
+    details.issued_fingerprint = Some(touchgate::secret::fingerprint(token.as_bytes()));
+    details.lifetime_secs = Some(super::idtoken::ID_TOKEN_LIFETIME.as_secs());
+    Ok(Json(serde_json::json!({ "token": token })).into_response())
+}
+
+/// `delegates` as emails (the request may write `projects/-/serviceAccounts/EMAIL`).
+fn delegates_of(request: &Value) -> Vec<String> {
+    match request.get("delegates") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|d| {
+                d.strip_prefix("projects/-/serviceAccounts/")
+                    .unwrap_or(d)
+                    .to_owned()
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A protobuf JSON Duration: `"300s"`, `"1.5s"` (fractions dropped).

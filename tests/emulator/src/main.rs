@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
-use touchgate_tests::Emulator;
+use touchgate_emulator::Emulator;
 
 /// A Google OAuth / IAM Credentials / Vertex AI emulator on 127.0.0.1.
 #[derive(Debug, Parser)]

@@ -41,6 +41,8 @@ pub enum CallKind {
     /// OAuth device authorization `POST /device/code`.
     DeviceCode,
     Other,
+    /// IAM Credentials `…/serviceAccounts/{sa}:generateIdToken`.
+    GenerateIdToken,
 }
 
 /// One request the emulator answered. Never holds a token, only fingerprints
@@ -59,7 +61,7 @@ pub struct CallRecord {
     /// Who made the call: the JWT's `iss`, the refresh token's user, or the
     /// principal of the bearer token.
     pub principal: Option<String>,
-    /// Service account a `generateAccessToken` call asked for.
+    /// Service account a `generateAccessToken` / `generateIdToken` call asked for.
     pub target: Option<String>,
     pub bearer_fingerprint: Option<String>,
     /// Fingerprint of the access token this call issued.
@@ -234,6 +236,8 @@ pub struct EmulatorState {
     pub(crate) login: Mutex<super::authorize::LoginState>,
     /// Set when the server stops: slow faults give up waiting.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The key that signs ID tokens (see `idtoken.rs`), made on first use.
+    pub(crate) id_key: std::sync::OnceLock<super::idtoken::IdKey>,
 }
 
 impl std::fmt::Debug for EmulatorState {
@@ -251,6 +255,7 @@ impl EmulatorState {
             inner: Mutex::new(Inner::default()),
             login: Mutex::new(Default::default()),
             stopping: tokio::sync::watch::Sender::new(false),
+            id_key: std::sync::OnceLock::new(),
         }
     }
 

@@ -21,7 +21,8 @@ use sha2::Sha256;
 /// Google's token endpoint, which real Google accepts as a JWT audience.
 pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 
-use super::state::{EmulatorState, TOKEN_EXPIRES_IN};
+use super::idtoken::IdClaims;
+use super::state::{numeric_id, EmulatorState, TOKEN_EXPIRES_IN};
 use super::{AppState, Details};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -153,12 +154,26 @@ fn jwt_bearer(
 ) -> Result<Value, OAuthError> {
     let assertion = required(form, "assertion")?;
     let claims = verify_jwt(state, assertion, details)?;
+    if let Some(audience) = &claims.target_audience {
+        // An ID token for the service account: `{"id_token": …}` only, as Google answers.
+        let id = numeric_id(&claims.iss);
+        let (token, _) = state.sign_id_token(&IdClaims {
+            audience,
+            subject: &id,
+            authorized_party: &claims.iss,
+            email: Some(&claims.iss),
+        });
+        details.issued_fingerprint = Some(touchgate::secret::fingerprint(token.as_bytes()));
+        return Ok(serde_json::json!({ "id_token": token }));
+    }
     Ok(grant(state, &claims.iss, claims.scopes, None, details))
 }
 
 struct VerifiedClaims {
     iss: String,
     scopes: Vec<String>,
+    /// `target_audience`: the assertion asks for an ID token, not an access token.
+    target_audience: Option<String>,
 }
 
 fn malformed() -> OAuthError {
@@ -261,6 +276,11 @@ fn verify_jwt(
             ));
         }
     }
+    let target_audience = claims
+        .get("target_audience")
+        .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
     let scopes: Vec<String> = claims
         .get("scope")
         .and_then(Value::as_str)
@@ -268,7 +288,8 @@ fn verify_jwt(
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    if scopes.is_empty() || !scopes.iter().all(|s| super::state::known_scope(s)) {
+    let scopes_ok = !scopes.is_empty() && scopes.iter().all(|s| super::state::known_scope(s));
+    if target_audience.is_none() && !scopes_ok {
         return Err(err(
             "invalid_scope",
             "Invalid OAuth scope or ID token audience provided.",
@@ -277,6 +298,7 @@ fn verify_jwt(
     Ok(VerifiedClaims {
         iss: iss.to_owned(),
         scopes,
+        target_audience,
     })
 }
 
@@ -320,11 +342,23 @@ fn refresh(
     if rt.client_id != client_id {
         return Err(err("unauthorized_client", "Unauthorized"));
     }
-    Ok(grant(
-        state,
-        &rt.principal,
-        rt.scopes,
-        Some(digest),
-        details,
-    ))
+    let openid = rt.scopes.iter().any(|s| s == "openid");
+    let email = rt
+        .scopes
+        .iter()
+        .any(|s| s == "email" || s == "https://www.googleapis.com/auth/userinfo.email");
+    let mut body = grant(state, &rt.principal, rt.scopes, Some(digest), details);
+    if openid {
+        // As Google: a login that included `openid` refreshes with an ID token
+        // whose audience is the OAuth client, never anything else.
+        let id = numeric_id(&rt.principal);
+        let (token, _) = state.sign_id_token(&IdClaims {
+            audience: &client_id,
+            subject: &id,
+            authorized_party: &client_id,
+            email: email.then_some(rt.principal.as_str()),
+        });
+        body["id_token"] = token.into();
+    }
+    Ok(body)
 }

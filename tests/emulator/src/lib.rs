@@ -1,18 +1,39 @@
 //! A Google emulator on 127.0.0.1: the OAuth token endpoint, user logins (the
 //! authorization endpoint with PKCE and the device flow), IAM Credentials
-//! `generateAccessToken` and a little of Vertex AI REST (models list, endpoint
+//! `generateAccessToken` and `generateIdToken`, ID tokens signed with its own
+//! key (JWKS published), and a little of Vertex AI REST (models list, endpoint
 //! predict, custom jobs, each behind its role), faithful enough that the agent's
 //! real upstream code cannot tell it from Google. Faults (5xx, 429 with
 //! Retry-After, slow answers, connection resets, a hostile echo of the
 //! request) can be injected per test
 //! ([`EmulatorState::inject`]). Admin routes under `/__emulator/` set it up and
 //! read what it saw.
+//!
+//! # Layout
+//!
+//! A package of its own (`touchgate-emulator`): the tests link this library,
+//! and `touchgate demo` starts its program, `touchgate-google-emulator`
+//! (`src/main.rs`), found beside its own executable.
+//!
+//! - this file — [`Emulator`] (listener, fault-injecting connections, the
+//!   router) and the call recorder.
+//! - `state` — what the emulator knows ([`EmulatorState`]): accounts, keys,
+//!   clients, tokens, grants, faults, its clock, the calls it saw.
+//! - routes: `oauth` (`POST /token`), `authorize` (a user login with PKCE),
+//!   `device` (the device flow), `iam` (IAM Credentials), `vertex` (Vertex AI
+//!   REST), `admin` (`/__emulator/…`).
+//! - `idtoken` — ID tokens: the emulator's RS256 key, its JWKS
+//!   ([`JWKS_PATH`]) and [`verify_id_token`].
+//! - `client` — [`EmulatorClient`], the admin routes from another process.
+#![deny(unsafe_code)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 mod admin;
 mod authorize;
 mod client;
 mod device;
 mod iam;
+mod idtoken;
 mod oauth;
 mod state;
 mod vertex;
@@ -41,6 +62,7 @@ use tokio::task::JoinHandle;
 pub use authorize::{LoginDecision, AUTH_CODE_LIFETIME};
 pub use client::EmulatorClient;
 pub use device::{DEFAULT_DEVICE_INTERVAL, DEVICE_CODE_EXPIRES_IN};
+pub use idtoken::{verify_id_token, ID_TOKEN_ISSUER, ID_TOKEN_LIFETIME, JWKS_PATH};
 pub use state::{
     CallKind, CallRecord, EmulatorState, Fault, FaultRule, IssuedToken, VertexRole, CLOUD_PLATFORM,
     CUSTOM_JOBS_CREATE, ENDPOINTS_PREDICT, MAX_EXTENDED_LIFETIME_SECS, MAX_LIFETIME_SECS,
@@ -261,6 +283,7 @@ fn router(state: AppState) -> Router {
         .route("/token", post(oauth::token))
         .route("/o/oauth2/auth", get(authorize::authorize))
         .route("/device/code", post(device::device_code))
+        .route(idtoken::JWKS_PATH, get(idtoken::certs))
         .route(
             "/v1/projects/{project}/serviceAccounts/{name}",
             post(iam::service_account_method),
@@ -312,6 +335,8 @@ fn kind_of(path: &str) -> CallKind {
         CallKind::Token
     } else if path.starts_with("/v1/projects/") && path.ends_with(":generateAccessToken") {
         CallKind::GenerateAccessToken
+    } else if path.starts_with("/v1/projects/") && path.ends_with(":generateIdToken") {
+        CallKind::GenerateIdToken
     } else if path == "/o/oauth2/auth" {
         CallKind::Authorize
     } else if path == "/device/code" {
@@ -588,6 +613,10 @@ mod tests {
         assert_eq!(kind_of("/__emulator/grants"), CallKind::Admin);
         assert_eq!(kind_of("/o/oauth2/auth"), CallKind::Authorize);
         assert_eq!(kind_of("/device/code"), CallKind::DeviceCode);
+        assert_eq!(
+            kind_of("/v1/projects/-/serviceAccounts/a@b:generateIdToken"),
+            CallKind::GenerateIdToken
+        );
         assert_eq!(kind_of("/nope"), CallKind::Other);
     }
 
