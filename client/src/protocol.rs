@@ -122,6 +122,17 @@ pub enum Request {
     },
     /// Re-read the config file; a bad file is an error and the running config stays.
     Reload,
+    /// [`Request::GetToken`] from the kubectl exec plugin (`touchgate-shim
+    /// kubectl-credential`), with the cluster kubectl will send the token to
+    /// (None: kubectl did not say, or the cluster may not have a window). The
+    /// agent keeps a kubectl window for it only when the profile has
+    /// `kubectl_window` and the plugin was started by kubectl; otherwise this
+    /// is a plain GetToken.
+    GetKubectlToken {
+        profile: Option<String>,
+        cluster: Option<crate::kube::KubeCluster>,
+        caller: CallerHint,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -445,6 +456,19 @@ mod tests {
                 caller: CallerHint::default(),
             },
             Request::Reload,
+            Request::GetKubectlToken {
+                profile: Some("deploy".into()),
+                cluster: Some(crate::kube::KubeCluster {
+                    server: "https://203.0.113.7".into(),
+                    digest: "ab".repeat(32),
+                }),
+                caller: CallerHint::default(),
+            },
+            Request::GetKubectlToken {
+                profile: None,
+                cluster: None,
+                caller: CallerHint::default(),
+            },
         ] {
             round_trip(&r);
         }
