@@ -19,6 +19,7 @@ mod shim_common;
 
 mod doctor_e2e;
 mod install;
+mod kubectl_window;
 mod manifest;
 mod setup_exec;
 mod shim_gcloud;
