@@ -33,6 +33,8 @@ if [ "$job" = test ]; then
   need 'command -v systemd-socket-activate && command -v systemd-analyze' systemd systemd \
     "tests of the service units"
   need 'command -v dpkg-deb' dpkg dpkg "tests build the .deb (scripts/package.sh) and unpack it"
+  need 'command -v node' nodejs nodejs "tests run Node's google-auth-library"
+  need 'command -v npm' npm nodejs-npm "installs google-auth-library for the tests (scripts/node-deps.sh)"
 fi
 [ ${#missing_deb[@]} -eq 0 ] && exit 0
 

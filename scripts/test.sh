@@ -3,9 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # What the build and the tests need, installed only when missing (says what and
-# why), and the Python venv of the end-to-end tests (quick when it is there).
+# why), and the Python venv and Node modules of the end-to-end tests (quick when there).
 ./scripts/system-deps.sh test
 ./scripts/python-venv.sh
+./scripts/node-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The macOS code paths compile and are lint-clean (checked, not run: no Mac here).

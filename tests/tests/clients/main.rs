@@ -26,4 +26,5 @@ mod shim_gcloud;
 mod shim_helpers;
 mod shim_limits;
 mod shim_metadata;
+mod shim_node;
 mod shim_python;
