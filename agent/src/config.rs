@@ -31,6 +31,10 @@
 //! project = "my-proj"
 //! lifetime = "15m"
 //! touch = "10m"             # or "every-token"
+//!
+//! [profiles.deploy]
+//! touch = "every-token"
+//! kubectl_window = "10m"    # every-token only: the kubectl plugin's token reused by that kubectl for that cluster
 //! ```
 //!
 //! Every duration has a range ([`DurationRange`]): a value outside it is a
