@@ -134,6 +134,21 @@ impl Caller {
         }
     }
 
+    /// The kubectl that started this peer, when the peer is the trusted shim
+    /// (its kubectl plugin) and its parent — as the kernel says, not as the
+    /// request says — is an executable named `kubectl` or `kubectl.VERSION`
+    /// (gcloud's versioned copies). A kubectl window belongs to that path: a
+    /// program elsewhere, a wrapper script or a shell that runs the plugin and
+    /// reads its output is not it.
+    pub fn kubectl_parent(&self) -> Option<PathBuf> {
+        if !self.is_trusted_shim() {
+            return None;
+        }
+        let exe = process::exe_of(process::parent_of(self.pid?)?)?;
+        let name = exe.file_name()?.to_str()?;
+        (name == "kubectl" || name.starts_with("kubectl.")).then_some(exe)
+    }
+
     /// Whether the peer is the shim installed beside this agent.
     fn is_trusted_shim(&self) -> bool {
         matches!((&self.exe, trusted_shim()), (Some(exe), Some(shim)) if exe == shim)

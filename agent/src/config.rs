@@ -31,6 +31,10 @@
 //! project = "my-proj"
 //! lifetime = "15m"
 //! touch = "10m"             # or "every-token"
+//!
+//! [profiles.deploy]
+//! touch = "every-token"
+//! kubectl_window = "10m"    # every-token only: the kubectl plugin's token reused by that kubectl for that cluster
 //! ```
 //!
 //! Every duration has a range ([`DurationRange`]): a value outside it is a
@@ -128,6 +132,23 @@ impl Config {
                     "config {}: profiles.{name}.scopes is empty: list the scopes its tokens may carry",
                     path.display()
                 )));
+            }
+            if let Some(k) = p.kubectl_window {
+                if let TouchRule::Window(w) = p.touch {
+                    return Err(ConfigError(format!(
+                        "config {}: profiles.{name}.kubectl_window is for every-token profiles: kubectl already shares this profile's {} window; remove kubectl_window",
+                        path.display(),
+                        format_duration(w)
+                    )));
+                }
+                if k > p.lifetime {
+                    return Err(ConfigError(format!(
+                        "config {}: profiles.{name}.kubectl_window ({}) is longer than its lifetime ({}): the window reuses one token, so it cannot outlive it; shorten kubectl_window",
+                        path.display(),
+                        format_duration(k),
+                        format_duration(p.lifetime)
+                    )));
+                }
             }
             if let Some(s) = p
                 .scopes
@@ -403,6 +424,35 @@ lifetime = "5m"
         assert_eq!(
             c.profiles["p"].touch,
             TouchRule::Window(Duration::from_secs(86400))
+        );
+    }
+
+    #[test]
+    fn a_kubectl_window_is_for_every_token_profiles_and_within_the_lifetime() {
+        let c = parse("[profiles.p]\nlifetime = \"15m\"\nkubectl_window = \"10m\"\n").unwrap();
+        assert_eq!(
+            c.profiles["p"].kubectl_window,
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(parse("").unwrap().profiles["default"].kubectl_window, None);
+        let e = parse("[profiles.p]\ntouch = \"10m\"\nkubectl_window = \"5m\"\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("profiles.p.kubectl_window is for every-token profiles")
+                && e.contains("10m window"),
+            "{e}"
+        );
+        let e = parse("[profiles.p]\nlifetime = \"15m\"\nkubectl_window = \"20m\"\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("longer than its lifetime (15m)"), "{e}");
+        let e = parse("[profiles.p]\nkubectl_window = \"500ms\"\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("kubectl_window") && e.contains("1s to 12h"),
+            "{e}"
         );
     }
 

@@ -190,6 +190,25 @@ impl Client {
         }
     }
 
+    /// [`Client::get_token`] for the kubectl exec plugin, naming the cluster
+    /// kubectl sends the token to (see [`Request::GetKubectlToken`]).
+    pub async fn get_kubectl_token(
+        &mut self,
+        profile: Option<&str>,
+        cluster: Option<crate::kube::KubeCluster>,
+        caller: CallerHint,
+    ) -> Result<TokenReply, ClientError> {
+        let req = Request::GetKubectlToken {
+            profile: profile.map(str::to_owned),
+            cluster,
+            caller,
+        };
+        match self.request(&req).await? {
+            Response::Token(t) => Ok(t),
+            other => Err(unexpected("GetKubectlToken", &other)),
+        }
+    }
+
     pub async fn status(&mut self) -> Result<StatusReply, ClientError> {
         match self.request(&Request::Status).await? {
             Response::Status(s) => Ok(s),

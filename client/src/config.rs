@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::duration::{
     format_duration, parse_duration, DurationRange, EXPIRY_MARGIN, IDLE_CONNECTION, IDLE_LOCK,
-    LIFETIME, NOTIFY_TIMEOUT, TOUCH_TIMEOUT, WINDOW,
+    KUBECTL_WINDOW, LIFETIME, NOTIFY_TIMEOUT, TOUCH_TIMEOUT, WINDOW,
 };
 use crate::google::CLOUD_PLATFORM;
 use crate::Secret;
@@ -203,6 +203,12 @@ pub struct Profile {
     /// At most this many tokens are handed out per approval window; then a new touch.
     #[serde(default)]
     pub max_tokens_per_window: Option<u32>,
+    /// `every-token` profiles only: after a touch, the kubectl exec plugin's token is
+    /// handed again, without a touch, to the same kubectl executable sending it to
+    /// the same cluster, for this long (at most the token's life). Unset: a touch
+    /// per kubectl command.
+    #[serde(default, deserialize_with = "de_kubectl_window")]
+    pub kubectl_window: Option<Duration>,
 }
 
 /// Whose approval window a touch opens.
@@ -244,6 +250,7 @@ impl Default for Profile {
             callers: vec![],
             allowed_scopes: vec![],
             max_tokens_per_window: None,
+            kubectl_window: None,
         }
     }
 }
@@ -347,6 +354,10 @@ fn de_idle_lock<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
 
 fn de_notify_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     de_in(d, NOTIFY_TIMEOUT)
+}
+
+fn de_kubectl_window<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_in(d, KUBECTL_WINDOW).map(Some)
 }
 
 fn de_lifetime<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

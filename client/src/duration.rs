@@ -71,6 +71,9 @@ pub const GOOGLE_DEADLINE: DurationRange =
     DurationRange::new("google.deadline", Duration::from_millis(100), mins(10));
 /// An approval window: at most a day, so one touch never approves for longer.
 pub const WINDOW: DurationRange = DurationRange::new("touch", Duration::from_secs(1), hours(24));
+/// A kubectl window reuses one token, so it never outlives a token's longest lifetime.
+pub const KUBECTL_WINDOW: DurationRange =
+    DurationRange::new("kubectl_window", Duration::from_secs(1), hours(12));
 
 /// `90s`, `15m`, `1h`, `1h30m`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -37,6 +37,7 @@ pub mod exit;
 pub mod frame;
 pub mod google;
 pub mod hidraw;
+pub mod kube;
 pub mod lsof;
 pub mod paths;
 pub mod process;

@@ -132,6 +132,17 @@ pub enum Request {
         audience: String,
         caller: CallerHint,
     },
+    /// [`Request::GetToken`] from the kubectl exec plugin (`touchgate-shim
+    /// kubectl-credential`), with the cluster kubectl will send the token to
+    /// (None: kubectl did not say, or the cluster may not have a window). The
+    /// agent keeps a kubectl window for it only when the profile has
+    /// `kubectl_window` and the plugin was started by kubectl; otherwise this
+    /// is a plain GetToken.
+    GetKubectlToken {
+        profile: Option<String>,
+        cluster: Option<crate::kube::KubeCluster>,
+        caller: CallerHint,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -505,6 +516,19 @@ mod tests {
             Request::GetIdToken {
                 profile: Some("run".into()),
                 audience: "https://svc-abc-uc.a.run.app".into(),
+                caller: CallerHint::default(),
+            },
+            Request::GetKubectlToken {
+                profile: Some("deploy".into()),
+                cluster: Some(crate::kube::KubeCluster {
+                    server: "https://203.0.113.7".into(),
+                    digest: "ab".repeat(32),
+                }),
+                caller: CallerHint::default(),
+            },
+            Request::GetKubectlToken {
+                profile: None,
+                cluster: None,
                 caller: CallerHint::default(),
             },
         ] {

@@ -3,13 +3,19 @@
 //! Prints a `client.authentication.k8s.io/v1` (or `v1beta1`, when kubectl asks
 //! for it in `KUBERNETES_EXEC_INFO`) ExecCredential whose token comes from the
 //! agent and whose `expirationTimestamp` is the token's real expiry, so kubectl
-//! caches it until then and runs the plugin (and so asks for a touch) again after.
+//! caches it until then — inside one kubectl process. Every kubectl command runs
+//! the plugin again; it tells the agent the cluster kubectl sends the token to
+//! (`KUBERNETES_EXEC_INFO`, with `provideClusterInfo: true`), so an
+//! `every-token` profile with `kubectl_window` can hand the touched token to the
+//! next kubectl command for that cluster without a touch. The token stays in
+//! the agent: nothing is cached on disk.
 
 use std::process::ExitCode;
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use touchgate::kube::KubeCluster;
 use touchgate::text::{one_line, UNCUT};
 
 use crate::oneshot::{self, Prompt};
@@ -18,13 +24,21 @@ const WHO: &str = "touchgate-shim kubectl-credential";
 pub const V1: &str = "client.authentication.k8s.io/v1";
 pub const V1BETA1: &str = "client.authentication.k8s.io/v1beta1";
 
+/// `KUBERNETES_EXEC_INFO` parsed (absent or blank: None).
+pub fn exec_info(text: Option<&str>) -> Result<Option<serde_json::Value>, String> {
+    let Some(info) = text.filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    serde_json::from_str(info)
+        .map(Some)
+        .map_err(|e| format!("KUBERNETES_EXEC_INFO is not JSON: {e}"))
+}
+
 /// The apiVersion to answer with, from `KUBERNETES_EXEC_INFO` (absent: v1).
-pub fn api_version(exec_info: Option<&str>) -> Result<&'static str, String> {
-    let Some(info) = exec_info.filter(|s| !s.trim().is_empty()) else {
+pub fn api_version(exec_info: Option<&serde_json::Value>) -> Result<&'static str, String> {
+    let Some(v) = exec_info else {
         return Ok(V1);
     };
-    let v: serde_json::Value =
-        serde_json::from_str(info).map_err(|e| format!("KUBERNETES_EXEC_INFO is not JSON: {e}"))?;
     match v.get("apiVersion").and_then(|a| a.as_str()) {
         None => Ok(V1),
         Some(V1) => Ok(V1),
@@ -55,12 +69,23 @@ pub fn exec_credential(
 }
 
 pub fn main(profile: Option<String>) -> ExitCode {
-    let info = std::env::var("KUBERNETES_EXEC_INFO").ok();
-    let version = match api_version(info.as_deref()) {
+    let info = match exec_info(std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref()) {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    let version = match api_version(info.as_ref()) {
         Ok(v) => v,
         Err(e) => return fail(&e),
     };
-    let t = match oneshot::fetch(profile.as_deref(), Prompt::Stderr, "touchgate-shim") {
+    let cluster = info
+        .as_ref()
+        .and_then(|i| KubeCluster::from_exec_info(i).ok());
+    let t = match oneshot::fetch_as(
+        profile.as_deref(),
+        Some(cluster),
+        Prompt::Stderr,
+        "touchgate-shim",
+    ) {
         Ok(t) => t,
         Err(e) => return fail(&e),
     };
@@ -85,15 +110,17 @@ mod tests {
     #[test]
     fn version_follows_exec_info() {
         assert_eq!(api_version(None).unwrap(), V1);
-        let info = |v: &str| {
-            format!(
+        assert_eq!(exec_info(Some("  ")).unwrap(), None);
+        let version = |v: &str| {
+            let text = format!(
                 r#"{{"kind":"ExecCredential","apiVersion":"{v}","spec":{{"interactive":false}}}}"#
-            )
+            );
+            api_version(exec_info(Some(&text)).unwrap().as_ref())
         };
-        assert_eq!(api_version(Some(&info(V1))).unwrap(), V1);
-        assert_eq!(api_version(Some(&info(V1BETA1))).unwrap(), V1BETA1);
-        assert!(api_version(Some(&info("client.authentication.k8s.io/v1alpha1"))).is_err());
-        assert!(api_version(Some("{")).is_err());
+        assert_eq!(version(V1).unwrap(), V1);
+        assert_eq!(version(V1BETA1).unwrap(), V1BETA1);
+        assert!(version("client.authentication.k8s.io/v1alpha1").is_err());
+        assert!(exec_info(Some("{")).is_err());
     }
 
     #[test]

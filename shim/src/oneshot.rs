@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use touchgate::kube::KubeCluster;
 use touchgate::protocol::TokenReply;
 use touchgate::text::{one_line, UNCUT};
 use touchgate::Client;
@@ -23,6 +24,18 @@ pub fn fetch(
     prompt: Prompt,
     who: &'static str,
 ) -> Result<TokenReply, String> {
+    fetch_as(profile, None, prompt, who)
+}
+
+/// [`fetch`] for the kubectl plugin: `Some(cluster)` asks as the plugin, for
+/// the cluster kubectl sends the token to (`None` in it: kubectl named none
+/// that may have a window), so a kubectl window may answer.
+pub fn fetch_as(
+    profile: Option<&str>,
+    kubectl: Option<Option<KubeCluster>>,
+    prompt: Prompt,
+    who: &'static str,
+) -> Result<TokenReply, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,7 +43,13 @@ pub fn fetch(
     rt.block_on(async {
         let mut c = Client::connect_default().await?;
         c.on_touch_needed(move |p| say(prompt, who, p));
-        c.get_token(profile, &[], crate::parent_hint()).await
+        match kubectl {
+            Some(cluster) => {
+                c.get_kubectl_token(profile, cluster, crate::parent_hint())
+                    .await
+            }
+            None => c.get_token(profile, &[], crate::parent_hint()).await,
+        }
     })
     .map_err(|e| one_line(&e.to_string(), UNCUT))
 }

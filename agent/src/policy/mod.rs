@@ -9,7 +9,10 @@
 pub mod subject;
 
 use std::borrow::Cow;
+use std::path::Path;
 use std::time::Duration;
+
+use touchgate::kube::KubeCluster;
 
 use crate::config::{format_duration, Per, Profile, TouchRule, UserVerification};
 use subject::Subject;
@@ -48,6 +51,8 @@ pub struct Terms {
     pub max_tokens: Option<u32>,
     /// How long each token lives.
     pub lifetime: Duration,
+    /// For a kubectl window: how long the touched token is handed again.
+    pub kubectl_window: Option<Duration>,
 }
 
 /// Which setting allowed a request.
@@ -77,13 +82,23 @@ pub enum WindowKey<'a> {
     Profile(&'a str),
     /// One window per program (`per = "caller"`): the program as [`Subject`] shows it.
     Caller { profile: &'a str, who: String },
+    /// A kubectl window (`kubectl_window`): one kubectl executable sending the
+    /// token to one cluster entry (its [`KubeCluster::digest`]).
+    Kubectl {
+        profile: &'a str,
+        kubectl: String,
+        server: String,
+        cluster: String,
+    },
 }
 
 impl<'a> WindowKey<'a> {
     /// The profile the window belongs to.
     pub fn profile(&self) -> &'a str {
         match self {
-            WindowKey::Profile(p) | WindowKey::Caller { profile: p, .. } => p,
+            WindowKey::Profile(p)
+            | WindowKey::Caller { profile: p, .. }
+            | WindowKey::Kubectl { profile: p, .. } => p,
         }
     }
 
@@ -93,6 +108,12 @@ impl<'a> WindowKey<'a> {
         match self {
             WindowKey::Profile(p) => Cow::Borrowed(p),
             WindowKey::Caller { profile, who } => Cow::Owned(format!("{profile}\u{0}{who}")),
+            WindowKey::Kubectl {
+                profile,
+                kubectl,
+                cluster,
+                ..
+            } => Cow::Owned(format!("{profile}\u{0}kubectl\u{0}{kubectl}\u{0}{cluster}")),
         }
     }
 }
@@ -102,6 +123,12 @@ impl std::fmt::Display for WindowKey<'_> {
         match self {
             WindowKey::Profile(p) => f.write_str(p),
             WindowKey::Caller { profile, who } => write!(f, "{profile} for {who}"),
+            WindowKey::Kubectl {
+                profile,
+                kubectl,
+                server,
+                ..
+            } => write!(f, "{profile} for {kubectl} at {server}"),
         }
     }
 }
@@ -163,9 +190,38 @@ pub fn decide<'a>(
             user_verification: profile.user_verification,
             max_tokens: profile.max_tokens_per_window,
             lifetime: profile.lifetime,
+            kubectl_window: None,
         },
         allowed_by,
     })
+}
+
+/// The grant of a request from the kubectl plugin: with an `every-token`
+/// profile that sets `kubectl_window`, a plugin that `kubectl` (as the kernel
+/// names the plugin's parent) started, and a cluster that may have a window
+/// ([`KubeCluster`]), the touched token is kept for that kubectl and cluster
+/// for `kubectl_window` (never past the token's own end). Any other request
+/// keeps `grant` as [`decide`] made it. A window profile needs none of this:
+/// kubectl shares its window like any program.
+pub fn kubectl_grant<'a>(
+    mut grant: Grant<'a>,
+    profile: &Profile,
+    kubectl: Option<&Path>,
+    cluster: Option<&KubeCluster>,
+) -> Grant<'a> {
+    let (Some(length), TouchRule::EveryToken, Some(kubectl), Some(cluster)) =
+        (profile.kubectl_window, profile.touch, kubectl, cluster)
+    else {
+        return grant;
+    };
+    grant.window = WindowKey::Kubectl {
+        profile: grant.window.profile(),
+        kubectl: kubectl.display().to_string(),
+        server: cluster.server.clone(),
+        cluster: cluster.digest.clone(),
+    };
+    grant.terms.kubectl_window = Some(length);
+    grant
 }
 
 /// Whether [`decide`] looks at who asks for `profile` (its `callers` or `per =
@@ -197,6 +253,8 @@ pub struct Approval {
     pub per: Per,
     /// An ID token for this audience, instead of an access token for the scopes.
     pub audience: Option<String>,
+    /// A kubectl window this touch opens, as [`WindowKey`]'s Display says it, and its length.
+    pub kubectl: Option<(String, Duration)>,
 }
 
 impl Approval {
@@ -210,6 +268,7 @@ impl Approval {
             touch: profile.touch,
             per: profile.per,
             audience: None,
+            kubectl: None,
         }
     }
 
@@ -243,9 +302,14 @@ impl std::fmt::Display for Approval {
                 format_duration(self.lifetime)
             )?,
         }
-        match self.touch {
-            TouchRule::EveryToken => f.write_str("this token only"),
-            TouchRule::Window(w) => write!(
+        match (self.touch, &self.kubectl) {
+            (TouchRule::EveryToken, None) => f.write_str("this token only"),
+            (TouchRule::EveryToken, Some((window, length))) => write!(
+                f,
+                "this token, kept for {window} for {} (no further touch for that kubectl and cluster until then)",
+                format_duration(*length)
+            ),
+            (TouchRule::Window(w), _) => write!(
                 f,
                 "opens a {} window (no further touch for {} until it closes)",
                 format_duration(w),
@@ -415,6 +479,69 @@ mod tests {
         assert!(
             matches!(decide("inf", &shared, &exe("/x"), &[]), Decision::Allow(g) if g.window == WindowKey::Profile("inf"))
         );
+    }
+
+    #[test]
+    fn a_kubectl_window_only_for_every_token_profiles_that_ask_kubectl_and_a_cluster() {
+        let cluster = KubeCluster {
+            server: "https://203.0.113.7".into(),
+            digest: "d1".into(),
+        };
+        let kubectl = Path::new("/usr/bin/kubectl");
+        let every = Profile {
+            kubectl_window: Some(Duration::from_secs(300)),
+            ..Profile::default()
+        };
+        let grant = |p: &Profile, k: Option<&Path>, c: Option<&KubeCluster>| match decide(
+            "deploy",
+            p,
+            &Subject::default(),
+            &[],
+        ) {
+            Decision::Allow(g) => kubectl_grant(g, p, k, c),
+            d => panic!("{d:?}"),
+        };
+        let g = grant(&every, Some(kubectl), Some(&cluster));
+        assert_eq!(g.terms.kubectl_window, Some(Duration::from_secs(300)));
+        assert_eq!(g.terms.touch, TouchRule::EveryToken);
+        assert_eq!(
+            g.window.to_string(),
+            "deploy for /usr/bin/kubectl at https://203.0.113.7"
+        );
+        // Another kubectl, another cluster entry: other windows.
+        let other = KubeCluster {
+            digest: "d2".into(),
+            ..cluster.clone()
+        };
+        assert_ne!(
+            grant(&every, Some(kubectl), Some(&other)).window.text(),
+            g.window.text()
+        );
+        assert_ne!(
+            grant(
+                &every,
+                Some(Path::new("/home/u/bin/kubectl")),
+                Some(&cluster)
+            )
+            .window
+            .text(),
+            g.window.text()
+        );
+        // Not kubectl, no cluster, no kubectl_window, a window profile: no kubectl window.
+        let plain =
+            |g: Grant| g.terms.kubectl_window.is_none() && g.window == WindowKey::Profile("deploy");
+        assert!(plain(grant(&every, None, Some(&cluster))));
+        assert!(plain(grant(&every, Some(kubectl), None)));
+        assert!(plain(grant(
+            &Profile::default(),
+            Some(kubectl),
+            Some(&cluster)
+        )));
+        let windowed = Profile {
+            touch: TouchRule::Window(Duration::from_secs(600)),
+            ..every.clone()
+        };
+        assert!(plain(grant(&windowed, Some(kubectl), Some(&cluster))));
     }
 
     #[test]

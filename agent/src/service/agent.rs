@@ -222,7 +222,21 @@ impl Agent {
                 scopes,
                 caller: hint,
             } => self
-                .ask_token(caller.asking(&hint), profile, scopes, progress)
+                .ask_token(caller.asking(&hint), profile, scopes, None, progress)
+                .await
+                .map(Response::Token),
+            Request::GetKubectlToken {
+                profile,
+                cluster,
+                caller: hint,
+            } => self
+                .ask_token(
+                    caller.asking(&hint),
+                    profile,
+                    vec![],
+                    cluster.as_ref(),
+                    progress,
+                )
                 .await
                 .map(Response::Token),
             Request::GetIdToken {

@@ -10,6 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use touchgate::kube::KubeCluster;
 use touchgate::sync::MutexExt;
 use touchgate::{ErrorCode, IdTokenReply, Secret, TokenReply};
 
@@ -36,6 +37,8 @@ struct Ask {
     profile: Profile,
     terms: Terms,
     key: CacheKey,
+    /// The kubectl window a touch opens, for the prompt (see [`policy::kubectl_grant`]).
+    kubectl: Option<String>,
 }
 
 /// What is asked for: an access token for scopes (empty: the profile's), or
@@ -68,7 +71,7 @@ impl Agent {
         touchgate::check_audience(&audience)
             .map_err(|e| AgentError::new(ErrorCode::BadRequest, e))?;
         let t = self
-            .ask(asking, profile, Want::Id(audience.clone()), progress)
+            .ask(asking, profile, Want::Id(audience.clone()), None, progress)
             .await?;
         Ok(IdTokenReply {
             id_token: t.access_token,
@@ -86,20 +89,23 @@ impl Agent {
         scopes: Vec<String>,
         progress: Progress,
     ) -> Result<TokenReply, AgentError> {
-        self.ask_token(caller.into(), profile, scopes, progress)
+        self.ask_token(caller.into(), profile, scopes, None, progress)
             .await
     }
 
     /// [`Agent::get_token`] for a peer with its request's hint, which is
     /// applied to a copy of the caller only when a token is not at hand.
+    /// `cluster`: the kubectl plugin asks, for that cluster (a kubectl window
+    /// may apply, see [`policy::kubectl_grant`]).
     pub(super) async fn ask_token(
         self: &Arc<Self>,
         asking: Asking<'_>,
         profile: Option<String>,
         scopes: Vec<String>,
+        cluster: Option<&KubeCluster>,
         progress: Progress,
     ) -> Result<TokenReply, AgentError> {
-        self.ask(asking, profile, Want::Access(scopes), progress)
+        self.ask(asking, profile, Want::Access(scopes), cluster, progress)
             .await
     }
 
@@ -108,6 +114,7 @@ impl Agent {
         asking: Asking<'_>,
         profile: Option<String>,
         want: Want,
+        cluster: Option<&KubeCluster>,
         progress: Progress,
     ) -> Result<TokenReply, AgentError> {
         self.check_unlocked()?;
@@ -157,6 +164,15 @@ impl Agent {
                 return Err(AgentError::new(ErrorCode::PolicyRefused, reason));
             }
         };
+        // Who started the plugin (a read of /proc) only matters to a kubectl window.
+        let grant = match cluster {
+            Some(c) if profile.kubectl_window.is_some() => {
+                let kubectl = asking.peer().kubectl_parent();
+                policy::kubectl_grant(grant, profile, kubectl.as_deref(), Some(c))
+            }
+            _ => grant,
+        };
+        let kubectl = grant.terms.kubectl_window.map(|_| grant.window.to_string());
         let window = grant.window.text();
         let scopes = scope_set(scopes);
         if let Some(t) = self.cached_recorded(&window, name, &scopes, audience) {
@@ -169,7 +185,7 @@ impl Agent {
             Some(a) => CacheKey::id_token(&window, name, a),
             None => CacheKey::new(&window, name, &scopes),
         };
-        let mut flight = self.join_flight(caller, name, profile, grant.terms, &key);
+        let mut flight = self.join_flight(caller, name, profile, grant.terms, &key, kubectl);
         let mut told = false;
         loop {
             if let Some(r) = flight.result.borrow_and_update().clone() {
@@ -267,6 +283,7 @@ impl Agent {
         profile: &Profile,
         terms: Terms,
         key: &CacheKey,
+        kubectl: Option<String>,
     ) -> Joined {
         let (joined, started) = self.flights.join_or_start(key);
         let Some(flight) = started else {
@@ -279,6 +296,7 @@ impl Agent {
             profile: profile.clone(),
             terms,
             key: key.clone(),
+            kubectl,
         };
         // The flight runs on its own task: a caller that hangs up does not cancel it for the others.
         tokio::spawn(async move {
@@ -326,6 +344,7 @@ impl Agent {
             profile,
             terms,
             key,
+            kubectl,
         } = ask;
         let locks = self.lock_state.count()?;
         let audience = key.audience.as_deref();
@@ -342,10 +361,13 @@ impl Agent {
             Some(c) => (c, false),
             None => {
                 let approved = approved(caller, name, profile, key);
-                let approval = match audience {
+                let mut approval = match audience {
                     Some(a) => Approval::id_token(name, profile, a),
                     None => Approval::new(name, profile, &key.scopes),
                 };
+                if let (Some(length), Some(window)) = (terms.kubectl_window, kubectl) {
+                    approval.kubectl = Some((window.clone(), length));
+                }
                 let prompt = match audience {
                     Some(a) => format!(
                         "touch your security key: {caller} asks for an ID token for audience {a} with profile `{name}`: {approval}"
@@ -384,14 +406,22 @@ impl Agent {
                     // Locked while the touch was pending: no window, nothing minted.
                     let mut sessions = self.sessions.locked();
                     self.lock_state.still_unlocked(locks)?;
-                    if let TouchRule::Window(w) = terms.touch {
-                        sessions.open_window(
+                    match (terms.touch, terms.kubectl_window) {
+                        (TouchRule::Window(w), _) => sessions.open_window(
                             &key.window,
                             self.clock.now(),
                             w,
                             terms.max_tokens,
                             cred.clone(),
-                        );
+                        ),
+                        // The token minted below is kept, not the credential.
+                        (TouchRule::EveryToken, Some(w)) => sessions.open_token_window(
+                            &key.window,
+                            self.clock.now(),
+                            w,
+                            terms.max_tokens,
+                        ),
+                        (TouchRule::EveryToken, None) => {}
                     }
                 }
                 (cred, true)

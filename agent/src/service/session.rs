@@ -4,8 +4,11 @@
 //! upstream credential (so it can re-mint without a touch) and the tokens
 //! minted under it. A window belongs to the profile, or to one program when the
 //! profile says `per = "caller"`; it may also end after a number of tokens.
-//! `every-token` profiles keep nothing. Locking drops it all; dropping a
-//! credential zeroizes its secrets.
+//! `every-token` profiles keep nothing, except a kubectl window (profile
+//! `kubectl_window`): the one token a touch minted, handed again to the same
+//! kubectl for the same cluster, with no credential kept — when that token is
+//! spent, the next needs a touch. Locking drops it all; dropping a credential
+//! zeroizes its secrets.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -69,7 +72,8 @@ pub struct CachedToken {
 
 struct Window {
     until: SystemTime,
-    credential: Arc<UpstreamCredential>,
+    /// What re-mints without a touch; None for a kubectl window (its token only).
+    credential: Option<Arc<UpstreamCredential>>,
     handed: u32,
     max: Option<u32>,
     /// Tokens minted under this window, by their scope set.
@@ -97,7 +101,7 @@ impl Sessions {
         now: SystemTime,
     ) -> Option<Arc<UpstreamCredential>> {
         self.purge(now);
-        self.windows.get(window).map(|w| w.credential.clone())
+        self.windows.get(window).and_then(|w| w.credential.clone())
     }
 
     pub fn open_window(
@@ -107,6 +111,29 @@ impl Sessions {
         length: Duration,
         max_tokens: Option<u32>,
         credential: Arc<UpstreamCredential>,
+    ) {
+        self.insert(window, now, length, max_tokens, Some(credential));
+    }
+
+    /// A window that keeps only the tokens stored under it (a kubectl window):
+    /// nothing is minted under it without a touch.
+    pub fn open_token_window(
+        &mut self,
+        window: &str,
+        now: SystemTime,
+        length: Duration,
+        max_tokens: Option<u32>,
+    ) {
+        self.insert(window, now, length, max_tokens, None);
+    }
+
+    fn insert(
+        &mut self,
+        window: &str,
+        now: SystemTime,
+        length: Duration,
+        max_tokens: Option<u32>,
+        credential: Option<Arc<UpstreamCredential>>,
     ) {
         // A length past the end of the clock closes the window at once (fail closed);
         // the config's ranges keep real lengths far from it.
@@ -314,6 +341,30 @@ mod tests {
         assert!(s
             .id_token("p", "https://a.example", clock.now(), margin)
             .is_none());
+    }
+
+    #[test]
+    fn a_token_window_keeps_its_token_and_no_credential() {
+        let clock = TestClock::default();
+        let mut s = Sessions::default();
+        let k = CacheKey::new("p\0kubectl", "p", &[]);
+        let margin = Duration::from_secs(60);
+        s.open_token_window(&k.window, clock.now(), Duration::from_secs(300), None);
+        s.store_token(k.clone(), tok(clock.now() + Duration::from_secs(900)));
+        assert!(
+            s.window_credential(&k.window, clock.now()).is_none(),
+            "nothing to mint with: a spent token needs a touch"
+        );
+        assert!(s.token(&k.window, &k.scopes, clock.now(), margin).is_some());
+        // The window ends before the token: no token after it.
+        clock.advance(Duration::from_secs(301));
+        assert!(s.token(&k.window, &k.scopes, clock.now(), margin).is_none());
+        // A token nearer its end than the margin is not handed out inside the window.
+        s.open_token_window(&k.window, clock.now(), Duration::from_secs(900), None);
+        s.store_token(k.clone(), tok(clock.now() + Duration::from_secs(90)));
+        clock.advance(Duration::from_secs(31));
+        assert!(s.token(&k.window, &k.scopes, clock.now(), margin).is_none());
+        assert_eq!(s.lock(), 1, "lock drops it too");
     }
 
     #[test]

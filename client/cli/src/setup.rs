@@ -59,6 +59,8 @@ pub const DOCKER_HOSTS: &[&str] = &[
 ];
 pub const DOCKER_HELPER: &str = "touchgate";
 pub const KUBE_EXEC_API: &str = "client.authentication.k8s.io/v1";
+/// A kubectl context name no kubeconfig has (see [`kubectl`]).
+const NO_CONTEXT: &str = "touchgate-setup-asks-no-server";
 
 pub async fn run(args: SetupArgs) -> anyhow::Result<()> {
     let dir = backups_dir()?.join(args.target.name());
@@ -364,9 +366,13 @@ async fn kubectl(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
     }
     let shim = installed_shim()?;
     let kubectl = std::env::var_os("TOUCHGATE_KUBECTL").unwrap_or_else(|| "kubectl".into());
-    // Check kubectl runs before touching anything.
+    // Check kubectl runs before touching anything. gcloud's kubectl dispatcher
+    // asks the current context's server for its version even for `version
+    // --client`, running that user's exec plugin (a touch, if it is ours): with
+    // an empty kubeconfig there is no server to ask.
     match Command::new(&kubectl)
         .args(["version", "--client"])
+        .env("KUBECONFIG", "/dev/null")
         .output()
     {
         Ok(o) if o.status.success() => {}
@@ -382,12 +388,19 @@ async fn kubectl(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let mut cmd = Command::new(&kubectl);
-    cmd.arg("config")
+    // The dispatcher reads the global flags too: with --kubeconfig alone it
+    // would ask that file's current context's server (running its plugin). A
+    // context no kubeconfig has makes it skip the question; `config
+    // set-credentials` itself ignores --context.
+    cmd.arg(format!("--context={NO_CONTEXT}"))
+        .arg("config")
         .arg("set-credentials")
         .arg(&user)
         .arg(format!("--exec-command={}", shim.display()))
         .arg(format!("--exec-api-version={KUBE_EXEC_API}"))
-        .arg("--exec-interactive-mode=Never");
+        .arg("--exec-interactive-mode=Never")
+        // The plugin then tells the agent which cluster the token goes to (a kubectl window needs it).
+        .arg("--exec-provide-cluster-info=true");
     for a in &plugin_args {
         cmd.arg(format!("--exec-arg={a}"));
     }
@@ -401,7 +414,7 @@ async fn kubectl(args: &SetupArgs, backup: &mut Backup) -> anyhow::Result<()> {
         );
     }
     println!(
-        "wrote {}: user {user} with exec plugin {} {} (apiVersion {KUBE_EXEC_API}, interactiveMode Never)",
+        "wrote {}: user {user} with exec plugin {} {} (apiVersion {KUBE_EXEC_API}, interactiveMode Never, provideClusterInfo)",
         path.display(),
         shim.display(),
         plugin_args.join(" ")

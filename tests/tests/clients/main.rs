@@ -19,6 +19,7 @@ mod shim_common;
 
 mod doctor_e2e;
 mod install;
+mod kubectl_window;
 mod manifest;
 mod setup_exec;
 mod shim_gcloud;
@@ -26,4 +27,5 @@ mod shim_helpers;
 mod shim_id_tokens;
 mod shim_limits;
 mod shim_metadata;
+mod shim_node;
 mod shim_python;

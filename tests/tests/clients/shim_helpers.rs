@@ -173,16 +173,16 @@ async fn docker_credential_protocol_round_trip() {
 /// What the emulated HTTPS server saw: path and whether its credentials were
 /// a live token the emulator issued to the inference account.
 #[derive(Clone, Debug)]
-struct Seen {
+pub(crate) struct Seen {
     connect: Option<String>,
-    path: String,
-    auth: Option<&'static str>,
-    valid: bool,
+    pub(crate) path: String,
+    pub(crate) auth: Option<&'static str>,
+    pub(crate) valid: bool,
 }
 
-struct TlsServer {
-    addr: String,
-    ca: PathBuf,
+pub(crate) struct TlsServer {
+    pub(crate) addr: String,
+    pub(crate) ca: PathBuf,
     seen: Arc<Mutex<Vec<Seen>>>,
     _dir: tempfile::TempDir,
 }
@@ -217,7 +217,7 @@ impl TlsServer {
     /// Serves on 127.0.0.1: a Kubernetes `/version`, `/api` (Bearer) and a registry
     /// `/v2/` (Basic `oauth2accesstoken:TOKEN`), each only with a token the emulator
     /// issued; a `CONNECT` (a proxy request) is accepted and TLS served inside it.
-    async fn start(emu: &EmulatorHandle) -> TlsServer {
+    pub(crate) async fn start(emu: &EmulatorHandle) -> TlsServer {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let dir = tempfile::tempdir().unwrap();
@@ -280,7 +280,7 @@ impl TlsServer {
         }
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -443,7 +443,7 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-fn kubeconfig(dir: &Path, server: &TlsServer, user: &str) -> PathBuf {
+pub(crate) fn kubeconfig(dir: &Path, server: &TlsServer, user: &str) -> PathBuf {
     let f = dir.join("kubeconfig");
     std::fs::write(
         &f,
@@ -474,7 +474,7 @@ users:
     f
 }
 
-fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str]) -> Command {
+pub(crate) fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(tool(
         KUBECTL,
         "kubectl",

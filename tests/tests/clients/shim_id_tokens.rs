@@ -169,27 +169,14 @@ async fn google_auth_fetches_an_id_token_through_the_metadata_route() {
     assert_valid(&emu, &stdout(&o), &shim).await;
 }
 
-/// google-auth-library for Node, installed by scripts/node-modules.sh in target/node.
-fn node_modules() -> PathBuf {
-    let dir = std::env::var_os("TOUCHGATE_TEST_NODE_MODULES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/node/node_modules"));
-    assert!(
-        dir.join("google-auth-library").exists(),
-        "{} lacks google-auth-library: run scripts/node-modules.sh (it needs node and npm)",
-        dir.display()
-    );
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_get_id_token_client_gets_an_id_token_through_the_metadata_route() {
-    let modules = node_modules();
     let (emu, key_json) = emulator().await;
     let agent = enrolled_agent(&emu, &key_json, "auto", "10m");
     let shim = ShimProc::start(&agent.socket, &[]);
     let home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new("node");
+    // google-auth-library from scripts/node-modules.sh (checked there).
+    let mut cmd = crate::shim_node::node();
     cmd.args([
         "-e",
         "const {GoogleAuth} = require('google-auth-library');\
@@ -199,7 +186,6 @@ async fn node_get_id_token_client_gets_an_id_token_through_the_metadata_route() 
          })().catch(e => { console.error(String(e)); process.exit(1); });",
         AUD,
     ])
-    .env("NODE_PATH", &modules)
     .env("HOME", home.path())
     .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
     // README route 1: the project is set, so the library runs no gcloud to find one.

@@ -235,3 +235,71 @@ async fn python_works_unchanged_after_touchgate_setup_adc() {
         .join("gcloud/application_default_credentials.json")
         .exists());
 }
+
+/// A `gcloud` first on PATH that only records that it ran (and fails): a
+/// client that shells out to gcloud for its project is seen doing so.
+pub(crate) fn gcloud_trap(dir: &Path) -> (PathBuf, PathBuf) {
+    let bin_dir = dir.join("trap-bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let ran = dir.join("gcloud-ran");
+    let gcloud = bin_dir.join("gcloud");
+    std::fs::write(
+        &gcloud,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\nexit 1\n", ran.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&gcloud, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (bin_dir, ran)
+}
+
+/// Route 1 as the README documents it, for google-auth with no project
+/// variable: the project comes from the shim's `project/project-id`, no gcloud
+/// runs, and one token costs one touch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_finds_the_project_on_the_metadata_route_without_gcloud() {
+    let (emu, key_json) = emulator().await;
+    let agent = enrolled_agent(&emu, &key_json, "auto", "every-token");
+    let shim = ShimProc::start(&agent.socket, &[]);
+    let home = tempfile::tempdir().unwrap();
+    let (trap, ran) = gcloud_trap(home.path());
+    let touches = || -> u64 {
+        let v: Value = serde_json::from_str(&agent.ok(&["status", "--json"])).unwrap();
+        v["touches"].as_u64().unwrap()
+    };
+    let before = touches();
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import json, google.auth, google.auth.transport.requests as r\n\
+         c, p = google.auth.default()\n\
+         c.refresh(r.Request())\n\
+         print(json.dumps({'project': p, 'token': bool(c.token)}))",
+    ])
+    .env("HOME", home.path())
+    .env("CLOUDSDK_CONFIG", home.path().join("gcloud"))
+    .env(
+        "PATH",
+        format!(
+            "{}:{}",
+            trap.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    )
+    .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+    .env_remove("GOOGLE_CLOUD_PROJECT")
+    .env_remove("GCLOUD_PROJECT")
+    .env_remove("CLOUDSDK_CORE_PROJECT")
+    .env("GCE_METADATA_ROOT", &shim.addr)
+    .env("NO_PROXY", "127.0.0.1,localhost");
+    metadata_env(&mut cmd, &shim);
+    let out = parse_ok(&run(cmd).await, &shim);
+    assert_eq!(out["project"], PROJECT, "from the metadata route");
+    assert_eq!(out["token"], true);
+    assert!(
+        !ran.exists(),
+        "google-auth ran gcloud: {}",
+        std::fs::read_to_string(&ran).unwrap_or_default()
+    );
+    assert_eq!(touches(), before + 1, "one token, one touch");
+}
