@@ -91,8 +91,8 @@ pub enum Request {
         uv: bool,
         caller: CallerHint,
     },
-    /// Seal an upstream credential (Google service-account key or authorized_user JSON)
-    /// under the enrolled keys (needs a touch).
+    /// Seal an upstream credential (a Google service-account key, `authorized_user` or
+    /// `impersonated_service_account` JSON) under the enrolled keys (needs a touch).
     Import {
         name: String,
         credential_json: Secret,

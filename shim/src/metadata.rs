@@ -1,5 +1,5 @@
 //! The GCE metadata subset that gcloud, google-auth, Go, Java and Node read
-//! (see the shared clients.md): ping, project, the service account, its access
+//! (the README's "Using gcloud and Python" says which variable each reads): ping, project, the service account, its access
 //! token and ID tokens (`identity?audience=…`).
 
 use std::collections::HashMap;

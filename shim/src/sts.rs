@@ -1,6 +1,6 @@
 //! The ADC-file route: a local STS (RFC 8693 token exchange) behind an
 //! `external_account` credential file, which gcloud and google-auth accept with
-//! no environment variable (see clients.md).
+//! no environment variable (README, "Using gcloud and Python", route 2).
 //!
 //! - `GET /subject` (the file's `credential_source.url`, sent with
 //!   `Metadata-Flavor: Google` as the file asks) returns this run's opaque
