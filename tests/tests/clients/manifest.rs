@@ -278,3 +278,101 @@ fn the_library_depends_on_no_command_crate() {
         );
     }
 }
+
+/// The packages that may turn on a `testing` feature (the test doubles): the tests and the fuzz
+/// targets (fuzz/ is a workspace of its own, outside this check), and a crate's own integration
+/// tests (a dev-dependency on itself).
+const TESTING_ALLOWED: &[&str] = &["touchgate-tests", "touchgate-fuzz"];
+
+/// No test double in a release build: the `testing` feature of every workspace crate that has
+/// one is off by default, no default feature turns it on, and no shipped crate's normal
+/// dependencies turn it on (only the tests and fuzz packages do); and each test double the agent
+/// defines sits behind `cfg(any(test, feature = "testing"))`.
+#[test]
+fn test_doubles_are_left_out_of_a_release_build() {
+    let workspace = metadata(None);
+    let mut problems = Vec::new();
+    let with_testing: Vec<&str> = packages(&workspace)
+        .iter()
+        .filter(|p| p["features"]["testing"].is_array())
+        .filter_map(|p| str_field(p, "name"))
+        .collect();
+    assert!(
+        with_testing.contains(&"touchgate-agent"),
+        "touchgate-agent has no `testing` feature: its test doubles would be public in a release build"
+    );
+    for pkg in packages(&workspace) {
+        let name = str_field(pkg, "name").unwrap_or("?");
+        if with_testing.contains(&name) {
+            for (feature, enables) in pkg["features"].as_object().into_iter().flatten() {
+                let turns_on_testing = enables
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(|e| e == "testing" || e.ends_with("/testing"));
+                if feature == "default" && turns_on_testing {
+                    problems.push(format!("{name}: the default features turn on `testing`"));
+                }
+            }
+        }
+        if TESTING_ALLOWED.contains(&name) {
+            continue;
+        }
+        for dep in pkg["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = str_field(dep, "name").unwrap_or("?");
+            let self_dev = dep_name == name && str_field(dep, "kind") == Some("dev");
+            let turns_on_testing = dep["features"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f.as_str() == Some("testing"));
+            if turns_on_testing && with_testing.contains(&dep_name) && !self_dev {
+                problems.push(format!(
+                    "{name} turns on {dep_name}'s `testing` feature; only {TESTING_ALLOWED:?} may"
+                ));
+            }
+        }
+    }
+    // Each test double, at its definition, behind the feature.
+    let doubles: &[(&str, &str)] = &[
+        ("agent/src/clock.rs", "pub struct TestClock"),
+        ("agent/src/upstream/retry.rs", "pub struct RecordingSleeper"),
+        (
+            "agent/src/upstream/mod.rs",
+            "pub use retry::RecordingSleeper",
+        ),
+        ("agent/src/fido/pin.rs", "pub struct FixedPins"),
+        ("agent/src/notify.rs", "pub struct Recording("),
+        ("agent/src/audit/mod.rs", "pub use sample::sample_log"),
+        ("agent/src/fido/key/soft.rs", "pub struct ScriptedTouch"),
+        ("agent/src/fido/key/soft.rs", "pub fn session("),
+        ("agent/src/fido/key/soft.rs", "pub fn set_sign_count(&self"),
+        (
+            "agent/src/fido/key/soft.rs",
+            "pub fn set_sign_count(&mut self",
+        ),
+    ];
+    for (file, item) in doubles {
+        let text = std::fs::read_to_string(workspace_root().join(file))
+            .unwrap_or_else(|e| panic!("read {file}: {e}"));
+        let Some(at) = text.find(item) else {
+            problems.push(format!("{file}: no `{item}` (update this list)"));
+            continue;
+        };
+        // The attribute is among the lines of attributes and docs right above the item.
+        let line_start = text[..at].rfind('\n').unwrap_or(0);
+        let above: Vec<&str> = text[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .take_while(|l| l.starts_with("#[") || l.starts_with("///"))
+            .collect();
+        if !above.contains(&r#"#[cfg(any(test, feature = "testing"))]"#) {
+            problems.push(format!(
+                "{file}: `{item}` is not behind #[cfg(any(test, feature = \"testing\"))]"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -39,6 +39,7 @@
 //! emulated USB key of the test suite) derives, counts and signs exactly as
 //! this key does.
 
+#[cfg(any(test, feature = "testing"))]
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{BufRead, Write};
@@ -340,6 +341,7 @@ impl TouchSource for PromptTouch {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// A touch source driven by the test: each request waits until the test calls
 /// [`ScriptedTouch::approve`] or [`ScriptedTouch::deny`] (answers given ahead
 /// of a request are queued and used in order), or until cancelled.
@@ -349,12 +351,14 @@ pub struct ScriptedTouch {
     cond: Condvar,
 }
 
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Default)]
 struct ScriptedState {
     answers: VecDeque<TouchOutcome>,
     requested: u64,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl ScriptedTouch {
     pub fn new() -> Self {
         Self::default()
@@ -403,6 +407,7 @@ impl ScriptedTouch {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl TouchSource for ScriptedTouch {
     fn wait(&self, _prompt: &str, cancel: &CancelFlag) -> TouchOutcome {
         let mut st = self.lock();
@@ -872,15 +877,25 @@ impl fmt::Debug for KeySession<'_> {
 
 impl SoftKey {
     /// Start a [`KeySession`] (waits for the operation in progress, if any).
-    pub fn session(&self) -> KeySession<'_> {
+    fn lock_session(&self) -> KeySession<'_> {
         KeySession {
             key: self,
             state: self.lock(),
         }
     }
+}
+
+impl SoftKey {
+    /// **Test only**: a [`KeySession`] for a CTAP2 front end (waits for the
+    /// operation in progress, if any).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn session(&self) -> KeySession<'_> {
+        self.lock_session()
+    }
 
     /// **Test only**: set the signature counter (persisted), e.g. roll it back
     /// to simulate a cloned key.
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_sign_count(&self, count: u32) -> Result<(), KeyError> {
         self.session().set_sign_count(count)
     }
@@ -935,6 +950,7 @@ impl KeySession<'_> {
     }
 
     /// **Test only**: set the signature counter (persisted).
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_sign_count(&mut self, count: u32) -> Result<(), KeyError> {
         write_state(&self.key.path, &self.state.to_json(count))?;
         self.state.sign_count = count;
@@ -1003,7 +1019,7 @@ impl SecurityKey for SoftKey {
 
     /// makeCredential with packed self-attestation. Always needs a touch.
     fn make_credential(&self, req: &MakeCredentialRequest) -> Result<Attestation, KeyError> {
-        let mut session = self.session();
+        let mut session = self.lock_session();
         self.cancel.reset();
         let excluded = session
             .find_credential(&req.rp_id, req.exclude.iter().map(Vec::as_slice), true)
@@ -1060,7 +1076,7 @@ impl SecurityKey for SoftKey {
     /// either backend. hmac-secret works for any credential of this key,
     /// whether or not it was created with the extension.
     fn get_assertion(&self, req: &GetAssertionRequest) -> Result<Assertion, KeyError> {
-        let mut session = self.session();
+        let mut session = self.lock_session();
         self.cancel.reset();
 
         let cred = session
