@@ -1,8 +1,12 @@
 //! Time, behind a trait so tests can move it.
 
+#[cfg(any(test, feature = "testing"))]
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+#[cfg(any(test, feature = "testing"))]
+use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+#[cfg(any(test, feature = "testing"))]
 use touchgate::sync::MutexExt;
 
 pub trait Clock: Send + Sync {
@@ -27,10 +31,12 @@ impl Clock for SystemClock {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// A clock that only moves when told to.
 #[derive(Debug)]
 pub struct TestClock(Mutex<SystemTime>);
 
+#[cfg(any(test, feature = "testing"))]
 impl TestClock {
     pub fn new(start: SystemTime) -> Self {
         TestClock(Mutex::new(start))
@@ -45,12 +51,14 @@ impl TestClock {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Default for TestClock {
     fn default() -> Self {
         TestClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Clock for TestClock {
     fn now(&self) -> SystemTime {
         *self.0.locked()

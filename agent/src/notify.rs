@@ -9,9 +9,11 @@
 //! carries names only — never a token or a secret.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+#[cfg(any(test, feature = "testing"))]
 use std::sync::Mutex;
 use std::time::Duration;
 
+#[cfg(any(test, feature = "testing"))]
 use touchgate::sync::MutexExt;
 
 use crate::caller::Caller;
@@ -99,16 +101,19 @@ impl Notifier for Off {
     fn notify(&self, _: &Notification) {}
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Keeps every notification (tests).
 #[derive(Default)]
 pub struct Recording(pub Mutex<Vec<Notification>>);
 
+#[cfg(any(test, feature = "testing"))]
 impl Recording {
     pub fn taken(&self) -> Vec<Notification> {
         self.0.locked().clone()
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Notifier for Recording {
     fn notify(&self, n: &Notification) {
         self.0.locked().push(n.clone());

@@ -781,12 +781,12 @@ mod tests {
 
     #[test]
     fn soft_key_uv_and_no_uv_outputs_are_different_keys() {
-        use crate::fido::key::soft::{AutoTouch, SoftKey};
+        use crate::fido::key::soft::{self, AutoTouch};
         use crate::fido::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
         use std::sync::Arc;
 
         let dir = tempfile::tempdir().unwrap();
-        let key = SoftKey::open(&dir.path().join("k.json"), Arc::new(AutoTouch)).unwrap();
+        let key = soft::open(&dir.path().join("k.json"), Arc::new(AutoTouch)).unwrap();
         let att = key
             .make_credential(&MakeCredentialRequest {
                 rp_id: RP_ID.into(),

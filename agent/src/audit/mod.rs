@@ -19,6 +19,7 @@
 mod challenge;
 mod coalesce;
 pub mod journal;
+#[cfg(any(test, feature = "testing"))]
 mod sample;
 mod show;
 pub mod trust;
@@ -26,6 +27,7 @@ mod verify;
 mod writer;
 
 pub use challenge::{events_for, Approved, ChallengeInputs};
+#[cfg(any(test, feature = "testing"))]
 pub use sample::sample_log;
 pub use show::{show, show_as, ShowFormat};
 pub use trust::keys_of;

@@ -80,9 +80,9 @@ pub(crate) fn sample_key(
     crate::fido::key::soft::SoftKey,
     crate::fido::key::Attestation,
 ) {
-    use crate::fido::key::soft::{AutoTouch, SoftKey};
+    use crate::fido::key::soft::{self, AutoTouch};
     use crate::fido::key::{MakeCredentialRequest, SecurityKey, RP_ID};
-    let key = SoftKey::open(&dir.join("k.json"), std::sync::Arc::new(AutoTouch))
+    let key = soft::open(&dir.join("k.json"), std::sync::Arc::new(AutoTouch))
         .expect("a software key in the sample dir");
     let att = key
         .make_credential(&MakeCredentialRequest {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::clock::SystemClock;
 use crate::config::{Config, KeyBackend};
 use crate::fido::key::hid::HidKey;
-use crate::fido::key::soft::{touch_source, SoftKey, TouchMode};
+use crate::fido::key::soft::{self, touch_source, TouchMode};
 use crate::fido::key::SecurityKey;
 use crate::service::agent::{Agent, StatePaths};
 use crate::upstream::google::GoogleUpstream;
@@ -49,7 +49,7 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<Agent>> {
                 .soft_key_state
                 .clone()
                 .unwrap_or_else(|| settings.state_dir.join("soft-key.json"));
-            Arc::new(SoftKey::open(&path, touch_source(mode))?)
+            Arc::new(soft::open(&path, touch_source(mode))?)
         }
         KeyBackend::Hid => Arc::new(HidKey::new(
             config.key.devices.clone(),

@@ -48,11 +48,9 @@ use x509_cert::Certificate;
 use crate::fido::ids::format_aaguid;
 use crate::fido::key::Attestation;
 
-// The test certificate builder is shared with the end-to-end tests.
+// The test certificate builder is the soft key's, shared with the end-to-end tests.
 #[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../../tests/src/ctap/certs.rs"]
-pub(crate) mod test_certs;
+pub(crate) use touchgate_softkey::certs as test_certs;
 
 /// The most certificates accepted in `x5c`.
 pub const MAX_CHAIN: usize = 8;

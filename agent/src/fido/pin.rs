@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use secrecy::SecretString;
+#[cfg(any(test, feature = "testing"))]
 use touchgate::sync::MutexExt;
 use touchgate::CallerHint;
 
@@ -110,6 +111,7 @@ impl PinEntry for Pinentry {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// A PinEntry for tests: answers from a fixed list, counting the asks.
 #[derive(Debug, Default)]
 pub struct FixedPins {
@@ -117,6 +119,7 @@ pub struct FixedPins {
     asked: std::sync::atomic::AtomicUsize,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl FixedPins {
     /// `None` in the list means "the user cancelled".
     pub fn new(answers: Vec<Option<&str>>) -> FixedPins {
@@ -133,6 +136,7 @@ impl FixedPins {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl PinEntry for FixedPins {
     fn ask(&self, _: &str, _: Option<&str>, _: &PinContext) -> Result<SecretString, PinError> {
         self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

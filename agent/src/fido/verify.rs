@@ -521,7 +521,7 @@ fn key_text(k: &Value) -> String {
 mod tests {
     use super::*;
     use crate::fido::attestation::test_certs;
-    use crate::fido::key::soft::{AutoTouch, SoftKey};
+    use crate::fido::key::soft::{self, AutoTouch};
     use crate::fido::key::{GetAssertionRequest, MakeCredentialRequest, SecurityKey, RP_ID};
     use p256::ecdsa::signature::Signer;
     use p256::ecdsa::SigningKey;
@@ -642,7 +642,7 @@ mod tests {
     fn soft_key_answers_verify_end_to_end() {
         const CHALLENGE: [u8; 32] = [0x42; 32];
         let dir = tempfile::tempdir().unwrap();
-        let key = SoftKey::open(&dir.path().join("k.json"), Arc::new(AutoTouch)).unwrap();
+        let key = soft::open(&dir.path().join("k.json"), Arc::new(AutoTouch)).unwrap();
         let att = key
             .make_credential(&MakeCredentialRequest {
                 rp_id: RP_ID.into(),

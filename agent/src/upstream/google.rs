@@ -102,7 +102,7 @@ impl GoogleUpstream {
         }
     }
 
-    /// Waits between attempts with `sleeper` (tests: [`super::RecordingSleeper`]).
+    /// Waits between attempts with `sleeper` (tests: a recording one).
     pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
         self.sleeper = sleeper;
         self

@@ -17,7 +17,9 @@ pub mod jwt;
 pub mod retry;
 
 pub use credential::{CredentialError, UpstreamCredential};
-pub use retry::{RecordingSleeper, Retry, Sleeper, TokioSleeper};
+#[cfg(any(test, feature = "testing"))]
+pub use retry::RecordingSleeper;
+pub use retry::{Retry, Sleeper, TokioSleeper};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

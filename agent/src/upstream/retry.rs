@@ -4,6 +4,7 @@
 //! asked for without spending them.
 
 use std::fmt;
+#[cfg(any(test, feature = "testing"))]
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,12 +66,14 @@ impl Sleeper for TokioSleeper {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// For tests: returns at once and remembers every delay asked for.
 #[derive(Debug, Default, Clone)]
 pub struct RecordingSleeper {
     delays: Arc<Mutex<Vec<Duration>>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl RecordingSleeper {
     pub fn new() -> Self {
         Self::default()
@@ -85,6 +88,7 @@ impl RecordingSleeper {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Sleeper for RecordingSleeper {
     fn sleep(&self, delay: Duration) -> BoxFuture<'static, ()> {
         self.delays

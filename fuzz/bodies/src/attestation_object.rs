@@ -4,7 +4,7 @@
 //! The input is a CTAP2 attestation object, a CBOR map as a key sends it,
 //! `{"fmt": text, "authData": bytes, "attStmt": {"alg": int, "sig": bytes,
 //! "x5c": [bytes]}}`, with three more keys the check needs: `"cdh"` (the
-//! 32-byte clientDataHash), `"roots"` ([bytes], DER root certificates) and
+//! 32-byte clientDataHash), `"roots"` (`[bytes]`, DER root certificates) and
 //! `"now"` (unix seconds). The credential id, AAGUID, public key and
 //! hmac-secret the backend reports are what the authData says when it parses
 //! (as a real backend reports them), else empty.

@@ -11,7 +11,7 @@ use anyhow::bail;
 use touchgate::{CallerHint, Secret};
 use touchgate_agent::clock::SystemClock;
 use touchgate_agent::config::Config;
-use touchgate_agent::key::soft::{AutoTouch, SoftKey};
+use touchgate_agent::key::soft::{self, AutoTouch};
 use touchgate_agent::upstream::google::GoogleUpstream;
 use touchgate_agent::upstream::{MintRequest, Upstream, UpstreamCredential};
 use touchgate_agent::{Agent, StatePaths};
@@ -82,7 +82,7 @@ pub async fn run(
     let dir = tempfile::tempdir()?;
     let cfg = Config::parse(&config(&emu.base_url()), &dir.path().join("config.toml"))?;
     let clock = Arc::new(SystemClock);
-    let key = Arc::new(SoftKey::open(
+    let key = Arc::new(soft::open(
         &dir.path().join("soft-key.json"),
         Arc::new(AutoTouch),
     )?);

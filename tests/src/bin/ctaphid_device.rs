@@ -9,8 +9,8 @@
 //! Prints `touchgate-ctaphid-device ready on PATH` on stdout once listening
 //! (and writes PATH to `--ready-file`, created atomically, if given).
 //!
-//! The CBOR layer is the emulated CTAP2 authenticator
-//! (`touchgate_tests::ctap::authenticator`) over the agent's soft key: with
+//! The CBOR layer is the soft key's CTAP2 authenticator
+//! (`touchgate_softkey::ctap`), opened as the agent's `soft` backend opens it: with
 //! `--state FILE` its master secret and counter persist there (so the same
 //! key can be "plugged in" again); without, it lives in a temporary file
 //! removed on exit.
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use touchgate_agent::key::soft::{touch_source, SoftKey, TouchMode};
+use touchgate_agent::key::soft::{self, touch_source, TouchMode};
 use touchgate_tests::ctap::authenticator::{Authenticator, AuthenticatorOptions};
 use touchgate_tests::ctap::hid::HidDevice;
 
@@ -82,7 +82,7 @@ fn run(args: Args) -> Result<()> {
         .clone()
         .or_else(|| temporary_state.clone())
         .expect("a state path");
-    let key = SoftKey::open(&state, touch.clone())
+    let key = soft::open(&state, touch.clone())
         .with_context(|| format!("opening the key state {}", state.display()))?;
     let options = AuthenticatorOptions {
         pin: args.pin.clone(),

@@ -27,6 +27,7 @@ const PUBLISHED: &[&str] = &[
     "touchgate-cli",
     "touchgate-generate",
     "touchgate-agent",
+    "touchgate-softkey",
     "touchgate-shim",
 ];
 
@@ -277,4 +278,169 @@ fn the_library_depends_on_no_command_crate() {
             found.join(", ")
         );
     }
+}
+
+/// The packages that may turn on a `testing` feature (the test doubles): the tests and the fuzz
+/// targets and their bodies (fuzz/ is a workspace of its own, outside this check). A crate's dev-dependencies may
+/// too (its own tests): they are never part of a build of the crate.
+const TESTING_ALLOWED: &[&str] = &["touchgate-tests", "touchgate-fuzz", "touchgate-fuzz-bodies"];
+
+/// No test double in a release build: the `testing` feature of every workspace crate that has
+/// one is off by default, no default feature turns it on, and no shipped crate's normal
+/// dependencies turn it on (only the tests and fuzz packages do); and each test double the agent
+/// and the soft key define sits behind `cfg(any(test, feature = "testing"))`.
+#[test]
+fn test_doubles_are_left_out_of_a_release_build() {
+    let workspace = metadata(None);
+    let mut problems = Vec::new();
+    let with_testing: Vec<&str> = packages(&workspace)
+        .iter()
+        .filter(|p| p["features"]["testing"].is_array())
+        .filter_map(|p| str_field(p, "name"))
+        .collect();
+    assert!(
+        with_testing.contains(&"touchgate-agent"),
+        "touchgate-agent has no `testing` feature: its test doubles would be public in a release build"
+    );
+    for pkg in packages(&workspace) {
+        let name = str_field(pkg, "name").unwrap_or("?");
+        if with_testing.contains(&name) {
+            for (feature, enables) in pkg["features"].as_object().into_iter().flatten() {
+                let turns_on_testing = enables
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(|e| e == "testing" || e.ends_with("/testing"));
+                if feature == "default" && turns_on_testing {
+                    problems.push(format!("{name}: the default features turn on `testing`"));
+                }
+            }
+        }
+        if TESTING_ALLOWED.contains(&name) {
+            continue;
+        }
+        for dep in pkg["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = str_field(dep, "name").unwrap_or("?");
+            let dev = str_field(dep, "kind") == Some("dev");
+            let turns_on_testing = dep["features"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f.as_str() == Some("testing"));
+            if turns_on_testing && with_testing.contains(&dep_name) && !dev {
+                problems.push(format!(
+                    "{name} turns on {dep_name}'s `testing` feature; only {TESTING_ALLOWED:?} may"
+                ));
+            }
+        }
+    }
+    // Each test double, at its definition, behind the feature.
+    let doubles: &[(&str, &str)] = &[
+        ("agent/src/clock.rs", "pub struct TestClock"),
+        ("agent/src/upstream/retry.rs", "pub struct RecordingSleeper"),
+        (
+            "agent/src/upstream/mod.rs",
+            "pub use retry::RecordingSleeper",
+        ),
+        ("agent/src/fido/pin.rs", "pub struct FixedPins"),
+        ("agent/src/notify.rs", "pub struct Recording("),
+        ("agent/src/audit/mod.rs", "pub use sample::sample_log"),
+        (
+            "agent/src/fido/key/soft.rs",
+            "pub use touchgate_softkey::ScriptedTouch",
+        ),
+        ("agent/softkey/src/lib.rs", "pub use touch::ScriptedTouch"),
+        ("agent/softkey/src/touch.rs", "pub struct ScriptedTouch"),
+        ("agent/softkey/src/key.rs", "pub fn set_sign_count("),
+        ("agent/softkey/src/ctap.rs", "pub fn set_sign_count("),
+    ];
+    for (file, item) in doubles {
+        let text = std::fs::read_to_string(workspace_root().join(file))
+            .unwrap_or_else(|e| panic!("read {file}: {e}"));
+        let Some(at) = text.find(item) else {
+            problems.push(format!("{file}: no `{item}` (update this list)"));
+            continue;
+        };
+        // The attribute is among the lines of attributes and docs right above the item.
+        let line_start = text[..at].rfind('\n').unwrap_or(0);
+        let above: Vec<&str> = text[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .take_while(|l| l.starts_with("#[") || l.starts_with("///"))
+            .collect();
+        if !above.contains(&r#"#[cfg(any(test, feature = "testing"))]"#) {
+            problems.push(format!(
+                "{file}: `{item}` is not behind #[cfg(any(test, feature = \"testing\"))]"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The package a file belongs to: the nearest folder above it with a Cargo.toml.
+fn package_of(file: &Path) -> PathBuf {
+    file.ancestors()
+        .skip(1)
+        .find(|d| d.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| panic!("{} is in no package", file.display()))
+        .to_path_buf()
+}
+
+/// Every `.rs` file under `dir`, skipping build output and fuzz corpora.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !matches!(
+                name.as_str(),
+                "target" | "corpus" | "corpus-seed" | "artifacts" | ".git"
+            ) {
+                rust_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Code is shared across crates by depending on a crate, never by pulling another package's
+/// file in: no `#[path = …]` or `include!(…)` names a file of another package.
+#[test]
+fn no_file_is_pulled_in_from_another_package() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for top in ["agent", "client", "shim", "tests", "fuzz"] {
+        rust_files(&root.join(top), &mut files);
+    }
+    assert!(files.len() > 100, "found only {} .rs files", files.len());
+    let mut problems = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            let named = if let Some(rest) = line.strip_prefix("#[path = \"") {
+                rest.split('"').next()
+            } else if let Some(rest) = line.strip_prefix("include!(\"") {
+                rest.split('"').next()
+            } else {
+                None
+            };
+            let Some(rel) = named else { continue };
+            let target = file.parent().unwrap().join(rel);
+            let target = target
+                .canonicalize()
+                .unwrap_or_else(|e| panic!("{}:{}: {rel}: {e}", file.display(), n + 1));
+            if package_of(&target) != package_of(&file.canonicalize().unwrap()) {
+                problems.push(format!(
+                    "{}:{}: pulls in {rel}, a file of another package: depend on that crate instead",
+                    file.strip_prefix(&root).unwrap().display(),
+                    n + 1
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

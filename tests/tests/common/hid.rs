@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use touchgate_agent::key::soft::{AutoTouch, SoftKey, TouchSource};
+use touchgate_agent::key::soft::{self, AutoTouch, TouchSource};
 use touchgate_tests::ctap::authenticator::{Authenticator, AuthenticatorOptions};
 use touchgate_tests::ctap::hid::{DeviceHandle, HidDevice};
 use touchgate_tests::ctap::preload;
@@ -24,7 +24,7 @@ impl EmuKey {
         touch: Arc<dyn TouchSource>,
         options: AuthenticatorOptions,
     ) -> EmuKey {
-        let key = SoftKey::open(&dir.join(format!("{name}.state")), touch.clone()).unwrap();
+        let key = soft::open(&dir.join(format!("{name}.state")), touch.clone()).unwrap();
         let auth = Arc::new(Authenticator::new(Arc::new(key), touch, options));
         let device = HidDevice::start(&dir.join(format!("{name}.hidraw")), auth.clone()).unwrap();
         EmuKey { device, auth }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tempfile::TempDir;
 use touchgate_agent::clock::SystemClock;
 use touchgate_agent::config::Config;
-use touchgate_agent::key::soft::{SoftKey, TouchSource};
+use touchgate_agent::key::soft::{self, SoftKey, TouchSource};
 use touchgate_agent::key::SecurityKey;
 use touchgate_agent::upstream::google::GoogleUpstream;
 use touchgate_agent::{Agent, StatePaths};
@@ -130,7 +130,7 @@ impl InProcess {
     ) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(config, &dir.path().join("config.toml")).unwrap();
-        let key = Arc::new(SoftKey::open(&dir.path().join("soft-key.json"), touch).unwrap());
+        let key = Arc::new(soft::open(&dir.path().join("soft-key.json"), touch).unwrap());
         let upstream = Arc::new(GoogleUpstream::new(
             config.google.clone(),
             Arc::new(SystemClock),

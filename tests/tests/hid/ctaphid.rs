@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tempfile::TempDir;
-use touchgate_agent::key::soft::{AutoTouch, ScriptedTouch, SoftKey, TouchSource};
+use touchgate_agent::key::soft::{self, AutoTouch, ScriptedTouch, TouchSource};
 use touchgate_tests::ctap::authenticator::{Authenticator, AuthenticatorOptions};
 use touchgate_tests::ctap::hid::frame::{cmd, err, BROADCAST_CID, REPORT_LEN};
 use touchgate_tests::ctap::hid::host::RawHost;
@@ -601,7 +601,7 @@ fn start_authenticator(
     options: AuthenticatorOptions,
 ) -> (DeviceHandle, Arc<Authenticator>) {
     let touch: Arc<dyn TouchSource> = Arc::new(AutoTouch);
-    let key = SoftKey::open(&dir.join("key.state"), touch.clone()).unwrap();
+    let key = soft::open(&dir.join("key.state"), touch.clone()).unwrap();
     let authenticator = Arc::new(Authenticator::new(Arc::new(key), touch, options));
     let device = HidDevice::start(&dir.join("key.sock"), authenticator.clone()).unwrap();
     (device, authenticator)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
-use touchgate_agent::key::soft::{AutoTouch, SoftKey, TouchSource};
+use touchgate_agent::key::soft::{self, AutoTouch, TouchSource};
 use touchgate_tests::ctap::authenticator::{Attestation, Authenticator, AuthenticatorOptions};
 use touchgate_tests::ctap::certs::{self, TestCert};
 use touchgate_tests::ctap::hid::{DeviceHandle, HidDevice};
@@ -39,7 +39,7 @@ fn emu_key(dir: &Path, name: &str, attestation: Attestation) -> EmuKey {
 
 fn emu_key_with(dir: &Path, name: &str, options: AuthenticatorOptions) -> EmuKey {
     let touch: Arc<dyn TouchSource> = Arc::new(AutoTouch);
-    let key = SoftKey::open(&dir.join(format!("{name}.state")), touch.clone()).unwrap();
+    let key = soft::open(&dir.join(format!("{name}.state")), touch.clone()).unwrap();
     let auth = Arc::new(Authenticator::new(Arc::new(key), touch, options));
     let device = HidDevice::start(&dir.join(format!("{name}.hidraw")), auth.clone()).unwrap();
     EmuKey { device, auth }

@@ -4,8 +4,9 @@
 //! agent runs it on a blocking thread), may wait for a touch, may need a PIN,
 //! and can be cancelled from another thread with [`SecurityKey::cancel`]. USB
 //! security keys are [`hid`] (ctap-hid-fido2; the default backend); the
-//! software key in [`soft`] follows CTAP2 for real and serves the demo and the
-//! tests (its secret lies in plain text, so it is used only when named).
+//! software key in [`soft`] (the `touchgate-softkey` authenticator) follows
+//! CTAP2 for real and serves the demo and the tests (its secret lies in plain
+//! text, so it is used only when named).
 
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -115,13 +116,9 @@ impl std::fmt::Debug for Assertion {
     }
 }
 
-/// Flags in authenticator data.
-pub mod flags {
-    pub const UP: u8 = 0x01;
-    pub const UV: u8 = 0x04;
-    pub const AT: u8 = 0x40;
-    pub const ED: u8 = 0x80;
-}
+/// Flags in authenticator data (one definition, shared with the soft key
+/// that writes them).
+pub use touchgate_softkey::flags;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {

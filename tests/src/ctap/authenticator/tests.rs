@@ -18,11 +18,11 @@ use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use touchgate_agent::key::soft::{AutoTouch, DenyTouch, NeverTouch, SoftKey, TouchSource};
+use touchgate_agent::key::soft::{self, AutoTouch, DenyTouch, NeverTouch, SoftKey, TouchSource};
 use touchgate_agent::key::{flags, GetAssertionRequest, SecurityKey};
 
 use super::*;
-use crate::ctap::{CancelFlag, KEEPALIVE_UPNEEDED};
+use crate::ctap::{CancelFlag, CborHandler, OpContext, KEEPALIVE_UPNEEDED};
 
 mod platform;
 use platform::{pin_uv_auth_param, PlatformSecret};
@@ -52,7 +52,7 @@ fn decode(b: &[u8]) -> Value {
 }
 
 fn get(v: &Value, key: i64) -> &Value {
-    cbor::int_get(v.as_map().unwrap(), key).unwrap()
+    params::int_get(v.as_map().unwrap(), key).unwrap()
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -101,8 +101,7 @@ struct Fx {
 
 fn fx_with(touch: Arc<dyn TouchSource>, options: AuthenticatorOptions) -> Fx {
     let dir = tempfile::tempdir().unwrap();
-    let key =
-        Arc::new(SoftKey::open(&dir.path().join("soft-key.json"), Arc::new(AutoTouch)).unwrap());
+    let key = Arc::new(soft::open(&dir.path().join("soft-key.json"), Arc::new(AutoTouch)).unwrap());
     let auth = Authenticator::new(key.clone(), touch, options);
     Fx {
         _dir: dir,
@@ -234,7 +233,7 @@ impl Fx {
             &[&[0x02], &cbor(&Value::Map(m))[..]].concat(),
         )?);
 
-        let id = cbor::text_get(get(&resp, 1).as_map().unwrap(), "id").unwrap();
+        let id = params::text_get(get(&resp, 1).as_map().unwrap(), "id").unwrap();
         assert_eq!(id.as_bytes(), Some(cred));
         let auth_data = get(&resp, 2).as_bytes().unwrap();
         verify_sig(
@@ -244,7 +243,7 @@ impl Fx {
             get(&resp, 3).as_bytes().unwrap(),
         );
         let ext = decode(&auth_data[37..]);
-        let enc = cbor::text_get(ext.as_map().unwrap(), "hmac-secret").unwrap();
+        let enc = params::text_get(ext.as_map().unwrap(), "hmac-secret").unwrap();
         Ok((auth_data[32], secret.decrypt(enc.as_bytes().unwrap())))
     }
 
@@ -634,7 +633,7 @@ fn set_and_change_pin_as_the_crate_does() {
     assert_eq!(set_pin("5555", 1), Err(0x30), "already set");
     let info = decode(&call(&f.auth, &[0x04]).unwrap());
     assert_eq!(
-        cbor::text_get(get(&info, 4).as_map().unwrap(), "clientPin"),
+        params::text_get(get(&info, 4).as_map().unwrap(), "clientPin"),
         Some(&Value::Bool(true))
     );
     assert_eq!(change_pin("0000", "5555", 1), Err(0x31));
@@ -907,7 +906,7 @@ fn duplicate_map_keys_are_invalid_cbor() {
     let Value::Map(mut params) = decode(&payload[1..]) else {
         panic!("makeCredential parameters are a map")
     };
-    params.retain(|(k, _)| cbor::as_int(k).ok() != Some(6));
+    params.retain(|(k, _)| params::as_int(k).ok() != Some(6));
     let twice = vec![
         (Value::Text("hmac-secret".into()), Value::Bool(true)),
         (Value::Text("hmac-secret".into()), Value::Bool(true)),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ciborium::Value;
-use touchgate_agent::key::soft::{TouchOutcome, TouchSource};
+use touchgate_softkey::{TouchOutcome, TouchSource};
 
 use crate::ctap::{CborHandler, OpContext, KEEPALIVE_UPNEEDED};
 

@@ -1,18 +1,18 @@
-//! Reading CTAP2 request parameters from CBOR, and writing responses.
+//! Reading CTAP2 request parameters from CBOR (responses are written with
+//! the crate's `cbor` helpers).
 //!
 //! Requests are decoded into [`ciborium::Value`] (ciborium limits nesting
 //! depth and never trusts declared lengths, so any input is safe to parse).
 //! Wrong types give CTAP2_ERR_CBOR_UNEXPECTED_TYPE, absent required values
 //! CTAP2_ERR_MISSING_PARAMETER. A map holding a key twice, at any depth, is
-//! CTAP2_ERR_INVALID_CBOR (CTAP2 canonical CBOR has unique keys). Responses are built with their map keys in
-//! CTAP2 canonical order by the callers.
+//! CTAP2_ERR_INVALID_CBOR (CTAP2 canonical CBOR has unique keys).
 
-use ciborium::value::{Integer, Value};
+use ciborium::value::Value;
 
 use super::status::{CtapResult, Status};
 
 /// The parameter map of a request: `{uint key: value}`.
-pub(super) struct Params(Vec<(Value, Value)>);
+pub(crate) struct Params(Vec<(Value, Value)>);
 
 impl Params {
     /// Parse the bytes after the command byte. No bytes is an empty map.
@@ -59,55 +59,55 @@ fn has_duplicate_key(v: &Value) -> bool {
     }
 }
 
-/// The value under integer key `key` in a CBOR map.
-pub(super) fn int_get(map: &[(Value, Value)], key: i64) -> Option<&Value> {
+/// The value under integer key `key` in a CBOR map (also for reading responses).
+pub fn int_get(map: &[(Value, Value)], key: i64) -> Option<&Value> {
     map.iter()
         .find(|(k, _)| as_int(k).ok() == Some(key))
         .map(|(_, v)| v)
 }
 
 /// The value under text key `key` in a CBOR map.
-pub(super) fn text_get<'a>(map: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
+pub fn text_get<'a>(map: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
     map.iter()
         .find(|(k, _)| k.as_text() == Some(key))
         .map(|(_, v)| v)
 }
 
-pub(super) fn as_int(v: &Value) -> CtapResult<i64> {
+pub fn as_int(v: &Value) -> CtapResult<i64> {
     match v {
         Value::Integer(i) => i64::try_from(i128::from(*i)).map_err(|_| Status::INVALID_PARAMETER),
         _ => Err(Status::CBOR_UNEXPECTED_TYPE),
     }
 }
 
-pub(super) fn as_bytes(v: &Value) -> CtapResult<&[u8]> {
+pub(crate) fn as_bytes(v: &Value) -> CtapResult<&[u8]> {
     v.as_bytes()
         .map(Vec::as_slice)
         .ok_or(Status::CBOR_UNEXPECTED_TYPE)
 }
 
-pub(super) fn as_text(v: &Value) -> CtapResult<&str> {
+pub(crate) fn as_text(v: &Value) -> CtapResult<&str> {
     v.as_text().ok_or(Status::CBOR_UNEXPECTED_TYPE)
 }
 
-pub(super) fn as_bool(v: &Value) -> CtapResult<bool> {
+pub(crate) fn as_bool(v: &Value) -> CtapResult<bool> {
     v.as_bool().ok_or(Status::CBOR_UNEXPECTED_TYPE)
 }
 
-pub(super) fn as_map(v: &Value) -> CtapResult<&[(Value, Value)]> {
+pub(crate) fn as_map(v: &Value) -> CtapResult<&[(Value, Value)]> {
     v.as_map()
         .map(Vec::as_slice)
         .ok_or(Status::CBOR_UNEXPECTED_TYPE)
 }
 
-pub(super) fn as_array(v: &Value) -> CtapResult<&[Value]> {
+pub(crate) fn as_array(v: &Value) -> CtapResult<&[Value]> {
     v.as_array()
         .map(Vec::as_slice)
         .ok_or(Status::CBOR_UNEXPECTED_TYPE)
 }
 
 /// A 32-byte clientDataHash.
-pub(super) fn client_data_hash(v: &Value) -> CtapResult<[u8; 32]> {
+pub(crate) fn client_data_hash(v: &Value) -> CtapResult<[u8; 32]> {
     as_bytes(v)?
         .try_into()
         .map_err(|_| Status::INVALID_PARAMETER)
@@ -115,7 +115,7 @@ pub(super) fn client_data_hash(v: &Value) -> CtapResult<[u8; 32]> {
 
 /// The ids of a PublicKeyCredentialDescriptor list (allowList, excludeList),
 /// skipping descriptors whose type is not "public-key".
-pub(super) fn credential_ids(v: &Value) -> CtapResult<Vec<&[u8]>> {
+pub(crate) fn credential_ids(v: &Value) -> CtapResult<Vec<&[u8]>> {
     let mut ids = Vec::new();
     for d in as_array(v)? {
         let d = as_map(d)?;
@@ -130,7 +130,7 @@ pub(super) fn credential_ids(v: &Value) -> CtapResult<Vec<&[u8]>> {
 
 /// The `options` map of makeCredential / getAssertion (absent = not given).
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Options {
+pub(crate) struct Options {
     pub rk: Option<bool>,
     pub up: Option<bool>,
     pub uv: Option<bool>,
@@ -149,32 +149,4 @@ impl Options {
             uv: get("uv")?,
         })
     }
-}
-
-/// A CBOR integer value.
-pub(super) fn int(i: i64) -> Value {
-    Value::Integer(Integer::from(i))
-}
-
-/// A CBOR text value.
-pub(super) fn text(s: &str) -> Value {
-    Value::Text(s.to_owned())
-}
-
-/// A map with integer keys, in the order given (callers give them ascending).
-pub(super) fn int_map(entries: Vec<(i64, Value)>) -> Value {
-    Value::Map(entries.into_iter().map(|(k, v)| (int(k), v)).collect())
-}
-
-/// A map with text keys, in the order given (callers give them canonical:
-/// shorter first, then bytewise).
-pub(super) fn text_map(entries: Vec<(&str, Value)>) -> Value {
-    Value::Map(entries.into_iter().map(|(k, v)| (text(k), v)).collect())
-}
-
-/// Serialise a value.
-pub(super) fn encode(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::ser::into_writer(v, &mut out).expect("writing CBOR to a Vec cannot fail");
-    out
 }

@@ -4,20 +4,19 @@
 
 use ciborium::value::Value;
 use p256::ecdsa::signature::Signer as _;
-use touchgate_agent::key::flags;
-use touchgate_agent::key::soft::auth_data_header;
 
-use super::cbor::{
-    as_array, as_bool, as_int, as_map, as_text, client_data_hash, credential_ids, encode, int,
-    int_map, text, text_get, text_map, Options, Params,
-};
 use super::client_pin::PERMISSION_MC;
+use super::params::{
+    as_array, as_bool, as_int, as_map, as_text, client_data_hash, credential_ids, text_get,
+    Options, Params,
+};
 use super::status::{CtapResult, Status};
 use super::{Attestation, Authenticator, UvCheck};
+use crate::auth_data::flags;
+use crate::cbor::{int, int_map, text, text_map};
+use crate::credential::ALG_ES256;
 use crate::ctap::OpContext;
 
-/// COSE ES256.
-const ALG_ES256: i64 = -7;
 /// credProtect userVerificationRequired.
 const CRED_PROTECT_UV_REQUIRED: i64 = 3;
 
@@ -82,18 +81,11 @@ pub(super) fn handle(auth: &Authenticator, p: &Params, ctx: &OpContext) -> CtapR
     if hmac_secret && auth.options.hmac_secret {
         ext.push(("hmac-secret", Value::Bool(true)));
     }
-    let mut fl = flags::UP | flags::AT;
+    let mut user = flags::UP;
     if verified.uv && !auth.options.omit_uv_flag_in_attestation {
-        fl |= flags::UV;
+        user |= flags::UV;
     }
-    if !ext.is_empty() {
-        fl |= flags::ED;
-    }
-    let mut auth_data = auth_data_header(cred.rp_id_hash(), fl, sign_count);
-    auth_data.extend_from_slice(&session.attested_credential_data(&cred, &auth.aaguid));
-    if !ext.is_empty() {
-        auth_data.extend_from_slice(&encode(&text_map(ext)));
-    }
+    let auth_data = session.auth_data(&cred, user, sign_count, Some(&auth.aaguid), ext);
 
     let alg = int(auth.options.misstate_packed_alg.unwrap_or(ALG_ES256));
     let (fmt, att_stmt) = match &auth.options.attestation {
@@ -160,7 +152,7 @@ fn with_duplicate(response: Value, key: &str) -> Value {
 
 /// A required byte-string field of a map (user.id).
 fn as_bytes_field(map: &[(Value, Value)], key: &str) -> CtapResult<()> {
-    super::cbor::as_bytes(text_get(map, key).ok_or(Status::MISSING_PARAMETER)?).map(|_| ())
+    super::params::as_bytes(text_get(map, key).ok_or(Status::MISSING_PARAMETER)?).map(|_| ())
 }
 
 /// pubKeyCredParams holds `{alg: -7, type: "public-key"}`.

@@ -13,8 +13,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::cbor::{as_bytes, as_int, as_map, int, int_get, int_map};
+use super::params::{as_bytes, as_int, as_map, int_get};
 use super::status::{CtapResult, Status};
+use crate::cbor::{int, int_map};
 
 type HmacSha256 = Hmac<Sha256>;
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;

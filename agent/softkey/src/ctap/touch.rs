@@ -4,10 +4,9 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use touchgate_agent::key::soft::{TouchOutcome, TouchSource};
-
 use super::status::{CtapResult, Status};
-use crate::ctap::{CancelFlag, OpContext, KEEPALIVE_UPNEEDED};
+use crate::ctap::{OpContext, KEEPALIVE_UPNEEDED};
+use crate::touch::{CancelFlag, TouchOutcome, TouchSource};
 
 /// How often KEEPALIVE UPNEEDED is sent while waiting.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(100);

@@ -2,19 +2,20 @@
 //! probes (`up: false`) and UV by PIN token or built-in UV.
 
 use ciborium::value::Value;
-use touchgate_agent::key::flags;
-use touchgate_agent::key::soft::{auth_data_header, Credential, KeySession};
 use zeroize::Zeroizing;
 
-use super::cbor::{
-    as_bytes, as_map, as_text, client_data_hash, credential_ids, encode, int_get, int_map, text,
-    text_get, text_map, Options, Params,
-};
 use super::client_pin::PERMISSION_GA;
+use super::params::{
+    as_bytes, as_map, as_text, client_data_hash, credential_ids, int_get, text_get, Options, Params,
+};
 use super::protocol::{PinProtocol, SharedSecret};
 use super::status::{CtapResult, Status};
 use super::{Authenticator, UvCheck};
+use crate::auth_data::flags;
+use crate::cbor::{int_map, text, text_map};
+use crate::credential::Credential;
 use crate::ctap::OpContext;
+use crate::key::Session;
 
 pub(super) fn handle(auth: &Authenticator, p: &Params, ctx: &OpContext) -> CtapResult<Value> {
     let rp_id = as_text(p.required(0x01)?)?;
@@ -64,24 +65,19 @@ pub(super) fn handle(auth: &Authenticator, p: &Params, ctx: &OpContext) -> CtapR
     }
     let sign_count = session.next_sign_count().map_err(|_| Status::OTHER)?;
 
-    let mut fl = 0;
+    let mut user = 0;
     if up {
-        fl |= flags::UP;
+        user |= flags::UP;
     }
     if verified.uv {
-        fl |= flags::UV;
+        user |= flags::UV;
     }
-    if hmac.is_some() {
-        fl |= flags::ED;
-    }
-    let mut auth_data = auth_data_header(cred.rp_id_hash(), fl, sign_count);
+    let mut extensions = Vec::new();
     if let Some(hmac) = hmac {
         let output = hmac.output(&session, &cred, verified.uv);
-        auth_data.extend_from_slice(&encode(&text_map(vec![(
-            "hmac-secret",
-            Value::Bytes(output),
-        )])));
+        extensions.push(("hmac-secret", Value::Bytes(output)));
     }
+    let auth_data = session.auth_data(&cred, user, sign_count, None, extensions);
     let signature = session.sign(&cred, &auth_data, &cdh);
     let mut response = vec![
         (
@@ -136,7 +132,7 @@ impl HmacSecretInput {
 
     /// output1 (‖ output2) from the soft key's CredRandom for `uv`,
     /// encrypted for the platform.
-    fn output(&self, session: &KeySession<'_>, cred: &Credential, uv: bool) -> Vec<u8> {
+    fn output(&self, session: &Session<'_>, cred: &Credential, uv: bool) -> Vec<u8> {
         let mut outputs = Zeroizing::new(Vec::with_capacity(self.salts.len()));
         for salt in self.salts.chunks_exact(32) {
             let salt: &[u8; 32] = salt.try_into().expect("32-byte chunk");

@@ -1,14 +1,14 @@
-//! Test certificates for packed attestation: a root CA, intermediates and
-//! attestation leaves (P-256, or RSA or P-384 for CAs), with the FIDO AAGUID
-//! extension, built with RustCrypto `x509-cert` and written as DER or PEM.
-//! [`CertParams`] can also break one rule at a time (version, pathLen,
-//! keyUsage, extra or critical extensions, ECDSA parameters) for the
-//! chain checks' tests.
+//! Test certificates for packed attestation (feature `certs`): a root CA,
+//! intermediates and attestation leaves (P-256, or RSA or P-384 for CAs),
+//! with the FIDO AAGUID extension, built with RustCrypto `x509-cert` and
+//! written as DER or PEM. [`CertParams`] can also break one rule at a time
+//! (version, pathLen, keyUsage, extra or critical extensions, ECDSA
+//! parameters) for the chain checks' tests.
 //!
-//! Self-contained on purpose (only `x509-cert`, `p256`, `rsa`, `ring`, `sha2`,
-//! `base64` and std): the agent's unit tests include this same file
-//! (`#[path]` in `agent/src/fido/attestation.rs`), so both sides test against
-//! one certificate builder.
+//! One builder for both sides: the emulated key's full attestation
+//! (`ctap::Attestation::Certificate`) takes its chain from here, and
+//! the agent's attestation checks test against the same certificates (a
+//! dev-dependency of the agent).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

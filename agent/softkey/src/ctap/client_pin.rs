@@ -20,10 +20,11 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::cbor::{as_bytes, as_int, as_text, int, int_map, Params};
+use super::params::{as_bytes, as_int, as_text, Params};
 use super::protocol::{KeyAgreement, PinProtocol, SharedSecret};
 use super::status::{CtapResult, Status};
 use super::Authenticator;
+use crate::cbor::{int, int_map};
 use crate::ctap::OpContext;
 
 /// Token permission: makeCredential.
