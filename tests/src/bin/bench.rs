@@ -99,8 +99,17 @@ struct Args {
     python: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+fn main() -> anyhow::Result<ExitCode> {
+    // The hot path's echo peer runs as this binary in a process of its own.
+    let argv: Vec<_> = std::env::args_os().collect();
+    if argv.len() == 3 && argv[1] == bench::hot::ECHO_SERVER_ARG {
+        bench::hot::serve_echo(std::path::Path::new(&argv[2]))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let mut not_run: Vec<(Section, String)> = vec![];
