@@ -1,0 +1,147 @@
+//! The real upstream: Google's OAuth token endpoint and the IAM Credentials API,
+//! as plain REST over reqwest. Every endpoint is configurable ([`Endpoints`], or
+//! the credential file's `token_uri` / impersonation URL), so the emulator in
+//! `tests/` can stand in for Google.
+//!
+//! Transient failures (network, HTTP 5xx, 429) are retried under one deadline
+//! per mint ([`Retry`]). Errors are one line, say what to do, and never carry a
+//! token, an assertion, a secret or a success body; the text of an error reply
+//! is quoted only from a Google host ([`Endpoints::is_google`]), scrubbed.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: [`GoogleUpstream`], its settings, and [`Upstream`] for it.
+//! - `grants.rs`: access tokens: the jwt-bearer and refresh_token grants, and
+//!   `generateAccessToken` for impersonation; checks of accounts, delegates and
+//!   quota projects.
+//! - `id_token.rs`: ID tokens, by the same grants or `generateIdToken`.
+//! - `http.rs`: the HTTPS client, one call with retries and the deadline,
+//!   reading replies, which URLs may carry credentials.
+//! - `advice.rs`: error replies → one line of advice, scrubbed of secrets
+//!   ([`error_reply_detail`]).
+//!
+//! Arrows point one way: `mod.rs` → `id_token` → `grants` → `http` → `advice`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use reqwest::Client;
+
+use self::http::error_chain;
+use super::credential::UpstreamCredential;
+use super::retry::{Retry, Sleeper, TokioSleeper};
+use super::{
+    BoxFuture, Endpoints, IdTokenRequest, MintRequest, MintedToken, Upstream, UpstreamError,
+};
+use crate::clock::Clock;
+
+mod advice;
+mod grants;
+mod http;
+mod id_token;
+
+pub use self::advice::{error_reply_detail, MAX_STANDARD_LIFETIME_SECS, TOKEN_CREATOR_ROLE};
+pub use self::grants::USER_PROJECT_HEADER;
+pub use self::http::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+
+/// Google (or an emulator), over HTTPS.
+pub struct GoogleUpstream {
+    endpoints: Endpoints,
+    retry: Retry,
+    clock: Arc<dyn Clock>,
+    sleeper: Arc<dyn Sleeper>,
+    /// The client, or why it could not be built (reported at mint time).
+    http: Result<Client, String>,
+}
+
+impl fmt::Debug for GoogleUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GoogleUpstream")
+            .field("endpoints", &self.endpoints)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GoogleUpstream {
+    /// Retries as `endpoints` says (`max_attempts`, `deadline`), waiting for real.
+    pub fn new(endpoints: Endpoints, clock: Arc<dyn Clock>) -> Self {
+        let http = Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("touchgate/", env!("CARGO_PKG_VERSION")))
+            // Google's endpoints do not redirect; never carry credentials elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| error_chain(&e));
+        GoogleUpstream {
+            retry: endpoints.retry(),
+            endpoints,
+            clock,
+            sleeper: Arc::new(TokioSleeper),
+            http,
+        }
+    }
+
+    /// Waits between attempts with `sleeper` (tests: [`super::RecordingSleeper`]).
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
+    /// Replaces the retry policy taken from the endpoints.
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = Retry {
+            max_attempts: retry.max_attempts.max(1),
+            ..retry
+        };
+        self
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    /// The token endpoint used for `credential`: the configured one if set, else
+    /// the credential file's `token_uri`, else the universe's.
+    pub fn token_uri_for(&self, credential: &UpstreamCredential) -> String {
+        self.endpoints
+            .token_uri
+            .clone()
+            .or_else(|| credential.token_uri().map(str::to_owned))
+            .unwrap_or_else(|| self.endpoints.default_token_uri())
+    }
+
+    /// The IAM Credentials base URL used for `credential`: the configured one if
+    /// set, else the one an impersonation file points at, else the universe's.
+    pub fn iam_credentials_for(&self, credential: &UpstreamCredential) -> String {
+        match (&self.endpoints.iam_credentials, credential) {
+            (None, UpstreamCredential::Impersonated(i)) => {
+                i.iam_credentials_base().trim_end_matches('/').to_owned()
+            }
+            _ => self.endpoints.iam_credentials_url(),
+        }
+    }
+}
+
+impl Upstream for GoogleUpstream {
+    fn mint<'a>(
+        &'a self,
+        credential: &'a UpstreamCredential,
+        request: &'a MintRequest,
+    ) -> BoxFuture<'a, Result<MintedToken, UpstreamError>> {
+        Box::pin(self.mint_inner(credential, request))
+    }
+
+    fn mint_id_token<'a>(
+        &'a self,
+        credential: &'a UpstreamCredential,
+        request: &'a IdTokenRequest,
+    ) -> BoxFuture<'a, Result<MintedToken, UpstreamError>> {
+        Box::pin(self.mint_id_token_inner(credential, request))
+    }
+}
