@@ -38,7 +38,7 @@ impl GoogleUpstream {
         request: &MintRequest,
     ) -> Result<MintedToken, UpstreamError> {
         self.endpoints.check()?;
-        let budget = Budget::start(self.retry.deadline);
+        let budget = self.http.budget();
         let scopes = if request.scopes.is_empty() {
             vec![CLOUD_PLATFORM.to_owned()]
         } else {
@@ -199,6 +199,7 @@ impl GoogleUpstream {
     ) -> Result<BaseToken, UpstreamError> {
         let sent_at = self.clock.now();
         let reply = self
+            .http
             .call(Api::Token, url, budget, |http| http.post(url).form(form))
             .await?;
         if !reply.status.is_success() {
@@ -239,6 +240,7 @@ impl GoogleUpstream {
         });
         let url = plan.url.as_str();
         let reply = self
+            .http
             .call(Api::Iam, url, budget, |http| {
                 let mut b = http.post(url).bearer_auth(base_token.as_str()).json(&body);
                 if let Some(q) = &quota_header {

@@ -6,6 +6,7 @@
 //! this machine (emulators).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::RETRY_AFTER;
@@ -14,8 +15,8 @@ use touchgate::text::one_line;
 use zeroize::Zeroizing;
 
 use super::advice::MAX_MESSAGE_CHARS;
-use super::GoogleUpstream;
-use crate::upstream::retry::parse_retry_after;
+use crate::clock::Clock;
+use crate::upstream::retry::{parse_retry_after, Retry, Sleeper, TokioSleeper};
 use crate::upstream::{attempts_text, UpstreamError};
 
 /// Longest a single request may take (the mint's deadline usually ends it sooner).
@@ -27,7 +28,52 @@ const MAX_REPLY_BYTES: usize = 1 << 20;
 /// A request that timed out this close to the deadline ran out of it.
 const DEADLINE_SLACK: Duration = Duration::from_millis(20);
 
-impl GoogleUpstream {
+/// The HTTPS client and how hard to try it: what every request to Google
+/// goes through.
+pub(super) struct Http {
+    /// The client, or why it could not be built (reported at mint time).
+    client: Result<Client, String>,
+    retry: Retry,
+    clock: Arc<dyn Clock>,
+    sleeper: Arc<dyn Sleeper>,
+}
+
+impl Http {
+    /// Retries as `retry` says, waiting for real.
+    pub(super) fn new(retry: Retry, clock: Arc<dyn Clock>) -> Self {
+        let client = Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("touchgate/", env!("CARGO_PKG_VERSION")))
+            // Google's endpoints do not redirect; never carry credentials elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| error_chain(&e));
+        Http {
+            client,
+            retry,
+            clock,
+            sleeper: Arc::new(TokioSleeper),
+        }
+    }
+
+    pub(super) fn set_sleeper(&mut self, sleeper: Arc<dyn Sleeper>) {
+        self.sleeper = sleeper;
+    }
+
+    pub(super) fn set_retry(&mut self, retry: Retry) {
+        self.retry = retry;
+    }
+
+    pub(super) fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    /// The deadline of one mint, starting now.
+    pub(super) fn budget(&self) -> Budget {
+        Budget::start(self.retry.deadline)
+    }
+
     /// Sends what `build` makes, again on transient failures (network, 5xx, 429)
     /// while attempts and the deadline last. Any other reply is returned as is.
     pub(super) async fn call(
@@ -88,7 +134,7 @@ impl GoogleUpstream {
     }
 
     fn client(&self) -> Result<&Client, UpstreamError> {
-        self.http.as_ref().map_err(|e| {
+        self.client.as_ref().map_err(|e| {
             UpstreamError::Protocol(format!(
                 "cannot set up the HTTPS client ({e}): check the system's CA certificates"
             ))
@@ -103,7 +149,7 @@ pub(super) struct Budget {
 }
 
 impl Budget {
-    pub(super) fn start(deadline: Duration) -> Self {
+    fn start(deadline: Duration) -> Self {
         Budget {
             started: tokio::time::Instant::now(),
             deadline,
@@ -285,7 +331,7 @@ fn network_error(url: &str, e: &reqwest::Error) -> SendError {
 
 /// The causes of `e`, most specific last, on one line (reqwest's own top-level
 /// message only repeats the URL).
-pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -41,7 +41,7 @@ impl GoogleUpstream {
     ) -> Result<MintedToken, UpstreamError> {
         self.endpoints.check()?;
         touchgate::check_audience(&request.audience).map_err(UpstreamError::Protocol)?;
-        let budget = Budget::start(self.retry.deadline);
+        let budget = self.http.budget();
         let as_mint = MintRequest {
             impersonate: request.impersonate.clone(),
             delegates: request.delegates.clone(),
@@ -95,6 +95,7 @@ impl GoogleUpstream {
         });
         let url = plan.url.as_str();
         let reply = self
+            .http
             .call(Api::Iam, url, &budget, |http| {
                 let mut b = http.post(url).bearer_auth(base.token.as_str()).json(&body);
                 if let Some(q) = &quota_header {
@@ -213,6 +214,7 @@ impl GoogleUpstream {
         budget: &Budget,
     ) -> Result<Secret, UpstreamError> {
         let reply = self
+            .http
             .call(Api::Token, url, budget, |http| http.post(url).form(form))
             .await?;
         if !reply.status.is_success() {

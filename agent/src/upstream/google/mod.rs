@@ -15,21 +15,23 @@
 //!   `generateAccessToken` for impersonation; checks of accounts, delegates and
 //!   quota projects.
 //! - `id_token.rs`: ID tokens, by the same grants or `generateIdToken`.
-//! - `http.rs`: the HTTPS client, one call with retries and the deadline,
-//!   reading replies, which URLs may carry credentials.
+//! - `http.rs`: `Http`, the HTTPS client with its retry policy and sleeper: one
+//!   call with retries under the deadline, reading replies; which URLs may
+//!   carry credentials.
 //! - `advice.rs`: error replies → one line of advice, scrubbed of secrets
 //!   ([`error_reply_detail`]).
 //!
 //! Arrows point one way: `mod.rs` → `id_token` → `grants` → `http` → `advice`.
+//! `grants` and `id_token` add the minting methods to [`GoogleUpstream`] (they
+//! read its endpoints and clock); `http` and `advice` know nothing of it, so a
+//! change to how requests are sent or errors worded stays in one file.
 
 use std::fmt;
 use std::sync::Arc;
 
-use reqwest::Client;
-
-use self::http::error_chain;
+use self::http::Http;
 use super::credential::UpstreamCredential;
-use super::retry::{Retry, Sleeper, TokioSleeper};
+use super::retry::{Retry, Sleeper};
 use super::{
     BoxFuture, Endpoints, IdTokenRequest, MintRequest, MintedToken, Upstream, UpstreamError,
 };
@@ -47,18 +49,16 @@ pub use self::http::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 /// Google (or an emulator), over HTTPS.
 pub struct GoogleUpstream {
     endpoints: Endpoints,
-    retry: Retry,
     clock: Arc<dyn Clock>,
-    sleeper: Arc<dyn Sleeper>,
-    /// The client, or why it could not be built (reported at mint time).
-    http: Result<Client, String>,
+    /// Every request goes through here, retried as the endpoints say.
+    http: Http,
 }
 
 impl fmt::Debug for GoogleUpstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GoogleUpstream")
             .field("endpoints", &self.endpoints)
-            .field("retry", &self.retry)
+            .field("retry", &self.http.retry())
             .finish_non_exhaustive()
     }
 }
@@ -66,35 +66,25 @@ impl fmt::Debug for GoogleUpstream {
 impl GoogleUpstream {
     /// Retries as `endpoints` says (`max_attempts`, `deadline`), waiting for real.
     pub fn new(endpoints: Endpoints, clock: Arc<dyn Clock>) -> Self {
-        let http = Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("touchgate/", env!("CARGO_PKG_VERSION")))
-            // Google's endpoints do not redirect; never carry credentials elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| error_chain(&e));
         GoogleUpstream {
-            retry: endpoints.retry(),
+            http: Http::new(endpoints.retry(), clock.clone()),
             endpoints,
             clock,
-            sleeper: Arc::new(TokioSleeper),
-            http,
         }
     }
 
     /// Waits between attempts with `sleeper` (tests: [`super::RecordingSleeper`]).
     pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
-        self.sleeper = sleeper;
+        self.http.set_sleeper(sleeper);
         self
     }
 
     /// Replaces the retry policy taken from the endpoints.
     pub fn with_retry(mut self, retry: Retry) -> Self {
-        self.retry = Retry {
+        self.http.set_retry(Retry {
             max_attempts: retry.max_attempts.max(1),
             ..retry
-        };
+        });
         self
     }
 
@@ -103,7 +93,7 @@ impl GoogleUpstream {
     }
 
     pub fn retry(&self) -> Retry {
-        self.retry
+        self.http.retry()
     }
 
     /// The token endpoint used for `credential`: the configured one if set, else
