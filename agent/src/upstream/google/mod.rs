@@ -135,3 +135,48 @@ impl Upstream for GoogleUpstream {
         Box::pin(self.mint_id_token_inner(credential, request))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The files, lowest first: each may import only those before it, and
+    /// `http` and `advice` not [`super::GoogleUpstream`] either.
+    const FILES: [(&str, &str); 4] = [
+        ("advice", include_str!("advice.rs")),
+        ("http", include_str!("http.rs")),
+        ("grants", include_str!("grants.rs")),
+        ("id_token", include_str!("id_token.rs")),
+    ];
+
+    /// The siblings (and `GoogleUpstream`) that `text` names through `super::`,
+    /// above its `#[cfg(test)]` tail.
+    fn imports(text: &str) -> Vec<&'static str> {
+        let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+        FILES
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(["GoogleUpstream"])
+            .filter(|name| code.contains(&format!("super::{name}")))
+            .collect()
+    }
+
+    #[test]
+    fn the_files_import_one_way() {
+        for (i, (name, text)) in FILES.iter().enumerate() {
+            for import in imports(text) {
+                let below = FILES[..i].iter().any(|(n, _)| *n == import);
+                let owner = import == "GoogleUpstream" && i >= 2;
+                assert!(
+                    below || owner,
+                    "{name}.rs imports {import}: the arrows in upstream/google point \
+                     id_token → grants → http → advice; move what both need down"
+                );
+            }
+        }
+        // The scanner sees the arrows that are there.
+        assert_eq!(imports(FILES[1].1), ["advice"]);
+        assert_eq!(
+            imports(FILES[3].1),
+            ["advice", "http", "grants", "GoogleUpstream"]
+        );
+    }
+}
