@@ -21,12 +21,14 @@ use serde_json::Value;
 use touchgate::Secret;
 use zeroize::Zeroizing;
 
-use super::{
-    check_url, impersonation_error, missing_field, not_json, token_error, Api, Budget,
-    GoogleUpstream, Shown, Who, USER_PROJECT_HEADER,
-};
+use super::advice::{impersonation_error, token_error, Shown, Who};
+use super::grants::{check_quota_project, missing_field, not_json, USER_PROJECT_HEADER};
+use super::http::{check_url, Api, Budget};
+use super::GoogleUpstream;
 use crate::upstream::credential::{AuthorizedUser, ServiceAccountKey, UpstreamCredential};
-use crate::upstream::{jwt, IdTokenRequest, MintRequest, MintedToken, UpstreamError};
+use crate::upstream::{
+    jwt, IdTokenRequest, MintRequest, MintedToken, UpstreamError, CLOUD_PLATFORM,
+};
 
 /// When the reply does not say (an `exp` that cannot be read): Google's lifetime.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -39,7 +41,7 @@ impl GoogleUpstream {
     ) -> Result<MintedToken, UpstreamError> {
         self.endpoints.check()?;
         touchgate::check_audience(&request.audience).map_err(UpstreamError::Protocol)?;
-        let budget = Budget::start(self.retry.deadline);
+        let budget = self.http.budget();
         let as_mint = MintRequest {
             impersonate: request.impersonate.clone(),
             delegates: request.delegates.clone(),
@@ -51,7 +53,7 @@ impl GoogleUpstream {
             Some(p) => Some(p.as_str()),
             None => credential.quota_project(),
         };
-        let quota_header = quota_project.map(super::check_quota_project).transpose()?;
+        let quota_header = quota_project.map(check_quota_project).transpose()?;
         let source = match credential {
             UpstreamCredential::Impersonated(i) => &*i.source,
             other => other,
@@ -70,7 +72,7 @@ impl GoogleUpstream {
                 UpstreamCredential::Impersonated(_) => Err(nested()),
             };
         };
-        let cloud_platform = [super::CLOUD_PLATFORM.to_owned()];
+        let cloud_platform = [CLOUD_PLATFORM.to_owned()];
         let base = match source {
             UpstreamCredential::ServiceAccount(key) => {
                 self.service_account_token(key, &token_uri, &cloud_platform, &budget)
@@ -93,6 +95,7 @@ impl GoogleUpstream {
         });
         let url = plan.url.as_str();
         let reply = self
+            .http
             .call(Api::Iam, url, &budget, |http| {
                 let mut b = http.post(url).bearer_auth(base.token.as_str()).json(&body);
                 if let Some(q) = &quota_header {
@@ -105,7 +108,8 @@ impl GoogleUpstream {
         if !status.is_success() {
             return Err(impersonation_error(
                 source,
-                &plan,
+                &plan.target,
+                &plan.delegates,
                 0,
                 status,
                 &reply.body,
@@ -210,6 +214,7 @@ impl GoogleUpstream {
         budget: &Budget,
     ) -> Result<Secret, UpstreamError> {
         let reply = self
+            .http
             .call(Api::Token, url, budget, |http| http.post(url).form(form))
             .await?;
         if !reply.status.is_success() {
