@@ -189,47 +189,13 @@ where
     Ok(postcard::from_bytes(&body)?)
 }
 
-/// Counts this thread's heap allocations, so a test can say what a frame
-/// round trip costs beyond the message it carries.
+// Counts this thread's heap allocations, so a test can say what a frame round
+// trip costs beyond the message it carries.
 #[cfg(test)]
-#[allow(unsafe_code)]
-mod counting {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        static ALLOCS: Cell<usize> = const { Cell::new(0) };
-    }
-
-    pub struct Counting;
-
-    // SAFETY: forwards to the system allocator; only counts.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-            unsafe { System.alloc(l) }
-        }
-        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-            unsafe { System.dealloc(p, l) }
-        }
-        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-            unsafe { System.alloc_zeroed(l) }
-        }
-        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-            unsafe { System.realloc(p, l, n) }
-        }
-    }
-
-    #[global_allocator]
-    static GLOBAL: Counting = Counting;
-
-    /// Allocations made on this thread so far.
-    pub fn allocs() -> usize {
-        ALLOCS.with(Cell::get)
-    }
-}
+#[global_allocator]
+static GLOBAL: crate::alloc_count::Counting = crate::alloc_count::Counting;
+#[cfg(test)]
+use crate::alloc_count as counting;
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,8 @@
 //!   ADC file), [`text`] and [`quote`](mod@quote) (one-line text from elsewhere).
 //! - Naming callers, for the agent and the shim: [`process`], [`tcp_owner`],
 //!   [`lsof`], [`refusals`], [`hidraw`]; [`sync`] (locks that outlive a panic).
+//! - Test support, only with the `testing` feature: `alloc_count` (a
+//!   counting allocator).
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), touchgate::ClientError> {
@@ -30,6 +32,8 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod agent_socket;
+#[cfg(any(test, feature = "testing"))]
+pub mod alloc_count;
 pub mod client;
 pub mod config;
 pub mod duration;

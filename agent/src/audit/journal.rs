@@ -28,7 +28,10 @@ use super::{Head, HeadSink, Verified};
 
 /// journald's native socket.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
-/// Tests only: another socket in place of [`JOURNAL_SOCKET`].
+/// Tests only: another socket in place of [`JOURNAL_SOCKET`]. A release build
+/// (without the `testing` feature) does not read it, so nobody who can set the
+/// agent's environment can send its heads elsewhere.
+#[cfg(any(test, feature = "testing"))]
 pub const SOCKET_ENV: &str = "TOUCHGATE_TEST_JOURNAL_SOCKET";
 /// At most one head per this long reaches the journal.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -95,16 +98,15 @@ impl Drop for FlushAtThreadEnd {
 impl JournalSink {
     /// A sink for the log at `file`, when a journal listens (else `None`).
     pub fn start(file: &Path) -> Option<Arc<JournalSink>> {
-        match std::env::var_os(SOCKET_ENV) {
-            Some(s) => {
-                tracing::warn!(
-                    "audit heads go to {} ({SOCKET_ENV}, for tests), not to the system journal",
-                    Path::new(&s).display()
-                );
-                Self::start_at(PathBuf::from(s), file)
-            }
-            None => Self::start_at(PathBuf::from(JOURNAL_SOCKET), file),
+        #[cfg(any(test, feature = "testing"))]
+        if let Some(s) = std::env::var_os(SOCKET_ENV) {
+            tracing::warn!(
+                "audit heads go to {} ({SOCKET_ENV}, for tests), not to the system journal",
+                Path::new(&s).display()
+            );
+            return Self::start_at(PathBuf::from(s), file);
         }
+        Self::start_at(PathBuf::from(JOURNAL_SOCKET), file)
     }
 
     fn start_at(socket: PathBuf, file: &Path) -> Option<Arc<JournalSink>> {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use shim_common::*;
 
-use crate::shim_helpers::{kubeconfig, kubectl, TlsServer};
+use crate::shim_helpers::{kubeconfig, kubectl, kubectl_version, TlsServer};
 
 /// An agent whose `inference` profile is `every-token` with `kubectl_window`,
 /// the soft key touching by itself, enrolled and with the runner key imported.
@@ -54,26 +54,6 @@ fn exec_user(command: &Path, agent: &AgentProc) -> String {
         command = command.display(),
         sock = agent.socket.display(),
     )
-}
-
-/// `kubectl get --raw /version` with `kc`, which must succeed with the agent's
-/// token (the server accepts only tokens the emulator issued).
-async fn kubectl_version(kc: &Path, home: &Path, server: &TlsServer, agent: &AgentProc) {
-    let before = server.seen().len();
-    let o = run(kubectl(kc, home, &["get", "--raw", "/version"])).await;
-    assert!(
-        o.status.success(),
-        "kubectl get --raw /version: {}\nagent: {}",
-        stderr(&o),
-        agent.stderr()
-    );
-    assert!(
-        server.seen()[before..]
-            .iter()
-            .any(|s| s.path == "/version" && s.auth == Some("bearer") && s.valid),
-        "the API server saw the agent's token: {:?}",
-        server.seen()
-    );
 }
 
 /// A script (run by kubectl as the plugin) that saves what kubectl told it in

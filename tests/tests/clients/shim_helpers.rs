@@ -525,25 +525,11 @@ async fn kubectl_get_raw_uses_the_exec_plugin() {
         sock = agent.socket.display(),
     );
     let kc = kubeconfig(dir.path(), &server, &exec);
-    let o = run(kubectl(&kc, dir.path(), &["get", "--raw", "/version"])).await;
-    assert!(
-        o.status.success(),
-        "kubectl get --raw /version: {}\nagent: {}",
-        stderr(&o),
-        agent.stderr()
-    );
+    let o = kubectl_version(&kc, dir.path(), &server, &agent).await;
     assert!(
         stdout(&o).contains("v1.32.0-touchgate-test"),
         "{}",
         stdout(&o)
-    );
-    assert!(
-        server
-            .seen()
-            .iter()
-            .any(|s| s.path == "/version" && s.auth == Some("bearer") && s.valid),
-        "the API server saw the agent's token: {:?}",
-        server.seen()
     );
     assert!(
         agent.stderr().contains("kubectl"),
@@ -653,4 +639,30 @@ async fn the_docker_cli_gets_registry_credentials_from_the_helper() {
             && s.valid),
         "the registry saw oauth2accesstoken and the agent's token: {seen:?}"
     );
+}
+
+/// `kubectl get --raw /version` with `kc`, which must succeed with the agent's
+/// token (the server accepts only tokens the emulator issued); its output.
+pub(crate) async fn kubectl_version(
+    kc: &Path,
+    home: &Path,
+    server: &TlsServer,
+    agent: &AgentProc,
+) -> Output {
+    let before = server.seen().len();
+    let o = run(kubectl(kc, home, &["get", "--raw", "/version"])).await;
+    assert!(
+        o.status.success(),
+        "kubectl get --raw /version: {}\nagent: {}",
+        stderr(&o),
+        agent.stderr()
+    );
+    assert!(
+        server.seen()[before..]
+            .iter()
+            .any(|s| s.path == "/version" && s.auth == Some("bearer") && s.valid),
+        "the API server saw the agent's token: {:?}",
+        server.seen()
+    );
+    o
 }

@@ -9,7 +9,6 @@
 use crate::common;
 use crate::shim_common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
@@ -21,13 +20,6 @@ use touchgate_tests::EmulatorHandle;
 
 const AUD: &str = "https://hello-abc123-uc.a.run.app";
 const IDENTITY: &str = "/computeMetadata/v1/instance/service-accounts/default/identity";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 async fn assert_valid(emu: &EmulatorHandle, token: &str, shim: &ShimProc) {
     let jwks: Value = reqwest::get(format!("{}{JWKS_PATH}", emu.base_url()))
@@ -127,26 +119,13 @@ async fn gcloud_prints_an_identity_token_through_the_metadata_route() {
     assert_valid(&emu, &stdout(&o), &shim).await;
 }
 
-/// The venv's python (see shim_python.rs): `$TOUCHGATE_TEST_PYTHON`, else target/pyvenv.
-fn python() -> PathBuf {
-    let p = std::env::var_os("TOUCHGATE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/pyvenv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/python-venv.sh (it installs google-auth into target/pyvenv)",
-        p.display()
-    );
-    p
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn google_auth_fetches_an_id_token_through_the_metadata_route() {
     let (emu, key_json) = emulator().await;
     let agent = enrolled_agent(&emu, &key_json, "auto", "10m");
     let shim = ShimProc::start(&agent.socket, &[]);
     let home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(crate::shim_python::python());
     cmd.args([
         "-c",
         "import sys, google.auth.transport.requests as r, google.oauth2.id_token as i; \

@@ -13,7 +13,7 @@ use common::*;
 use serde_json::Value;
 use shim_common::*;
 
-use crate::shim_python::gcloud_trap;
+use crate::shim_python::{behind_gcloud_trap, gcloud_trap};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -66,20 +66,8 @@ const {GoogleAuth} = require('google-auth-library');
 /// gcloud trap first on PATH, and `project` as GOOGLE_CLOUD_PROJECT (or none).
 fn node_on_route_1(home: &Path, trap: &Path, shim: &ShimProc, project: Option<&str>) -> Command {
     let mut c = node();
-    c.args(["-e", PROGRAM])
-        .env("HOME", home)
-        .env("CLOUDSDK_CONFIG", home.join("gcloud"))
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                trap.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .env_remove("GCLOUD_PROJECT")
-        .env_remove("CLOUDSDK_CORE_PROJECT")
+    c.args(["-e", PROGRAM]);
+    behind_gcloud_trap(&mut c, home, trap)
         .env("GCE_METADATA_ROOT", &shim.addr)
         .env("GCE_METADATA_HOST", &shim.addr)
         .env("GCE_METADATA_IP", &shim.addr)

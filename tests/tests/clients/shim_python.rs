@@ -24,7 +24,7 @@ fn workspace() -> PathBuf {
 }
 
 /// The venv's python: `$TOUCHGATE_TEST_PYTHON`, else `<workspace>/target/pyvenv/bin/python`.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let p = std::env::var_os("TOUCHGATE_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/pyvenv/bin/python"));
@@ -236,6 +236,29 @@ async fn python_works_unchanged_after_touchgate_setup_adc() {
         .exists());
 }
 
+/// `cmd` in a clean `home` with the gcloud trap (see [`gcloud_trap`]) first on
+/// PATH, and none of the variables that name a credential or a project.
+pub(crate) fn behind_gcloud_trap<'a>(
+    cmd: &'a mut Command,
+    home: &Path,
+    trap: &Path,
+) -> &'a mut Command {
+    cmd.env("HOME", home)
+        .env("CLOUDSDK_CONFIG", home.join("gcloud"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                trap.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("GOOGLE_CLOUD_PROJECT")
+        .env_remove("GCLOUD_PROJECT")
+        .env_remove("CLOUDSDK_CORE_PROJECT")
+}
+
 /// A `gcloud` first on PATH that only records that it ran (and fails): a
 /// client that shells out to gcloud for its project is seen doing so.
 pub(crate) fn gcloud_trap(dir: &Path) -> (PathBuf, PathBuf) {
@@ -275,23 +298,10 @@ async fn python_finds_the_project_on_the_metadata_route_without_gcloud() {
          c, p = google.auth.default()\n\
          c.refresh(r.Request())\n\
          print(json.dumps({'project': p, 'token': bool(c.token)}))",
-    ])
-    .env("HOME", home.path())
-    .env("CLOUDSDK_CONFIG", home.path().join("gcloud"))
-    .env(
-        "PATH",
-        format!(
-            "{}:{}",
-            trap.display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
-    )
-    .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-    .env_remove("GOOGLE_CLOUD_PROJECT")
-    .env_remove("GCLOUD_PROJECT")
-    .env_remove("CLOUDSDK_CORE_PROJECT")
-    .env("GCE_METADATA_ROOT", &shim.addr)
-    .env("NO_PROXY", "127.0.0.1,localhost");
+    ]);
+    behind_gcloud_trap(&mut cmd, home.path(), &trap)
+        .env("GCE_METADATA_ROOT", &shim.addr)
+        .env("NO_PROXY", "127.0.0.1,localhost");
     metadata_env(&mut cmd, &shim);
     let out = parse_ok(&run(cmd).await, &shim);
     assert_eq!(out["project"], PROJECT, "from the metadata route");

@@ -508,46 +508,11 @@ async fn a_shared_touch_is_cancelled_only_when_every_waiter_is_gone() {
     agent.shutdown().await;
 }
 
-/// Counts this thread's heap allocations, so a test can say what a window
-/// hit costs beyond the reply it hands out (as frame.rs's test does for a frame).
-#[allow(unsafe_code)]
-mod counting {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        static ALLOCS: Cell<usize> = const { Cell::new(0) };
-    }
-
-    pub struct Counting;
-
-    // SAFETY: forwards to the system allocator; only counts.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-            unsafe { System.alloc(l) }
-        }
-        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-            unsafe { System.dealloc(p, l) }
-        }
-        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-            unsafe { System.alloc_zeroed(l) }
-        }
-        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-            unsafe { System.realloc(p, l, n) }
-        }
-    }
-
-    #[global_allocator]
-    static GLOBAL: Counting = Counting;
-
-    /// Allocations made on this thread so far.
-    pub fn allocs() -> usize {
-        ALLOCS.with(Cell::get)
-    }
-}
+// Counts this thread's heap allocations, so a test can say what a window hit
+// costs beyond the reply it hands out (as frame.rs's test does for a frame).
+#[global_allocator]
+static GLOBAL: touchgate::alloc_count::Counting = touchgate::alloc_count::Counting;
+use touchgate::alloc_count as counting;
 
 /// The hot path: a GetToken answered from an open window allocates only the
 /// reply it returns — no copy of the profile, the caller or a cache key —

@@ -23,7 +23,7 @@ use touchgate::Secret;
 use zeroize::Zeroizing;
 
 use super::advice::{impersonation_error, token_error, Shown, Who};
-use super::http::{check_url, Api, Budget};
+use super::http::{check_url, Api, Budget, Reply};
 use super::GoogleUpstream;
 use crate::upstream::credential::{AuthorizedUser, ServiceAccountKey, UpstreamCredential};
 use crate::upstream::{jwt, MintRequest, MintedToken, UpstreamError, CLOUD_PLATFORM};
@@ -198,6 +198,20 @@ impl GoogleUpstream {
         budget: &Budget,
     ) -> Result<BaseToken, UpstreamError> {
         let sent_at = self.clock.now();
+        let reply = self.post_grant(url, form, who, secrets, budget).await?;
+        parse_token_reply(url, reply.status, &reply.body, sent_at)
+    }
+
+    /// POSTs a token-endpoint grant: Google's reply when it says yes, else the
+    /// one-line error naming who asked, with every one of `secrets` scrubbed.
+    pub(super) async fn post_grant(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        who: Who<'_>,
+        secrets: &[&str],
+        budget: &Budget,
+    ) -> Result<Reply, UpstreamError> {
         let reply = self
             .http
             .call(Api::Token, url, budget, |http| http.post(url).form(form))
@@ -213,7 +227,7 @@ impl GoogleUpstream {
                 &shown,
             ));
         }
-        parse_token_reply(url, reply.status, &reply.body, sent_at)
+        Ok(reply)
     }
 
     #[allow(clippy::too_many_arguments)]

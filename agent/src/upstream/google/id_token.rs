@@ -21,7 +21,7 @@ use serde_json::Value;
 use touchgate::Secret;
 use zeroize::Zeroizing;
 
-use super::advice::{impersonation_error, token_error, Shown, Who};
+use super::advice::{impersonation_error, Shown, Who};
 use super::grants::{check_quota_project, missing_field, not_json, USER_PROJECT_HEADER};
 use super::http::{check_url, Api, Budget};
 use super::GoogleUpstream;
@@ -213,21 +213,7 @@ impl GoogleUpstream {
         secrets: &[&str],
         budget: &Budget,
     ) -> Result<Secret, UpstreamError> {
-        let reply = self
-            .http
-            .call(Api::Token, url, budget, |http| http.post(url).form(form))
-            .await?;
-        if !reply.status.is_success() {
-            let shown = Shown::for_url(&self.endpoints, url);
-            return Err(token_error(
-                url,
-                reply.status,
-                &reply.body,
-                &who,
-                secrets,
-                &shown,
-            ));
-        }
+        let reply = self.post_grant(url, form, who, secrets, budget).await?;
         let what = "the token endpoint";
         if serde_json::from_slice::<Value>(&reply.body).is_err() {
             return Err(not_json(what, url, reply.status, "id_token"));
