@@ -230,6 +230,52 @@ impl GoogleUpstream {
         Ok(reply)
     }
 
+    /// POSTs `call.body` (with the plan's delegates added) to the IAM
+    /// Credentials method at `plan.url` as the base token's owner: Google's
+    /// reply when it says yes, else the impersonation error naming the source,
+    /// the target and the delegates.
+    pub(super) async fn call_iam(&self, call: IamCall<'_>) -> Result<Reply, UpstreamError> {
+        let IamCall {
+            source,
+            base_token,
+            plan,
+            mut body,
+            lifetime,
+            quota_header,
+            budget,
+        } = call;
+        body["delegates"] = plan
+            .delegates
+            .iter()
+            .map(|d| format!("projects/-/serviceAccounts/{d}"))
+            .collect::<Vec<_>>()
+            .into();
+        let url = plan.url.as_str();
+        let reply = self
+            .http
+            .call(Api::Iam, url, budget, |http| {
+                let mut b = http.post(url).bearer_auth(base_token.as_str()).json(&body);
+                if let Some(q) = quota_header {
+                    b = b.header(USER_PROJECT_HEADER, q.clone());
+                }
+                b
+            })
+            .await?;
+        if !reply.status.is_success() {
+            return Err(impersonation_error(
+                source,
+                &plan.target,
+                &plan.delegates,
+                lifetime,
+                reply.status,
+                &reply.body,
+                &[base_token.as_str()],
+                &Shown::for_url(&self.endpoints, url),
+            ));
+        }
+        Ok(reply)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn generate_access_token(
         &self,
@@ -242,40 +288,23 @@ impl GoogleUpstream {
         budget: &Budget,
     ) -> Result<MintedToken, UpstreamError> {
         let lifetime = lifetime.as_secs();
-        let delegates: Vec<String> = plan
-            .delegates
-            .iter()
-            .map(|d| format!("projects/-/serviceAccounts/{d}"))
-            .collect();
         let body = serde_json::json!({
             "scope": scopes,
             "lifetime": format!("{lifetime}s"),
-            "delegates": delegates,
         });
         let url = plan.url.as_str();
         let reply = self
-            .http
-            .call(Api::Iam, url, budget, |http| {
-                let mut b = http.post(url).bearer_auth(base_token.as_str()).json(&body);
-                if let Some(q) = &quota_header {
-                    b = b.header(USER_PROJECT_HEADER, q.clone());
-                }
-                b
+            .call_iam(IamCall {
+                source,
+                base_token,
+                plan,
+                body,
+                lifetime,
+                quota_header: quota_header.as_ref(),
+                budget,
             })
             .await?;
         let status = reply.status;
-        if !status.is_success() {
-            return Err(impersonation_error(
-                source,
-                &plan.target,
-                &plan.delegates,
-                lifetime,
-                status,
-                &reply.body,
-                &[base_token.as_str()],
-                &Shown::for_url(&self.endpoints, url),
-            ));
-        }
         let target = &plan.target;
         let what = format!("generateAccessToken for {target}");
         let reply: GenerateReply = serde_json::from_slice(&reply.body)
@@ -433,6 +462,19 @@ fn check_account(account: &str, what: &str) -> Result<(), UpstreamError> {
             one_line(account, 100)
         )))
     }
+}
+
+/// One call of an IAM Credentials method (see [`GoogleUpstream::call_iam`]).
+pub(super) struct IamCall<'a> {
+    pub(super) source: &'a UpstreamCredential,
+    pub(super) base_token: &'a Zeroizing<String>,
+    pub(super) plan: &'a Plan,
+    /// The method's own fields; the delegates are added.
+    pub(super) body: Value,
+    /// The lifetime asked for, in seconds (0 for an ID token), for the error.
+    pub(super) lifetime: u64,
+    pub(super) quota_header: Option<&'a HeaderValue>,
+    pub(super) budget: &'a Budget,
 }
 
 #[cfg(test)]

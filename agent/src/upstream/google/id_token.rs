@@ -21,9 +21,9 @@ use serde_json::Value;
 use touchgate::Secret;
 use zeroize::Zeroizing;
 
-use super::advice::{impersonation_error, Shown, Who};
-use super::grants::{check_quota_project, missing_field, not_json, USER_PROJECT_HEADER};
-use super::http::{check_url, Api, Budget};
+use super::advice::Who;
+use super::grants::{check_quota_project, missing_field, not_json, IamCall};
+use super::http::{check_url, Budget};
 use super::GoogleUpstream;
 use crate::upstream::credential::{AuthorizedUser, ServiceAccountKey, UpstreamCredential};
 use crate::upstream::{
@@ -83,40 +83,23 @@ impl GoogleUpstream {
             }
             UpstreamCredential::Impersonated(_) => return Err(nested()),
         };
-        let delegates: Vec<String> = plan
-            .delegates
-            .iter()
-            .map(|d| format!("projects/-/serviceAccounts/{d}"))
-            .collect();
         let body = serde_json::json!({
             "audience": request.audience,
             "includeEmail": true,
-            "delegates": delegates,
         });
         let url = plan.url.as_str();
         let reply = self
-            .http
-            .call(Api::Iam, url, &budget, |http| {
-                let mut b = http.post(url).bearer_auth(base.token.as_str()).json(&body);
-                if let Some(q) = &quota_header {
-                    b = b.header(USER_PROJECT_HEADER, q.clone());
-                }
-                b
+            .call_iam(IamCall {
+                source,
+                base_token: &base.token,
+                plan: &plan,
+                body,
+                lifetime: 0,
+                quota_header: quota_header.as_ref(),
+                budget: &budget,
             })
             .await?;
         let status = reply.status;
-        if !status.is_success() {
-            return Err(impersonation_error(
-                source,
-                &plan.target,
-                &plan.delegates,
-                0,
-                status,
-                &reply.body,
-                &[base.token.as_str()],
-                &Shown::for_url(&self.endpoints, url),
-            ));
-        }
         let what = format!("generateIdToken for {}", plan.target);
         let token = json_field(&reply.body, "token")
             .ok_or_else(|| missing_field(&what, url, status, "token"))?;
