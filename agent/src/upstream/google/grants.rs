@@ -145,12 +145,29 @@ impl GoogleUpstream {
         scopes: &[String],
         budget: &Budget,
     ) -> Result<BaseToken, UpstreamError> {
+        let claims = jwt::Claims::new(&key.client_email, scopes, token_uri, self.clock.unix_now());
+        let sent_at = self.clock.now();
+        let reply = self
+            .post_jwt_bearer(key, token_uri, &claims, budget)
+            .await?;
+        parse_token_reply(token_uri, reply.status, &reply.body, sent_at)
+    }
+
+    /// Posts a jwt-bearer grant whose assertion, signed by the key file's key,
+    /// carries `claims` (scopes, or a target audience for an ID token):
+    /// Google's reply when it says yes.
+    pub(super) async fn post_jwt_bearer<C: serde::Serialize>(
+        &self,
+        key: &ServiceAccountKey,
+        token_uri: &str,
+        claims: &C,
+        budget: &Budget,
+    ) -> Result<Reply, UpstreamError> {
         check_url(token_uri)?;
         let signing_key = key
             .signing_key()
             .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        let claims = jwt::Claims::new(&key.client_email, scopes, token_uri, self.clock.unix_now());
-        let assertion = jwt::sign(&signing_key, &key.private_key_id, &claims)
+        let assertion = jwt::sign(&signing_key, &key.private_key_id, claims)
             .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         drop(signing_key);
         let form = [
@@ -161,7 +178,7 @@ impl GoogleUpstream {
             email: &key.client_email,
             key_id: &key.private_key_id,
         };
-        self.token_grant(token_uri, &form, who, &[assertion.as_str()], budget)
+        self.post_grant(token_uri, &form, who, &[assertion.as_str()], budget)
             .await
         // `assertion` (Zeroizing) is wiped here.
     }
@@ -173,6 +190,19 @@ impl GoogleUpstream {
         token_uri: &str,
         budget: &Budget,
     ) -> Result<BaseToken, UpstreamError> {
+        let sent_at = self.clock.now();
+        let reply = self.post_refresh_grant(user, token_uri, budget).await?;
+        parse_token_reply(token_uri, reply.status, &reply.body, sent_at)
+    }
+
+    /// Posts the refresh_token grant of an `authorized_user` credential:
+    /// Google's reply when it says yes.
+    pub(super) async fn post_refresh_grant(
+        &self,
+        user: &AuthorizedUser,
+        token_uri: &str,
+        budget: &Budget,
+    ) -> Result<Reply, UpstreamError> {
         check_url(token_uri)?;
         let secret = user.client_secret.expose_secret();
         let refresh = user.refresh_token.expose_secret();
@@ -185,21 +215,8 @@ impl GoogleUpstream {
         let who = Who::User {
             client_id: &user.client_id,
         };
-        self.token_grant(token_uri, &form, who, &[secret, refresh], budget)
+        self.post_grant(token_uri, &form, who, &[secret, refresh], budget)
             .await
-    }
-
-    async fn token_grant(
-        &self,
-        url: &str,
-        form: &[(&str, &str)],
-        who: Who<'_>,
-        secrets: &[&str],
-        budget: &Budget,
-    ) -> Result<BaseToken, UpstreamError> {
-        let sent_at = self.clock.now();
-        let reply = self.post_grant(url, form, who, secrets, budget).await?;
-        parse_token_reply(url, reply.status, &reply.body, sent_at)
     }
 
     /// POSTs a token-endpoint grant: Google's reply when it says yes, else the

@@ -16,14 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use secrecy::ExposeSecret;
 use serde_json::Value;
 use touchgate::Secret;
 use zeroize::Zeroizing;
 
-use super::advice::Who;
 use super::grants::{check_quota_project, missing_field, not_json, IamCall};
-use super::http::{check_url, Budget};
+use super::http::{Budget, Reply};
 use super::GoogleUpstream;
 use crate::upstream::credential::{AuthorizedUser, ServiceAccountKey, UpstreamCredential};
 use crate::upstream::{
@@ -114,30 +112,16 @@ impl GoogleUpstream {
         audience: &str,
         budget: &Budget,
     ) -> Result<MintedToken, UpstreamError> {
-        check_url(token_uri)?;
-        let signing_key = key
-            .signing_key()
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         let claims = jwt::IdTokenClaims::new(
             &key.client_email,
             audience,
             token_uri,
             self.clock.unix_now(),
         );
-        let assertion = jwt::sign(&signing_key, &key.private_key_id, &claims)
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        drop(signing_key);
-        let form = [
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", assertion.as_str()),
-        ];
-        let who = Who::ServiceAccount {
-            email: &key.client_email,
-            key_id: &key.private_key_id,
-        };
-        let token = self
-            .id_token_grant(token_uri, &form, who, &[assertion.as_str()], budget)
+        let reply = self
+            .post_jwt_bearer(key, token_uri, &claims, budget)
             .await?;
+        let token = id_token_of(token_uri, &reply)?;
         Ok(self.minted(token, key.client_email.clone()))
     }
 
@@ -158,21 +142,10 @@ impl GoogleUpstream {
                 user.client_id
             )));
         }
-        check_url(token_uri)?;
-        let secret = user.client_secret.expose_secret();
-        let refresh = user.refresh_token.expose_secret();
-        let form = [
-            ("grant_type", "refresh_token"),
-            ("client_id", user.client_id.as_str()),
-            ("client_secret", secret),
-            ("refresh_token", refresh),
-        ];
-        let who = Who::User {
-            client_id: &user.client_id,
-        };
         let token = self
-            .id_token_grant(token_uri, &form, who, &[secret, refresh], budget)
+            .post_refresh_grant(user, token_uri, budget)
             .await
+            .and_then(|reply| id_token_of(token_uri, &reply))
             .map_err(|e| match e {
                 UpstreamError::Protocol(m) if m.contains("\"id_token\"") => {
                     UpstreamError::Rejected(
@@ -187,24 +160,6 @@ impl GoogleUpstream {
         Ok(self.minted(token, format!("user (client {})", user.client_id)))
     }
 
-    /// POSTs a token-endpoint grant and takes `id_token` from the reply.
-    async fn id_token_grant(
-        &self,
-        url: &str,
-        form: &[(&str, &str)],
-        who: Who<'_>,
-        secrets: &[&str],
-        budget: &Budget,
-    ) -> Result<Secret, UpstreamError> {
-        let reply = self.post_grant(url, form, who, secrets, budget).await?;
-        let what = "the token endpoint";
-        if serde_json::from_slice::<Value>(&reply.body).is_err() {
-            return Err(not_json(what, url, reply.status, "id_token"));
-        }
-        json_field(&reply.body, "id_token")
-            .ok_or_else(|| missing_field(what, url, reply.status, "id_token"))
-    }
-
     fn minted(&self, token: Secret, principal: String) -> MintedToken {
         let expires_at =
             expiry_of(token.expose()).unwrap_or_else(|| self.clock.now() + DEFAULT_LIFETIME);
@@ -214,6 +169,16 @@ impl GoogleUpstream {
             principal,
         }
     }
+}
+
+/// The `id_token` of a token endpoint's reply.
+fn id_token_of(url: &str, reply: &Reply) -> Result<Secret, UpstreamError> {
+    let what = "the token endpoint";
+    if serde_json::from_slice::<Value>(&reply.body).is_err() {
+        return Err(not_json(what, url, reply.status, "id_token"));
+    }
+    json_field(&reply.body, "id_token")
+        .ok_or_else(|| missing_field(what, url, reply.status, "id_token"))
 }
 
 fn nested() -> UpstreamError {
