@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 
 use crate::broker::{effective_scopes, AskError};
 use crate::config::derived_project_number;
-use crate::server::{json_error, Caller, Shim};
+use crate::server::{without_metadata_flavor, Caller, Shim};
 
 const PREFIX: &str = "/computeMetadata/v1";
 
@@ -54,14 +54,8 @@ pub async fn handle(
     if path == "/" {
         return text("computeMetadata/\n");
     }
-    let flavored = headers
-        .get("metadata-flavor")
-        .is_some_and(|v| v.as_bytes() == b"Google");
-    if !flavored {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "touchgate-shim: missing header Metadata-Flavor: Google",
-        );
+    if let Some(refused) = without_metadata_flavor(&headers) {
+        return refused;
     }
     let Some(rest) = path.strip_prefix(PREFIX) else {
         return not_found();

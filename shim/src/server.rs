@@ -104,6 +104,20 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// The 403 a request without `Metadata-Flavor: Google` gets, as on GCE (a
+/// browser page cannot set the header), or `None` when it has it.
+pub fn without_metadata_flavor(headers: &HeaderMap) -> Option<Response> {
+    let flavored = headers
+        .get("metadata-flavor")
+        .is_some_and(|v| v.as_bytes() == b"Google");
+    (!flavored).then(|| {
+        json_error(
+            StatusCode::FORBIDDEN,
+            "touchgate-shim: missing header Metadata-Flavor: Google",
+        )
+    })
+}
+
 /// Every request: no proxy headers, one loopback `Host` (no DNS rebinding);
 /// every response says `Metadata-Flavor: Google`.
 async fn guard(

@@ -23,7 +23,7 @@ use touchgate::ErrorCode;
 
 use crate::broker::{effective_scopes, unix_now, AskError};
 use crate::metadata::service_account_email;
-use crate::server::{json_error, Caller, Shim};
+use crate::server::{without_metadata_flavor, Caller, Shim};
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -41,14 +41,8 @@ fn oauth_error(error: &str, description: &str) -> Response {
 
 /// `GET /subject`
 pub async fn subject(State(shim): State<Arc<Shim>>, headers: HeaderMap) -> Response {
-    let flavored = headers
-        .get("metadata-flavor")
-        .is_some_and(|v| v.as_bytes() == b"Google");
-    if !flavored {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "touchgate-shim: missing header Metadata-Flavor: Google",
-        );
+    if let Some(refused) = without_metadata_flavor(&headers) {
+        return refused;
     }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
