@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::auth_data::{auth_data, flags, Attested};
 use crate::credential::{self, Credential};
-use crate::state::State;
+use crate::state::{State, COUNTER_BLOCK};
 use crate::touch::{CancelFlag, TouchOutcome, TouchSource};
 
 /// Writes the state file: `(path, bytes)`, so that readers see the old file
@@ -219,6 +219,7 @@ impl SoftKey {
         let mut state = self.lock();
         write_state(self.write, &self.path, &state.to_json(count))?;
         state.sign_count = count;
+        state.reserved = count;
         Ok(())
     }
 
@@ -363,14 +364,20 @@ impl Session<'_> {
             .find_map(|id| credential::own_credential(&self.state.master, id, &rp_id_hash, uv))
     }
 
-    /// Increment the global counter, persist it, and return the new value.
-    /// The in-memory counter moves only once the file has it.
+    /// Increment the global counter and return the new value. The state file
+    /// holds a counter at least as high before the value is used: past the
+    /// reserved block, the next [`COUNTER_BLOCK`] counters are reserved with
+    /// one write, and the in-memory counters move only once the file has them.
     pub fn next_sign_count(&mut self) -> Result<u32, Error> {
         let next =
             self.state.sign_count.checked_add(1).ok_or_else(|| {
                 Error::State("the soft key's signature counter is exhausted".into())
             })?;
-        write_state(self.key.write, &self.key.path, &self.state.to_json(next))?;
+        if next > self.state.reserved {
+            let reserve = next.saturating_add(COUNTER_BLOCK - 1);
+            write_state(self.key.write, &self.key.path, &self.state.to_json(reserve))?;
+            self.state.reserved = reserve;
+        }
         self.state.sign_count = next;
         Ok(next)
     }
@@ -475,6 +482,59 @@ mod tests {
             up: true,
             uv,
         }
+    }
+
+    /// The counter in the state file, as a reopened key would read it.
+    fn counter_on_disk(key: &SoftKey) -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(key.path()).unwrap()).unwrap();
+        v["sign_count"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn one_write_reserves_a_block_of_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = open(&dir);
+        let block = u64::from(COUNTER_BLOCK);
+        assert_eq!(counter_on_disk(&key), 0);
+        let mut s = key.session();
+        assert_eq!(s.next_sign_count().unwrap(), 1);
+        assert_eq!(
+            counter_on_disk(&key),
+            block,
+            "the first signature reserves a block"
+        );
+        let modified = std::fs::metadata(key.path()).unwrap().modified().unwrap();
+        for want in 2..=COUNTER_BLOCK {
+            assert_eq!(s.next_sign_count().unwrap(), want);
+        }
+        assert_eq!(
+            counter_on_disk(&key),
+            block,
+            "inside the block nothing is written"
+        );
+        assert_eq!(
+            std::fs::metadata(key.path()).unwrap().modified().unwrap(),
+            modified
+        );
+        assert_eq!(s.next_sign_count().unwrap(), COUNTER_BLOCK + 1);
+        assert_eq!(counter_on_disk(&key), 2 * block, "past it, the next block");
+    }
+
+    #[test]
+    fn a_key_reopened_mid_block_goes_on_above_the_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = open(&dir);
+        for want in 1..=3 {
+            assert_eq!(key.session().next_sign_count().unwrap(), want);
+        }
+        // Stopped (or crashed) after three signatures of a reserved block.
+        let path = key.path().to_path_buf();
+        drop(key);
+        let key = SoftKey::open(&path, Arc::new(AutoTouch), write).unwrap();
+        let next = key.session().next_sign_count().unwrap();
+        assert_eq!(next, COUNTER_BLOCK + 1, "never a counter already used");
+        assert_eq!(key.sign_count(), COUNTER_BLOCK + 1);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub mod touch;
 pub use auth_data::flags;
 pub use credential::CREDENTIAL_ID_LEN;
 pub use key::{Authenticated, Authentication, Error, Registered, Registration, SoftKey, WriteFile};
+pub use state::COUNTER_BLOCK;
 #[cfg(any(test, feature = "testing"))]
 pub use touch::ScriptedTouch;
 pub use touch::{

@@ -40,8 +40,20 @@ impl Drop for StateFile {
 pub(crate) struct State {
     pub(crate) aaguid: [u8; 16],
     pub(crate) master: Zeroizing<[u8; 32]>,
+    /// The last counter a signature used.
     pub(crate) sign_count: u32,
+    /// The counter the state file holds: no signature has used a higher one,
+    /// so a key opened from the file goes on above it (see
+    /// [`COUNTER_BLOCK`]).
+    pub(crate) reserved: u32,
 }
+
+/// Counters the soft key reserves with one write of its state file: a
+/// signature inside the reserved block costs no file write, and a key that
+/// stops (or crashes) mid-block goes on above the block when opened again, so
+/// the counter still only ever increases — what a relying party's clone check
+/// needs. (Hardware keys keep their counter in flash the same way.)
+pub const COUNTER_BLOCK: u32 = 32;
 
 impl State {
     pub(crate) fn generate() -> State {
@@ -51,6 +63,7 @@ impl State {
             aaguid: SOFT_AAGUID,
             master,
             sign_count: 0,
+            reserved: 0,
         }
     }
 
@@ -87,6 +100,7 @@ impl State {
             aaguid,
             master,
             sign_count: file.sign_count,
+            reserved: file.sign_count,
         })
     }
 
