@@ -168,15 +168,7 @@ impl Sessions {
         now: SystemTime,
         margin: Duration,
     ) -> Option<CachedToken> {
-        self.purge(now);
-        let w = self.windows.get_mut(window)?;
-        let t = w
-            .tokens
-            .get(scopes)
-            .filter(|t| now.checked_add(margin).is_some_and(|m| t.expires_at > m))
-            .cloned()?;
-        w.handed += 1;
-        Some(t)
+        self.hand_out(window, now, margin, |w| w.tokens.get(scopes))
     }
 
     /// [`Sessions::token`] for an ID token for `audience`.
@@ -187,11 +179,22 @@ impl Sessions {
         now: SystemTime,
         margin: Duration,
     ) -> Option<CachedToken> {
+        self.hand_out(window, now, margin, |w| w.id_tokens.get(audience))
+    }
+
+    /// The token `pick` finds in `window`, only while the window is open (and
+    /// under its token limit) and the token has more than `margin` left.
+    /// Counts as handed out.
+    fn hand_out(
+        &mut self,
+        window: &str,
+        now: SystemTime,
+        margin: Duration,
+        pick: impl FnOnce(&Window) -> Option<&CachedToken>,
+    ) -> Option<CachedToken> {
         self.purge(now);
         let w = self.windows.get_mut(window)?;
-        let t = w
-            .id_tokens
-            .get(audience)
+        let t = pick(w)
             .filter(|t| now.checked_add(margin).is_some_and(|m| t.expires_at > m))
             .cloned()?;
         w.handed += 1;

@@ -12,7 +12,9 @@ use axum::Json;
 use serde_json::Value;
 
 use super::idtoken::IdClaims;
-use super::state::{known_scope, numeric_id, EmulatorState, CLOUD_PLATFORM, MAX_LIFETIME_SECS};
+use super::state::{
+    known_scope, numeric_id, EmulatorState, IssuedToken, CLOUD_PLATFORM, MAX_LIFETIME_SECS,
+};
 use super::{authenticate, google_error, rfc3339, AppState, Details};
 
 const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
@@ -61,6 +63,24 @@ pub(crate) async fn service_account_method(
     details.respond(response)
 }
 
+/// An IAM Credentials call's bearer (with the scopes IAM asks for) and its
+/// JSON object body.
+// The error is the ready-made HTTP reply; size does not matter here.
+#[allow(clippy::result_large_err)]
+fn iam_request(
+    state: &EmulatorState,
+    headers: &HeaderMap,
+    body: &[u8],
+    details: &mut Details,
+) -> Result<(IssuedToken, Value), Response> {
+    let caller = authenticate(state, headers, details, &[CLOUD_PLATFORM, IAM_SCOPE])?;
+    let request: Value = serde_json::from_slice(body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| invalid("Invalid JSON payload received."))?;
+    Ok((caller, request))
+}
+
 // The error is the ready-made HTTP reply; size does not matter here.
 #[allow(clippy::result_large_err)]
 fn generate_access_token(
@@ -70,11 +90,7 @@ fn generate_access_token(
     body: &[u8],
     details: &mut Details,
 ) -> Result<Response, Response> {
-    let caller = authenticate(state, headers, details, &[CLOUD_PLATFORM, IAM_SCOPE])?;
-    let request: Value = serde_json::from_slice(body)
-        .ok()
-        .filter(Value::is_object)
-        .ok_or_else(|| invalid("Invalid JSON payload received."))?;
+    let (caller, request) = iam_request(state, headers, body, details)?;
 
     let scopes: Vec<String> = match request.get("scope") {
         Some(Value::Array(a)) => a
@@ -171,11 +187,7 @@ fn generate_id_token(
     body: &[u8],
     details: &mut Details,
 ) -> Result<Response, Response> {
-    let caller = authenticate(state, headers, details, &[CLOUD_PLATFORM, IAM_SCOPE])?;
-    let request: Value = serde_json::from_slice(body)
-        .ok()
-        .filter(Value::is_object)
-        .ok_or_else(|| invalid("Invalid JSON payload received."))?;
+    let (caller, request) = iam_request(state, headers, body, details)?;
     let audience = match request.get("audience") {
         Some(Value::String(a)) if !a.is_empty() => a.clone(),
         _ => return Err(invalid("Audience required.")),
