@@ -63,6 +63,38 @@ pub(crate) async fn service_account_method(
     details.respond(response)
 }
 
+/// Why a caller may not act as a service account through delegates.
+enum Chain<'a> {
+    /// A delegate that does not exist.
+    Unknown(&'a str),
+    /// A hop without the Token Creator grant.
+    Denied,
+}
+
+/// caller → delegate 1 → … → delegate n → `target`: every delegate exists and
+/// each hop holds the grant.
+fn check_chain<'a>(
+    state: &EmulatorState,
+    caller: &'a str,
+    delegates: &'a [String],
+    target: &'a str,
+) -> Result<(), Chain<'a>> {
+    if let Some(missing) = delegates.iter().find(|d| !state.has_service_account(d)) {
+        return Err(Chain::Unknown(missing));
+    }
+    let mut chain = Vec::with_capacity(delegates.len() + 2);
+    chain.push(caller);
+    chain.extend(delegates.iter().map(String::as_str));
+    chain.push(target);
+    if chain
+        .windows(2)
+        .any(|hop| !state.has_token_creator(hop[0], hop[1]))
+    {
+        return Err(Chain::Denied);
+    }
+    Ok(())
+}
+
 /// An IAM Credentials call's bearer (with the scopes IAM asks for) and its
 /// JSON object body.
 // The error is the ready-made HTTP reply; size does not matter here.
@@ -151,19 +183,10 @@ fn generate_access_token(
             format!("The lifetime must be between 1 and {max} seconds.")
         }));
     }
-    if let Some(missing) = delegates.iter().find(|d| !state.has_service_account(d)) {
-        return Err(not_found(missing));
-    }
-    // caller → delegate 1 → … → delegate n → target: each hop needs the grant.
-    let mut chain = Vec::with_capacity(delegates.len() + 2);
-    chain.push(caller.principal.as_str());
-    chain.extend(delegates.iter().map(String::as_str));
-    chain.push(target);
-    if chain
-        .windows(2)
-        .any(|hop| !state.has_token_creator(hop[0], hop[1]))
-    {
-        return Err(denied());
+    match check_chain(state, &caller.principal, &delegates, target) {
+        Err(Chain::Unknown(missing)) => return Err(not_found(missing)),
+        Err(Chain::Denied) => return Err(denied()),
+        Ok(()) => {}
     }
 
     let (token, expires_at) = state.issue(target, scopes, Duration::from_secs(lifetime), None);
@@ -197,22 +220,14 @@ fn generate_id_token(
     if !state.has_service_account(target) {
         return Err(not_found(target));
     }
-    if let Some(missing) = delegates.iter().find(|d| !state.has_service_account(d)) {
-        return Err(not_found(missing));
-    }
-    let mut chain = Vec::with_capacity(delegates.len() + 2);
-    chain.push(caller.principal.as_str());
-    chain.extend(delegates.iter().map(String::as_str));
-    chain.push(target);
-    if chain
-        .windows(2)
-        .any(|hop| !state.has_token_creator(hop[0], hop[1]))
-    {
-        return Err(google_error(
+    match check_chain(state, &caller.principal, &delegates, target) {
+        Err(Chain::Unknown(missing)) => return Err(not_found(missing)),
+        Err(Chain::Denied) => return Err(google_error(
             StatusCode::FORBIDDEN,
             "PERMISSION_DENIED",
             "Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).",
-        ));
+        )),
+        Ok(()) => {}
     }
     let id = numeric_id(target);
     let (token, _) = state.sign_id_token(&IdClaims {
