@@ -28,6 +28,9 @@ use zeroize::Zeroizing;
 use crate::auth_data::{auth_data, flags, Attested};
 use crate::credential::{self, Credential};
 use crate::state::{State, COUNTER_BLOCK};
+
+/// Credentials whose public point a key keeps (the agent uses one at a time).
+const KEPT_POINTS: usize = 8;
 use crate::touch::{CancelFlag, TouchOutcome, TouchSource};
 
 /// Writes the state file: `(path, bytes)`, so that readers see the old file
@@ -260,7 +263,7 @@ impl SoftKey {
         }
 
         let cred = session.create_credential(req.rp_id, false);
-        let public_key_sec1 = session.public_key_sec1(&cred);
+        let public_key_sec1 = session.public_key_sec1(&cred).to_vec();
         let sign_count = session.next_sign_count()?;
         let mut user = flags::UP;
         if req.uv {
@@ -382,13 +385,18 @@ impl Session<'_> {
         Ok(next)
     }
 
-    /// Uncompressed SEC1 point of the credential's public key (65 bytes).
-    pub fn public_key_sec1(&self, cred: &Credential) -> Vec<u8> {
-        credential::signing_key(&self.state.master, cred)
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec()
+    /// Uncompressed SEC1 point of the credential's public key (65 bytes),
+    /// kept for the credentials used lately (it is no secret).
+    pub fn public_key_sec1(&mut self, cred: &Credential) -> [u8; 65] {
+        if let Some((_, point)) = self.state.points.iter().find(|(id, _)| id == cred.id()) {
+            return *point;
+        }
+        let point = credential::public_key_sec1(&self.state.master, cred);
+        if self.state.points.len() == KEPT_POINTS {
+            self.state.points.pop_front();
+        }
+        self.state.points.push_back((cred.id().to_vec(), point));
+        point
     }
 
     /// The authenticator data for `cred` (see [`crate::auth_data`]), with
@@ -424,13 +432,16 @@ impl Session<'_> {
 
     /// DER ECDSA-SHA256 signature by the credential over `auth_data ‖ client_data_hash`.
     pub fn sign(
-        &self,
+        &mut self,
         cred: &Credential,
         auth_data: &[u8],
         client_data_hash: &[u8; 32],
     ) -> Vec<u8> {
+        let point = self.public_key_sec1(cred);
         credential::sign(
-            &credential::signing_key(&self.state.master, cred),
+            &self.state.master,
+            cred,
+            &point,
             auth_data,
             client_data_hash,
         )

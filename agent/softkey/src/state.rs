@@ -5,6 +5,7 @@
 //! key is not a security key. It is parsed into zeroizing memory, and a file
 //! that does not parse is reported and left untouched, never overwritten.
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use rand::rngs::OsRng;
@@ -46,6 +47,10 @@ pub(crate) struct State {
     /// so a key opened from the file goes on above it (see
     /// [`COUNTER_BLOCK`]).
     pub(crate) reserved: u32,
+    /// Public points of credentials used lately (credential id, SEC1
+    /// uncompressed), so a signature costs no point multiplication to find
+    /// its own public key. Never written to the file.
+    pub(crate) points: VecDeque<(Vec<u8>, [u8; 65])>,
 }
 
 /// Counters the soft key reserves with one write of its state file: a
@@ -64,6 +69,7 @@ impl State {
             master,
             sign_count: 0,
             reserved: 0,
+            points: VecDeque::new(),
         }
     }
 
@@ -101,6 +107,7 @@ impl State {
             master,
             sign_count: file.sign_count,
             reserved: file.sign_count,
+            points: VecDeque::new(),
         })
     }
 

@@ -13,7 +13,6 @@
 //! at any depth, is refused ([`VerifyError::DuplicateKey`]).
 
 use ciborium::value::{Integer, Value};
-use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
@@ -133,8 +132,7 @@ pub fn verify_assertion(
     if header.flags & flags::ED != 0 && header.flags & flags::AT == 0 {
         check_assertion_extensions(&a.auth_data)?;
     }
-    let key = VerifyingKey::from_sec1_bytes(expected.public_key_sec1)
-        .map_err(|_| VerifyError::BadPublicKey)?;
+    let key = on_curve(expected.public_key_sec1).ok_or(VerifyError::BadPublicKey)?;
     if !signature_holds(&key, &a.auth_data, client_data_hash, &a.signature)? {
         return Err(VerifyError::BadSignature);
     }
@@ -194,10 +192,8 @@ pub fn check_attestation(
     if attested.public_key_sec1[..] != a.public_key_sec1[..] {
         return Err(VerifyError::AttestedKeyMismatch);
     }
-    let key = VerifyingKey::from_sec1_bytes(&attested.public_key_sec1).map_err(|_| {
-        VerifyError::MalformedAttestedData {
-            what: "the COSE key is not a point on P-256",
-        }
+    let key = on_curve(&attested.public_key_sec1).ok_or(VerifyError::MalformedAttestedData {
+        what: "the COSE key is not a point on P-256",
     })?;
     if a.hmac_secret && !attested.hmac_secret {
         return Err(VerifyError::HmacSecretNotConfirmed);
@@ -223,7 +219,7 @@ pub fn check_attestation(
                 .map_err(|reason| VerifyError::AttestationCertificate { reason })?;
             check_statement_alg(a.statement_alg, "the attestation certificate's P-256 key")?;
             if signature_holds(
-                &leaf,
+                leaf.to_encoded_point(false).as_bytes(),
                 &a.auth_data,
                 client_data_hash,
                 &a.attestation_signature,
@@ -345,18 +341,27 @@ impl Header {
     }
 }
 
-/// Whether `der` is a valid signature over `auth_data ‖ client_data_hash`.
+/// Whether `der` is a valid signature over `auth_data ‖ client_data_hash` by
+/// the P-256 key whose uncompressed SEC1 point is `public_key_sec1` (checked
+/// to be on the curve by the caller). A malformed DER is an error, not a
+/// "no". The check itself is ring's: on the every-token path it is the
+/// agent's own share of a touch, and ring's P-256 takes a fraction of the
+/// pure-Rust arithmetic's time.
 fn signature_holds(
-    key: &VerifyingKey,
+    public_key_sec1: &[u8],
     auth_data: &[u8],
     client_data_hash: &[u8; 32],
     der: &[u8],
 ) -> Result<bool, VerifyError> {
-    let sig = Signature::from_der(der).map_err(|_| VerifyError::MalformedSignature)?;
+    Signature::from_der(der).map_err(|_| VerifyError::MalformedSignature)?;
     let mut msg = Vec::with_capacity(auth_data.len() + 32);
     msg.extend_from_slice(auth_data);
     msg.extend_from_slice(client_data_hash);
-    Ok(key.verify(&msg, &sig).is_ok())
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_ASN1,
+        public_key_sec1,
+    );
+    Ok(key.verify(&msg, der).is_ok())
 }
 
 /// Whether `der` is a valid signature over `auth_data ‖ client_data_hash` by the
@@ -367,9 +372,15 @@ pub fn signature_holds_sec1(
     client_data_hash: &[u8; 32],
     der: &[u8],
 ) -> Result<bool, VerifyError> {
-    let key =
-        VerifyingKey::from_sec1_bytes(public_key_sec1).map_err(|_| VerifyError::BadPublicKey)?;
+    let key = on_curve(public_key_sec1).ok_or(VerifyError::BadPublicKey)?;
     signature_holds(&key, auth_data, client_data_hash, der)
+}
+
+/// `sec1` as an uncompressed point, if it is one on P-256 (compressed points
+/// are decompressed: ring takes only the uncompressed form).
+fn on_curve(sec1: &[u8]) -> Option<Vec<u8>> {
+    let key = VerifyingKey::from_sec1_bytes(sec1).ok()?;
+    Some(key.to_encoded_point(false).as_bytes().to_vec())
 }
 
 /// Attested credential data (and extensions) from authData.
