@@ -1,6 +1,6 @@
-//! The agent's state directory (vault, soft key, audit log, agent.log, vault
-//! backups) is private whatever the umask: made at start before anything is
-//! written to it.
+//! The agent's state directory (vault, signature counters, soft key, audit
+//! log, agent.log, vault backups) is private whatever the umask: made at
+//! start before anything is written to it.
 //!
 //! Invariants after [`prepare`]: the directory exists with mode 0700; each of
 //! the agent's files in it ([`OWN_FILES`], vault backups) has mode 0600 (a
@@ -22,7 +22,13 @@ pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file in it.
 pub const FILE_MODE: u32 = 0o600;
 /// The agent's files in the state directory (besides `vault.json.bak-*`).
-pub const OWN_FILES: &[&str] = &["vault.json", "soft-key.json", "audit.jsonl", "agent.log"];
+pub const OWN_FILES: &[&str] = &[
+    "vault.json",
+    "sign-counters",
+    "soft-key.json",
+    "audit.jsonl",
+    "agent.log",
+];
 /// A temp file this old is stale even where the writer's pid cannot be checked.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 

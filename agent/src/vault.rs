@@ -30,6 +30,9 @@
 //! clear: the salts, credential ids and public keys in it are not secret.
 //! Saving is atomic (temp file in the same directory, fsync, rename, fsync of
 //! the directory), mode 0600 in a 0700 directory.
+//!
+//! A touch's new signature counter goes to a file of its own, appended to
+//! ([`counters`]); the vault holds each key's counter as of its last save.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,6 +49,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
+
+pub mod counters;
+pub use counters::CounterLog;
 
 /// The vault file format this agent reads and writes.
 pub const VAULT_VERSION: u32 = 1;
@@ -65,7 +71,8 @@ pub struct Enrolment {
     pub public_key_sec1: Vec<u8>,
     #[serde(with = "hex_bytes")]
     pub aaguid: [u8; 16],
-    /// The last signature counter seen from this key.
+    /// The last signature counter seen from this key (in the file: as of its
+    /// last save; [`CounterLog::open`] raises it to the newest).
     pub sign_count: u32,
     /// The key's name at enrolment, for messages.
     pub key_name: String,

@@ -24,12 +24,14 @@ use crate::service::flights::Flights;
 use crate::service::lock::LockState;
 use crate::service::session::Sessions;
 use crate::upstream::Upstream;
-use crate::vault::VaultFile;
+use crate::vault::{CounterLog, VaultFile};
 
 /// Where the agent keeps its state.
 #[derive(Debug, Clone)]
 pub struct StatePaths {
     pub vault: PathBuf,
+    /// The keys' signature counters since the vault's last save.
+    pub counters: PathBuf,
     pub audit: PathBuf,
 }
 
@@ -37,6 +39,7 @@ impl StatePaths {
     pub fn in_dir(dir: &std::path::Path) -> StatePaths {
         StatePaths {
             vault: dir.join("vault.json"),
+            counters: dir.join("sign-counters"),
             audit: dir.join("audit.jsonl"),
         }
     }
@@ -54,8 +57,12 @@ pub struct Agent {
     pub(super) upstream: Arc<dyn Upstream>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) paths: StatePaths,
-    /// The vault file as last saved. Held across a key ceremony so one touch runs at a time.
-    pub(super) vault: tokio::sync::Mutex<VaultFile>,
+    /// The vault file as last saved. Held across a key ceremony so one touch
+    /// runs at a time, and by the write of a touch's counter until it is done
+    /// (shared with that write: see `enrol::CounterSave`).
+    pub(super) vault: Arc<tokio::sync::Mutex<VaultFile>>,
+    /// Where a touch's new counter is made durable (appended under the vault's lock).
+    pub(super) counters: Arc<Mutex<CounterLog>>,
     pub(super) sessions: Mutex<Sessions>,
     /// Issuances in progress, one per (window, profile, scopes).
     pub(super) flights: Flights,
@@ -93,7 +100,9 @@ impl Agent {
         pin_entry: Arc<dyn PinEntry>,
     ) -> Result<Arc<Agent>, AgentError> {
         let started = clock.now();
-        let vault = VaultFile::load(&paths.vault)
+        let mut vault = VaultFile::load(&paths.vault)
+            .map_err(|e| AgentError::new(ErrorCode::Vault, e.to_string()))?;
+        let counters = CounterLog::open(&paths.counters, &mut vault)
             .map_err(|e| AgentError::new(ErrorCode::Vault, e.to_string()))?;
         let audit = AuditLog::open(&paths.audit).map_err(|e| {
             AgentError::new(
@@ -110,7 +119,8 @@ impl Agent {
             upstream,
             clock,
             paths,
-            vault: tokio::sync::Mutex::new(vault),
+            vault: Arc::new(tokio::sync::Mutex::new(vault)),
+            counters: Arc::new(Mutex::new(counters)),
             sessions: Mutex::new(Sessions::default()),
             flights: Flights::default(),
             touches: AtomicU64::new(0),

@@ -581,8 +581,8 @@ impl Agent {
         require_uv: bool,
         prompt: String,
         notify: &Waiters,
-    ) -> Result<(UpstreamCredential, TouchEvidence), AgentError> {
-        let mut vault = self.vault.lock().await;
+    ) -> Result<(UpstreamCredential, TouchEvidence, CounterSave), AgentError> {
+        let mut vault = self.vault.clone().lock_owned().await;
         let first = vault.enrolment().cloned().ok_or_else(not_enrolled)?;
         if require_uv && !first.uv {
             return Err(AgentError::new(
@@ -609,12 +609,22 @@ impl Agent {
         })?;
         let cred = UpstreamCredential::parse(text)
             .map_err(|e| AgentError::new(ErrorCode::BadCredential, e.to_string()))?;
-        // The counter is saved only once everything checked out.
+        // The counter is saved only once everything checked out: appended to
+        // the counters file off the runtime, under the vault's lock until the
+        // file holds it (the vault file is not rewritten for a touch).
+        let (id, count) = (used.credential_id.clone(), used.sign_count);
         let mut next = vault.clone();
         replace_enrolment(&mut next, used);
-        next.save(&self.paths.vault).map_err(vault_error)?;
-        *vault = next;
-        Ok((cred, evidence))
+        let counters = self.counters.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            counters
+                .locked()
+                .record(&id, count, &next)
+                .map_err(vault_error)?;
+            *vault = next;
+            Ok(())
+        });
+        Ok((cred, evidence, CounterSave(saved)))
     }
 
     /// One getAssertion, answerable by any trusted enrolled key, with the vault
@@ -717,6 +727,27 @@ impl Agent {
             Err(e) => return Err(vault_error(e)),
         };
         Ok((dek, enrolment, TouchEvidence::new(&assertion, inputs)))
+    }
+}
+
+/// The answering key's new counter on its way into the counters file
+/// ([`crate::vault::counters`]), written on a blocking thread while the
+/// caller mints: nothing may be handed out before [`CounterSave::done`]. The
+/// vault stays locked until the file holds the counter, also when the
+/// issuance is abandoned meanwhile, and the agent's copy of the vault moves
+/// only once it does.
+#[must_use = "a token may be handed out only once its touch's counter is saved"]
+pub(crate) struct CounterSave(tokio::task::JoinHandle<Result<(), AgentError>>);
+
+impl CounterSave {
+    /// Wait until the vault file holds the counter; its error if it could not.
+    pub(crate) async fn done(self) -> Result<(), AgentError> {
+        self.0.await.map_err(|e| {
+            AgentError::new(
+                ErrorCode::Vault,
+                format!("the vault write was stopped before it finished: {e}"),
+            )
+        })?
     }
 }
 

@@ -357,8 +357,8 @@ impl Agent {
             .sessions
             .locked()
             .window_credential(&key.window, started);
-        let (credential, touched) = match window {
-            Some(c) => (c, false),
+        let (credential, touched, saved) = match window {
+            Some(c) => (c, false, None),
             None => {
                 let approved = approved(caller, name, profile, key);
                 let mut approval = match audience {
@@ -388,7 +388,7 @@ impl Agent {
                     self.flight_abandoned(key, flight),
                 );
                 let hint = caller.display.clone();
-                let (cred, evidence) = self
+                let (cred, evidence, saved) = self
                     .approve_and_unseal(
                         &profile.credential,
                         &approved,
@@ -401,30 +401,39 @@ impl Agent {
                     // Locked meanwhile (the lock cancelled the touch): say so.
                     .map_err(|e| self.lock_state.still_unlocked(locks).err().unwrap_or(e))?;
                 *touch = Some(evidence);
-                let cred = Arc::new(cred);
-                {
-                    // Locked while the touch was pending: no window, nothing minted.
-                    let mut sessions = self.sessions.locked();
-                    self.lock_state.still_unlocked(locks)?;
-                    match (terms.touch, terms.kubectl_window) {
-                        (TouchRule::Window(w), _) => sessions.open_window(
-                            &key.window,
-                            self.clock.now(),
-                            w,
-                            terms.max_tokens,
-                            cred.clone(),
-                        ),
-                        // The token minted below is kept, not the credential.
-                        (TouchRule::EveryToken, Some(w)) => sessions.open_token_window(
-                            &key.window,
-                            self.clock.now(),
-                            w,
-                            terms.max_tokens,
-                        ),
-                        (TouchRule::EveryToken, None) => {}
-                    }
+                // Locked while the touch was pending: nothing minted.
+                self.lock_state.still_unlocked(locks)?;
+                (Arc::new(cred), true, Some(saved))
+            }
+        };
+        // Once the touch's counter is saved (it is written while the token is
+        // minted), its window opens.
+        let opened = {
+            let cred = credential.clone();
+            async move {
+                let Some(saved) = saved else { return Ok(()) };
+                saved.done().await?;
+                // Locked while the touch was pending or the counter written: no window.
+                let mut sessions = self.sessions.locked();
+                self.lock_state.still_unlocked(locks)?;
+                match (terms.touch, terms.kubectl_window) {
+                    (TouchRule::Window(w), _) => sessions.open_window(
+                        &key.window,
+                        self.clock.now(),
+                        w,
+                        terms.max_tokens,
+                        cred,
+                    ),
+                    // The token minted below is kept, not the credential.
+                    (TouchRule::EveryToken, Some(w)) => sessions.open_token_window(
+                        &key.window,
+                        self.clock.now(),
+                        w,
+                        terms.max_tokens,
+                    ),
+                    (TouchRule::EveryToken, None) => {}
                 }
-                (cred, true)
+                Ok::<_, AgentError>(())
             }
         };
         let mint = match audience {
@@ -449,10 +458,15 @@ impl Agent {
                 Box::pin(async move { self.upstream.mint(&credential, &req).await })
             }
         };
-        // A lock ends the mint at once; whatever it would have brought is dropped.
+        // A lock ends the mint at once; whatever it would have brought is
+        // dropped. A counter that could not be saved drops the token too.
         let minted = tokio::select! {
-            m = mint => m.map_err(upstream_error)?,
+            biased;
             e = self.lock_state.locked_since(locks) => return Err(e),
+            (m, o) = async { tokio::join!(mint, opened) } => {
+                o?;
+                m.map_err(upstream_error)?
+            }
         };
         self.mints.fetch_add(1, Ordering::Relaxed);
         let now = self.clock.now();

@@ -129,15 +129,34 @@ impl InProcess {
         wrap: impl FnOnce(Arc<SoftKey>) -> Arc<dyn SecurityKey>,
     ) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(config, &dir.path().join("config.toml")).unwrap();
         let key = Arc::new(soft::open(&dir.path().join("soft-key.json"), touch).unwrap());
+        let agent_key = wrap(key.clone());
+        InProcess::serve(dir, config, key, agent_key, clock).await
+    }
+
+    /// Stop, and start again on the same state directory and key: what a
+    /// restart of the agent finds on disk.
+    pub async fn restart(self, config: &str) -> InProcess {
+        let key = self.key.clone();
+        let dir = self.shutdown().await;
+        InProcess::serve(dir, config, key.clone(), key, Arc::new(SystemClock)).await
+    }
+
+    async fn serve(
+        dir: TempDir,
+        config: &str,
+        key: Arc<SoftKey>,
+        agent_key: Arc<dyn SecurityKey>,
+        clock: Arc<dyn touchgate_agent::clock::Clock>,
+    ) -> InProcess {
+        let config = Config::parse(config, &dir.path().join("config.toml")).unwrap();
         let upstream = Arc::new(GoogleUpstream::new(
             config.google.clone(),
             Arc::new(SystemClock),
         ));
         let agent = Agent::new(
             config,
-            wrap(key.clone()),
+            agent_key,
             upstream,
             clock,
             StatePaths::in_dir(dir.path()),

@@ -277,6 +277,52 @@ impl touchgate_agent::key::SecurityKey for Misbehaving {
     }
 }
 
+/// A touch's counter is made durable in the counters file, not by rewriting
+/// the vault; a restarted agent still knows the newest, so a key answering
+/// below it (a clone used meanwhile) is refused although the vault file
+/// holds an older counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_touch_leaves_the_vault_file_alone_and_its_counter_outlives_a_restart() {
+    let (emu, key_json) = emulator().await;
+    let cfg = config_text(&emu.base_url(), "auto", "every-token", "");
+    let agent = InProcess::start(&cfg, Arc::new(AutoTouch)).await;
+    let mut c = agent.client().await;
+    enrol_and_import(&mut c, &key_json).await;
+    let vault_path = agent.dir.path().join("vault.json");
+    let sealed = std::fs::read(&vault_path).unwrap();
+    let at_import = agent.key.sign_count();
+    for _ in 0..3 {
+        c.get_token(None, &[], CallerHint::default()).await.unwrap();
+    }
+    assert_eq!(
+        std::fs::read(&vault_path).unwrap(),
+        sealed,
+        "a touch rewrote the vault file"
+    );
+    let newest = agent.key.sign_count();
+    assert_eq!(newest, at_import + 3);
+    let keys = c.list_keys().await.unwrap();
+    assert_eq!(keys[0].sign_count, newest);
+    drop(c);
+
+    let agent = agent.restart(&cfg).await;
+    let mut c = agent.client().await;
+    assert_eq!(
+        c.list_keys().await.unwrap()[0].sign_count,
+        newest,
+        "the restarted agent lost the newest counter"
+    );
+    // Above the vault file's counter, below the newest: refused.
+    agent.key.set_sign_count(at_import + 1).unwrap();
+    let e = c
+        .get_token(None, &[], CallerHint::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("marked suspect"), "{e}");
+    drop(c);
+    agent.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_suspect_credential_that_answers_anyway_is_refused() {
     let (emu, key_json) = emulator().await;
