@@ -544,14 +544,7 @@ fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
         Exit::PolicyRefused
     };
     if *json {
-        let doc = PolicyCheckJson::new(
-            &name,
-            &p.touch.to_string(),
-            &who,
-            &scopes,
-            decision,
-            launcher,
-        );
+        let doc = PolicyCheckJson::new(&name, p, &who, &scopes, decision, launcher);
         match serde_json::to_string(&doc) {
             Ok(s) => println!("{s}"),
             Err(e) => {
@@ -564,8 +557,12 @@ fn policy_command(settings: &Settings, cmd: &PolicyCommand) -> ExitCode {
     match decision {
         Decision::Allow(grant) => {
             let (rule, window) = (grant.rule(), &grant.window);
+            let kubectl = p
+                .kubectl_window
+                .map(|w| format!("; kubectl window: {}", touchgate::kube::window_text(w)))
+                .unwrap_or_default();
             println!(
-                "allow: profile {name} for {who} (rule: {rule}; touch: {}; window: {window})",
+                "allow: profile {name} for {who} (rule: {rule}; touch: {}{kubectl}; window: {window})",
                 p.touch
             );
         }
@@ -591,6 +588,8 @@ struct PolicyCheckJson {
     scopes: Vec<String>,
     /// The profile's touch rule (`every-token` or a window such as `10m`).
     touch: String,
+    /// The profile's `kubectl_window` (such as `5m`), if it sets one.
+    kubectl_window: Option<String>,
     /// The rule that decided.
     rule: String,
     window: Option<String>,
@@ -601,7 +600,7 @@ struct PolicyCheckJson {
 impl PolicyCheckJson {
     fn new(
         profile: &str,
-        touch: &str,
+        settings: &touchgate_agent::config::Profile,
         who: &touchgate_agent::policy::subject::Subject,
         scopes: &[String],
         decision: touchgate_agent::policy::Decision,
@@ -618,7 +617,10 @@ impl PolicyCheckJson {
             exe: who.exe.as_ref().map(|p| p.display().to_string()),
             script: who.script.as_ref().map(|p| p.display().to_string()),
             scopes: scopes.to_vec(),
-            touch: touch.to_owned(),
+            touch: settings.touch.to_string(),
+            kubectl_window: settings
+                .kubectl_window
+                .map(touchgate::duration::format_duration),
             rule,
             window,
             reason,

@@ -77,6 +77,15 @@ impl KubeCluster {
     }
 }
 
+/// A profile's `kubectl_window` of `length` as `touchgate profiles` and
+/// `policy check` show it: `5m (one kubectl binary and cluster)`.
+pub fn window_text(length: std::time::Duration) -> String {
+    format!(
+        "{} (one kubectl binary and cluster)",
+        crate::duration::format_duration(length)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

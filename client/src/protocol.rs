@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 /// Version of this protocol. A peer with another version is refused with an error naming both.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// First frame, both ways.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -327,6 +327,9 @@ pub struct ProfileInfo {
     pub touch: String,
     pub lifetime_secs: u64,
     pub is_default: bool,
+    /// An `every-token` profile's `kubectl_window`: how long the token a touch
+    /// minted is handed again to one kubectl binary for one cluster.
+    pub kubectl_window_secs: Option<u64>,
 }
 
 /// A typed error: a stable code for programs and a one-line message for people
@@ -447,6 +450,7 @@ mod tests {
             touch: "10m".into(),
             lifetime_secs: 900,
             is_default: true,
+            kubectl_window_secs: Some(300),
         }
     }
 

@@ -476,6 +476,7 @@ impl Agent {
                 touch: p.touch.to_string(),
                 lifetime_secs: p.lifetime.as_secs(),
                 is_default: Some(name.as_str()) == default,
+                kubectl_window_secs: p.kubectl_window.map(|w| w.as_secs()),
             })
             .collect()
     }

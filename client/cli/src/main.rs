@@ -543,7 +543,7 @@ fn read_credential(file: &PathBuf) -> anyhow::Result<Secret> {
 fn print_profiles(p: &[touchgate::ProfileInfo]) {
     for p in p {
         println!(
-            "profile {}{}: credential {}, {}touch {}, lifetime {}s{}",
+            "profile {}{}: credential {}, {}touch {}, lifetime {}s{}{}",
             p.name,
             if p.is_default { " (default)" } else { "" },
             p.credential,
@@ -553,6 +553,12 @@ fn print_profiles(p: &[touchgate::ProfileInfo]) {
                 .unwrap_or_default(),
             p.touch,
             p.lifetime_secs,
+            p.kubectl_window_secs
+                .map(|w| format!(
+                    ", kubectl window {}",
+                    touchgate::kube::window_text(std::time::Duration::from_secs(w))
+                ))
+                .unwrap_or_default(),
             p.project
                 .as_ref()
                 .map(|s| format!(", project {s}"))

@@ -67,6 +67,7 @@ fn status() -> Response {
             touch: "10m".into(),
             lifetime_secs: 900,
             is_default: true,
+            kubectl_window_secs: None,
         }],
         cached_tokens: 1,
         touches: 2,

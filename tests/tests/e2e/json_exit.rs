@@ -137,6 +137,11 @@ async fn json_documents_parse_with_their_fields_and_hold_no_secret() {
     assert_eq!(profiles[0]["is_default"], true, "{profiles}");
     assert_eq!(profiles[0]["touch"], "10m", "{profiles}");
     assert_eq!(profiles[0]["service_account"], INFERENCE, "{profiles}");
+    assert_eq!(
+        profiles[0].get("kubectl_window_secs"),
+        Some(&Value::Null),
+        "a window profile has no kubectl window: {profiles}"
+    );
 
     let keys = json(&agent.cli(&["keys", "list", "--json"]));
     assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
@@ -210,7 +215,9 @@ async fn json_documents_parse_with_their_fields_and_hold_no_secret() {
 async fn policy_touch_and_upstream_refusals_have_their_own_codes() {
     let (emu, key_json) = emulator().await;
     let base = config_text(&emu.base_url(), "auto", "every-token", "");
+    // The inference profile is the config's last table: the line joins it.
     let cfg = base.clone()
+        + "kubectl_window = \"5m\"\n"
         + &format!(
             "\n[profiles.train]\nservice_account = \"{INFERENCE}\"\ntouch = \"every-token\"\ncallers = [\"*/bin/gcloud\"]\n\
              \n[profiles.stranger]\nservice_account = \"stranger@touchgate-test.iam.gserviceaccount.com\"\ntouch = \"every-token\"\n"
@@ -236,6 +243,7 @@ async fn policy_touch_and_upstream_refusals_have_their_own_codes() {
     assert_eq!(v["rule"], "profiles.train.callers", "{v}");
     assert!(v["reason"].is_string() && v["window"].is_null(), "{v}");
     assert_eq!(v["profile"], "train");
+    assert_eq!(v.get("kubectl_window"), Some(&Value::Null), "{v}");
     let text = agent_tool(
         &agent,
         &[
@@ -261,7 +269,54 @@ async fn policy_touch_and_upstream_refusals_have_their_own_codes() {
     let v = json(&allow);
     assert_eq!(v["decision"], "allow", "{v}");
     assert_eq!(v["touch"], "every-token", "{v}");
+    assert_eq!(v["kubectl_window"], "5m", "{v}");
     assert!(v["window"].is_string() && v["reason"].is_null(), "{v}");
+    let text = agent_tool(
+        &agent,
+        &[
+            "policy",
+            "check",
+            "--profile",
+            "inference",
+            "--exe",
+            "/bin/true",
+        ],
+    );
+    assert_exit(&text, Exit::Ok, "policy check allow (text)");
+    assert!(
+        stdout(&text)
+            .contains("touch: every-token; kubectl window: 5m (one kubectl binary and cluster);"),
+        "{}",
+        stdout(&text)
+    );
+
+    // The profiles show the kubectl window where one is set, and only there.
+    let profiles = json(&agent.cli(&["profiles", "--json"]));
+    let named = |n: &str| {
+        profiles
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == n))
+            .unwrap_or_else(|| panic!("profile {n} in {profiles}"))
+            .clone()
+    };
+    assert_eq!(named("inference")["kubectl_window_secs"], 300, "{profiles}");
+    assert_eq!(
+        named("train").get("kubectl_window_secs"),
+        Some(&Value::Null),
+        "{profiles}"
+    );
+    let text = agent.ok(&["profiles"]);
+    let line = |n: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("profile {n}")))
+            .unwrap_or_else(|| panic!("profile {n} in {text}"))
+    };
+    assert!(
+        line("inference")
+            .contains("lifetime 900s, kubectl window 5m (one kubectl binary and cluster)"),
+        "{text}"
+    );
+    assert!(!line("train").contains("kubectl"), "{text}");
 
     // Google refuses the impersonation.
     let o = agent.cli(&["token", "--profile", "stranger"]);
