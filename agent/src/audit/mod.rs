@@ -13,7 +13,7 @@
 //! `writer` is the one thread that writes the file (group commit, fail closed,
 //! torn-line repair), `coalesce` counts window hits in memory; `verify`
 //! re-checks a log against the keys [`trust`] names, [`journal`] keeps the
-//! head in the systemd journal, [`show`] prints a log, `sample` builds a real
+//! head in the systemd journal, [`show`](fn@show) prints a log, `sample` builds a real
 //! one for tests and fuzz seeds.
 
 mod challenge;

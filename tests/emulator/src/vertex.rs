@@ -5,9 +5,10 @@
 //! - `POST …/locations/{l}/endpoints/{e}:predict`  `aiplatform.endpoints.predict`
 //! - `POST …/locations/{l}/customJobs`             `aiplatform.customJobs.create`
 //!
-//! Roles ([`VertexRole`]): `inference` may list and predict, `training` may
-//! also create custom jobs, `roles/aiplatform.user` may do everything. A
-//! principal without a role is refused, 403 in Google's error shape.
+//! Roles ([`VertexRole`](super::state::VertexRole)): `inference` may list and
+//! predict, `training` may also create custom jobs, `roles/aiplatform.user`
+//! may do everything. A principal without a role is refused, 403 in Google's
+//! error shape.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};

@@ -1,7 +1,7 @@
 //! Requests to Google: one HTTPS client, each call retried on transient
 //! failures (network, HTTP 5xx, 429) with exponential backoff and full jitter,
 //! `Retry-After` honoured, under one deadline per mint
-//! ([`Retry`](crate::upstream::Retry)); replies read whole (capped) into memory
+//! ([`Retry`]); replies read whole (capped) into memory
 //! that is wiped on drop. Credentials go over HTTPS only, plain http only to
 //! this machine (emulators).
 
