@@ -607,7 +607,7 @@ impl Agent {
                 format!("sealed credential \"{credential}\" is not text: import it again"),
             )
         })?;
-        let cred = UpstreamCredential::parse(text)
+        let cred = UpstreamCredential::parse_sealed(text)
             .map_err(|e| AgentError::new(ErrorCode::BadCredential, e.to_string()))?;
         // The counter is saved only once everything checked out: appended to
         // the counters file off the runtime, under the vault's lock until the

@@ -74,6 +74,15 @@ pub struct ImpersonatedServiceAccount {
     pub quota_project_id: Option<String>,
 }
 
+/// How much [`UpstreamCredential`] parsing checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Every field, and that a private key parses.
+    PrivateKey,
+    /// Every field.
+    Fields,
+}
+
 pub const SERVICE_ACCOUNT: &str = "service_account";
 pub const AUTHORIZED_USER: &str = "authorized_user";
 pub const IMPERSONATED_SERVICE_ACCOUNT: &str = "impersonated_service_account";
@@ -81,15 +90,29 @@ pub const IMPERSONATED_SERVICE_ACCOUNT: &str = "impersonated_service_account";
 impl UpstreamCredential {
     /// Parses a Google credential JSON file.
     pub fn parse(json: &str) -> Result<Self, CredentialError> {
+        Self::parse_checking(json, Check::PrivateKey)
+    }
+
+    /// Parses a credential that [`UpstreamCredential::parse`] accepted when
+    /// it was sealed: the same, except that a service account's private key
+    /// is not parsed again only to be checked (the mint parses it; a sealed
+    /// entry cannot change without failing to decrypt). This is on every
+    /// every-token issuance.
+    pub fn parse_sealed(json: &str) -> Result<Self, CredentialError> {
+        Self::parse_checking(json, Check::Fields)
+    }
+
+    fn parse_checking(json: &str, check: Check) -> Result<Self, CredentialError> {
         let fields = serde_json::from_str::<Fields>(json)
             .map_err(|e| CredentialError(json_error_message(&e)))?
             .0;
-        Self::from_fields(fields, false)
+        Self::from_fields(fields, false, check)
     }
 
     fn from_fields(
         mut fields: BTreeMap<String, Field>,
         nested: bool,
+        check: Check,
     ) -> Result<Self, CredentialError> {
         let kind = match fields.remove("type") {
             Some(Field::Str(s)) => s.expose_secret().to_owned(),
@@ -109,7 +132,9 @@ impl UpstreamCredential {
                     token_uri: f.optional_plain("token_uri")?,
                     project_id: f.optional_plain("project_id")?,
                 };
-                key.check_private_key()?;
+                if check == Check::PrivateKey {
+                    key.check_private_key()?;
+                }
                 Ok(UpstreamCredential::ServiceAccount(key))
             }
             AUTHORIZED_USER => {
@@ -143,7 +168,7 @@ impl UpstreamCredential {
                     .collect();
                 let quota_project_id = f.optional_plain("quota_project_id")?;
                 let source = f.required_object("source_credentials")?;
-                let source = Self::from_fields(source, true)?;
+                let source = Self::from_fields(source, true, check)?;
                 Ok(UpstreamCredential::Impersonated(
                     ImpersonatedServiceAccount {
                         source: Box::new(source),
@@ -827,5 +852,19 @@ mod tests {
         let e = UpstreamCredential::parse(&v.to_string()).unwrap_err();
         assert!(e.0.contains("not an RSA key in PKCS#8 PEM"), "{e}");
         assert!(!e.0.contains("SECRETSTUFF"), "{e}");
+    }
+
+    /// A sealed credential was checked when sealed: unsealing it checks its
+    /// fields again but does not parse the private key only to check it.
+    #[test]
+    fn a_sealed_credential_is_not_checked_twice() {
+        let mut v: serde_json::Value = serde_json::from_str(&sa_json()).unwrap();
+        v["private_key"] = include_str!("testdata/rsa-1024.pem").into();
+        let text = v.to_string();
+        assert!(UpstreamCredential::parse(&text).is_err());
+        assert!(UpstreamCredential::parse_sealed(&text).is_ok());
+        v["client_email"] = serde_json::Value::Null;
+        let e = UpstreamCredential::parse_sealed(&v.to_string()).unwrap_err();
+        assert!(e.0.contains("client_email"), "{e}");
     }
 }
