@@ -73,7 +73,11 @@ pub struct Client {
     stream: UnixStream,
     /// The connection's frame buffer: a request costs no allocation beyond its answer.
     frames: FrameBuf,
+    /// The agent's software, from its answer to the hello (empty while
+    /// that answer is pending: see [`Client::connect_pipelined`]).
     pub agent_software: String,
+    /// The hello is sent and its answer not read yet.
+    hello_pending: bool,
     on_touch: Option<TouchCallback>,
 }
 
@@ -83,9 +87,26 @@ impl Client {
         Client::connect(&crate::paths::socket_path()).await
     }
 
+    /// [`Client::connect_pipelined`] to the socket found by [`crate::paths::socket_path`].
+    pub async fn connect_default_pipelined() -> Result<Client, ClientError> {
+        Client::connect_pipelined(&crate::paths::socket_path()).await
+    }
+
     /// Connect and say hello. Before a byte is sent the socket's directory must
     /// be ours and 0700, and its listener ours ([`crate::agent_socket`]).
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        let mut c = Client::connect_pipelined(path).await?;
+        c.hello_answered().await?;
+        Ok(c)
+    }
+
+    /// [`Client::connect`], except that the agent's answer to the hello is
+    /// read with the first request's: a command that asks one thing (e.g.
+    /// `touchgate token`, the docker helper) waits for the agent once, not
+    /// twice. The same checks run before a byte is sent, and the same errors
+    /// come back (a refused hello from the first request), but
+    /// `agent_software` is empty until then.
+    pub async fn connect_pipelined(path: &Path) -> Result<Client, ClientError> {
         crate::agent_socket::check_dir(path)?;
         let mut stream = match UnixStream::connect(path).await {
             Ok(s) => s,
@@ -114,15 +135,28 @@ impl Client {
                 &Hello::ours(concat!("touchgate ", env!("CARGO_PKG_VERSION"))),
             )
             .await?;
-        // The agent answers a hello with its own, or with an error (wrong version, refused peer).
-        let reply: HelloReply = frames.read(&mut stream).await?;
+        Ok(Client {
+            stream,
+            frames,
+            agent_software: String::new(),
+            hello_pending: true,
+            on_touch: None,
+        })
+    }
+
+    /// Read the agent's answer to the hello, if not read yet: its own hello,
+    /// or an error (wrong version, refused peer).
+    async fn hello_answered(&mut self) -> Result<(), ClientError> {
+        if !self.hello_pending {
+            return Ok(());
+        }
+        self.hello_pending = false;
+        let reply: HelloReply = self.frames.read(&mut self.stream).await?;
         match reply {
-            HelloReply::Hello(h) if h.protocol == PROTOCOL_VERSION => Ok(Client {
-                stream,
-                frames,
-                agent_software: h.software,
-                on_touch: None,
-            }),
+            HelloReply::Hello(h) if h.protocol == PROTOCOL_VERSION => {
+                self.agent_software = h.software;
+                Ok(())
+            }
             HelloReply::Hello(h) => Err(ClientError::VersionMismatch {
                 agent: h.protocol,
                 client: PROTOCOL_VERSION,
@@ -138,10 +172,14 @@ impl Client {
 
     /// Send one request and wait for its response. An agent error becomes `Err(Agent)`.
     pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
-        match self.frames.write(&mut self.stream, req).await {
-            Err(FrameError::TooLarge(n)) => return Err(ClientError::RequestTooLarge(n)),
-            r => r?,
+        let sent = self.frames.write(&mut self.stream, req).await;
+        if let Err(FrameError::TooLarge(n)) = sent {
+            // Nothing was sent.
+            return Err(ClientError::RequestTooLarge(n));
         }
+        // A hello the agent refused explains a request it did not take.
+        self.hello_answered().await?;
+        sent?;
         loop {
             match self.frames.read(&mut self.stream).await? {
                 Response::TouchNeeded { prompt } => {

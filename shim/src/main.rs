@@ -269,7 +269,7 @@ fn token(profile: Option<String>) -> ExitCode {
         Err(e) => return fail(&format!("cannot start: {e}")),
     };
     let res = rt.block_on(async {
-        let mut c = Client::connect_default().await?;
+        let mut c = Client::connect_default_pipelined().await?;
         c.on_touch_needed(|p| eprintln!("touchgate-shim: {p}"));
         c.get_token(profile.as_deref(), &[], parent_hint()).await
     });

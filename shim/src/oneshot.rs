@@ -41,7 +41,7 @@ pub fn fetch_as(
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
     rt.block_on(async {
-        let mut c = Client::connect_default().await?;
+        let mut c = Client::connect_default_pipelined().await?;
         c.on_touch_needed(move |p| say(prompt, who, p));
         match kubectl {
             Some(cluster) => {

@@ -326,7 +326,7 @@ credential = "{CREDENTIAL}"
 /// A connection to the agent: the running one (told to re-read a new config), else
 /// one started as a systemd user service, else one started in the background.
 async fn agent(args: &InitArgs, wrote_config: bool) -> anyhow::Result<Client> {
-    match crate::connect().await {
+    match crate::connect_answered().await {
         Ok(mut c) => {
             if wrote_config {
                 c.reload().await?;
@@ -367,7 +367,7 @@ async fn agent(args: &InitArgs, wrote_config: bool) -> anyhow::Result<Client> {
     } else {
         start_background()?;
     }
-    Ok(crate::connect().await?)
+    Ok(crate::connect_answered().await?)
 }
 
 /// `gcloud config configurations activate touchgate`, saying how to go back.

@@ -299,7 +299,18 @@ fn main() -> ExitCode {
 
 use json_out::print_json;
 
+/// A connection for the commands that each ask the agent one thing: the
+/// hello's answer comes with the first request's (a refused hello is that
+/// request's error).
 async fn connect() -> Result<Client, ClientError> {
+    let mut c = Client::connect_default_pipelined().await?;
+    c.on_touch_needed(|p| eprintln!("touchgate: {p}"));
+    Ok(c)
+}
+
+/// A connection whose hello the agent has answered: for a caller that says
+/// "an agent is running" on the strength of the connection alone.
+async fn connect_answered() -> Result<Client, ClientError> {
     let mut c = Client::connect_default().await?;
     c.on_touch_needed(|p| eprintln!("touchgate: {p}"));
     Ok(c)

@@ -135,6 +135,38 @@ async fn connections_over_the_cap_are_told_busy() {
     a.shutdown().await;
 }
 
+/// A pipelined client (hello and request in one go, as `touchgate token`
+/// and the docker helper connect) hears why its hello was refused, though
+/// its request was never read: not a broken pipe or a reset.
+#[tokio::test]
+async fn a_pipelined_client_hears_the_refusal_of_its_hello() {
+    let a = agent("max_connections = 4").await;
+    let c1 = a.client().await;
+    let c2 = a.client().await;
+    let mut c = touchgate::Client::connect_pipelined(&a.socket)
+        .await
+        .expect("the connection itself is made; the refusal answers the hello");
+    assert_eq!(c.agent_software, "", "the hello's answer is not read yet");
+    let err = c
+        .get_token(None, &[], touchgate::CallerHint::default())
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Some(ErrorCode::Busy), "{err}");
+    assert!(err.to_string().contains("max_connections"), "{err}");
+    drop((c1, c2));
+    // Admitted, the same client reads the agent's hello with its first answer.
+    let mut c = touchgate::Client::connect_pipelined(&a.socket)
+        .await
+        .unwrap();
+    c.status().await.unwrap();
+    assert!(
+        c.agent_software.starts_with("touchgate-agent "),
+        "{}",
+        c.agent_software
+    );
+    a.shutdown().await;
+}
+
 #[tokio::test]
 async fn shutdown_removes_the_socket() {
     let a = agent("").await;
