@@ -11,9 +11,9 @@
 //! Reading takes each enrolled key's highest counter from the vault and the
 //! lines; a last line without its newline (a crash mid-append) is left out,
 //! since its touch's token was never handed out. A complete line that does
-//! not parse is an error naming the file and the line. At open, and when the
-//! file grows past [`COMPACT_AFTER`] lines, it is rewritten atomically to one
-//! line per enrolled key.
+//! not parse is an error naming the file and the line. At open (unless it
+//! already is), and when the file grows past [`COMPACT_AFTER`] lines, it is
+//! rewritten atomically to one line per enrolled key.
 //!
 //! Same-user tampering is no worse than with the counters in the vault: the
 //! user who can lower a line could put back an older vault file just as well.
@@ -44,7 +44,7 @@ impl CounterLog {
     /// rewrite the file to those (when it exists).
     pub fn open(path: &Path, vault: &mut VaultFile) -> Result<CounterLog, VaultError> {
         let found = match std::fs::read(path) {
-            Ok(bytes) => Some(parse(path, &bytes)?),
+            Ok(bytes) => Some((parse(path, &bytes)?, bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(err) => {
                 return Err(VaultError::Io {
@@ -59,13 +59,17 @@ impl CounterLog {
             file: None,
             lines: 0,
         };
-        if let Some(found) = found {
+        if let Some((found, bytes)) = found {
             for e in &mut vault.enrolments {
                 if let Some(&n) = found.get(&e.credential_id) {
                     e.sign_count = e.sign_count.max(n);
                 }
             }
-            log.compact(vault)?;
+            if bytes == compacted(vault).as_bytes() {
+                log.lines = vault.enrolments.len();
+            } else {
+                log.compact(vault)?;
+            }
         }
         Ok(log)
     }
@@ -108,23 +112,30 @@ impl CounterLog {
 
     /// Rewrite the file atomically to one line per enrolled key of `vault`.
     fn compact(&mut self, vault: &VaultFile) -> Result<(), VaultError> {
-        let mut text = String::new();
-        for e in &vault.enrolments {
-            text.push_str(&format!(
-                "{} {}\n",
-                hex::encode(&e.credential_id),
-                e.sign_count
-            ));
-        }
         self.file = None;
-        write_private_atomic(&self.path, text.as_bytes()).map_err(|err| VaultError::Io {
-            op: "write",
-            path: self.path.clone(),
-            err,
+        write_private_atomic(&self.path, compacted(vault).as_bytes()).map_err(|err| {
+            VaultError::Io {
+                op: "write",
+                path: self.path.clone(),
+                err,
+            }
         })?;
         self.lines = vault.enrolments.len();
         Ok(())
     }
+}
+
+/// The file as [`CounterLog::compact`] writes it: one line per enrolled key.
+fn compacted(vault: &VaultFile) -> String {
+    let mut text = String::new();
+    for e in &vault.enrolments {
+        text.push_str(&format!(
+            "{} {}\n",
+            hex::encode(&e.credential_id),
+            e.sign_count
+        ));
+    }
+    text
 }
 
 /// Open for appending (mode 0600, never through a symlink); a file created
@@ -215,6 +226,25 @@ mod tests {
         assert_eq!(v.enrolments[1].sign_count, 12, "the vault's, higher");
         // One line per enrolled key; a key not enrolled is dropped.
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "aa01 7\nbb02 12\n");
+    }
+
+    #[test]
+    fn a_file_that_is_already_compact_is_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sign-counters");
+        std::fs::write(&path, "aa01 7\n").unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        let mut v = vault_with(&[(&[0xaa, 0x01], 3)]);
+        let log = CounterLog::open(&path, &mut v).unwrap();
+        assert_eq!(v.enrolments[0].sign_count, 7);
+        assert_eq!(log.lines, 1);
+        let after = std::fs::metadata(&path).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            before.ino(),
+            after.ino(),
+            "rewritten (a new file took its place)"
+        );
     }
 
     #[test]
