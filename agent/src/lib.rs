@@ -16,8 +16,9 @@
 //! - leaves: [`policy`] (who may have which token, whose window a touch
 //!   opens), `fido` (the security key and checking its answers; re-exported
 //!   as [`key`], [`verify`], [`attestation`]), [`vault`] (sealed upstream
-//!   credentials), [`audit`] (the signed audit log), [`upstream`] (Google),
-//!   [`notify`], [`caller`], [`clock`], [`config`], [`state_dir`].
+//!   credentials, the keys' signature counters), [`audit`] (the signed
+//!   audit log), [`upstream`] (Google), [`notify`], [`caller`], [`clock`],
+//!   [`config`], [`state_dir`].
 #![deny(unsafe_code)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
