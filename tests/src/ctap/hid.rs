@@ -465,8 +465,10 @@ fn handle_report(
                 // (CTAP2_ERR_KEEPALIVE_CANCEL). A CANCEL with nothing to
                 // cancel is ignored.
                 if let Some(op) = shared.op_on(conn, cid) {
-                    op.cancel.cancel();
+                    // Counted before the operation can see it: a host that
+                    // saw the cancelled answer sees the count too.
                     shared.record(|s| s.cancels += 1);
+                    op.cancel.cancel();
                 }
                 if assembly.as_ref().is_some_and(|a| a.cid == cid) {
                     *assembly = None;
