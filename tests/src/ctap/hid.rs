@@ -261,8 +261,10 @@ impl Shared {
     }
 
     fn send_error(&self, conn: &Conn, cid: u32, code: u8) {
-        self.send(conn, cid, cmd::ERROR, &[code]);
+        // Counted before it is sent, as every count here: a host that saw
+        // the message sees the count too.
         self.record(|s| s.errors.push((cid, code)));
+        self.send(conn, cid, cmd::ERROR, &[code]);
     }
 }
 
@@ -328,9 +330,9 @@ impl Op {
 
     fn send_keepalive(&self, shared: &Shared, state: &mut OpState) {
         if !state.done && !state.discarded {
+            shared.record(|s| s.keepalives += 1);
             shared.send(&self.conn, self.cid, cmd::KEEPALIVE, &[state.status]);
             state.last_sent = Some(Instant::now());
-            shared.record(|s| s.keepalives += 1);
         }
     }
 
@@ -465,8 +467,7 @@ fn handle_report(
                 // (CTAP2_ERR_KEEPALIVE_CANCEL). A CANCEL with nothing to
                 // cancel is ignored.
                 if let Some(op) = shared.op_on(conn, cid) {
-                    // Counted before the operation can see it: a host that
-                    // saw the cancelled answer sees the count too.
+                    // Counted before the operation can see it.
                     shared.record(|s| s.cancels += 1);
                     op.cancel.cancel();
                 }
@@ -555,8 +556,8 @@ fn handle_init(
     response.push(CTAPHID_PROTOCOL_VERSION);
     response.extend_from_slice(&DEVICE_VERSION);
     response.push(capability::WINK | capability::CBOR | capability::NMSG);
-    shared.send(conn, cid, cmd::INIT, &response);
     shared.record(|s| s.inits += 1);
+    shared.send(conn, cid, cmd::INIT, &response);
 }
 
 /// A complete message on an allocated channel, device not busy.
@@ -566,8 +567,8 @@ fn dispatch(shared: &Arc<Shared>, conn: &Arc<Conn>, cid: u32, command: u8, paylo
         cmd::WINK if !payload.is_empty() => shared.send_error(conn, cid, err::INVALID_LEN),
         cmd::WINK => {
             shared.handler.wink();
-            shared.send(conn, cid, cmd::WINK, &[]);
             shared.record(|s| s.winks += 1);
+            shared.send(conn, cid, cmd::WINK, &[]);
         }
         cmd::CBOR if payload.is_empty() => shared.send_error(conn, cid, err::INVALID_LEN),
         cmd::CBOR => start_cbor(shared, conn, cid, payload.to_vec()),
@@ -648,12 +649,12 @@ fn run_cbor(shared: &Arc<Shared>, op: &Arc<Op>, request: &[u8]) {
                 *busy = None;
             }
         }
+        shared.record(|s| s.cbor_completed += 1);
         if !state.discarded {
             shared.send(&op.conn, op.cid, cmd::CBOR, &response);
         }
         op.finished.notify_all();
     }
-    shared.record(|s| s.cbor_completed += 1);
     if let Some(ticker) = ticker {
         let _ = ticker.join();
     }
